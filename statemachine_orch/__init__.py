@@ -1,0 +1,149 @@
+"""
+statemachine-orch: typed, class-based service orchestration on ``transitions``.
+
+Where each layer lives:
+  class body ── decorators (_decorators.py: step, human_task, after, goto, .compensation)
+      │          mark methods; Workflow (_workflow.py) makes the class an attrs class
+      ▼
+  WorkflowSpec (_spec.py) ── built once per class by _compile.py, checked by _checks.py
+      │
+      ├── transitions machine (_machine.py): one per class, instances are its models
+      ├── input checks (_validate.py), progress (_progress.py), diagrams (_diagram.py)
+      ▼
+  Engine (_engine.py) ── Store (_store.py: MemoryStore) · Clock (_clock.py)
+      └── services (_services.py) · Ctx (_ctx.py) · history (_history.py) · tasks (_tasks.py)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
+from ._clock import VirtualClock as VirtualClock
+from ._ctx import Ctx as Ctx
+from ._decorators import Compensation as Compensation
+from ._decorators import Step as Step
+from ._decorators import after as after
+from ._decorators import goto as goto
+from ._decorators import human_task as human_task
+from ._decorators import step as step
+from ._diagram import mermaid as mermaid
+from ._engine import Engine as Engine
+from ._engine import EngineStatistics as EngineStatistics
+from ._engine import Handle as Handle
+from ._engine import InstanceInfo as InstanceInfo
+from ._engine import machine_of as machine_of
+from ._errors import DefinitionProblem as DefinitionProblem
+from ._errors import GuardError as GuardError
+from ._errors import InstanceFinished as InstanceFinished
+from ._errors import InstanceNotFound as InstanceNotFound
+from ._errors import NoEdgeEnabled as NoEdgeEnabled
+from ._errors import NonRetryableError as NonRetryableError
+from ._errors import OrchError as OrchError
+from ._errors import ServiceNotFound as ServiceNotFound
+from ._errors import TaskAlreadyCompleted as TaskAlreadyCompleted
+from ._errors import TaskError as TaskError
+from ._errors import TaskFormError as TaskFormError
+from ._errors import TaskNotAuthorized as TaskNotAuthorized
+from ._errors import TaskNotFound as TaskNotFound
+from ._errors import WorkflowDefinitionError as WorkflowDefinitionError
+from ._errors import WorkflowFailed as WorkflowFailed
+from ._errors import WorkflowInputError as WorkflowInputError
+from ._history import EventKind as EventKind
+from ._history import HistoryEvent as HistoryEvent
+from ._progress import Progress as Progress
+from ._retry import Retry as Retry
+from ._services import InProcessService as InProcessService
+from ._services import Service as Service
+from ._services import ServiceRegistry as ServiceRegistry
+from ._spec import CompensationSpec as CompensationSpec
+from ._spec import EdgeSpec as EdgeSpec
+from ._spec import FieldSpec as FieldSpec
+from ._spec import StepKind as StepKind
+from ._spec import StepSpec as StepSpec
+from ._spec import TaskSpec as TaskSpec
+from ._spec import WorkflowSpec as WorkflowSpec
+from ._status import InstanceStatus as InstanceStatus
+from ._store import MemoryStore as MemoryStore
+from ._store import Store as Store
+from ._tasks import Task as Task
+from ._tasks import TaskStatus as TaskStatus
+from ._workflow import Workflow as Workflow
+from ._workflow import spec_of as spec_of
+
+__all__ = [
+    "Clock",
+    "Compensation",
+    "CompensationSpec",
+    "Ctx",
+    "DefinitionProblem",
+    "EdgeSpec",
+    "Engine",
+    "EngineStatistics",
+    "EventKind",
+    "FieldSpec",
+    "GuardError",
+    "Handle",
+    "HistoryEvent",
+    "InProcessService",
+    "InstanceFinished",
+    "InstanceInfo",
+    "InstanceNotFound",
+    "InstanceStatus",
+    "MemoryStore",
+    "NoEdgeEnabled",
+    "NonRetryableError",
+    "OrchError",
+    "Progress",
+    "Retry",
+    "Service",
+    "ServiceNotFound",
+    "ServiceRegistry",
+    "Step",
+    "StepKind",
+    "StepSpec",
+    "Store",
+    "SystemClock",
+    "Task",
+    "TaskAlreadyCompleted",
+    "TaskError",
+    "TaskFormError",
+    "TaskNotAuthorized",
+    "TaskNotFound",
+    "TaskSpec",
+    "TaskStatus",
+    "VirtualClock",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowFailed",
+    "WorkflowInputError",
+    "WorkflowSpec",
+    "after",
+    "goto",
+    "human_task",
+    "machine_of",
+    "mermaid",
+    "spec_of",
+    "step",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks and reprs should show the public path, not the private module.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("statemachine_orch._"):
+            obj.__module__ = __name__
+
+
+_fixup_module_metadata()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - only when asked for
+
+        return version("statemachine-orch")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,101 @@
+"""
+Structural rules checked on every compiled spec.
+
+Each rule yields :class:`DefinitionProblem` records naming the step and the rule;
+the compiler gathers them with the problems found while resolving references and
+raises them together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from ._errors import DefinitionProblem
+from ._spec import WorkflowSpec
+
+# Names of the base class that a field or step would shadow.
+ENGINE_ATTRIBUTES = frozenset({"__orch_spec__", "__orch_machine__", "__orch_abstract__"})
+
+
+def structural_problems(spec: WorkflowSpec) -> list[DefinitionProblem]:
+    """Every structural problem of *spec*, in a stable order."""
+    return [
+        DefinitionProblem(spec.name, step, rule, msg)
+        for rule_fn in _RULES
+        for step, rule, msg in rule_fn(spec)
+    ]
+
+
+Found = Iterator[tuple[str | None, str, str]]
+
+
+def _initial(spec: WorkflowSpec) -> Found:
+    initial = [s.name for s in spec.steps if s.initial]
+    if not spec.steps:
+        yield None, "no-steps", "declares no step; decorate methods with @step"
+    elif not initial:
+        yield None, "no-initial-step", "has no initial step; mark the first one with @step(initial=True)"
+    elif len(initial) > 1:
+        names = ", ".join(initial)
+        yield None, "several-initial-steps", f"has {len(initial)} initial steps ({names}); exactly one may be initial"
+
+
+def _reachable(spec: WorkflowSpec) -> Found:
+    if not spec.initial:
+        return
+    seen = {spec.initial}
+    todo = [spec.initial]
+    while todo:
+        for edge in spec.outgoing(todo.pop()):
+            if edge.dest not in seen:
+                seen.add(edge.dest)
+                todo.append(edge.dest)
+    for s in spec.steps:
+        if s.name not in seen:
+            msg = f"is not reachable from the initial step {spec.initial}; add an @after edge into it"
+            yield s.name, "unreachable-step", msg
+
+
+def _way_out(spec: WorkflowSpec) -> Found:
+    for s in spec.steps:
+        completion = [e for e in spec.outgoing(s.name) if not e.is_error]
+        if s.final and completion:
+            dests = ", ".join(e.dest for e in completion)
+            msg = f"is final=True but has outgoing edges (to {dests}); a final step ends the instance"
+            yield s.name, "final-with-edges", msg
+        if not s.final and not completion:
+            msg = (
+                "is not final and has no outgoing edge; add @after(" + s.name + ") to a later step, "
+                "@goto(...) on it, or mark it final=True"
+            )
+            yield s.name, "no-way-out", msg
+
+
+def _defaults(spec: WorkflowSpec) -> Found:
+    for s in spec.steps:
+        defaults = [e.dest for e in spec.outgoing(s.name) if e.is_default]
+        if len(defaults) > 1:
+            dests = ", ".join(defaults)
+            msg = (
+                f"has {len(defaults)} unguarded (default) edges, to {dests}; "
+                "only one edge may be the default: give the others a when= guard"
+            )
+            yield s.name, "several-defaults", msg
+
+
+def _duplicates(spec: WorkflowSpec) -> Found:
+    counts = Counter((e.source, e.dest, e.guard_name, e.on_error) for e in spec.edges)
+    for (src, dest, _, _), n in counts.items():
+        if n > 1:
+            yield src, "duplicate-edge", f"has the same edge to {dest} declared {n} times"
+
+
+def _names(spec: WorkflowSpec) -> Found:
+    names = [f.name for f in spec.fields] + [s.name for s in spec.steps]
+    for name in names:
+        if name in ENGINE_ATTRIBUTES:
+            yield name, "reserved-name", f"{name!r} is an attribute of the engine; rename it"
+
+
+_RULES = (_initial, _reachable, _way_out, _defaults, _duplicates, _names)

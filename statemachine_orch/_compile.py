@@ -1,0 +1,287 @@
+"""
+Class body → :class:`WorkflowSpec`.
+
+Collects the marks the decorators left (``Step``, ``Compensation``, edge marks)
+and the attrs fields, resolves every reference, and hands the assembled spec to
+``_checks`` for the structural rules. Every problem found anywhere is reported
+in one ``WorkflowDefinitionError``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._checks import structural_problems
+from ._decorators import Compensation, EdgeMark, Step
+from ._errors import DefinitionProblem, WorkflowDefinitionError
+from ._retry import COMPENSATION_RETRY, NO_RETRY
+from ._spec import (
+    CompensationSpec,
+    EdgeSpec,
+    FieldSpec,
+    StepKind,
+    StepSpec,
+    TaskSpec,
+    WorkflowSpec,
+)
+
+# Attributes the engine reads or writes on every instance; user names must not clash.
+RESERVED_PREFIX = "_orch"
+
+
+def compile_workflow(cls: type, version: object) -> WorkflowSpec:
+    """
+    Compile *cls* into its spec.
+
+    Raises:
+        WorkflowDefinitionError: Listing every broken rule.
+    """
+    builder = _Builder(cls)
+    spec = builder.build(version)
+    problems = builder.problems
+    if spec is not None:
+        problems += structural_problems(spec)
+    if problems:
+        raise WorkflowDefinitionError(cls.__name__, problems)
+    assert spec is not None  # noqa: S101 - no problems means a spec was built
+    return spec
+
+
+class _Builder:
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.name = cls.__name__
+        self.problems: list[DefinitionProblem] = []
+        self.steps: dict[str, Step[Any, Any, Any]] = {}
+        self.comps: dict[str, Compensation[Any, Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, Step):
+                    self.steps[attr] = value
+                elif isinstance(value, Compensation):
+                    self.comps[attr] = value
+                else:
+                    self.steps.pop(attr, None)
+                    self.comps.pop(attr, None)
+        self.step_names: dict[int, str] = {id(s): n for n, s in self.steps.items()}
+
+    def problem(self, step: str | None, rule: str, message: str) -> None:
+        self.problems.append(DefinitionProblem(self.name, step, rule, message))
+
+    def build(self, version: object) -> WorkflowSpec | None:
+        if not isinstance(version, str) or not version:
+            self.problem(None, "bad-version", f"version= must be a non-empty str, got {version!r}")
+        fields = self.fields()
+        ordered = sorted(self.steps.items(), key=lambda kv: kv[1].order)
+        comp_of = self.compensations()
+        step_specs = [self.step_spec(name, s, comp_of.get(name)) for name, s in ordered]
+        edges = [e for _, s in ordered for mark in s.edges for e in self.edges(s, mark)]
+        initial = [s.name for s in step_specs if s.initial]
+        return WorkflowSpec(
+            name=self.name,
+            qualname=f"{self.cls.__module__}.{self.cls.__qualname__}".replace("<locals>.", ""),
+            version=version if isinstance(version, str) else str(version),
+            fields=fields,
+            steps=tuple(step_specs),
+            edges=tuple(edges),
+            initial=initial[0] if initial else "",
+        )
+
+    def fields(self) -> tuple[FieldSpec, ...]:
+        try:
+            attrs.resolve_types(self.cls)
+        except Exception:  # noqa: BLE001, S110 - unresolvable annotations stay strings
+            pass
+        out: list[FieldSpec] = []
+        for f in attrs.fields(self.cls):
+            if f.name.startswith(RESERVED_PREFIX):
+                msg = f"field {f.name!r} uses the prefix {RESERVED_PREFIX!r}, reserved for the engine"
+                self.problem(f.name, "reserved-name", msg)
+            if isinstance(f.default, (Step, Compensation)):
+                msg = f"{f.name!r} is both an annotated field and a step; rename one of them"
+                self.problem(f.name, "field-step-clash", msg)
+            out.append(FieldSpec(f.name, f.type, f.default is not attrs.NOTHING))
+        return tuple(out)
+
+    def compensations(self) -> dict[str, CompensationSpec]:
+        out: dict[str, CompensationSpec] = {}
+        for name, s in self.steps.items():
+            own = [c for c in s.compensations if self.comps.get(c.name) is c]
+            if len(own) > 1:
+                names = ", ".join(c.name for c in own)
+                msg = f"has {len(own)} compensations ({names}); a step is undone by exactly one method"
+                self.problem(name, "compensation-twice", msg)
+            if own:
+                c = own[0]
+                self.signature(c.name, c.fn, 2, "(self, ctx)")
+                retry = c.retry or COMPENSATION_RETRY
+                out[name] = CompensationSpec(c.name, c.fn, inspect.iscoroutinefunction(c.fn), retry)
+        for cname, c in self.comps.items():
+            if id(c.step) not in self.step_names:
+                msg = (
+                    f"is declared as the compensation of {_describe(c.step)}, "
+                    f"which is not a step of {self.name}"
+                )
+                self.problem(cname, "compensation-not-a-step", msg)
+        return out
+
+    def signature(self, name: str, fn: Callable[..., Any], count: int, shape: str) -> None:
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):  # pragma: no cover - builtins only
+            return
+        positional = [
+            p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        required = [p for p in positional if p.default is p.empty]
+        if len(required) > count or len(positional) < count:
+            got = "(" + ", ".join(p.name for p in params) + ")"
+            self.problem(name, "method-signature", f"must have the signature {shape}, not {got}")
+
+    def step_spec(
+        self, name: str, s: Step[Any, Any, Any], comp: CompensationSpec | None
+    ) -> StepSpec:
+        o = s.options
+        is_async = inspect.iscoroutinefunction(s.fn)
+        task = None
+        if o.kind is StepKind.HUMAN_TASK:
+            if o.form is None:
+                self.signature(name, s.fn, 2, "(self, ctx)")
+            else:
+                self.signature(name, s.fn, 3, "(self, ctx, form)")
+            if o.form is not None and not isinstance(o.form, type):
+                self.problem(name, "bad-form", f"form= must be a class, got {o.form!r}")
+            if o.assignee is None and not o.candidate_groups:
+                msg = "is a human task with neither assignee= nor candidate_groups=; nobody could complete it"
+                self.problem(name, "task-without-assignee", msg)
+            task = TaskSpec(o.assignee, o.candidate_groups, o.form, o.due)
+        else:
+            self.signature(name, s.fn, 2, "(self, ctx)")
+        if o.timeout is not None and not is_async:
+            msg = "has timeout= but is not async; only an async step can be interrupted, so make it `async def`"
+            self.problem(name, "timeout-needs-async", msg)
+        if name.startswith(RESERVED_PREFIX):
+            msg = f"step name {name!r} uses the prefix {RESERVED_PREFIX!r}, reserved for the engine"
+            self.problem(name, "reserved-name", msg)
+        return StepSpec(
+            name=name,
+            kind=o.kind,
+            fn=s.fn,
+            is_async=is_async,
+            initial=o.initial,
+            final=o.final,
+            retry=o.retry or NO_RETRY,
+            timeout=o.timeout,
+            task=task,
+            compensation=comp,
+            doc=inspect.getdoc(s.fn),
+        )
+
+    def ref(self, site: str, obj: object, where: str) -> str | None:
+        """The step name *obj* refers to, or None after recording why it is not a step."""
+        if isinstance(obj, Step):
+            name = self.step_names.get(id(obj))
+            if name is not None:
+                return name
+            msg = f"{where} refers to {_describe(obj)}, which is not a step of {self.name}"
+            self.problem(site, "foreign-step", msg)
+            return None
+        msg = f"{where} refers to {_describe(obj)}, which is not a step; decorate it with @step"
+        self.problem(site, "edge-not-a-step", msg)
+        return None
+
+    def edges(self, site: Step[Any, Any, Any], mark: EdgeMark) -> list[EdgeSpec]:
+        site_name = self.step_names[id(site)]
+        where = "@goto" if mark.back else "@after"
+        guard, guard_name = self.guard(site_name, mark.when, where)
+        on_error = self.on_error(site_name, mark.on_error)
+        if mark.back:
+            dest = self.ref(site_name, mark.dest, where)
+            return [EdgeSpec(site_name, dest, guard, guard_name, on_error, back=True)] if dest else []
+        sources = [self.ref(site_name, src, where) for src in mark.sources]
+        if len(sources) > 1:
+            names = ", ".join(s or "?" for s in sources)
+            msg = (
+                f"@after({names}) with several sources is a join, and a join needs a "
+                "@step(fork=True) before it whose branches it joins; no fork reaches these sources"
+            )
+            self.problem(site_name, "join-without-fork", msg)
+        return [
+            EdgeSpec(src, site_name, guard, guard_name, on_error, back=False)
+            for src in sources
+            if src is not None
+        ]
+
+    def guard(
+        self, site: str, when: object | None, where: str
+    ) -> tuple[Callable[[Any], bool] | None, str | None]:
+        if when is None:
+            return None, None
+        if not callable(when):
+            msg = (
+                f"{where}(..., when={when!r}) has a guard of type {type(when).__name__}, "
+                "which is not callable; use a method or a lambda (wf) -> bool"
+            )
+            self.problem(site, "guard-not-callable", msg)
+            return None, None
+        fn: Callable[..., Any] = when
+        try:
+            sig = inspect.signature(fn)
+            sig.bind(object())
+        except TypeError:
+            msg = f"{where}(..., when={_guard_name(fn)}) must accept exactly one argument (the workflow)"
+            self.problem(site, "guard-signature", msg)
+        except ValueError:  # pragma: no cover - builtins without a signature
+            pass
+        return fn, _guard_name(fn)
+
+    def on_error(self, site: str, value: object | None) -> tuple[type[BaseException], ...]:
+        if value is None:
+            return ()
+        items: tuple[object, ...] = value if isinstance(value, tuple) else (value,)  # pyright: ignore[reportUnknownVariableType]
+        ok = [t for t in items if isinstance(t, type) and issubclass(t, BaseException)]
+        if len(ok) != len(items) or not ok:
+            msg = f"on_error= must be an exception class or a tuple of them, got {value!r}"
+            self.problem(site, "bad-on-error", msg)
+        return tuple(ok)
+
+
+def _describe(obj: object) -> str:
+    if isinstance(obj, Step):
+        return f"step {obj.owner}.{obj.name}"
+    name = getattr(obj, "__qualname__", None)
+    if isinstance(name, str):
+        return f"{name.replace('<locals>.', '')} ({type(obj).__name__})"
+    return f"{obj!r} ({type(obj).__name__})"
+
+
+def _guard_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", None)
+    if name != "<lambda>":
+        return str(name) if name else repr(fn)
+    return _lambda_text(fn) or "<lambda>"
+
+
+def _lambda_text(fn: Callable[..., Any]) -> str | None:
+    """The body of a lambda as source text (``wf.amount > 1000``), when it can be found."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn)).strip()
+    except (OSError, TypeError):
+        return None
+    candidates = [source.lstrip("@"), source, f"({source})"]
+    for text in candidates:
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+        if len(lambdas) == 1:
+            return ast.unparse(lambdas[0].body)
+        return None
+    return None

@@ -1,0 +1,75 @@
+"""The context object a step method receives."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from ._services import ServiceRegistry
+
+_base_log: Any = structlog.get_logger("statemachine_orch.step")
+
+
+class Ctx:
+    """
+    What a step (or compensation) knows about the run it is part of.
+
+    Attributes:
+        instance_id: The instance being run.
+        workflow: The workflow class name.
+        step: The step (or compensation) being run.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        idempotency_key: Identical for every attempt and every re-run (after a crash)
+            of one visit of this step; different for each visit. Services get it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_log", "_services", "attempt", "idempotency_key", "instance_id", "step", "workflow")
+
+    def __init__(
+        self,
+        services: ServiceRegistry,
+        instance_id: str,
+        workflow: str,
+        step: str,
+        attempt: int,
+        idempotency_key: str,
+    ) -> None:
+        self._services = services
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.step = step
+        self.attempt = attempt
+        self.idempotency_key = idempotency_key
+        self._log: Any = None
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the instance, workflow, step and attempt."""
+        # Bound lazily: binding costs more than a whole step of bookkeeping, and
+        # most steps never log.
+        if self._log is None:
+            self._log = _base_log.bind(
+                instance_id=self.instance_id,
+                workflow=self.workflow,
+                step=self.step,
+                attempt=self.attempt,
+            )
+        return self._log
+
+    async def call(self, service: str, operation: str, /, **params: Any) -> Any:
+        """
+        Call *operation* of the registered *service* with keyword *params*.
+
+        The service receives this visit's :attr:`idempotency_key`.
+
+        Raises:
+            ServiceNotFound: No such service or operation (not retried).
+        """
+        return await self._services.call(service, operation, params, self.idempotency_key)
+
+    def __repr__(self) -> str:
+        return f"<Ctx {self.workflow}:{self.instance_id} step={self.step} attempt={self.attempt}>"

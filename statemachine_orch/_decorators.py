@@ -1,0 +1,396 @@
+"""
+The decorators of the DSL: ``step``, ``human_task``, ``after``, ``goto`` and ``.compensation``.
+
+Decorators only *mark*: they wrap the method in a :class:`Step` (or
+:class:`Compensation`) carrying small frozen records. The compiler
+(``_compile.py``) collects the marks once the class exists and reports every
+problem together, so nothing here knows about the class being built.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, overload
+
+import attrs
+
+from ._errors import DefinitionProblem, WorkflowDefinitionError
+from ._retry import Retry
+from ._spec import StepKind
+from ._types import R2, F, P, R, W
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._ctx import Ctx
+
+_order = itertools.count()
+
+ExcTypes = type[BaseException] | tuple[type[BaseException], ...]
+
+
+@attrs.frozen
+class StepOptions:
+    """What ``@step`` / ``@human_task`` said about one method."""
+
+    kind: StepKind
+    initial: bool = False
+    final: bool = False
+    retry: Retry | None = None
+    timeout: float | None = None
+    assignee: str | None = None
+    candidate_groups: tuple[str, ...] = ()
+    form: type | None = None
+    due: float | None = None
+
+
+@attrs.frozen
+class EdgeMark:
+    """
+    One ``@after`` or ``@goto`` mark: edges from each of ``sources`` to ``dest``.
+
+    Several sources make a join. The objects are kept as the user gave them; the
+    compiler checks that they are steps of the class and that guards are callable.
+    """
+
+    sources: tuple[object, ...]
+    dest: object
+    when: object | None
+    on_error: object | None
+    back: bool
+
+
+def _qualname(fn: Callable[..., object]) -> str:
+    return fn.__qualname__.replace("<locals>.", "")
+
+
+def _split_qualname(fn: Callable[..., object]) -> tuple[str, str]:
+    qual = _qualname(fn)
+    owner, _, name = qual.rpartition(".")
+    return owner or "<module>", name
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+class Step(Generic[W, P, R]):
+    """
+    A step of a workflow: the method, what its decorators declared, and the edges into it.
+
+    You get one from ``@step`` or ``@human_task``; refer to it by name in later
+    decorators (``@after(validate_order)``) and declare its undo with
+    ``@validate_order.compensation``. On an instance it is the plain method.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, fn: Callable[..., R], options: StepOptions) -> None:
+        self.fn = fn
+        self.options = options
+        self.owner, self.name = _split_qualname(fn)
+        self.order = next(_order)
+        # Edges declared on this step, top-down: @after marks (into it) and @goto marks (out of it).
+        self.edges: list[EdgeMark] = []
+        self.compensations: list[Compensation[W, Any]] = []
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Step {self.owner}.{self.name} ({self.options.kind.value})>"
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: W, objtype: type | None = None) -> Callable[P, R]: ...
+    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[P, R]:
+        if obj is None:
+            return self
+        bound: Callable[P, R] = self.fn.__get__(obj, objtype)
+        return bound
+
+    @overload
+    def compensation(self, fn: Callable[[W, Ctx], R2], /) -> Compensation[W, R2]: ...
+    @overload
+    def compensation(
+        self, *, retry: Retry | None = None
+    ) -> Callable[[Callable[[W, Ctx], R2]], Compensation[W, R2]]: ...
+    def compensation(
+        self, fn: Callable[[W, Ctx], R2] | None = None, /, *, retry: Retry | None = None
+    ) -> Compensation[W, R2] | Callable[[Callable[[W, Ctx], R2]], Compensation[W, R2]]:
+        """
+        Declare the method that undoes this step.
+
+        Usable bare (``@pay.compensation``) or with a retry policy
+        (``@pay.compensation(retry=Retry(attempts=5))``). When an instance fails or
+        is cancelled with compensation, the compensations of the completed steps run
+        newest first, each exactly once per completion of its step.
+
+        Args:
+            fn: The compensation method ``(self, ctx) -> None`` (sync or async).
+            retry: Its own retry policy (default: 3 attempts, 0.5 s then doubling).
+
+        Returns:
+            A :class:`Compensation`, stored in the class under the method's name.
+        """
+
+        def mark(f: Callable[[W, Ctx], R2]) -> Compensation[W, R2]:
+            comp = Compensation(f, self, retry)
+            self.compensations.append(comp)
+            return comp
+
+        if fn is None:
+            return mark
+        return mark(fn)
+
+
+class Compensation(Generic[W, R]):
+    """
+    The undo of a step, declared with ``@some_step.compensation``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("fn", "name", "retry", "step")
+
+    def __init__(self, fn: Callable[..., R], step: Step[W, Any, Any], retry: Retry | None) -> None:
+        self.fn = fn
+        self.step = step
+        self.retry = retry
+        self.name = fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Compensation {self.name} of step {self.step.name}>"
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: W, objtype: type | None = None) -> Callable[[Ctx], R]: ...
+    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[[Ctx], R]:
+        if obj is None:
+            return self
+        bound: Callable[[Ctx], R] = self.fn.__get__(obj, objtype)
+        return bound
+
+
+def _make_step(fn: Callable[..., Any], options: StepOptions) -> Step[Any, Any, Any]:
+    if isinstance(fn, (Step, Compensation)):
+        what = "@step" if options.kind is StepKind.STEP else "@human_task"
+        owner, name = _split_qualname(fn.fn)
+        msg = f"{what} is applied to something that is already a step or compensation"
+        problem = DefinitionProblem(owner, name, "decorated-twice", msg)
+        raise WorkflowDefinitionError(owner, [problem])
+    if not callable(fn) or not inspect.isfunction(fn):
+        msg = f"@step must decorate a function defined in a Workflow class body, got {fn!r}"
+        raise WorkflowDefinitionError("<unknown>", [DefinitionProblem("<unknown>", None, "not-a-function", msg)])
+    return Step(fn, options)
+
+
+@overload
+def step(fn: Callable[[W, Ctx], R2], /) -> Step[W, [Ctx], R2]: ...
+@overload
+def step(
+    *,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+    timeout: timedelta | float | None = None,
+) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]: ...
+def step(
+    fn: Callable[[W, Ctx], R2] | None = None,
+    /,
+    *,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+    timeout: timedelta | float | None = None,
+) -> Step[W, [Ctx], R2] | Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]:
+    """
+    Declare a method ``(self, ctx) -> None`` (sync or ``async``) as a step.
+
+    Usable bare (``@step``) or with options (``@step(initial=True)``).
+
+    Args:
+        fn: The method, when used bare.
+        initial: The instance starts here (exactly one step is initial).
+        final: Completing this step completes the instance (it has no outgoing edge).
+        retry: Retry policy (default: one attempt, no retry).
+        timeout: Limit for each attempt of an ``async`` step (``timedelta`` or seconds).
+
+    Returns:
+        A :class:`Step` (or a decorator making one).
+
+    .. versionadded:: 0.1.0
+    """
+    options = StepOptions(
+        StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout)
+    )
+
+    def mark(f: Callable[[W, Ctx], R2]) -> Step[W, [Ctx], R2]:
+        return _make_step(f, options)
+
+    if fn is None:
+        return mark
+    return mark(fn)
+
+
+@overload
+def human_task(
+    *,
+    form: type[F],
+    assignee: str | None = None,
+    candidate_groups: Iterable[str] = (),
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx, F], R2]], Step[W, [Ctx, F], R2]]: ...
+@overload
+def human_task(
+    *,
+    form: None = None,
+    assignee: str | None = None,
+    candidate_groups: Iterable[str] = (),
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]: ...
+def human_task(
+    *,
+    form: type[Any] | None = None,
+    assignee: str | None = None,
+    candidate_groups: Iterable[str] = (),
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[..., Any]], Step[Any, Any, Any]]:
+    """
+    Declare a step that waits for a person to complete a task.
+
+    Entering the step opens a task; the instance waits (status ``waiting``) until
+    ``Engine.complete_task`` is called by the assignee or by a member of one of the
+    candidate groups, with a form of the declared type. Then the method runs with
+    that form: ``(self, ctx, form: FormType) -> None`` (``(self, ctx)`` without a form).
+
+    Args:
+        form: The type of the form the person fills in (an attrs class or dataclass).
+        assignee: The user who may complete the task.
+        candidate_groups: Groups whose members may complete the task.
+        due: When the task is due, relative to its creation (shown on the task).
+        initial: The instance starts here.
+        final: Completing this step completes the instance.
+        retry: Retry policy of the method that processes the form.
+
+    Returns:
+        A decorator making a :class:`Step`.
+
+    .. versionadded:: 0.1.0
+    """
+    groups = (candidate_groups,) if isinstance(candidate_groups, str) else tuple(candidate_groups)
+    options = StepOptions(
+        StepKind.HUMAN_TASK,
+        initial=initial,
+        final=final,
+        retry=retry,
+        assignee=assignee,
+        candidate_groups=groups,
+        form=form,
+        due=_seconds(due),
+    )
+
+    def mark(f: Callable[..., Any]) -> Step[Any, Any, Any]:
+        return _make_step(f, options)
+
+    return mark
+
+
+def _edge_decorator(
+    target: Step[Any, Any, Any], where: str
+) -> None:
+    if not isinstance(target, Step):
+        fn: Any = target
+        owner, name = _split_qualname(fn) if callable(fn) and hasattr(fn, "__qualname__") else ("<unknown>", repr(fn))
+        msg = f"{where} must be placed above @step or @human_task (it decorates a step, not a plain function)"
+        raise WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "edge-on-non-step", msg)])
+
+
+def after(
+    source: Step[W, Any, Any],
+    /,
+    *more_sources: Step[W, Any, Any],
+    when: Callable[[W], bool] | None = None,
+    on_error: ExcTypes | None = None,
+) -> Callable[[Step[W, P, R2]], Step[W, P, R2]]:
+    """
+    Declare an edge into the decorated step from an earlier step.
+
+    The guarded edges leaving a step are tried in declaration order and the first
+    whose guard holds is taken; the one unguarded edge is the default, taken when
+    no guard holds. With ``on_error``, the edge is taken instead when *source*
+    fails (after its retries) with an exception of that type, like ``except``.
+    Several sources make a join (it needs a fork).
+
+    Args:
+        source: The step the edge leaves.
+        more_sources: Further sources (a join).
+        when: A guard ``(workflow) -> bool``: reads variables, no side effects.
+        on_error: Exception type(s) routed to the decorated step.
+
+    Returns:
+        A decorator that records the edge on the step.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def mark(dest: Step[W, P, R2]) -> Step[W, P, R2]:
+        _edge_decorator(dest, "@after")
+        # Decorators apply bottom-up; inserting at the front keeps `edges` in the
+        # top-down order the user reads, which is the order guards are tried in.
+        dest.edges.insert(0, EdgeMark((source, *more_sources), dest, when, on_error, back=False))
+        return dest
+
+    return mark
+
+
+def goto(
+    target: Step[W, Any, Any],
+    /,
+    *,
+    when: Callable[[W], bool] | None = None,
+) -> Callable[[Step[W, P, R2]], Step[W, P, R2]]:
+    """
+    Declare a back edge (a loop) from the decorated step to an earlier *target*.
+
+    Guards and defaults work exactly as for :func:`after`.
+
+    Args:
+        target: The earlier step to go back to.
+        when: A guard ``(workflow) -> bool``.
+
+    Returns:
+        A decorator that records the edge on the step.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def mark(src: Step[W, P, R2]) -> Step[W, P, R2]:
+        _edge_decorator(src, "@goto")
+        src.edges.insert(0, EdgeMark((src,), target, when, None, back=True))
+        return src
+
+    return mark

@@ -1,0 +1,259 @@
+"""
+Every exception the library raises.
+
+The tree::
+
+    OrchError
+    ├── WorkflowDefinitionError (also TypeError)   a workflow class is misdeclared
+    ├── WorkflowInputError (also TypeError)        bad variables given to start()
+    ├── NonRetryableError                          raise it in a step: no retry
+    ├── GuardError (also TypeError)                a guard returned a non-bool
+    ├── NoEdgeEnabled                              a step finished and no edge could be taken
+    ├── ServiceNotFound (also LookupError)         ctx.call() to an unknown service/operation
+    ├── InstanceNotFound (also LookupError)        no instance with that id
+    ├── InstanceFinished                           the instance is already terminal
+    ├── WorkflowFailed                             result() of an instance that did not complete
+    └── TaskError
+        ├── TaskNotFound (also LookupError)
+        ├── TaskNotAuthorized                      user is neither assignee nor in a group
+        ├── TaskAlreadyCompleted                   a task completes once
+        └── TaskFormError (also TypeError)         the form is not the declared type
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._status import InstanceStatus
+
+
+class OrchError(Exception):
+    """
+    Base of every exception raised by statemachine-orch.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+@attrs.frozen
+class DefinitionProblem:
+    """
+    One broken rule in a workflow class.
+
+    Attributes:
+        workflow: The class name.
+        step: The step (or field) the problem is about, or ``None`` for the whole class.
+        rule: A short, stable identifier of the rule (``"no-initial-step"``, ...).
+        message: The human-readable explanation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    workflow: str
+    step: str | None
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        """Render as ``Class.step: message [rule]``."""
+        where = self.workflow if self.step is None else f"{self.workflow}.{self.step}"
+        return f"{where}: {self.message} [{self.rule}]"
+
+
+class WorkflowDefinitionError(OrchError, TypeError):
+    """
+    A workflow class breaks one or more rules of the DSL.
+
+    Raised when the class statement executes, listing *every* problem at once.
+
+    Attributes:
+        workflow: The name of the class.
+        problems: Each broken rule, with the step it is about.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, workflow: str, problems: Sequence[DefinitionProblem]) -> None:
+        self.workflow = workflow
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            head = f"{workflow} is invalid: "
+            msg = head + str(self.problems[0])
+        else:
+            reasons = "\n".join(f"  - {p}" for p in self.problems)
+            msg = f"{workflow} is invalid for {len(self.problems)} reasons:\n{reasons}"
+        super().__init__(msg)
+
+
+class WorkflowInputError(OrchError, TypeError):
+    """
+    The variables given to start an instance do not match the declared field types.
+
+    Attributes:
+        workflow: The class name.
+        field_path: The offending field, dotted for nested values (``"items[2].qty"``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, workflow: str, field_path: str, message: str) -> None:
+        self.workflow = workflow
+        self.field_path = field_path
+        super().__init__(f"{workflow}.{field_path}: {message}")
+
+
+class NonRetryableError(OrchError):
+    """
+    Raise this (or a subclass) from a step to fail it at once, whatever its retry policy.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class GuardError(OrchError, TypeError):
+    """
+    A guard returned something that is not a ``bool``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class NoEdgeEnabled(OrchError):
+    """
+    A step finished but none of its outgoing edges could be taken (no guard held, no default).
+
+    Attributes:
+        workflow: The class name.
+        step: The step that finished.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, workflow: str, step: str) -> None:
+        self.workflow = workflow
+        self.step = step
+        msg = (
+            f"{workflow}.{step}: no outgoing edge could be taken "
+            "(no guard held and there is no default edge)"
+        )
+        super().__init__(msg)
+
+
+class ServiceNotFound(OrchError, LookupError):
+    """
+    ``ctx.call()`` named a service or an operation that is not registered.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class InstanceNotFound(OrchError, LookupError):
+    """
+    No instance has this id.
+
+    Attributes:
+        instance_id: The id that was asked for.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"no workflow instance with id {instance_id!r}")
+
+
+class InstanceFinished(OrchError):
+    """
+    The operation needs a running or waiting instance, but this one is terminal.
+
+    Attributes:
+        instance_id: The instance.
+        status: Its terminal status.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, status: InstanceStatus, operation: str) -> None:
+        self.instance_id = instance_id
+        self.status = status
+        msg = f"instance {instance_id} is already {status.value}: cannot {operation}"
+        super().__init__(msg)
+
+
+class WorkflowFailed(OrchError):
+    """
+    Raised by ``Handle.result()`` when the instance ended in any status but ``completed``.
+
+    Attributes:
+        instance_id: The instance.
+        status: How it ended (``failed``, ``cancelled`` or ``compensation_failed``).
+        reason: The error or cancellation reason recorded for it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, status: InstanceStatus, reason: str | None) -> None:
+        self.instance_id = instance_id
+        self.status = status
+        self.reason = reason
+        msg = f"instance {instance_id} ended {status.value}: {reason}"
+        super().__init__(msg)
+
+
+class TaskError(OrchError):
+    """
+    Base of the errors of ``complete_task``; nothing was changed when one is raised.
+
+    Attributes:
+        task_id: The task.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, task_id: str, message: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id}: {message}")
+
+
+class TaskNotFound(TaskError, LookupError):
+    """
+    No task has this id.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class TaskNotAuthorized(TaskError):
+    """
+    The user is neither the task's assignee nor a member of one of its candidate groups.
+
+    Attributes:
+        user: Who tried.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, task_id: str, user: str, message: str) -> None:
+        self.user = user
+        super().__init__(task_id, message)
+
+
+class TaskAlreadyCompleted(TaskError):
+    """
+    The task is no longer open (completed once already, or cancelled).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class TaskFormError(TaskError, TypeError):
+    """
+    The form given to ``complete_task`` is not an instance of the task's declared form type.
+
+    .. versionadded:: 0.1.0
+    """

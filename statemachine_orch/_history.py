@@ -1,0 +1,78 @@
+"""History entries: every step attempt, transition, task, compensation and status change."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+
+class EventKind(enum.Enum):
+    """
+    What a history entry records.
+
+    .. versionadded:: 0.1.0
+    """
+
+    INSTANCE_STARTED = "instance_started"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    STEP_CANCELLED = "step_cancelled"
+    RETRY_SCHEDULED = "retry_scheduled"
+    TRANSITION = "transition"
+    TASK_CREATED = "task_created"
+    TASK_COMPLETED = "task_completed"
+    TASK_CANCELLED = "task_cancelled"
+    CANCEL_REQUESTED = "cancel_requested"
+    COMPENSATION_STARTED = "compensation_started"
+    COMPENSATION_COMPLETED = "compensation_completed"
+    COMPENSATION_FAILED = "compensation_failed"
+    STATUS_CHANGED = "status_changed"
+
+
+class HistoryEvent(NamedTuple):
+    """
+    One entry of an instance's history.
+
+    A tuple, so that thousands of parked instances stay small.
+
+    Attributes:
+        at: When, in seconds since the epoch, by the engine's clock.
+        kind: What happened.
+        step: The step it happened to (the source step for a transition).
+        attempt: The attempt number, for step and compensation entries (else 0).
+        detail: The destination of a transition, the error of a failure, the user
+            who completed a task, the new status, the cancellation reason...
+
+    .. versionadded:: 0.1.0
+    """
+
+    at: float
+    kind: EventKind
+    step: str | None = None
+    attempt: int = 0
+    detail: str | None = None
+
+    @property
+    def when(self) -> datetime:
+        """:attr:`at` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.at, UTC)
+
+    def describe(self) -> str:
+        """One readable line, without the timestamp."""
+        kind = self.kind
+        if kind is EventKind.TRANSITION:
+            return f"transition    {self.step} -> {self.detail}"
+        parts = [f"{kind.value:<13}"]
+        if self.step is not None:
+            parts.append(self.step)
+        if self.attempt:
+            parts.append(f"(attempt {self.attempt})")
+        if self.detail is not None:
+            parts.append(f"- {self.detail}")
+        return " ".join(parts)
+
+    def __str__(self) -> str:
+        """``HH:MM:SS.mmm kind step (attempt n) - detail``."""
+        return f"{self.when:%H:%M:%S.%f}"[:-3] + "  " + self.describe()

@@ -1,0 +1,209 @@
+"""
+The compiled workflow spec: the one intermediate representation.
+
+The class body is compiled once into a :class:`WorkflowSpec`; the transitions
+machine, the static checks, the diagrams and the engine all read this, never the
+class body.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ._retry import Retry
+
+
+class StepKind(enum.Enum):
+    """
+    What kind of activity a step is.
+
+    .. versionadded:: 0.1.0
+    """
+
+    STEP = "step"
+    """Runs its method and moves on."""
+    HUMAN_TASK = "human_task"
+    """Opens a task and waits for a person to complete it."""
+
+
+# Lifecycle states of the machine besides the steps. The "@" cannot appear in a
+# Python identifier, so they never clash with a step name.
+CREATED = "@created"
+COMPLETED = "@completed"
+COMPENSATING = "@compensating"
+CANCELLING = "@cancelling"
+FAILED = "@failed"
+CANCELLED = "@cancelled"
+COMPENSATION_FAILED = "@compensation_failed"
+LIFECYCLE_STATES = (
+    CREATED,
+    COMPLETED,
+    COMPENSATING,
+    CANCELLING,
+    FAILED,
+    CANCELLED,
+    COMPENSATION_FAILED,
+)
+
+
+@attrs.frozen
+class FieldSpec:
+    """
+    A process variable: a typed field of the workflow class.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    type: Any
+    has_default: bool
+
+
+@attrs.frozen
+class TaskSpec:
+    """
+    What a human-task step declared about its task.
+
+    .. versionadded:: 0.1.0
+    """
+
+    assignee: str | None
+    candidate_groups: tuple[str, ...]
+    form: type | None
+    due: float | None
+
+
+@attrs.frozen
+class CompensationSpec:
+    """
+    The undo of a step.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    fn: Callable[..., Any] = attrs.field(repr=False)
+    is_async: bool
+    retry: Retry
+
+
+@attrs.frozen
+class StepSpec:
+    """
+    One step (a state of the machine) and its policies.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    kind: StepKind
+    fn: Callable[..., Any] = attrs.field(repr=False)
+    is_async: bool
+    initial: bool
+    final: bool
+    retry: Retry
+    timeout: float | None
+    task: TaskSpec | None
+    compensation: CompensationSpec | None
+    doc: str | None = attrs.field(repr=False)
+
+
+@attrs.frozen
+class EdgeSpec:
+    """
+    A declared edge between two steps.
+
+    An edge with ``on_error`` is taken when the source fails with one of those
+    exception types; otherwise it is taken when the source completes and its
+    guard holds (no guard: the default edge).
+
+    .. versionadded:: 0.1.0
+    """
+
+    source: str
+    dest: str
+    guard: Callable[[Any], bool] | None = attrs.field(repr=False, eq=False)
+    guard_name: str | None
+    on_error: tuple[type[BaseException], ...]
+    back: bool
+
+    @property
+    def is_error(self) -> bool:
+        """Whether this edge routes a failure of its source."""
+        return bool(self.on_error)
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the unguarded completion edge of its source."""
+        return self.guard is None and not self.on_error
+
+    @property
+    def label(self) -> str:
+        """A short text for diagrams and history: the guard, the error types, or ''."""
+        if self.on_error:
+            return "on_error " + " | ".join(t.__name__ for t in self.on_error)
+        return self.guard_name or ""
+
+
+@attrs.frozen
+class WorkflowSpec:
+    """
+    The compiled form of a workflow class: its fields, steps and edges.
+
+    Built once when the class statement runs; frozen.
+
+    Attributes:
+        name: The class name.
+        qualname: ``module.QualName``, unique per class.
+        version: The class keyword ``version=``.
+        fields: The process variables, in declaration order.
+        steps: The steps, in declaration order.
+        edges: The edges, in the order guards are tried per source.
+        initial: The name of the initial step.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    qualname: str
+    version: str
+    fields: tuple[FieldSpec, ...]
+    steps: tuple[StepSpec, ...]
+    edges: tuple[EdgeSpec, ...]
+    initial: str
+    _by_name: Mapping[str, StepSpec] = attrs.field(init=False, repr=False, eq=False)
+    _outgoing: Mapping[str, tuple[EdgeSpec, ...]] = attrs.field(
+        init=False, repr=False, eq=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        """Index steps and edges by name once."""
+        by_name = {s.name: s for s in self.steps}
+        outgoing: dict[str, list[EdgeSpec]] = {s.name: [] for s in self.steps}
+        for e in self.edges:
+            outgoing.setdefault(e.source, []).append(e)
+        object.__setattr__(self, "_by_name", MappingProxyType(by_name))
+        frozen = {k: tuple(v) for k, v in outgoing.items()}
+        object.__setattr__(self, "_outgoing", MappingProxyType(frozen))
+
+    def step(self, name: str) -> StepSpec:
+        """
+        The step called *name*.
+
+        Raises:
+            KeyError: No such step.
+        """
+        return self._by_name[name]
+
+    def has_step(self, name: str) -> bool:
+        """Whether *name* is a step (and not a lifecycle state)."""
+        return name in self._by_name
+
+    def outgoing(self, name: str) -> tuple[EdgeSpec, ...]:
+        """The edges leaving step *name*, in the order they are tried."""
+        return self._outgoing.get(name, ())

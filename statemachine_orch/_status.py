@@ -1,0 +1,46 @@
+"""The lifecycle of an instance."""
+
+from __future__ import annotations
+
+import enum
+
+
+class InstanceStatus(enum.Enum):
+    """
+    Where an instance is in its lifecycle.
+
+    ``RUNNING`` and ``WAITING`` are live; ``COMPENSATING`` is live and undoing; the
+    other four are terminal.
+
+    .. versionadded:: 0.1.0
+    """
+
+    RUNNING = "running"
+    """A step is executing, or waiting for its next retry."""
+    WAITING = "waiting"
+    """Parked on something outside: a human task."""
+    COMPENSATING = "compensating"
+    """Running the compensations of completed steps, newest first."""
+    COMPLETED = "completed"
+    """Reached the end of a final step."""
+    FAILED = "failed"
+    """A step failed for good; every compensation ran."""
+    CANCELLED = "cancelled"
+    """Cancelled by ``Engine.cancel`` (compensated if asked to)."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """A compensation failed after its retries: an operator must look at it."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the instance can no longer change."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        InstanceStatus.COMPLETED,
+        InstanceStatus.FAILED,
+        InstanceStatus.CANCELLED,
+        InstanceStatus.COMPENSATION_FAILED,
+    }
+)
