@@ -57,7 +57,7 @@ class OrderProcess(Workflow, version="1"):
     order_id: str
     customer_id: str
     amount: float
-    items: list[Item] = attrs.field(factory=list)
+    items: list[Item] = attrs.field(factory=list[Item])
     validated: bool = False
     approved: bool = False
     payment_id: str | None = None
@@ -128,9 +128,9 @@ class WarehouseUnavailableError(Exception):
 class UserService:
     """Knows which customers may order."""
 
-    blocked: set[str] = attrs.field(factory=set)
+    blocked: set[str] = attrs.field(factory=set[str])
 
-    def validateOrder(self, order_id: str, customer_id: str) -> bool:  # noqa: N802 - the seed's operation names
+    def validateOrder(self, order_id: str, customer_id: str) -> bool:
         """Whether the customer may place the order."""
         return customer_id not in self.blocked and bool(order_id)
 
@@ -139,11 +139,12 @@ class UserService:
 class InventoryService:
     """An in-process inventory, with a warehouse that can refuse SKUs."""
 
-    stock: dict[str, int] = attrs.field(factory=dict)
-    offline_skus: set[str] = attrs.field(factory=set)
-    applied: dict[str, list[Item]] = attrs.field(factory=dict)
+    stock: dict[str, int] = attrs.field(factory=dict[str, int])
+    offline_skus: set[str] = attrs.field(factory=set[str])
+    applied: dict[str, str] = attrs.field(factory=dict[str, str])
+    restored: list[str] = attrs.field(factory=list[str])
 
-    def checkStock(self, items: list[Item]) -> bool:  # noqa: N802
+    def checkStock(self, items: list[Item]) -> bool:
         """Raise when an item is short."""
         for item in items:
             if self.stock.get(item.sku, 0) < item.quantity:
@@ -151,7 +152,7 @@ class InventoryService:
                 raise ValueError(msg)
         return True
 
-    def updateStock(self, order_id: str, items: list[Item], idempotency_key: str) -> None:  # noqa: N802
+    def updateStock(self, order_id: str, items: list[Item], idempotency_key: str) -> None:
         """Take the items out, once per idempotency key."""
         if idempotency_key in self.applied:
             return
@@ -161,10 +162,11 @@ class InventoryService:
                 raise WarehouseUnavailableError(msg)
         for item in items:
             self.stock[item.sku] -= item.quantity
-        self.applied[idempotency_key] = items
+        self.applied[idempotency_key] = order_id
 
-    def restoreStock(self, order_id: str, items: list[Item]) -> None:  # noqa: N802
+    def restoreStock(self, order_id: str, items: list[Item]) -> None:
         """Put the items back."""
+        self.restored.append(order_id)
         for item in items:
             self.stock[item.sku] += item.quantity
 
@@ -173,16 +175,19 @@ class InventoryService:
 class PaymentService:
     """Charges and refunds, deduplicated by idempotency key."""
 
-    charges: dict[str, float] = attrs.field(factory=dict)
-    refunds: list[str] = attrs.field(factory=list)
+    charges: dict[str, tuple[str, float]] = attrs.field(factory=dict[str, tuple[str, float]])
+    by_key: dict[str, str] = attrs.field(factory=dict[str, str])
+    refunds: list[str] = attrs.field(factory=list[str])
 
-    def processPayment(self, order_id: str, amount: float, idempotency_key: str) -> str:  # noqa: N802
-        """Charge once per step visit; return the payment id."""
-        payment_id = f"pay-{order_id}"
-        self.charges.setdefault(payment_id, amount)
-        return payment_id
+    def processPayment(self, order_id: str, amount: float, idempotency_key: str) -> str:
+        """Charge once per idempotency key (a re-run returns the first payment); return its id."""
+        if idempotency_key not in self.by_key:
+            payment_id = f"pay-{len(self.by_key) + 1}"
+            self.by_key[idempotency_key] = payment_id
+            self.charges[payment_id] = (order_id, amount)
+        return self.by_key[idempotency_key]
 
-    def refundPayment(self, payment_id: str) -> None:  # noqa: N802
+    def refundPayment(self, payment_id: str) -> None:
         """Refund a payment."""
         self.refunds.append(payment_id)
         self.charges.pop(payment_id, None)
@@ -203,9 +208,9 @@ def print_history(engine: Engine, instance_id: str, title: str) -> None:
     """Print an instance's history, one readable line per entry."""
     history = engine.history(instance_id)
     start = history[0].at
-    print(f"\n== {title}  [{instance_id}]")  # noqa: T201 - this is a demo script
+    print(f"\n== {title}  [{instance_id}]")
     for event in history:
-        print(f"  +{(event.at - start) * 1000:7.1f} ms  {event.describe()}")  # noqa: T201
+        print(f"  +{(event.at - start) * 1000:7.1f} ms  {event.describe()}")
 
 
 async def main() -> int:
@@ -227,7 +232,7 @@ async def main() -> int:
 
         status = await large.wait_idle()
         [task] = engine.tasks(user="manager")
-        print(f"\nORD-002 is {status.value}: task {task.id} at {task.step} for {task.assignee}")  # noqa: T201
+        print(f"\nORD-002 is {status.value}: task {task.id} at {task.step} for {task.assignee}")
         await engine.complete_task(task.id, user="manager", form=Approval(approved=True, comment="ok"))
         await large.result()
         print_history(engine, large.instance_id, "ORD-002, amount 5000: approved by the manager")
@@ -236,13 +241,15 @@ async def main() -> int:
             await doomed.result()
         except WorkflowFailed as failed:
             print_history(engine, doomed.instance_id, f"ORD-003: {failed.status.value}")
-            print(f"  reason: {failed.reason}")  # noqa: T201
+            print(f"  reason: {failed.reason}")
 
-        print("\nDiagram (Mermaid):\n" + mermaid(OrderProcess))  # noqa: T201
-        print("Instances:")  # noqa: T201
+        print("\nDiagram (Mermaid):\n" + mermaid(OrderProcess))
+        print("Instances:")
         for info in engine.instances():
-            print(f"  {info.id}  {info.status.value:<10} refunds={payments.refunds if info.status is InstanceStatus.FAILED else []}")  # noqa: T201
-        print(f"Stock now: {inventory.stock}")  # noqa: T201
+            print(
+                f"  {info.id}  {info.status.value:<10} refunds={payments.refunds if info.status is InstanceStatus.FAILED else []}"
+            )
+        print(f"Stock now: {inventory.stock}")
     expected = [InstanceStatus.COMPLETED, InstanceStatus.COMPLETED, InstanceStatus.FAILED]
     return 0 if [engine.handle(h.instance_id).status for h in (small, large, doomed)] == expected else 1
 

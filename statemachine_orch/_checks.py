@@ -38,7 +38,11 @@ def _initial(spec: WorkflowSpec) -> Found:
         yield None, "no-initial-step", "has no initial step; mark the first one with @step(initial=True)"
     elif len(initial) > 1:
         names = ", ".join(initial)
-        yield None, "several-initial-steps", f"has {len(initial)} initial steps ({names}); exactly one may be initial"
+        yield (
+            None,
+            "several-initial-steps",
+            f"has {len(initial)} initial steps ({names}); exactly one may be initial",
+        )
 
 
 def _reachable(spec: WorkflowSpec) -> Found:

@@ -10,10 +10,11 @@ in one ``WorkflowDefinitionError``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import textwrap
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -94,16 +95,17 @@ class _Builder:
         )
 
     def fields(self) -> tuple[FieldSpec, ...]:
-        try:
+        # Unresolvable annotations (names defined later) stay strings; the input
+        # checks then accept any value for them.
+        with contextlib.suppress(Exception):
             attrs.resolve_types(self.cls)
-        except Exception:  # noqa: BLE001, S110 - unresolvable annotations stay strings
-            pass
         out: list[FieldSpec] = []
         for f in attrs.fields(self.cls):
             if f.name.startswith(RESERVED_PREFIX):
                 msg = f"field {f.name!r} uses the prefix {RESERVED_PREFIX!r}, reserved for the engine"
                 self.problem(f.name, "reserved-name", msg)
-            if isinstance(f.default, (Step, Compensation)):
+            default: object = f.default
+            if isinstance(default, (Step, Compensation)):
                 msg = f"{f.name!r} is both an annotated field and a step; rename one of them"
                 self.problem(f.name, "field-step-clash", msg)
             out.append(FieldSpec(f.name, f.type, f.default is not attrs.NOTHING))
@@ -136,17 +138,13 @@ class _Builder:
             params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):  # pragma: no cover - builtins only
             return
-        positional = [
-            p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         required = [p for p in positional if p.default is p.empty]
         if len(required) > count or len(positional) < count:
             got = "(" + ", ".join(p.name for p in params) + ")"
             self.problem(name, "method-signature", f"must have the signature {shape}, not {got}")
 
-    def step_spec(
-        self, name: str, s: Step[Any, Any, Any], comp: CompensationSpec | None
-    ) -> StepSpec:
+    def step_spec(self, name: str, s: Step[Any, Any, Any], comp: CompensationSpec | None) -> StepSpec:
         o = s.options
         is_async = inspect.iscoroutinefunction(s.fn)
         task = None
@@ -155,16 +153,19 @@ class _Builder:
                 self.signature(name, s.fn, 2, "(self, ctx)")
             else:
                 self.signature(name, s.fn, 3, "(self, ctx, form)")
-            if o.form is not None and not isinstance(o.form, type):
+            form = o.form if isinstance(o.form, type) else None
+            if o.form is not None and form is None:
                 self.problem(name, "bad-form", f"form= must be a class, got {o.form!r}")
             if o.assignee is None and not o.candidate_groups:
                 msg = "is a human task with neither assignee= nor candidate_groups=; nobody could complete it"
                 self.problem(name, "task-without-assignee", msg)
-            task = TaskSpec(o.assignee, o.candidate_groups, o.form, o.due)
+            task = TaskSpec(o.assignee, o.candidate_groups, form, o.due)
         else:
             self.signature(name, s.fn, 2, "(self, ctx)")
         if o.timeout is not None and not is_async:
-            msg = "has timeout= but is not async; only an async step can be interrupted, so make it `async def`"
+            msg = (
+                "has timeout= but is not async; only an async step can be interrupted, so make it `async def`"
+            )
             self.problem(name, "timeout-needs-async", msg)
         if name.startswith(RESERVED_PREFIX):
             msg = f"step name {name!r} uses the prefix {RESERVED_PREFIX!r}, reserved for the engine"
@@ -185,7 +186,7 @@ class _Builder:
 
     def ref(self, site: str, obj: object, where: str) -> str | None:
         """The step name *obj* refers to, or None after recording why it is not a step."""
-        if isinstance(obj, Step):
+        if _is_step(obj):
             name = self.step_names.get(id(obj))
             if name is not None:
                 return name
@@ -252,8 +253,12 @@ class _Builder:
         return tuple(ok)
 
 
+def _is_step(obj: object) -> TypeGuard[Step[Any, Any, Any]]:
+    return isinstance(obj, Step)
+
+
 def _describe(obj: object) -> str:
-    if isinstance(obj, Step):
+    if _is_step(obj):
         return f"step {obj.owner}.{obj.name}"
     name = getattr(obj, "__qualname__", None)
     if isinstance(name, str):

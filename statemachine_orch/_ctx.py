@@ -23,11 +23,23 @@ class Ctx:
         attempt: 1 for the first attempt, 2 for the first retry, ...
         idempotency_key: Identical for every attempt and every re-run (after a crash)
             of one visit of this step; different for each visit. Services get it.
+        compensating: ``True`` when this runs a compensation (``step`` is then the
+            compensation's name and ``undoing`` the step it undoes).
+        undoing: The step being compensated, or ``None``.
 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_log", "_services", "attempt", "idempotency_key", "instance_id", "step", "workflow")
+    __slots__ = (
+        "_log",
+        "_services",
+        "attempt",
+        "idempotency_key",
+        "instance_id",
+        "step",
+        "undoing",
+        "workflow",
+    )
 
     def __init__(
         self,
@@ -37,6 +49,7 @@ class Ctx:
         step: str,
         attempt: int,
         idempotency_key: str,
+        undoing: str | None = None,
     ) -> None:
         self._services = services
         self.instance_id = instance_id
@@ -44,7 +57,13 @@ class Ctx:
         self.step = step
         self.attempt = attempt
         self.idempotency_key = idempotency_key
+        self.undoing = undoing
         self._log: Any = None
+
+    @property
+    def compensating(self) -> bool:
+        """Whether this context runs a compensation."""
+        return self.undoing is not None
 
     @property
     def log(self) -> Any:

@@ -20,10 +20,10 @@ import attrs
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._retry import Retry
 from ._spec import StepKind
-from ._types import R2, F, P, R, W
+from ._types import R2, F, P, R_co, W
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from ._ctx import Ctx
 
@@ -43,7 +43,7 @@ class StepOptions:
     timeout: float | None = None
     assignee: str | None = None
     candidate_groups: tuple[str, ...] = ()
-    form: type | None = None
+    form: object | None = None
     due: float | None = None
 
 
@@ -81,7 +81,7 @@ def _seconds(value: timedelta | float | None) -> float | None:
     return float(value)
 
 
-class Step(Generic[W, P, R]):
+class Step(Generic[W, P, R_co]):
     """
     A step of a workflow: the method, what its decorators declared, and the edges into it.
 
@@ -92,7 +92,7 @@ class Step(Generic[W, P, R]):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, fn: Callable[..., R], options: StepOptions) -> None:
+    def __init__(self, fn: Callable[..., R_co], options: StepOptions) -> None:
         self.fn = fn
         self.options = options
         self.owner, self.name = _split_qualname(fn)
@@ -112,18 +112,18 @@ class Step(Generic[W, P, R]):
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
     @overload
-    def __get__(self, obj: W, objtype: type | None = None) -> Callable[P, R]: ...
-    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[P, R]:
+    def __get__(self, obj: W, objtype: type | None = None) -> Callable[P, R_co]: ...
+    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[P, R_co]:
         if obj is None:
             return self
-        bound: Callable[P, R] = self.fn.__get__(obj, objtype)
+        bound: Callable[P, R_co] = self.fn.__get__(obj, objtype)
         return bound
 
     @overload
     def compensation(self, fn: Callable[[W, Ctx], R2], /) -> Compensation[W, R2]: ...
     @overload
     def compensation(
-        self, *, retry: Retry | None = None
+        self, /, *, retry: Retry | None = None
     ) -> Callable[[Callable[[W, Ctx], R2]], Compensation[W, R2]]: ...
     def compensation(
         self, fn: Callable[[W, Ctx], R2] | None = None, /, *, retry: Retry | None = None
@@ -154,7 +154,7 @@ class Step(Generic[W, P, R]):
         return mark(fn)
 
 
-class Compensation(Generic[W, R]):
+class Compensation(Generic[W, R_co]):
     """
     The undo of a step, declared with ``@some_step.compensation``.
 
@@ -163,7 +163,7 @@ class Compensation(Generic[W, R]):
 
     __slots__ = ("fn", "name", "retry", "step")
 
-    def __init__(self, fn: Callable[..., R], step: Step[W, Any, Any], retry: Retry | None) -> None:
+    def __init__(self, fn: Callable[..., R_co], step: Step[W, Any, Any], retry: Retry | None) -> None:
         self.fn = fn
         self.step = step
         self.retry = retry
@@ -178,24 +178,26 @@ class Compensation(Generic[W, R]):
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
     @overload
-    def __get__(self, obj: W, objtype: type | None = None) -> Callable[[Ctx], R]: ...
-    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[[Ctx], R]:
+    def __get__(self, obj: W, objtype: type | None = None) -> Callable[[Ctx], R_co]: ...
+    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[[Ctx], R_co]:
         if obj is None:
             return self
-        bound: Callable[[Ctx], R] = self.fn.__get__(obj, objtype)
+        bound: Callable[[Ctx], R_co] = self.fn.__get__(obj, objtype)
         return bound
 
 
-def _make_step(fn: Callable[..., Any], options: StepOptions) -> Step[Any, Any, Any]:
+def _make_step(fn: object, options: StepOptions) -> Step[Any, Any, Any]:
     if isinstance(fn, (Step, Compensation)):
         what = "@step" if options.kind is StepKind.STEP else "@human_task"
         owner, name = _split_qualname(fn.fn)
         msg = f"{what} is applied to something that is already a step or compensation"
         problem = DefinitionProblem(owner, name, "decorated-twice", msg)
         raise WorkflowDefinitionError(owner, [problem])
-    if not callable(fn) or not inspect.isfunction(fn):
+    if not inspect.isfunction(fn):
         msg = f"@step must decorate a function defined in a Workflow class body, got {fn!r}"
-        raise WorkflowDefinitionError("<unknown>", [DefinitionProblem("<unknown>", None, "not-a-function", msg)])
+        raise WorkflowDefinitionError(
+            "<unknown>", [DefinitionProblem("<unknown>", None, "not-a-function", msg)]
+        )
     return Step(fn, options)
 
 
@@ -235,9 +237,7 @@ def step(
 
     .. versionadded:: 0.1.0
     """
-    options = StepOptions(
-        StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout)
-    )
+    options = StepOptions(StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout))
 
     def mark(f: Callable[[W, Ctx], R2]) -> Step[W, [Ctx], R2]:
         return _make_step(f, options)
@@ -319,12 +319,12 @@ def human_task(
     return mark
 
 
-def _edge_decorator(
-    target: Step[Any, Any, Any], where: str
-) -> None:
+def _edge_decorator(target: object, where: str) -> None:
     if not isinstance(target, Step):
         fn: Any = target
-        owner, name = _split_qualname(fn) if callable(fn) and hasattr(fn, "__qualname__") else ("<unknown>", repr(fn))
+        owner, name = (
+            _split_qualname(fn) if callable(fn) and hasattr(fn, "__qualname__") else ("<unknown>", repr(fn))
+        )
         msg = f"{where} must be placed above @step or @human_task (it decorates a step, not a plain function)"
         raise WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "edge-on-non-step", msg)])
 

@@ -23,7 +23,11 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec) -> str:
     lines = ["stateDiagram-v2", f"    [*] --> {spec.initial}"]
     for s in spec.steps:
         if s.kind is StepKind.HUMAN_TASK:
-            who = s.task.assignee if s.task and s.task.assignee else ", ".join(s.task.candidate_groups if s.task else ())
+            who = (
+                s.task.assignee
+                if s.task and s.task.assignee
+                else ", ".join(s.task.candidate_groups if s.task else ())
+            )
             lines.append(f"    {s.name}: {s.name} (human task: {_label(who)})")
         if s.compensation is not None:
             lines.append(f"    note right of {s.name}: undo: {s.compensation.name}")

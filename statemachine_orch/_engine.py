@@ -11,12 +11,13 @@ worker picks it up again when the task is completed or the timer fires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import attrs
 import structlog
@@ -36,6 +37,7 @@ from ._errors import (
 )
 from ._history import EventKind, HistoryEvent
 from ._instance import NO_FORM, InstanceRecord
+from ._machine import STATE_ATTRIBUTE
 from ._progress import Progress, progress_of
 from ._services import ServiceRegistry
 from ._spec import (
@@ -136,19 +138,18 @@ class Handle(Generic[W]):
     @property
     def status(self) -> InstanceStatus:
         """The instance's status now."""
-        return self._engine._record(self.instance_id).status  # noqa: SLF001 - one package
+        return self._engine.info(self.instance_id).status
 
     @property
     def workflow(self) -> W:
         """The instance's workflow object: its variables as they are now."""
-        wf: W = self._engine._record(self.instance_id).wf  # noqa: SLF001
+        wf: W = self._engine.workflow(self.instance_id)
         return wf
 
     @property
     def step(self) -> str | None:
         """The current step, or ``None`` once the instance left the steps."""
-        rec = self._engine._record(self.instance_id)  # noqa: SLF001
-        return rec.state if rec.spec.has_step(rec.state) else None
+        return self._engine.info(self.instance_id).step
 
     def history(self) -> list[HistoryEvent]:
         """See :meth:`Engine.history`."""
@@ -160,7 +161,7 @@ class Handle(Generic[W]):
 
     async def wait_idle(self) -> InstanceStatus:
         """Wait until the instance is waiting on a task or terminal; return its status."""
-        return await self._engine._wait_for(self.instance_id, terminal_only=False)  # noqa: SLF001
+        return await self._engine.wait_instance(self.instance_id, terminal=False)
 
     async def result(self) -> W:
         """
@@ -172,12 +173,11 @@ class Handle(Generic[W]):
         Raises:
             WorkflowFailed: It ended failed, cancelled or compensation_failed.
         """
-        status = await self._engine._wait_for(self.instance_id, terminal_only=True)  # noqa: SLF001
-        rec = self._engine._record(self.instance_id)  # noqa: SLF001
+        status = await self._engine.wait_instance(self.instance_id, terminal=True)
         if status is not InstanceStatus.COMPLETED:
-            raise WorkflowFailed(rec.id, status, rec.error)
-        wf: W = rec.wf
-        return wf
+            info = self._engine.info(self.instance_id)
+            raise WorkflowFailed(self.instance_id, status, info.error)
+        return self.workflow
 
 
 class Engine:
@@ -190,6 +190,9 @@ class Engine:
             :class:`ServiceRegistry` or a mapping from names to objects.
         clock: Where time comes from (default: :class:`SystemClock`).
         concurrency: How many instances run at once (each in its own worker task).
+        before_attempt: Called with the :class:`Ctx` before every attempt of a step or
+            a compensation; an exception it raises counts as that attempt's failure.
+            The testing toolkit injects faults through it.
 
     Use it inside a running event loop; ``async with Engine(...) as engine``
     stops its workers on exit (``aclose``).
@@ -204,11 +207,13 @@ class Engine:
         services: ServiceRegistry | Mapping[str, object] | None = None,
         clock: Clock | None = None,
         concurrency: int = 64,
+        before_attempt: Callable[[Ctx], None] | None = None,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         self.services = services if isinstance(services, ServiceRegistry) else ServiceRegistry(services)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.concurrency = concurrency
+        self.before_attempt = before_attempt
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
         self._ready: deque[InstanceRecord] = deque()
@@ -229,7 +234,7 @@ class Engine:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Self:
         """Start the workers."""
         self._ensure_running()
         return self
@@ -314,6 +319,36 @@ class Engine:
             if (status is None or r.status is status) and (name is None or r.spec.qualname == name)
         ]
 
+    def info(self, instance_id: str) -> InstanceInfo:
+        """
+        A snapshot of one instance.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        return self._info(self._record(instance_id))
+
+    def workflow(self, instance_id: str) -> Any:
+        """
+        The instance's workflow object (its variables, live).
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        return self._record(instance_id).wf
+
+    async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
+        """
+        Wait until the instance is terminal (or, with ``terminal=False``, waiting on a task).
+
+        Returns:
+            Its status then.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        return await self._wait_for(instance_id, terminal_only=terminal)
+
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """
         Everything that happened to the instance, oldest first.
@@ -384,7 +419,7 @@ class Engine:
             raise TaskAlreadyCompleted(task_id, f"is already {task.status.value}{by}; a task completes once")
         group_list = tuple(groups)
         if not task.may_complete(user, group_list):
-            allowed = []
+            allowed: list[str] = []
             if task.assignee is not None:
                 allowed.append(f"assignee {task.assignee!r}")
             if task.candidate_groups:
@@ -412,9 +447,7 @@ class Engine:
         self._enqueue(rec)
         return done
 
-    async def cancel(
-        self, instance_id: str, *, reason: str = "", compensate: bool = True
-    ) -> InstanceStatus:
+    async def cancel(self, instance_id: str, *, reason: str = "", compensate: bool = True) -> InstanceStatus:
         """
         Cancel an instance and wait until it is terminal.
 
@@ -436,8 +469,9 @@ class Engine:
         if rec.cancel is None and rec.spec.has_step(rec.state):
             rec.cancel = (reason, compensate)
             self._note(rec, _K.CANCEL_REQUESTED, None, 0, reason or None)
-            if rec.in_step and isinstance(rec.worker, asyncio.Task):
-                rec.worker.cancel()
+            worker = rec.worker
+            if rec.in_step and worker is not _QUEUED and worker is not None:
+                worker.cancel()
             elif rec.worker is None:
                 rec.timer_token += 1
                 self._enqueue(rec)
@@ -495,23 +529,25 @@ class Engine:
             open_task=r.task_id,
         )
 
-    def _create(self, workflow: Workflow) -> InstanceRecord:
-        cls = type(workflow)
-        if not isinstance(workflow, Workflow) or cls.__orch_abstract__:
+    def _create(self, workflow: object) -> InstanceRecord:
+        if not isinstance(workflow, Workflow) or type(workflow).__orch_abstract__:
             msg = f"start() needs an instance of a concrete Workflow subclass, got {workflow!r}"
             raise TypeError(msg)
+        cls = type(workflow)
         spec = cls.__orch_spec__
-        if getattr(workflow, "_orch_state", None) is not None:
+        if getattr(workflow, STATE_ATTRIBUTE, None) is not None:
             msg = "this object was started already; construct a new one for a new instance"
             raise WorkflowInputError(spec.name, "<instance>", msg)
         validate = self._validators.get(spec)
         if validate is None:
             validate = self._validators[spec] = input_validator(spec)
         validate(workflow)
-        workflow._orch_state = spec.initial  # type: ignore[attr-defined]  # noqa: SLF001
+        setattr(workflow, STATE_ATTRIBUTE, spec.initial)
         now = self.clock.now()
         rec = InstanceRecord(f"{self._prefix}-{next(self._ids):x}", workflow, spec, cls.__orch_machine__, now)
-        rec.history.append(HistoryEvent(now, _K.INSTANCE_STARTED, None, 0, f"{spec.name} version {spec.version}"))
+        rec.history.append(
+            HistoryEvent(now, _K.INSTANCE_STARTED, None, 0, f"{spec.name} version {spec.version}")
+        )
         if self._subscribers:
             self._publish(rec.id, rec.history[-1])
         return rec
@@ -527,7 +563,9 @@ class Engine:
             msg = f"the form must be a {expected.__name__}, got {form!r} ({type(form).__name__})"
             raise TaskFormError(task.id, msg)
 
-    def _note(self, rec: InstanceRecord, kind: EventKind, step: str | None, attempt: int, detail: str | None) -> None:
+    def _note(
+        self, rec: InstanceRecord, kind: EventKind, step: str | None, attempt: int, detail: str | None
+    ) -> None:
         event = HistoryEvent(self.clock.now(), kind, step, attempt, detail)
         rec.history.append(event)
         if self._subscribers:
@@ -537,7 +575,7 @@ class Engine:
         for callback in list(self._subscribers):
             try:
                 callback(instance_id, event)
-            except Exception:  # a subscriber must never break an instance
+            except Exception:  # noqa: BLE001 - a subscriber must never break an instance
                 _log.exception("subscriber_failed", instance_id=instance_id, kind=event.kind.value)
 
     def _set_status(self, rec: InstanceRecord, status: InstanceStatus) -> None:
@@ -591,7 +629,7 @@ class Engine:
         if waiters:
             status = rec.status
             idle = status is InstanceStatus.WAITING or status.is_terminal
-            keep = []
+            keep: list[tuple[bool, asyncio.Future[InstanceStatus]]] = []
             for terminal_only, fut in waiters:
                 if not fut.done() and (status.is_terminal or (idle and not terminal_only)):
                     fut.set_result(status)
@@ -605,10 +643,7 @@ class Engine:
             if self._virtual and self._timer_wake is not None:
                 self._timer_wake.set()
             if self._idle_waiters and self._is_idle():
-                for fut in self._idle_waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-                self._idle_waiters.clear()
+                self._turn_ended_idle()
 
     def _is_idle(self) -> bool:
         return self._active == 0 and not self._timers
@@ -663,10 +698,8 @@ class Engine:
                 await wake.wait()
             else:
                 wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), due - clock.now())
-                except TimeoutError:
-                    pass
 
     def _turn_ended_idle(self) -> None:
         for fut in self._idle_waiters:
@@ -705,9 +738,15 @@ class Engine:
         name = step.name
         ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, f"{rec.id}:{rec.visit}")
         self._note(rec, _K.STEP_STARTED, name, attempt, None)
-        args = (wf, ctx) if rec.form is NO_FORM or step.task is None or step.task.form is None else (wf, ctx, rec.form)
+        args = (
+            (wf, ctx)
+            if rec.form is NO_FORM or step.task is None or step.task.form is None
+            else (wf, ctx, rec.form)
+        )
         rec.in_step = True
         try:
+            if self.before_attempt is not None:
+                self.before_attempt(ctx)
             if step.is_async:
                 if step.timeout is None:
                     await step.fn(*args)
@@ -801,9 +840,11 @@ class Engine:
             comp = spec.step(name).compensation
             assert comp is not None  # noqa: S101 - only steps with one enter the saga
             attempt = rec.comp_attempt
-            ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, f"{rec.id}:{visit}:undo")
+            ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, f"{rec.id}:{visit}:undo", name)
             self._note(rec, _K.COMPENSATION_STARTED, name, attempt, comp.name)
             try:
+                if self.before_attempt is not None:
+                    self.before_attempt(ctx)
                 if comp.is_async:
                     await comp.fn(rec.wf, ctx)
                 else:

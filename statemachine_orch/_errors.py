@@ -138,8 +138,7 @@ class NoEdgeEnabled(OrchError):
         self.workflow = workflow
         self.step = step
         msg = (
-            f"{workflow}.{step}: no outgoing edge could be taken "
-            "(no guard held and there is no default edge)"
+            f"{workflow}.{step}: no outgoing edge could be taken (no guard held and there is no default edge)"
         )
         super().__init__(msg)
 

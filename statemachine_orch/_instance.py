@@ -45,9 +45,7 @@ class InstanceRecord:
         "worker",
     )
 
-    def __init__(
-        self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float
-    ) -> None:
+    def __init__(self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float) -> None:
         self.id = instance_id
         self.wf = wf
         self.spec = spec
@@ -70,5 +68,5 @@ class InstanceRecord:
     @property
     def state(self) -> str:
         """The machine state: a step name or a lifecycle state (``@completed``...)."""
-        state: str = self.wf._orch_state  # noqa: SLF001 - the machine's model attribute
+        state: str = self.wf._orch_state
         return state

@@ -88,13 +88,13 @@ def build_machine(spec: WorkflowSpec) -> Machine:
 
 
 def _checked(spec: WorkflowSpec, edge: EdgeSpec) -> Callable[..., bool]:
-    guard = edge.guard
+    guard: Callable[[object], object] | None = edge.guard
     assert guard is not None  # noqa: S101 - only called for guarded edges
 
     # transitions compares a condition's result with `== True`, so a guard returning
     # 1 or a non-empty list would silently pass; insist on a real bool instead.
     def condition(wf: object, *_: object) -> bool:
-        result = guard(wf)
+        result: object = guard(wf)
         if result is True or result is False:
             return result
         msg = (

@@ -70,10 +70,7 @@ def progress_of(rec: InstanceRecord) -> Progress:
     done = sum(1 for e in rec.history if e.kind is EventKind.STEP_COMPLETED)
     state = rec.state
     step = state if rec.spec.has_step(state) else None
-    if rec.status.is_terminal or step is None:
-        left = 0
-    else:
-        left = steps_to_end(rec.spec).get(step, 1)
+    left = 0 if rec.status.is_terminal or step is None else steps_to_end(rec.spec).get(step, 1)
     total = done + left
     fraction = 1.0 if rec.status is InstanceStatus.COMPLETED else (done / total if total else 0.0)
     return Progress(rec.id, rec.status, step, done, left, fraction)

@@ -46,9 +46,7 @@ class Retry:
     initial: float = attrs.field(default=1.0, converter=_seconds)
     backoff: float = attrs.field(default=2.0)
     max_interval: float = attrs.field(default=100.0, converter=_seconds)
-    non_retryable: tuple[type[BaseException], ...] = attrs.field(
-        default=(), converter=_to_exc_tuple
-    )
+    non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_to_exc_tuple)
 
     @attempts.validator  # pyright: ignore[reportAttributeAccessIssue, reportUntypedFunctionDecorator, reportUnknownMemberType]
     def _check_attempts(self, _: attrs.Attribute[int], value: int) -> None:

@@ -177,9 +177,7 @@ class WorkflowSpec:
     edges: tuple[EdgeSpec, ...]
     initial: str
     _by_name: Mapping[str, StepSpec] = attrs.field(init=False, repr=False, eq=False)
-    _outgoing: Mapping[str, tuple[EdgeSpec, ...]] = attrs.field(
-        init=False, repr=False, eq=False
-    )
+    _outgoing: Mapping[str, tuple[EdgeSpec, ...]] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         """Index steps and edges by name once."""

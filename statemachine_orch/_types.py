@@ -11,7 +11,7 @@ W = TypeVar("W")
 P = ParamSpec("P")
 """The parameters of a step method after ``self``."""
 
-R = TypeVar("R", bound="Awaitable[None] | None", covariant=True)
+R_co = TypeVar("R_co", bound="Awaitable[None] | None", covariant=True)
 """What a step method returns: ``None`` (sync) or an awaitable of ``None`` (async)."""
 
 R2 = TypeVar("R2", bound="Awaitable[None] | None")

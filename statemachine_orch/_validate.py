@@ -22,7 +22,7 @@ def _describe(tp: object) -> str:
     return getattr(tp, "__name__", None) or repr(tp)
 
 
-def checker_for(tp: object) -> Checker:  # noqa: C901, PLR0911 - one branch per typing form
+def checker_for(tp: object) -> Checker:
     """A checker for the annotation *tp* (unknown forms accept anything)."""
     if tp is Any or isinstance(tp, (str, typing.TypeVar)):
         return _ok
@@ -85,8 +85,11 @@ def _mapping(key: Checker, val: Checker, expected: str) -> Checker:
 
 def input_validator(spec: WorkflowSpec) -> Callable[[object], None]:
     """
-    A function raising :class:`WorkflowInputError` when a new instance's variables do
-    not match the declared field types.
+    Compile the input checks of *spec*.
+
+    Returns:
+        A function raising :class:`WorkflowInputError` when a new instance's
+        variables do not match the declared field types.
     """
     checks = [(f.name, checker_for(f.type)) for f in spec.fields]
 

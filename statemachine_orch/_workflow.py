@@ -58,7 +58,7 @@ class Workflow:
         cls.__orch_machine__ = build_machine(spec)
 
 
-def spec_of(workflow: type[Workflow] | Workflow) -> WorkflowSpec:
+def spec_of(workflow: object) -> WorkflowSpec:
     """
     The compiled :class:`WorkflowSpec` of a workflow class (or of an instance's class).
 
