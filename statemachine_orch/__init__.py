@@ -23,36 +23,47 @@ from ._clock import SystemClock as SystemClock
 from ._clock import VirtualClock as VirtualClock
 from ._ctx import Ctx as Ctx
 from ._decorators import Compensation as Compensation
+from ._decorators import Migration as Migration
 from ._decorators import Step as Step
 from ._decorators import after as after
 from ._decorators import goto as goto
 from ._decorators import human_task as human_task
+from ._decorators import migration as migration
 from ._decorators import step as step
+from ._decorators import timer as timer
+from ._decorators import wait_for as wait_for
 from ._diagram import mermaid as mermaid
 from ._engine import Engine as Engine
-from ._engine import EngineStatistics as EngineStatistics
-from ._engine import Handle as Handle
-from ._engine import InstanceInfo as InstanceInfo
 from ._engine import machine_of as machine_of
 from ._errors import DefinitionProblem as DefinitionProblem
 from ._errors import GuardError as GuardError
 from ._errors import InstanceFinished as InstanceFinished
 from ._errors import InstanceNotFound as InstanceNotFound
+from ._errors import MigrationError as MigrationError
 from ._errors import NoEdgeEnabled as NoEdgeEnabled
 from ._errors import NonRetryableError as NonRetryableError
 from ._errors import OrchError as OrchError
 from ._errors import ServiceNotFound as ServiceNotFound
+from ._errors import SignalTypeError as SignalTypeError
+from ._errors import StoreError as StoreError
 from ._errors import TaskAlreadyCompleted as TaskAlreadyCompleted
 from ._errors import TaskError as TaskError
 from ._errors import TaskFormError as TaskFormError
 from ._errors import TaskNotAuthorized as TaskNotAuthorized
 from ._errors import TaskNotFound as TaskNotFound
+from ._errors import UnknownWorkflowVersion as UnknownWorkflowVersion
 from ._errors import WorkflowDefinitionError as WorkflowDefinitionError
 from ._errors import WorkflowFailed as WorkflowFailed
 from ._errors import WorkflowInputError as WorkflowInputError
+from ._handle import EngineStatistics as EngineStatistics
+from ._handle import Handle as Handle
+from ._handle import RecoveryReport as RecoveryReport
 from ._history import EventKind as EventKind
 from ._history import HistoryEvent as HistoryEvent
+from ._instance import InstanceInfo as InstanceInfo
+from ._instance import Signal as Signal
 from ._progress import Progress as Progress
+from ._registry import WorkflowRegistry as WorkflowRegistry
 from ._retry import Retry as Retry
 from ._services import InProcessService as InProcessService
 from ._services import Service as Service
@@ -60,6 +71,7 @@ from ._services import ServiceRegistry as ServiceRegistry
 from ._spec import CompensationSpec as CompensationSpec
 from ._spec import EdgeSpec as EdgeSpec
 from ._spec import FieldSpec as FieldSpec
+from ._spec import MigrationSpec as MigrationSpec
 from ._spec import StepKind as StepKind
 from ._spec import StepSpec as StepSpec
 from ._spec import TaskSpec as TaskSpec
@@ -67,6 +79,7 @@ from ._spec import WorkflowSpec as WorkflowSpec
 from ._status import InstanceStatus as InstanceStatus
 from ._store import MemoryStore as MemoryStore
 from ._store import Store as Store
+from ._store_sqlite import SqliteStore as SqliteStore
 from ._tasks import Task as Task
 from ._tasks import TaskStatus as TaskStatus
 from ._workflow import Workflow as Workflow
@@ -92,18 +105,26 @@ __all__ = [
     "InstanceNotFound",
     "InstanceStatus",
     "MemoryStore",
+    "Migration",
+    "MigrationError",
+    "MigrationSpec",
     "NoEdgeEnabled",
     "NonRetryableError",
     "OrchError",
     "Progress",
+    "RecoveryReport",
     "Retry",
     "Service",
     "ServiceNotFound",
     "ServiceRegistry",
+    "Signal",
+    "SignalTypeError",
+    "SqliteStore",
     "Step",
     "StepKind",
     "StepSpec",
     "Store",
+    "StoreError",
     "SystemClock",
     "Task",
     "TaskAlreadyCompleted",
@@ -113,19 +134,24 @@ __all__ = [
     "TaskNotFound",
     "TaskSpec",
     "TaskStatus",
+    "UnknownWorkflowVersion",
     "VirtualClock",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowFailed",
     "WorkflowInputError",
+    "WorkflowRegistry",
     "WorkflowSpec",
     "after",
     "goto",
     "human_task",
     "machine_of",
     "mermaid",
+    "migration",
     "spec_of",
     "step",
+    "timer",
+    "wait_for",
 ]
 
 

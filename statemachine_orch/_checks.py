@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from ._errors import DefinitionProblem
-from ._spec import WorkflowSpec
+from ._spec import StepKind, WorkflowSpec
 
 # Names of the base class that a field or step would shadow.
 ENGINE_ATTRIBUTES = frozenset({"__orch_spec__", "__orch_machine__", "__orch_abstract__"})
@@ -20,11 +20,7 @@ ENGINE_ATTRIBUTES = frozenset({"__orch_spec__", "__orch_machine__", "__orch_abst
 
 def structural_problems(spec: WorkflowSpec) -> list[DefinitionProblem]:
     """Every structural problem of *spec*, in a stable order."""
-    return [
-        DefinitionProblem(spec.name, step, rule, msg)
-        for rule_fn in _RULES
-        for step, rule, msg in rule_fn(spec)
-    ]
+    return [DefinitionProblem(spec.name, step, rule, msg) for rule_fn in _RULES for step, rule, msg in rule_fn(spec)]
 
 
 Found = Iterator[tuple[str | None, str, str]]
@@ -63,7 +59,7 @@ def _reachable(spec: WorkflowSpec) -> Found:
 
 def _way_out(spec: WorkflowSpec) -> Found:
     for s in spec.steps:
-        completion = [e for e in spec.outgoing(s.name) if not e.is_error]
+        completion = [e for e in spec.outgoing(s.name) if e.is_completion]
         if s.final and completion:
             dests = ", ".join(e.dest for e in completion)
             msg = f"is final=True but has outgoing edges (to {dests}); a final step ends the instance"
@@ -88,9 +84,37 @@ def _defaults(spec: WorkflowSpec) -> Found:
             yield s.name, "several-defaults", msg
 
 
+def _timeouts(spec: WorkflowSpec) -> Found:
+    for s in spec.steps:
+        timeouts = [e for e in spec.outgoing(s.name) if e.is_timeout]
+        if timeouts and s.kind not in (StepKind.HUMAN_TASK, StepKind.WAIT_FOR):
+            msg = (
+                f"has a timeout edge to {timeouts[0].dest}, but only a waiting step "
+                "(@human_task or @wait_for) can time out"
+            )
+            yield s.name, "timeout-needs-wait", msg
+        if len(timeouts) > 1:
+            dests = ", ".join(e.dest for e in timeouts)
+            yield (
+                s.name,
+                "several-timeouts",
+                f"has {len(timeouts)} timeout edges (to {dests}); a wait escalates one way",
+            )
+        for e in timeouts:
+            if e.guard is not None or e.on_error:
+                msg = f"the timeout edge to {e.dest} also has when= or on_error=; a timeout edge takes neither"
+                yield s.name, "timeout-with-condition", msg
+            if e.timeout is not None and e.timeout <= 0:
+                yield (
+                    s.name,
+                    "bad-timeout",
+                    f"the timeout edge to {e.dest} has timeout={e.timeout:g}s; it must be > 0",
+                )
+
+
 def _duplicates(spec: WorkflowSpec) -> Found:
-    counts = Counter((e.source, e.dest, e.guard_name, e.on_error) for e in spec.edges)
-    for (src, dest, _, _), n in counts.items():
+    counts = Counter((e.source, e.dest, e.guard_name, e.on_error, e.timeout) for e in spec.edges)
+    for (src, dest, *_), n in counts.items():
         if n > 1:
             yield src, "duplicate-edge", f"has the same edge to {dest} declared {n} times"
 
@@ -102,4 +126,4 @@ def _names(spec: WorkflowSpec) -> Found:
             yield name, "reserved-name", f"{name!r} is an attribute of the engine; rename it"
 
 
-_RULES = (_initial, _reachable, _way_out, _defaults, _duplicates, _names)
+_RULES = (_initial, _reachable, _way_out, _defaults, _timeouts, _duplicates, _names)

@@ -19,13 +19,16 @@ from typing import Any, TypeGuard
 import attrs
 
 from ._checks import structural_problems
-from ._decorators import Compensation, EdgeMark, Step
+from ._decorators import Compensation, EdgeMark, Migration, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
+from ._invariant import collect_invariants
 from ._retry import COMPENSATION_RETRY, NO_RETRY
+from ._serialize import serialisation_problem
 from ._spec import (
     CompensationSpec,
     EdgeSpec,
     FieldSpec,
+    MigrationSpec,
     StepKind,
     StepSpec,
     TaskSpec,
@@ -36,7 +39,7 @@ from ._spec import (
 RESERVED_PREFIX = "_orch"
 
 
-def compile_workflow(cls: type, version: object) -> WorkflowSpec:
+def compile_workflow(cls: type, version: object, name: object = None) -> WorkflowSpec:
     """
     Compile *cls* into its spec.
 
@@ -44,7 +47,7 @@ def compile_workflow(cls: type, version: object) -> WorkflowSpec:
         WorkflowDefinitionError: Listing every broken rule.
     """
     builder = _Builder(cls)
-    spec = builder.build(version)
+    spec = builder.build(version, name)
     problems = builder.problems
     if spec is not None:
         problems += structural_problems(spec)
@@ -61,6 +64,7 @@ class _Builder:
         self.problems: list[DefinitionProblem] = []
         self.steps: dict[str, Step[Any, Any, Any]] = {}
         self.comps: dict[str, Compensation[Any, Any]] = {}
+        self.migrations: list[Migration[Any, Any]] = [v for v in vars(cls).values() if isinstance(v, Migration)]
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 if isinstance(value, Step):
@@ -75,9 +79,12 @@ class _Builder:
     def problem(self, step: str | None, rule: str, message: str) -> None:
         self.problems.append(DefinitionProblem(self.name, step, rule, message))
 
-    def build(self, version: object) -> WorkflowSpec | None:
+    def build(self, version: object, name: object) -> WorkflowSpec | None:
         if not isinstance(version, str) or not version:
             self.problem(None, "bad-version", f"version= must be a non-empty str, got {version!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            self.problem(None, "bad-name", f"name= must be a non-empty str, got {name!r}")
+        wf_name = name if isinstance(name, str) and name else self.name
         fields = self.fields()
         ordered = sorted(self.steps.items(), key=lambda kv: kv[1].order)
         comp_of = self.compensations()
@@ -85,14 +92,34 @@ class _Builder:
         edges = [e for _, s in ordered for mark in s.edges for e in self.edges(s, mark)]
         initial = [s.name for s in step_specs if s.initial]
         return WorkflowSpec(
-            name=self.name,
+            name=wf_name,
             qualname=f"{self.cls.__module__}.{self.cls.__qualname__}".replace("<locals>.", ""),
             version=version if isinstance(version, str) else str(version),
             fields=fields,
             steps=tuple(step_specs),
             edges=tuple(edges),
             initial=initial[0] if initial else "",
+            migrations=tuple(self.migration_specs(wf_name)),
+            invariants=collect_invariants(self.cls),
         )
+
+    def migration_specs(self, wf_name: str) -> list[MigrationSpec]:
+        out: list[MigrationSpec] = []
+        for m in self.migrations:
+            source_spec: WorkflowSpec | None = getattr(m.source, "__orch_spec__", None)
+            if source_spec is None:
+                msg = f"@migration({_describe(m.source)}) names a class that is not a concrete Workflow"
+                self.problem(m.name, "bad-migration", msg)
+                continue
+            if source_spec.name != wf_name:
+                msg = (
+                    f"@migration({source_spec.name} version {source_spec.version}) migrates another "
+                    f"workflow; only versions of {wf_name} can be migrated here"
+                )
+                self.problem(m.name, "bad-migration", msg)
+                continue
+            out.append(MigrationSpec(m.name, source_spec.version, m.fn))
+        return out
 
     def fields(self) -> tuple[FieldSpec, ...]:
         # Unresolvable annotations (names defined later) stay strings; the input
@@ -108,6 +135,10 @@ class _Builder:
             if isinstance(default, (Step, Compensation)):
                 msg = f"{f.name!r} is both an annotated field and a step; rename one of them"
                 self.problem(f.name, "field-step-clash", msg)
+            why = serialisation_problem(f.type)
+            if why is not None:
+                msg = f"field {f.name!r} cannot be persisted: {why}"
+                self.problem(f.name, "field-not-serialisable", msg)
             out.append(FieldSpec(f.name, f.type, f.default is not attrs.NOTHING))
         return tuple(out)
 
@@ -126,10 +157,7 @@ class _Builder:
                 out[name] = CompensationSpec(c.name, c.fn, inspect.iscoroutinefunction(c.fn), retry)
         for cname, c in self.comps.items():
             if id(c.step) not in self.step_names:
-                msg = (
-                    f"is declared as the compensation of {_describe(c.step)}, "
-                    f"which is not a step of {self.name}"
-                )
+                msg = f"is declared as the compensation of {_describe(c.step)}, which is not a step of {self.name}"
                 self.problem(cname, "compensation-not-a-step", msg)
         return out
 
@@ -156,16 +184,25 @@ class _Builder:
             form = o.form if isinstance(o.form, type) else None
             if o.form is not None and form is None:
                 self.problem(name, "bad-form", f"form= must be a class, got {o.form!r}")
+            if form is not None and (why := serialisation_problem(form)) is not None:
+                self.problem(name, "form-not-serialisable", f"the form cannot be persisted: {why}")
             if o.assignee is None and not o.candidate_groups:
                 msg = "is a human task with neither assignee= nor candidate_groups=; nobody could complete it"
                 self.problem(name, "task-without-assignee", msg)
             task = TaskSpec(o.assignee, o.candidate_groups, form, o.due)
+        elif o.kind is StepKind.WAIT_FOR:
+            self.signature(name, s.fn, 3, "(self, ctx, message)")
+            message = o.message if isinstance(o.message, type) else None
+            if message is None:
+                self.problem(name, "bad-message", f"@wait_for() needs a message class, got {o.message!r}")
+            elif (why := serialisation_problem(message)) is not None:
+                self.problem(name, "message-not-serialisable", f"the message cannot be persisted: {why}")
         else:
             self.signature(name, s.fn, 2, "(self, ctx)")
+            if o.kind is StepKind.TIMER and (o.delay is None or o.delay < 0):
+                self.problem(name, "bad-delay", f"@timer() needs a delay >= 0, got {o.delay!r}")
         if o.timeout is not None and not is_async:
-            msg = (
-                "has timeout= but is not async; only an async step can be interrupted, so make it `async def`"
-            )
+            msg = "has timeout= but is not async; only an async step can be interrupted, so make it `async def`"
             self.problem(name, "timeout-needs-async", msg)
         if name.startswith(RESERVED_PREFIX):
             msg = f"step name {name!r} uses the prefix {RESERVED_PREFIX!r}, reserved for the engine"
@@ -182,6 +219,8 @@ class _Builder:
             task=task,
             compensation=comp,
             doc=inspect.getdoc(s.fn),
+            delay=o.delay,
+            message=o.message if isinstance(o.message, type) else None,
         )
 
     def ref(self, site: str, obj: object, where: str) -> str | None:
@@ -202,6 +241,13 @@ class _Builder:
         where = "@goto" if mark.back else "@after"
         guard, guard_name = self.guard(site_name, mark.when, where)
         on_error = self.on_error(site_name, mark.on_error)
+        if on_error and guard is not None:
+            msg = (
+                f"{where}(..., when={guard_name}, on_error=...) has both; an error edge is chosen "
+                "by the exception type alone: drop when="
+            )
+            self.problem(site_name, "error-edge-with-guard", msg)
+        timeout = mark.timeout
         if mark.back:
             dest = self.ref(site_name, mark.dest, where)
             return [EdgeSpec(site_name, dest, guard, guard_name, on_error, back=True)] if dest else []
@@ -209,19 +255,17 @@ class _Builder:
         if len(sources) > 1:
             names = ", ".join(s or "?" for s in sources)
             msg = (
-                f"@after({names}) with several sources is a join, and a join needs a "
-                "@step(fork=True) before it whose branches it joins; no fork reaches these sources"
+                f"@after({names}) with several sources is a join, which needs a fork before it, and "
+                "forks are not supported yet; for 'after any of them', stack one @after per source"
             )
             self.problem(site_name, "join-without-fork", msg)
         return [
-            EdgeSpec(src, site_name, guard, guard_name, on_error, back=False)
+            EdgeSpec(src, site_name, guard, guard_name, on_error, back=False, timeout=timeout)
             for src in sources
             if src is not None
         ]
 
-    def guard(
-        self, site: str, when: object | None, where: str
-    ) -> tuple[Callable[[Any], bool] | None, str | None]:
+    def guard(self, site: str, when: object | None, where: str) -> tuple[Callable[[Any], bool] | None, str | None]:
         if when is None:
             return None, None
         if not callable(when):
@@ -230,16 +274,23 @@ class _Builder:
                 "which is not callable; use a method or a lambda (wf) -> bool"
             )
             self.problem(site, "guard-not-callable", msg)
-            return None, None
+            # Keep the edge guarded, so that one mistake is not also reported as a second default.
+            return _never, repr(when)
         fn: Callable[..., Any] = when
         try:
             sig = inspect.signature(fn)
+        except ValueError:  # pragma: no cover - builtins without a signature
+            return fn, _guard_name(fn)
+        try:
             sig.bind(object())
         except TypeError:
-            msg = f"{where}(..., when={_guard_name(fn)}) must accept exactly one argument (the workflow)"
+            shown = f"lambda: {_guard_name(fn)}" if getattr(fn, "__name__", "") == "<lambda>" else _guard_name(fn)
+            takes = len(sig.parameters)
+            msg = (
+                f"{where}(..., when={shown}) must accept exactly one argument (the workflow), "
+                f"but takes {takes or 'none'}"
+            )
             self.problem(site, "guard-signature", msg)
-        except ValueError:  # pragma: no cover - builtins without a signature
-            pass
         return fn, _guard_name(fn)
 
     def on_error(self, site: str, value: object | None) -> tuple[type[BaseException], ...]:
@@ -250,7 +301,13 @@ class _Builder:
         if len(ok) != len(items) or not ok:
             msg = f"on_error= must be an exception class or a tuple of them, got {value!r}"
             self.problem(site, "bad-on-error", msg)
+            # Keep it an error edge, so that one mistake is not also reported as a completion edge.
+            return (Exception,)
         return tuple(ok)
+
+
+def _never(_: object) -> bool:
+    return False
 
 
 def _is_step(obj: object) -> TypeGuard[Step[Any, Any, Any]]:

@@ -1,5 +1,8 @@
 """
-The decorators of the DSL: ``step``, ``human_task``, ``after``, ``goto`` and ``.compensation``.
+The decorators of the DSL.
+
+``step``, ``human_task``, ``timer``, ``wait_for``, ``after``, ``goto``,
+``.compensation`` and ``migration``.
 
 Decorators only *mark*: they wrap the method in a :class:`Step` (or
 :class:`Compensation`) carrying small frozen records. The compiler
@@ -13,7 +16,7 @@ import inspect
 import itertools
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import attrs
 
@@ -45,6 +48,8 @@ class StepOptions:
     candidate_groups: tuple[str, ...] = ()
     form: object | None = None
     due: float | None = None
+    delay: float | None = None
+    message: object | None = None
 
 
 @attrs.frozen
@@ -61,6 +66,7 @@ class EdgeMark:
     when: object | None
     on_error: object | None
     back: bool
+    timeout: float | None = None
 
 
 def _qualname(fn: Callable[..., object]) -> str:
@@ -194,10 +200,12 @@ def _make_step(fn: object, options: StepOptions) -> Step[Any, Any, Any]:
         problem = DefinitionProblem(owner, name, "decorated-twice", msg)
         raise WorkflowDefinitionError(owner, [problem])
     if not inspect.isfunction(fn):
-        msg = f"@step must decorate a function defined in a Workflow class body, got {fn!r}"
-        raise WorkflowDefinitionError(
-            "<unknown>", [DefinitionProblem("<unknown>", None, "not-a-function", msg)]
-        )
+        what = f"@{options.kind.value}" if options.kind is not StepKind.STEP else "@step"
+        inner = getattr(fn, "__func__", None)
+        owner, name = _split_qualname(inner) if inspect.isfunction(inner) else ("<unknown>", None)
+        kind = type(fn).__name__
+        msg = f"{what} must decorate a plain method (def or async def), not a {kind}"
+        raise WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "not-a-function", msg)])
     return Step(fn, options)
 
 
@@ -322,9 +330,7 @@ def human_task(
 def _edge_decorator(target: object, where: str) -> None:
     if not isinstance(target, Step):
         fn: Any = target
-        owner, name = (
-            _split_qualname(fn) if callable(fn) and hasattr(fn, "__qualname__") else ("<unknown>", repr(fn))
-        )
+        owner, name = _split_qualname(fn) if callable(fn) and hasattr(fn, "__qualname__") else ("<unknown>", repr(fn))
         msg = f"{where} must be placed above @step or @human_task (it decorates a step, not a plain function)"
         raise WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "edge-on-non-step", msg)])
 
@@ -335,6 +341,7 @@ def after(
     *more_sources: Step[W, Any, Any],
     when: Callable[[W], bool] | None = None,
     on_error: ExcTypes | None = None,
+    timeout: timedelta | float | None = None,
 ) -> Callable[[Step[W, P, R2]], Step[W, P, R2]]:
     """
     Declare an edge into the decorated step from an earlier step.
@@ -343,13 +350,16 @@ def after(
     whose guard holds is taken; the one unguarded edge is the default, taken when
     no guard holds. With ``on_error``, the edge is taken instead when *source*
     fails (after its retries) with an exception of that type, like ``except``.
-    Several sources make a join (it needs a fork).
+    Several sources make a join (it needs a fork). With ``timeout``, *source* must
+    be a waiting step (``@human_task`` or ``@wait_for``): when the wait lasts longer,
+    its task is cancelled and the instance escalates to the decorated step.
 
     Args:
         source: The step the edge leaves.
         more_sources: Further sources (a join).
         when: A guard ``(workflow) -> bool``: reads variables, no side effects.
         on_error: Exception type(s) routed to the decorated step.
+        timeout: How long *source* may wait before escalating here.
 
     Returns:
         A decorator that records the edge on the step.
@@ -361,7 +371,8 @@ def after(
         _edge_decorator(dest, "@after")
         # Decorators apply bottom-up; inserting at the front keeps `edges` in the
         # top-down order the user reads, which is the order guards are tried in.
-        dest.edges.insert(0, EdgeMark((source, *more_sources), dest, when, on_error, back=False))
+        mark_ = EdgeMark((source, *more_sources), dest, when, on_error, back=False, timeout=_seconds(timeout))
+        dest.edges.insert(0, mark_)
         return dest
 
     return mark
@@ -392,5 +403,122 @@ def goto(
         _edge_decorator(src, "@goto")
         src.edges.insert(0, EdgeMark((src,), target, when, None, back=True))
         return src
+
+    return mark
+
+
+def timer(
+    delay: timedelta | float,
+    *,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]:
+    """
+    Declare a step that waits *delay*, then runs its method ``(self, ctx) -> None``.
+
+    The timer is durable: its due time is stored with the instance, it survives a
+    restart, and a timer that fell due while no engine ran fires at once.
+
+    Args:
+        delay: How long to wait after entering the step (``timedelta`` or seconds).
+        initial: The instance starts here.
+        final: Completing this step completes the instance.
+        retry: Retry policy of the method run when the timer fires.
+
+    Returns:
+        A decorator making a :class:`Step`.
+
+    .. versionadded:: 0.1.0
+    """
+    options = StepOptions(StepKind.TIMER, initial=initial, final=final, retry=retry, delay=_seconds(delay))
+
+    def mark(f: Callable[[W, Ctx], R2]) -> Step[W, [Ctx], R2]:
+        return _make_step(f, options)
+
+    return mark
+
+
+def wait_for(
+    message: type[F],
+    *,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx, F], R2]], Step[W, [Ctx, F], R2]]:
+    """
+    Declare a step that waits for an external message of type *message*.
+
+    ``Engine.signal(instance_id, message)`` delivers it; the method then runs with
+    it: ``(self, ctx, msg: MessageType) -> None``. A message that arrives before the
+    instance reaches the step is kept and consumed when it gets there (oldest first).
+
+    Args:
+        message: The message type (an attrs class or dataclass).
+        initial: The instance starts here.
+        final: Completing this step completes the instance.
+        retry: Retry policy of the method that processes the message.
+
+    Returns:
+        A decorator making a :class:`Step`.
+
+    .. versionadded:: 0.1.0
+    """
+    options = StepOptions(StepKind.WAIT_FOR, initial=initial, final=final, retry=retry, message=message)
+
+    def mark(f: Callable[[W, Ctx, F], R2]) -> Step[W, [Ctx, F], R2]:
+        return _make_step(f, options)
+
+    return mark
+
+
+S_old = TypeVar("S_old")
+S_new = TypeVar("S_new")
+
+
+class Migration(Generic[S_old, S_new]):
+    """
+    A declared way to move instances of an older workflow version to this class.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("fn", "name", "source")
+
+    def __init__(self, source: type[S_old], fn: Callable[[S_old, str], tuple[S_new, str]]) -> None:
+        self.source = source
+        self.fn = fn
+        self.name = fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Migration {self.name} from {self.source.__qualname__}>"
+
+
+def migration(
+    source: type[S_old],
+) -> Callable[[Callable[[S_old, str], tuple[S_new, str]]], Migration[S_old, S_new]]:
+    """
+    Declare, in a new workflow version, how to move an instance of *source* to it.
+
+    The decorated function ``(old, step) -> (new, step)`` receives the old
+    instance's workflow object and the step it is at, and returns the new
+    workflow object and the step of the new class to continue at.
+    ``Engine.migrate(instance_id, to=NewClass)`` applies it, deliberately, to one
+    instance that is not in the middle of running a step.
+
+    Args:
+        source: The older workflow class (same workflow name, another version).
+
+    Returns:
+        A decorator making a :class:`Migration`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def mark(fn: Callable[[S_old, str], tuple[S_new, str]]) -> Migration[S_old, S_new]:
+        return Migration(source, fn)
 
     return mark

@@ -24,16 +24,14 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec) -> str:
     for s in spec.steps:
         if s.kind is StepKind.HUMAN_TASK:
             who = (
-                s.task.assignee
-                if s.task and s.task.assignee
-                else ", ".join(s.task.candidate_groups if s.task else ())
+                s.task.assignee if s.task and s.task.assignee else ", ".join(s.task.candidate_groups if s.task else ())
             )
             lines.append(f"    {s.name}: {s.name} (human task: {_label(who)})")
         if s.compensation is not None:
             lines.append(f"    note right of {s.name}: undo: {s.compensation.name}")
     for s in spec.steps:
         out = spec.outgoing(s.name)
-        choice = sum(1 for e in out if not e.is_error) > 1
+        choice = sum(1 for e in out if e.is_completion) > 1
         for e in out:
             label = e.label or ("[default]" if choice else "")
             suffix = f": {_label(label)}" if label else ""

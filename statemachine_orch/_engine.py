@@ -3,21 +3,26 @@ The engine: runs instances step by step, through each class's shared machine.
 
 For each instance the engine runs the current step's method (sync, or awaited
 when async), records the outcome, fires the machine's event (``next``,
-``error``, ``fail``...) so that ``transitions`` picks the edge, and saves the
-record. Waiting (a human task, a retry's backoff) ends the instance's turn: a
-worker picks it up again when the task is completed or the timer fires.
+``error``, ``timeout``, ``fail``...) so that ``transitions`` picks the edge, and
+commits the record. Waiting (a human task, a timer, a message, a retry's
+backoff) ends the instance's turn and drops it from memory; a worker picks it up
+again when the task is completed, the message arrives or the timer falls due.
+
+Crash semantics: every state change is one store commit, so a transition is
+applied exactly once; a step's body runs before the commit that records it, so a
+crash in between re-runs it on recovery (at least once) with the same
+``ctx.idempotency_key``. No step runs before its predecessor's commit is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import attrs
 import structlog
@@ -27,18 +32,23 @@ from ._ctx import Ctx
 from ._errors import (
     InstanceFinished,
     InstanceNotFound,
+    MigrationError,
     NoEdgeEnabled,
+    SignalTypeError,
+    StoreError,
     TaskAlreadyCompleted,
     TaskFormError,
     TaskNotAuthorized,
     TaskNotFound,
-    WorkflowFailed,
+    UnknownWorkflowVersion,
     WorkflowInputError,
 )
+from ._handle import EngineStatistics, Handle, RecoveryReport
 from ._history import EventKind, HistoryEvent
-from ._instance import NO_FORM, InstanceRecord
+from ._instance import NO_PAYLOAD, InstanceInfo, InstanceRecord
 from ._machine import STATE_ATTRIBUTE
 from ._progress import Progress, progress_of
+from ._registry import WorkflowRegistry, default_registry
 from ._services import ServiceRegistry
 from ._spec import (
     CANCELLED,
@@ -57,9 +67,6 @@ from ._tasks import Task, TaskStatus
 from ._validate import input_validator
 from ._workflow import Workflow, spec_of
 
-if TYPE_CHECKING:
-    from transitions import Machine
-
 W = TypeVar("W", bound=Workflow)
 
 _log: Any = structlog.get_logger("statemachine_orch.engine")
@@ -75,109 +82,8 @@ _STATUS_OF_STATE = {
 
 _K = EventKind
 _QUEUED: Any = object()  # InstanceRecord.worker while the instance waits for a worker
-
-
-@attrs.frozen
-class InstanceInfo:
-    """
-    A snapshot of one instance, as listed by ``Engine.instances``.
-
-    .. versionadded:: 0.1.0
-    """
-
-    id: str
-    workflow: str
-    version: str
-    status: InstanceStatus
-    step: str | None
-    created_at: float
-    error: str | None
-    open_task: str | None
-
-
-@attrs.frozen
-class EngineStatistics:
-    """
-    What an engine is doing right now (``Engine.statistics()``).
-
-    Attributes:
-        instances: Instances in the store.
-        active: Instances queued or being run by a worker.
-        queued: Instances waiting for a free worker.
-        timers: Pending retry timers.
-        next_timer_in: Seconds until the next timer is due (``None``: no timer).
-        open_tasks: Open human tasks.
-
-    .. versionadded:: 0.1.0
-    """
-
-    instances: int
-    active: int
-    queued: int
-    timers: int
-    next_timer_in: float | None
-    open_tasks: int
-
-
-class Handle(Generic[W]):
-    """
-    A reference to one started instance.
-
-    .. versionadded:: 0.1.0
-    """
-
-    __slots__ = ("_engine", "instance_id")
-
-    def __init__(self, engine: Engine, instance_id: str) -> None:
-        self._engine = engine
-        self.instance_id = instance_id
-
-    def __repr__(self) -> str:
-        return f"<Handle {self.instance_id} {self.status.value}>"
-
-    @property
-    def status(self) -> InstanceStatus:
-        """The instance's status now."""
-        return self._engine.info(self.instance_id).status
-
-    @property
-    def workflow(self) -> W:
-        """The instance's workflow object: its variables as they are now."""
-        wf: W = self._engine.workflow(self.instance_id)
-        return wf
-
-    @property
-    def step(self) -> str | None:
-        """The current step, or ``None`` once the instance left the steps."""
-        return self._engine.info(self.instance_id).step
-
-    def history(self) -> list[HistoryEvent]:
-        """See :meth:`Engine.history`."""
-        return self._engine.history(self.instance_id)
-
-    def progress(self) -> Progress:
-        """See :meth:`Engine.progress`."""
-        return self._engine.progress(self.instance_id)
-
-    async def wait_idle(self) -> InstanceStatus:
-        """Wait until the instance is waiting on a task or terminal; return its status."""
-        return await self._engine.wait_instance(self.instance_id, terminal=False)
-
-    async def result(self) -> W:
-        """
-        Wait until the instance is terminal.
-
-        Returns:
-            The workflow object (its final variables) when it completed.
-
-        Raises:
-            WorkflowFailed: It ended failed, cancelled or compensation_failed.
-        """
-        status = await self._engine.wait_instance(self.instance_id, terminal=True)
-        if status is not InstanceStatus.COMPLETED:
-            info = self._engine.info(self.instance_id)
-            raise WorkflowFailed(self.instance_id, status, info.error)
-        return self.workflow
+_DUE_BATCH = 256  # timers fired per store query
+_RELOAD_DELAY = 0.05  # first wait before reloading an instance whose commit failed
 
 
 class Engine:
@@ -193,9 +99,11 @@ class Engine:
         before_attempt: Called with the :class:`Ctx` before every attempt of a step or
             a compensation; an exception it raises counts as that attempt's failure.
             The testing toolkit injects faults through it.
+        workflows: Workflow classes this engine runs, every version whose instances
+            may be in the store (default: every class defined in the process).
 
-    Use it inside a running event loop; ``async with Engine(...) as engine``
-    stops its workers on exit (``aclose``).
+    Use it inside a running event loop. ``async with Engine(...) as engine``
+    recovers what the store holds in flight and stops the workers on exit.
 
     .. versionadded:: 0.1.0
     """
@@ -208,35 +116,42 @@ class Engine:
         clock: Clock | None = None,
         concurrency: int = 64,
         before_attempt: Callable[[Ctx], None] | None = None,
+        workflows: Iterable[type[Workflow]] = (),
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         self.services = services if isinstance(services, ServiceRegistry) else ServiceRegistry(services)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.concurrency = concurrency
         self.before_attempt = before_attempt
+        self.registry = WorkflowRegistry(workflows, parent=default_registry)
+        self.store.attach(self.registry)
+        self._group = self.store.group_commit
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
+        self._live: dict[str, InstanceRecord] = {}
         self._ready: deque[InstanceRecord] = deque()
         self._ready_event: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._timer_task: asyncio.Task[None] | None = None
         self._timer_wake: asyncio.Event | None = None
-        self._timers: list[tuple[float, int, str, int]] = []
-        self._timer_seq = itertools.count()
+        self._batch: list[InstanceRecord] | None = None
+        self._batch_done: asyncio.Future[None] | None = None
+        self._commits = 0
+        self._committed_records = 0
         self._active = 0
+        self._orphans: set[str] = set()
         self._waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceStatus]]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._subscribers: list[Callable[[str, HistoryEvent], None]] = []
         self._validators: dict[WorkflowSpec, Callable[[object], None]] = {}
-        self._virtual = isinstance(self.clock, VirtualClock)
         if isinstance(self.clock, VirtualClock):
             self.clock.subscribe(self._wake_timers)
 
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        """Start the workers."""
-        self._ensure_running()
+        """Start the workers and resume what the store holds in flight."""
+        await self.recover()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -254,6 +169,45 @@ class Engine:
         self._ready_event = None
         self._timer_wake = None
 
+    async def recover(self) -> RecoveryReport:
+        """
+        Resume every instance the store holds in flight; arm the store's timers.
+
+        Instances that were running when the last engine stopped (or was killed)
+        run their current step again, with the same idempotency key; timers that
+        fell due meanwhile fire at once, in due order. Called by ``async with``.
+
+        Returns:
+            How many instances were resumed, and which could not be (orphans).
+        """
+        self._ensure_running()
+        resumed = 0
+        orphaned: list[str] = []
+        for instance_id in self.store.in_flight():
+            if instance_id in self._live:
+                continue
+            try:
+                rec = self._get(instance_id)
+            except UnknownWorkflowVersion as exc:
+                self._orphan(instance_id, exc)
+                orphaned.append(instance_id)
+                continue
+            if rec.worker is None:
+                self._enqueue(rec)
+                resumed += 1
+        self._wake_timers()
+        if resumed or orphaned:
+            _log.info("recovered", resumed=resumed, orphaned=len(orphaned))
+        return RecoveryReport(resumed, tuple(orphaned))
+
+    async def run(self) -> None:
+        """Recover, then run instances and timers until cancelled (a worker process)."""
+        await self.recover()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.aclose()
+
     def _ensure_running(self) -> None:
         if self._ready_event is not None:
             return
@@ -263,7 +217,7 @@ class Engine:
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
         self._timer_task = loop.create_task(self._timer_loop())
 
-    # ----------------------------------------------------------------- public API
+    # ----------------------------------------------------------------- starting
 
     async def start(self, workflow: W) -> Handle[W]:
         """
@@ -276,27 +230,58 @@ class Engine:
             WorkflowInputError: A variable does not match its declared type, or the
                 object was started before.
             TypeError: *workflow* is not an instance of a concrete Workflow class.
+            StoreError: The store could not record it (nothing was started).
         """
         rec = self._create(workflow)
-        await self.store.add(rec)
+        self._live[rec.id] = rec
+        try:
+            await self._save(rec)
+        except StoreError:
+            del self._live[rec.id]
+            raise
         self._enqueue(rec)
         return Handle(self, rec.id)
 
     def start_nowait(self, workflow: W) -> Handle[W]:
         """
-        Like :meth:`start`, for stores that need no I/O (the :class:`MemoryStore`).
+        Like :meth:`start`, for a store that commits without I/O (the :class:`MemoryStore`).
 
         Raises:
             TypeError: The store is not a MemoryStore.
         """
-        store = self.store
-        if not isinstance(store, MemoryStore):
-            msg = f"start_nowait() needs a MemoryStore; use `await start()` with {type(store).__name__}"
+        if not isinstance(self.store, MemoryStore):
+            name = type(self.store).__name__
+            msg = f"start_nowait() needs a MemoryStore; use `await start()` with {name}"
             raise TypeError(msg)
         rec = self._create(workflow)
-        store.add_nowait(rec)
+        self._live[rec.id] = rec
+        self.store.commit((rec,))
         self._enqueue(rec)
         return Handle(self, rec.id)
+
+    def _create(self, workflow: object) -> InstanceRecord:
+        if not isinstance(workflow, Workflow) or type(workflow).__orch_abstract__:
+            msg = f"start() needs an instance of a concrete Workflow subclass, got {workflow!r}"
+            raise TypeError(msg)
+        cls = type(workflow)
+        spec = cls.__orch_spec__
+        if getattr(workflow, STATE_ATTRIBUTE, None) is not None:
+            msg = "this object was started already; construct a new one for a new instance"
+            raise WorkflowInputError(spec.name, "<instance>", msg)
+        validate = self._validators.get(spec)
+        if validate is None:
+            validate = self._validators[spec] = input_validator(spec)
+            self.registry.register(cls)
+        validate(workflow)
+        setattr(workflow, STATE_ATTRIBUTE, spec.initial)
+        now = self.clock.now()
+        rec = InstanceRecord(f"{self._prefix}-{next(self._ids):x}", workflow, spec, cls.__orch_machine__, now)
+        rec.history.append(HistoryEvent(now, _K.INSTANCE_STARTED, None, 0, f"{spec.name} version {spec.version}"))
+        if self._subscribers:
+            self._publish(rec.id, rec.history[-1])
+        return rec
+
+    # ----------------------------------------------------------------- queries
 
     def handle(self, instance_id: str) -> Handle[Any]:
         """
@@ -305,19 +290,8 @@ class Engine:
         Raises:
             InstanceNotFound: No instance has this id.
         """
-        self._record(instance_id)
+        self.info(instance_id)
         return Handle(self, instance_id)
-
-    def instances(
-        self, status: InstanceStatus | None = None, workflow: type[Workflow] | None = None
-    ) -> list[InstanceInfo]:
-        """Snapshots of the instances, optionally only those with *status* / of class *workflow*."""
-        name = spec_of(workflow).qualname if workflow is not None else None
-        return [
-            self._info(r)
-            for r in self.store.records()
-            if (status is None or r.status is status) and (name is None or r.spec.qualname == name)
-        ]
 
     def info(self, instance_id: str) -> InstanceInfo:
         """
@@ -326,28 +300,33 @@ class Engine:
         Raises:
             InstanceNotFound: No instance has this id.
         """
-        return self._info(self._record(instance_id))
+        rec = self._live.get(instance_id)
+        if rec is not None:
+            return rec.info()
+        info = self.store.info(instance_id)
+        if info is None:
+            raise InstanceNotFound(instance_id)
+        return info
+
+    def instances(
+        self, status: InstanceStatus | None = None, workflow: type[Workflow] | str | None = None
+    ) -> list[InstanceInfo]:
+        """Snapshots of the instances, optionally only those with *status* / of *workflow*."""
+        name = workflow if isinstance(workflow, str) or workflow is None else spec_of(workflow).name
+        stored = {i.id: i for i in self.store.infos(None, name)}
+        for rec in self._live.values():
+            if name is None or rec.spec.name == name:
+                stored[rec.id] = rec.info()
+        return [i for i in stored.values() if status is None or i.status is status]
 
     def workflow(self, instance_id: str) -> Any:
         """
-        The instance's workflow object (its variables, live).
+        The instance's workflow object (its variables).
 
         Raises:
             InstanceNotFound: No instance has this id.
         """
-        return self._record(instance_id).wf
-
-    async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
-        """
-        Wait until the instance is terminal (or, with ``terminal=False``, waiting on a task).
-
-        Returns:
-            Its status then.
-
-        Raises:
-            InstanceNotFound: No instance has this id.
-        """
-        return await self._wait_for(instance_id, terminal_only=terminal)
+        return self._peek(instance_id).wf
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """
@@ -356,7 +335,11 @@ class Engine:
         Raises:
             InstanceNotFound: No instance has this id.
         """
-        return list(self._record(instance_id).history)
+        rec = self._live.get(instance_id)
+        stored = self.store.history(instance_id)
+        if rec is None and not stored and self.store.info(instance_id) is None:
+            raise InstanceNotFound(instance_id)
+        return stored + rec.history if rec is not None else stored
 
     def progress(self, instance_id: str) -> Progress:
         """
@@ -365,7 +348,7 @@ class Engine:
         Raises:
             InstanceNotFound: No instance has this id.
         """
-        return progress_of(self._record(instance_id))
+        return progress_of(self._peek(instance_id), self.history(instance_id))
 
     def tasks(
         self, user: str | None = None, groups: Iterable[str] = (), *, instance_id: str | None = None
@@ -378,17 +361,33 @@ class Engine:
             groups: The user's groups (the caller vouches for them).
             instance_id: Filter to this instance's tasks.
         """
-        group_set = frozenset(groups)
-        return [
-            t
-            for t in self.store.open_tasks()
-            if (user is None or t.may_complete(user, group_set))
-            and (instance_id is None or t.instance_id == instance_id)
-        ]
+        return self.store.open_tasks(user, frozenset(groups), instance_id)
 
-    async def complete_task(
-        self, task_id: str, *, user: str, groups: Iterable[str] = (), form: object = None
-    ) -> Task:
+    def statistics(self) -> EngineStatistics:
+        """What the engine is doing right now."""
+        nxt = self.store.next_wake(frozenset(self._orphans))
+        return EngineStatistics(
+            live=len(self._live),
+            active=self._active,
+            queued=len(self._ready),
+            next_timer_in=None if nxt is None else nxt - self.clock.now(),
+            commits=self._commits,
+            committed_records=self._committed_records,
+        )
+
+    def subscribe(self, callback: Callable[[str, HistoryEvent], None]) -> Callable[[], None]:
+        """
+        Call ``callback(instance_id, event)`` for every history entry from now on.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    # ----------------------------------------------------------------- outside events
+
+    async def complete_task(self, task_id: str, *, user: str, groups: Iterable[str] = (), form: object = None) -> Task:
         """
         Complete an open human task; the instance then runs the task's method with *form*.
 
@@ -410,6 +409,7 @@ class Engine:
             TaskAlreadyCompleted: It was completed (or cancelled) already.
             TaskNotAuthorized: *user* is not the assignee and in no candidate group.
             TaskFormError: *form* is not an instance of the declared type.
+            StoreError: The completion could not be committed (nothing changed).
         """
         task = self.store.task(task_id)
         if task is None:
@@ -429,23 +429,50 @@ class Engine:
                 f"only {' or '.join(allowed)} may"
             )
             raise TaskNotAuthorized(task_id, user, msg)
-        self._check_form(task, form)
-        rec = self._record(task.instance_id)
+        _check_form(task, form)
+        rec = self._get(task.instance_id)
+        if rec.task_id != task.id or rec.worker is not None:
+            self._unpin(rec)
+            msg = "its instance is no longer waiting on it"
+            raise TaskAlreadyCompleted(task_id, msg)
         done = attrs.evolve(
-            task,
-            status=TaskStatus.COMPLETED,
-            completed_by=user,
-            completed_at=self.clock.now(),
-            form=form,
+            task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=self.clock.now(), form=form
         )
-        await self.store.save_task(done)
-        rec.form = form
+        rec.dirty_tasks.append(done)
+        rec.payload = form
         rec.task_id = None
+        rec.wake_at = None
         rec.status = InstanceStatus.RUNNING
         self._note(rec, _K.TASK_COMPLETED, task.step, 0, user)
-        await self.store.save(rec)
+        await self._save_or_reload(rec)
         self._enqueue(rec)
         return done
+
+    async def signal(self, instance_id: str, message: object) -> None:
+        """
+        Deliver *message* to an instance.
+
+        It is kept durably until a ``@wait_for`` step of its type consumes it:
+        at once when the instance waits there, or when it gets there.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            InstanceFinished: The instance is terminal.
+            SignalTypeError: No ``@wait_for`` step of its workflow takes this type.
+        """
+        rec = self._peek(instance_id)
+        if rec.status.is_terminal:
+            raise InstanceFinished(instance_id, rec.status, f"deliver {type(message).__name__}")
+        accepted = [s.message for s in rec.spec.steps if s.message is not None]
+        if not any(isinstance(message, t) for t in accepted):
+            names = ", ".join(sorted({t.__name__ for t in accepted})) or "none"
+            msg = f"{rec.spec.name} does not wait for {type(message).__name__} (it waits for: {names})"
+            raise SignalTypeError(instance_id, msg)
+        self.store.add_signal(instance_id, _type_name(type(message)), message)
+        step = rec.spec.step(rec.state) if rec.spec.has_step(rec.state) else None
+        waiting_here = step is not None and step.message is not None and isinstance(message, step.message)
+        if waiting_here and rec.status is InstanceStatus.WAITING and rec.worker is None:
+            self._enqueue(self._get(instance_id))
 
     async def cancel(self, instance_id: str, *, reason: str = "", compensate: bool = True) -> InstanceStatus:
         """
@@ -463,7 +490,7 @@ class Engine:
             InstanceNotFound: No instance has this id.
             InstanceFinished: It is already terminal.
         """
-        rec = self._record(instance_id)
+        rec = self._get(instance_id)
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, "cancel")
         if rec.cancel is None and rec.spec.has_step(rec.state):
@@ -472,10 +499,113 @@ class Engine:
             worker = rec.worker
             if rec.in_step and worker is not _QUEUED and worker is not None:
                 worker.cancel()
-            elif rec.worker is None:
-                rec.timer_token += 1
+            elif worker is None:
                 self._enqueue(rec)
         return await self._wait_for(instance_id, terminal_only=True)
+
+    async def retry_compensation(self, instance_id: str) -> InstanceStatus:
+        """
+        Run again the compensations of a ``compensation_failed`` instance, and wait for the end.
+
+        For an operator, once the cause is fixed: the compensation that failed
+        runs again (with its retries), then the older ones; the instance ends
+        ``failed`` (or ``compensation_failed`` again).
+
+        Returns:
+            The terminal status.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            InstanceFinished: The instance is not ``compensation_failed``.
+        """
+        rec = self._get(instance_id)
+        if rec.state != COMPENSATION_FAILED:
+            self._unpin(rec)
+            raise InstanceFinished(instance_id, rec.status, "retry compensation (it is not compensation_failed)")
+        rec.machine.events["retry_compensation"].trigger(rec.wf)
+        rec.comp_attempt = 1
+        self._set_status(rec, InstanceStatus.COMPENSATING)
+        await self._save_or_reload(rec)
+        self._enqueue(rec)
+        return await self._wait_for(instance_id, terminal_only=True)
+
+    async def migrate(self, instance_id: str, to: type[Workflow]) -> InstanceInfo:
+        """
+        Move an instance to another version of its workflow, through a declared ``@migration``.
+
+        The instance must not be running a step (waiting, or parked on a timer).
+        Its open task is kept when the new version waits on the same human-task
+        step; otherwise the task is cancelled and the new step is entered afresh.
+
+        Returns:
+            The migrated instance's snapshot.
+
+        Raises:
+            MigrationError: No migration from its version, it is busy or terminal,
+                or the migration returned something unusable.
+        """
+        rec = self._peek(instance_id)
+        new_spec = spec_of(to)
+        if rec.status.is_terminal or rec.worker is not None or not rec.spec.has_step(rec.state):
+            raise MigrationError(instance_id, f"is {rec.status.value} and busy or finished; wait until it waits")
+        found = [
+            m for m in new_spec.migrations if m.source_version == rec.spec.version and new_spec.name == rec.spec.name
+        ]
+        if not found:
+            msg = f"{to.__qualname__} declares no @migration from {rec.spec.name} version {rec.spec.version}"
+            raise MigrationError(instance_id, msg)
+        rec = self._get(instance_id)
+        old_state = rec.state
+        try:
+            new_wf, new_state = found[0].fn(rec.wf, old_state)
+        except Exception as exc:
+            self._forget(rec)
+            msg = f"migration {found[0].name} raised {type(exc).__name__}: {exc}"
+            raise MigrationError(instance_id, msg) from exc
+        if not isinstance(new_wf, to) or not new_spec.has_step(new_state):
+            self._forget(rec)
+            expected = f"({to.__qualname__}(...), a step of it)"
+            msg = f"migration {found[0].name} must return {expected}, got ({new_wf!r}, {new_state!r})"
+            raise MigrationError(instance_id, msg)
+        missing = [s for s, _ in rec.saga if not new_spec.has_step(s) or new_spec.step(s).compensation is None]
+        if missing:
+            self._forget(rec)
+            version = new_spec.version
+            msg = f"completed steps {missing} have no compensation in version {version}; it could not undo them"
+            raise MigrationError(instance_id, msg)
+        keep_task = new_state == old_state and new_spec.step(new_state).kind is StepKind.HUMAN_TASK
+        if rec.task_id is not None and not keep_task:
+            self._close_task(rec, "migrated")
+        if not keep_task and rec.status is InstanceStatus.WAITING:
+            rec.status = InstanceStatus.RUNNING
+            rec.wake_at = None
+        setattr(new_wf, STATE_ATTRIBUTE, new_state)
+        rec.wf = new_wf
+        rec.spec = new_spec
+        rec.machine = to.__orch_machine__
+        self.registry.register(to)
+        self._note(rec, _K.MIGRATED, new_state, 0, f"version {found[0].source_version} -> {new_spec.version}")
+        await self._save_or_reload(rec)
+        info = rec.info()
+        if rec.status is InstanceStatus.RUNNING and rec.wake_at is None:
+            self._enqueue(rec)
+        else:
+            self._unpin(rec)
+        return info
+
+    # ----------------------------------------------------------------- waiting
+
+    async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
+        """
+        Wait until the instance is terminal (or, with ``terminal=False``, waiting).
+
+        Returns:
+            Its status then.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        return await self._wait_for(instance_id, terminal_only=terminal)
 
     async def wait_idle(self) -> None:
         """Wait until no instance is running and no timer is pending (all wait or ended)."""
@@ -485,103 +615,123 @@ class Engine:
             self._idle_waiters.append(fut)
             await fut
 
-    def subscribe(self, callback: Callable[[str, HistoryEvent], None]) -> Callable[[], None]:
-        """
-        Call ``callback(instance_id, event)`` for every history entry from now on.
+    def _is_idle(self) -> bool:
+        return self._active == 0 and self.store.next_wake(frozenset(self._orphans)) is None
 
-        Returns:
-            A function that unsubscribes.
-        """
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
+    async def _wait_for(self, instance_id: str, *, terminal_only: bool) -> InstanceStatus:
+        info = self.info(instance_id)
+        rec = self._live.get(instance_id)
+        running = rec is not None and rec.worker is not None
+        if info.status.is_terminal or (not terminal_only and info.status is InstanceStatus.WAITING and not running):
+            return info.status
+        fut: asyncio.Future[InstanceStatus] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
+        return await fut
 
-    def statistics(self) -> EngineStatistics:
-        """What the engine is doing right now."""
-        records = self.store.records()
-        nxt = self._timers[0][0] - self.clock.now() if self._timers else None
-        return EngineStatistics(
-            instances=sum(1 for _ in records),
-            active=self._active,
-            queued=len(self._ready),
-            timers=len(self._timers),
-            next_timer_in=nxt,
-            open_tasks=sum(1 for _ in self.store.open_tasks()),
-        )
+    def _notify(self, rec: InstanceRecord) -> None:
+        waiters = self._waiters.get(rec.id)
+        if not waiters:
+            return
+        status = rec.status
+        idle = status is InstanceStatus.WAITING or status.is_terminal
+        keep: list[tuple[bool, asyncio.Future[InstanceStatus]]] = []
+        for terminal_only, fut in waiters:
+            if fut.done():
+                continue
+            if status.is_terminal or (idle and not terminal_only):
+                fut.set_result(status)
+            else:
+                keep.append((terminal_only, fut))
+        if keep:
+            self._waiters[rec.id] = keep
+        else:
+            del self._waiters[rec.id]
 
-    # ----------------------------------------------------------------- internals
+    def _release_idle_waiters(self) -> None:
+        for fut in self._idle_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._idle_waiters.clear()
 
-    def _record(self, instance_id: str) -> InstanceRecord:
-        rec = self.store.get(instance_id)
+    # ----------------------------------------------------------------- records and commits
+
+    def _get(self, instance_id: str) -> InstanceRecord:
+        """The live record, loading it (and keeping it live) if needed: for changes."""
+        rec = self._live.get(instance_id)
+        if rec is None:
+            rec = self._peek(instance_id)
+            self._live[instance_id] = rec
+        return rec
+
+    def _peek(self, instance_id: str) -> InstanceRecord:
+        """The live record, or a fresh load that is not kept: for reading."""
+        rec = self._live.get(instance_id) or self.store.load(instance_id)
         if rec is None:
             raise InstanceNotFound(instance_id)
         return rec
 
-    def _info(self, r: InstanceRecord) -> InstanceInfo:
-        state = r.state
-        return InstanceInfo(
-            id=r.id,
-            workflow=r.spec.name,
-            version=r.spec.version,
-            status=r.status,
-            step=state if r.spec.has_step(state) else None,
-            created_at=r.created_at,
-            error=r.error,
-            open_task=r.task_id,
-        )
+    def _unpin(self, rec: InstanceRecord) -> None:
+        """Drop a record from memory once nothing runs it and all of it is committed."""
+        if rec.worker is None and not rec.history and self._live.get(rec.id) is rec:
+            del self._live[rec.id]
 
-    def _create(self, workflow: object) -> InstanceRecord:
-        if not isinstance(workflow, Workflow) or type(workflow).__orch_abstract__:
-            msg = f"start() needs an instance of a concrete Workflow subclass, got {workflow!r}"
-            raise TypeError(msg)
-        cls = type(workflow)
-        spec = cls.__orch_spec__
-        if getattr(workflow, STATE_ATTRIBUTE, None) is not None:
-            msg = "this object was started already; construct a new one for a new instance"
-            raise WorkflowInputError(spec.name, "<instance>", msg)
-        validate = self._validators.get(spec)
-        if validate is None:
-            validate = self._validators[spec] = input_validator(spec)
-        validate(workflow)
-        setattr(workflow, STATE_ATTRIBUTE, spec.initial)
-        now = self.clock.now()
-        rec = InstanceRecord(f"{self._prefix}-{next(self._ids):x}", workflow, spec, cls.__orch_machine__, now)
-        rec.history.append(
-            HistoryEvent(now, _K.INSTANCE_STARTED, None, 0, f"{spec.name} version {spec.version}")
-        )
-        if self._subscribers:
-            self._publish(rec.id, rec.history[-1])
-        return rec
+    def _orphan(self, instance_id: str, exc: UnknownWorkflowVersion) -> None:
+        if instance_id not in self._orphans:
+            self._orphans.add(instance_id)
+            _log.error("orphaned_instance", instance_id=instance_id, error=str(exc))
 
-    def _check_form(self, task: Task, form: object) -> None:
-        expected = task.form_type
-        if expected is None:
-            if form is not None:
-                msg = f"takes no form, got {type(form).__name__}"
-                raise TaskFormError(task.id, msg)
+    async def _save(self, rec: InstanceRecord) -> None:
+        """Commit *rec*; with a group-committing store, together with other instances' changes."""
+        if not self._group:
+            self._commit((rec,))
             return
-        if not isinstance(form, expected):
-            msg = f"the form must be a {expected.__name__}, got {form!r} ({type(form).__name__})"
-            raise TaskFormError(task.id, msg)
+        if self._batch is None:
+            self._batch = []
+            self._batch_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush)
+        done = self._batch_done
+        assert done is not None  # noqa: S101 - created with the batch
+        self._batch.append(rec)
+        await asyncio.shield(done)
 
-    def _note(
-        self, rec: InstanceRecord, kind: EventKind, step: str | None, attempt: int, detail: str | None
-    ) -> None:
-        event = HistoryEvent(self.clock.now(), kind, step, attempt, detail)
-        rec.history.append(event)
-        if self._subscribers:
-            self._publish(rec.id, event)
+    def _flush(self) -> None:
+        batch, done = self._batch, self._batch_done
+        self._batch = self._batch_done = None
+        assert batch is not None  # noqa: S101 - scheduled with a batch
+        assert done is not None  # noqa: S101
+        try:
+            self._commit(tuple(dict.fromkeys(batch)))
+        except StoreError as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved here: every waiter gets it through shield
+        else:
+            done.set_result(None)
 
-    def _publish(self, instance_id: str, event: HistoryEvent) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback(instance_id, event)
-            except Exception:  # noqa: BLE001 - a subscriber must never break an instance
-                _log.exception("subscriber_failed", instance_id=instance_id, kind=event.kind.value)
+    def _commit(self, records: tuple[InstanceRecord, ...]) -> None:
+        try:
+            self.store.commit(records)
+        except StoreError:
+            raise
+        except Exception as exc:
+            msg = f"commit of {len(records)} instance change(s) failed: {type(exc).__name__}: {exc}"
+            raise StoreError(msg) from exc
+        self._commits += 1
+        self._committed_records += len(records)
 
-    def _set_status(self, rec: InstanceRecord, status: InstanceStatus) -> None:
-        if rec.status is not status:
-            rec.status = status
-            self._note(rec, _K.STATUS_CHANGED, None, 0, status.value)
+    async def _save_or_reload(self, rec: InstanceRecord) -> None:
+        """Commit a change made from outside a turn; on failure forget it and re-raise."""
+        try:
+            await self._save(rec)
+        except StoreError:
+            self._forget(rec)
+            raise
+
+    def _forget(self, rec: InstanceRecord) -> None:
+        """Drop the live record: its next use reloads the committed state."""
+        if self._live.get(rec.id) is rec:
+            del self._live[rec.id]
+
+    # ----------------------------------------------------------------- workers
 
     def _enqueue(self, rec: InstanceRecord) -> None:
         self._ensure_running()
@@ -610,54 +760,64 @@ class Engine:
             except asyncio.CancelledError:
                 if rec.cancel is None or current.cancelling() > 1:
                     raise
-                # Our own cancel() interrupted a step outside its body; drive again.
+                # Our own cancel() interrupted the instance outside a step body: drive again.
                 current.uncancel()
                 self._ready.appendleft(rec)
                 self._active += 1
                 rec.worker = _QUEUED
-            except Exception:
-                _log.exception("engine_bug", instance_id=rec.id, state=rec.state)
-                raise
+            except StoreError as exc:
+                _log.error("commit_failed", instance_id=rec.id, error=str(exc))
+                self._forget(rec)
+                asyncio.get_running_loop().call_later(_RELOAD_DELAY, self._reload, rec.id, 1)
             finally:
                 if rec.worker is current:
                     rec.worker = None
                 self._turn_ended(rec)
 
+    def _reload(self, instance_id: str, tries: int) -> None:
+        """After a failed commit: continue from whatever the store holds (the commit may have landed)."""
+        if instance_id in self._live:
+            return
+        try:
+            rec = self._get(instance_id)
+        except StoreError:
+            delay = min(_RELOAD_DELAY * 2**tries, 30.0)
+            asyncio.get_running_loop().call_later(delay, self._reload, instance_id, tries + 1)
+            return
+        if (
+            rec.worker is None
+            and rec.wake_at is None
+            and rec.status
+            in (
+                InstanceStatus.RUNNING,
+                InstanceStatus.COMPENSATING,
+            )
+        ):
+            self._enqueue(rec)
+        self._wake_timers()
+
     def _turn_ended(self, rec: InstanceRecord) -> None:
         self._active -= 1
-        waiters = self._waiters.get(rec.id)
-        if waiters:
-            status = rec.status
-            idle = status is InstanceStatus.WAITING or status.is_terminal
-            keep: list[tuple[bool, asyncio.Future[InstanceStatus]]] = []
-            for terminal_only, fut in waiters:
-                if not fut.done() and (status.is_terminal or (idle and not terminal_only)):
-                    fut.set_result(status)
-                elif not fut.done():
-                    keep.append((terminal_only, fut))
-            if keep:
-                self._waiters[rec.id] = keep
-            else:
-                del self._waiters[rec.id]
+        if rec.worker is None and rec.status is InstanceStatus.WAITING and self._message_arrived(rec):
+            # A signal came while this turn was committing the wait: consume it now.
+            self._enqueue(rec)
+        self._notify(rec)
+        # Parked or finished and fully committed: from now on it lives in the store.
+        self._unpin(rec)
         if self._active == 0:
-            if self._virtual and self._timer_wake is not None:
-                self._timer_wake.set()
+            self._wake_timers()
             if self._idle_waiters and self._is_idle():
-                self._turn_ended_idle()
+                self._release_idle_waiters()
 
-    def _is_idle(self) -> bool:
-        return self._active == 0 and not self._timers
-
-    async def _wait_for(self, instance_id: str, *, terminal_only: bool) -> InstanceStatus:
-        rec = self._record(instance_id)
-        running = rec.worker is not None
-        if rec.status.is_terminal or (
-            not terminal_only and rec.status is InstanceStatus.WAITING and not running
-        ):
-            return rec.status
-        fut: asyncio.Future[InstanceStatus] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
-        return await fut
+    def _message_arrived(self, rec: InstanceRecord) -> bool:
+        state = rec.state
+        step = rec.spec.step(state) if rec.spec.has_step(state) else None
+        if step is None or step.message is None:
+            return False
+        return any(
+            s.seq not in rec.consumed_signals and isinstance(s.message, step.message)
+            for s in self.store.signals(rec.id)
+        )
 
     # ----------------------------------------------------------------- timers
 
@@ -665,49 +825,73 @@ class Engine:
         if self._timer_wake is not None:
             self._timer_wake.set()
 
-    def _schedule(self, rec: InstanceRecord, delay: float) -> None:
-        rec.timer_token += 1
-        entry = (self.clock.now() + delay, next(self._timer_seq), rec.id, rec.timer_token)
-        heapq.heappush(self._timers, entry)
+    def _park(self, rec: InstanceRecord, delay: float) -> None:
+        rec.wake_at = self.clock.now() + delay
         self._wake_timers()
 
     async def _timer_loop(self) -> None:
         wake = self._timer_wake
         assert wake is not None  # noqa: S101 - created with the loop
         clock = self.clock
+        store = self.store
         while True:
-            timers = self._timers
-            if not timers:
+            nxt = store.next_wake(frozenset(self._orphans))
+            if nxt is None:
                 if self._idle_waiters and self._active == 0:
-                    self._turn_ended_idle()
+                    self._release_idle_waiters()
                 wake.clear()
                 await wake.wait()
                 continue
-            due, _, instance_id, token = timers[0]
-            if due <= clock.now():
-                heapq.heappop(timers)
-                rec = self.store.get(instance_id)
-                if rec is not None and rec.timer_token == token and rec.worker is None:
-                    self._enqueue(rec)
+            now = clock.now()
+            if nxt <= now:
+                self._fire_due(store.due(now, _DUE_BATCH), now)
+                await asyncio.sleep(0)
                 continue
+            wake.clear()
             if isinstance(clock, VirtualClock):
                 if clock.autojump and self._active == 0:
-                    clock.jump_to(due)
+                    clock.jump_to(nxt)
                     continue
-                wake.clear()
                 await wake.wait()
             else:
-                wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), due - clock.now())
+                    await asyncio.wait_for(wake.wait(), nxt - now)
 
-    def _turn_ended_idle(self) -> None:
-        for fut in self._idle_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._idle_waiters.clear()
+    def _fire_due(self, instance_ids: list[str], now: float) -> None:
+        for instance_id in instance_ids:
+            if instance_id in self._orphans:
+                continue
+            try:
+                rec = self._get(instance_id)
+            except UnknownWorkflowVersion as exc:
+                self._orphan(instance_id, exc)
+                continue
+            if rec.worker is not None or rec.wake_at is None or rec.wake_at > now:
+                self._unpin(rec)
+                continue
+            rec.wake_at = None
+            rec.woken = True
+            self._enqueue(rec)
 
     # ----------------------------------------------------------------- running
+
+    def _note(self, rec: InstanceRecord, kind: EventKind, step: str | None, attempt: int, detail: str | None) -> None:
+        event = HistoryEvent(self.clock.now(), kind, step, attempt, detail)
+        rec.history.append(event)
+        if self._subscribers:
+            self._publish(rec.id, event)
+
+    def _publish(self, instance_id: str, event: HistoryEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(instance_id, event)
+            except Exception:  # noqa: BLE001 - a subscriber must never break an instance
+                _log.exception("subscriber_failed", instance_id=instance_id, kind=event.kind.value)
+
+    def _set_status(self, rec: InstanceRecord, status: InstanceStatus) -> None:
+        if rec.status is not status:
+            rec.status = status
+            self._note(rec, _K.STATUS_CHANGED, None, 0, status.value)
 
     async def _drive(self, rec: InstanceRecord) -> None:
         spec = rec.spec
@@ -718,31 +902,110 @@ class Engine:
                     await self._apply_cancel(rec)
                     continue
                 step = spec.step(state)
-                if step.kind is StepKind.HUMAN_TASK and rec.form is NO_FORM:
-                    if rec.task_id is None:
-                        await self._open_task(rec, step)
-                    return
+                if step.kind.waits and rec.payload is NO_PAYLOAD:
+                    if await self._wait(rec, step):
+                        return
+                    continue
                 if await self._run_step(rec, step):
                     return
             elif state in (COMPENSATING, CANCELLING):
                 if await self._compensate(rec):
                     return
             else:
-                self._finish(rec)
+                self._set_status(rec, _STATUS_OF_STATE[state])
+                if rec.history:
+                    await self._save(rec)
                 return
+
+    async def _wait(self, rec: InstanceRecord, step: StepSpec) -> bool:
+        """Enter or re-check a waiting step; True when the instance stays parked."""
+        woken, rec.woken = rec.woken, False
+        timeout = next((e for e in rec.spec.outgoing(step.name) if e.is_timeout), None)
+        if step.kind is StepKind.TIMER:
+            if woken:
+                self._note(rec, _K.TIMER_FIRED, step.name, 0, None)
+                rec.payload = None
+                rec.status = InstanceStatus.RUNNING
+                return False
+            if rec.status is not InstanceStatus.WAITING:
+                delay = step.delay or 0.0
+                self._park(rec, delay)
+                rec.status = InstanceStatus.WAITING
+                self._note(rec, _K.TIMER_SET, step.name, 0, f"in {delay:g}s")
+                await self._save(rec)
+            return True
+        if woken and timeout is not None:
+            if rec.task_id is not None:
+                self._close_task(rec, "escalated")
+            rec.status = InstanceStatus.RUNNING
+            self._note(rec, _K.ESCALATED, step.name, 0, f"waited {timeout.timeout:g}s")
+            rec.machine.events["timeout"].trigger(rec.wf, rec.wf)
+            self._moved(rec, step.name)
+            await self._save(rec)
+            return False
+        if step.kind is StepKind.WAIT_FOR:
+            message_type = step.message
+            assert message_type is not None  # noqa: S101 - wait_for steps always have one
+            for sig in self.store.signals(rec.id):
+                if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
+                    rec.consumed_signals.append(sig.seq)
+                    rec.payload = sig.message
+                    rec.wake_at = None
+                    rec.status = InstanceStatus.RUNNING
+                    self._note(rec, _K.MESSAGE_RECEIVED, step.name, 0, message_type.__name__)
+                    return False
+        if rec.status is InstanceStatus.WAITING:
+            return True
+        if step.kind is StepKind.HUMAN_TASK:
+            self._open_task(rec, step)
+        else:
+            assert step.message is not None  # noqa: S101
+            self._note(rec, _K.MESSAGE_AWAITED, step.name, 0, step.message.__name__)
+        if timeout is not None and timeout.timeout is not None:
+            self._park(rec, timeout.timeout)
+        rec.status = InstanceStatus.WAITING
+        await self._save(rec)
+        return True
+
+    def _open_task(self, rec: InstanceRecord, step: StepSpec) -> None:
+        spec_task = step.task
+        assert spec_task is not None  # noqa: S101 - human tasks always have one
+        now = self.clock.now()
+        task = Task(
+            id=f"{rec.id}.{rec.visit}",
+            instance_id=rec.id,
+            workflow=rec.spec.name,
+            step=step.name,
+            assignee=spec_task.assignee,
+            candidate_groups=spec_task.candidate_groups,
+            form_type=spec_task.form,
+            created_at=now,
+            due_at=now + spec_task.due if spec_task.due is not None else None,
+        )
+        rec.dirty_tasks.append(task)
+        rec.task_id = task.id
+        self._note(rec, _K.TASK_CREATED, step.name, 0, task.id)
+
+    def _close_task(self, rec: InstanceRecord, why: str) -> None:
+        task_id = rec.task_id
+        rec.task_id = None
+        if task_id is None:
+            return
+        task = self.store.task(task_id)
+        if task is not None and task.status is TaskStatus.OPEN:
+            rec.dirty_tasks.append(attrs.evolve(task, status=TaskStatus.CANCELLED, completed_at=self.clock.now()))
+            self._note(rec, _K.TASK_CANCELLED, task.step, 0, f"{task.id} ({why})")
 
     async def _run_step(self, rec: InstanceRecord, step: StepSpec) -> bool:
         """Run one attempt of *step*; True when the instance parks (a retry timer)."""
+        rec.woken = False
         attempt = rec.attempt
         wf = rec.wf
         name = step.name
         ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, f"{rec.id}:{rec.visit}")
         self._note(rec, _K.STEP_STARTED, name, attempt, None)
-        args = (
-            (wf, ctx)
-            if rec.form is NO_FORM or step.task is None or step.task.form is None
-            else (wf, ctx, rec.form)
-        )
+        payload = rec.payload
+        args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
         rec.in_step = True
         try:
             if self.before_attempt is not None:
@@ -765,12 +1028,14 @@ class Engine:
             return False
         except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
             rec.in_step = False
+            if isinstance(exc, TimeoutError) and step.timeout is not None and not str(exc):
+                exc = TimeoutError(f"attempt {attempt} exceeded the step's timeout of {step.timeout:g}s")
             return await self._step_failed(rec, step, attempt, exc)
         rec.in_step = False
         self._note(rec, _K.STEP_COMPLETED, name, attempt, None)
         if step.compensation is not None:
             rec.saga.append((name, rec.visit))
-        rec.form = NO_FORM
+        rec.payload = NO_PAYLOAD
         rec.attempt = 1
         try:
             moved = rec.machine.events["next"].trigger(wf, wf)
@@ -781,12 +1046,15 @@ class Engine:
                 self._moved(rec, name)
             else:
                 self._fail(rec, str(NoEdgeEnabled(rec.spec.name, name)))
-        await self.store.save(rec)
+        await self._save(rec)
         return False
 
     def _moved(self, rec: InstanceRecord, source: str) -> None:
         rec.visit += 1
-        self._note(rec, _K.TRANSITION, source, 0, rec.state)
+        state = rec.state
+        self._note(rec, _K.TRANSITION, source, 0, state)
+        if state == COMPLETED:
+            self._set_status(rec, InstanceStatus.COMPLETED)
 
     async def _step_failed(self, rec: InstanceRecord, step: StepSpec, attempt: int, exc: Exception) -> bool:
         error = f"{type(exc).__name__}: {exc}"
@@ -795,22 +1063,23 @@ class Engine:
             delay = step.retry.delay(attempt)
             rec.attempt = attempt + 1
             self._note(rec, _K.RETRY_SCHEDULED, step.name, attempt + 1, f"in {delay:g}s")
-            self._schedule(rec, delay)
-            await self.store.save(rec)
+            self._park(rec, delay)
+            await self._save(rec)
             return True
         rec.attempt = 1
-        rec.form = NO_FORM
+        rec.payload = NO_PAYLOAD
         if any(e.is_error for e in rec.spec.outgoing(step.name)) and rec.machine.events["error"].trigger(
             rec.wf, rec.wf, exc
         ):
             self._moved(rec, step.name)
         else:
             self._fail(rec, f"{step.name}: {error}")
-        await self.store.save(rec)
+        await self._save(rec)
         return False
 
     def _fail(self, rec: InstanceRecord, error: str) -> None:
         rec.error = error
+        self._note(rec, _K.INSTANCE_FAILED, rec.state, 0, error)
         rec.machine.events["fail"].trigger(rec.wf)
         self._set_status(rec, InstanceStatus.COMPENSATING)
         _log.warning("instance_failed", instance_id=rec.id, workflow=rec.spec.name, error=error)
@@ -818,22 +1087,17 @@ class Engine:
     async def _apply_cancel(self, rec: InstanceRecord) -> None:
         assert rec.cancel is not None  # noqa: S101 - checked by the caller
         reason, compensate = rec.cancel
-        if rec.task_id is not None:
-            task = self.store.task(rec.task_id)
-            if task is not None and task.status is TaskStatus.OPEN:
-                await self.store.save_task(
-                    attrs.evolve(task, status=TaskStatus.CANCELLED, completed_at=self.clock.now())
-                )
-                self._note(rec, _K.TASK_CANCELLED, task.step, 0, task.id)
-            rec.task_id = None
-        rec.timer_token += 1
+        self._close_task(rec, "cancelled")
+        rec.wake_at = None
+        rec.payload = NO_PAYLOAD
         rec.error = f"cancelled: {reason}" if reason else "cancelled"
         rec.machine.events["cancel" if compensate else "abandon"].trigger(rec.wf)
         self._set_status(rec, InstanceStatus.COMPENSATING if compensate else InstanceStatus.CANCELLED)
-        await self.store.save(rec)
+        await self._save(rec)
 
     async def _compensate(self, rec: InstanceRecord) -> bool:
         """Run the compensations newest first; True when parked on a retry timer."""
+        rec.woken = False
         spec = rec.spec
         while rec.saga:
             name, visit = rec.saga[-1]
@@ -856,51 +1120,42 @@ class Engine:
                     delay = comp.retry.delay(attempt)
                     rec.comp_attempt = attempt + 1
                     self._note(rec, _K.RETRY_SCHEDULED, name, attempt + 1, f"in {delay:g}s")
-                    self._schedule(rec, delay)
-                    await self.store.save(rec)
+                    self._park(rec, delay)
+                    await self._save(rec)
                     return True
                 rec.comp_attempt = 1
                 rec.error = f"compensation {comp.name} of {name} failed: {error} (after: {rec.error})"
                 rec.machine.events["compensation_error"].trigger(rec.wf)
                 self._set_status(rec, InstanceStatus.COMPENSATION_FAILED)
-                await self.store.save(rec)
+                await self._save(rec)
                 return False
             rec.saga.pop()
             rec.comp_attempt = 1
             self._note(rec, _K.COMPENSATION_COMPLETED, name, attempt, comp.name)
-            await self.store.save(rec)
+            await self._save(rec)
         rec.machine.events["compensated"].trigger(rec.wf)
         self._set_status(rec, _STATUS_OF_STATE[rec.state])
-        await self.store.save(rec)
+        await self._save(rec)
         return False
 
-    def _finish(self, rec: InstanceRecord) -> None:
-        status = _STATUS_OF_STATE[rec.state]
-        self._set_status(rec, status)
 
-    async def _open_task(self, rec: InstanceRecord, step: StepSpec) -> None:
-        spec_task = step.task
-        assert spec_task is not None  # noqa: S101 - human tasks always have one
-        now = self.clock.now()
-        task = Task(
-            id=f"{rec.id}.{rec.visit}",
-            instance_id=rec.id,
-            workflow=rec.spec.name,
-            step=step.name,
-            assignee=spec_task.assignee,
-            candidate_groups=spec_task.candidate_groups,
-            form_type=spec_task.form,
-            created_at=now,
-            due_at=now + spec_task.due if spec_task.due is not None else None,
-        )
-        await self.store.save_task(task)
-        rec.task_id = task.id
-        rec.status = InstanceStatus.WAITING
-        self._note(rec, _K.TASK_CREATED, step.name, 0, task.id)
-        await self.store.save(rec)
+def _check_form(task: Task, form: object) -> None:
+    expected = task.form_type
+    if expected is None:
+        if form is not None:
+            msg = f"takes no form, got {type(form).__name__}"
+            raise TaskFormError(task.id, msg)
+        return
+    if not isinstance(form, expected):
+        msg = f"the form must be an instance of {expected.__name__}, got {form!r} ({type(form).__name__})"
+        raise TaskFormError(task.id, msg)
 
 
-def machine_of(workflow: type[Workflow]) -> Machine:
+def _type_name(tp: type) -> str:
+    return f"{tp.__module__}.{tp.__qualname__}"
+
+
+def machine_of(workflow: type[Workflow]) -> Any:
     """
     The shared ``transitions`` machine compiled for *workflow*.
 

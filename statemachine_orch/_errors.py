@@ -6,13 +6,17 @@ The tree::
     OrchError
     ├── WorkflowDefinitionError (also TypeError)   a workflow class is misdeclared
     ├── WorkflowInputError (also TypeError)        bad variables given to start()
-    ├── NonRetryableError                          raise it in a step: no retry
     ├── GuardError (also TypeError)                a guard returned a non-bool
     ├── NoEdgeEnabled                              a step finished and no edge could be taken
-    ├── ServiceNotFound (also LookupError)         ctx.call() to an unknown service/operation
+    ├── NonRetryableError                          raise it in a step: no retry
+    │   └── ServiceNotFound (also LookupError)     ctx.call() to an unknown service/operation
     ├── InstanceNotFound (also LookupError)        no instance with that id
     ├── InstanceFinished                           the instance is already terminal
     ├── WorkflowFailed                             result() of an instance that did not complete
+    ├── SignalTypeError (also TypeError)           signal() with a message no step waits for
+    ├── UnknownWorkflowVersion (also LookupError)  a stored instance's version has no class
+    ├── MigrationError                             migrate() cannot move this instance
+    ├── StoreError                                 the store cannot be used or a commit failed
     └── TaskError
         ├── TaskNotFound (also LookupError)
         ├── TaskNotAuthorized                      user is neither assignee nor in a group
@@ -137,13 +141,11 @@ class NoEdgeEnabled(OrchError):
     def __init__(self, workflow: str, step: str) -> None:
         self.workflow = workflow
         self.step = step
-        msg = (
-            f"{workflow}.{step}: no outgoing edge could be taken (no guard held and there is no default edge)"
-        )
+        msg = f"{workflow}.{step}: no outgoing edge could be taken (no guard held and there is no default edge)"
         super().__init__(msg)
 
 
-class ServiceNotFound(OrchError, LookupError):
+class ServiceNotFound(NonRetryableError, LookupError):
     """
     ``ctx.call()`` named a service or an operation that is not registered.
 
@@ -256,3 +258,76 @@ class TaskFormError(TaskError, TypeError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class SignalTypeError(OrchError, TypeError):
+    """
+    ``Engine.signal`` was given a message that no ``@wait_for`` step of the workflow accepts.
+
+    Attributes:
+        instance_id: The instance.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, message: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"instance {instance_id}: {message}")
+
+
+class UnknownWorkflowVersion(OrchError, LookupError):
+    """
+    A stored instance runs a workflow version whose class is not registered in this process.
+
+    Register the class (import it, or pass it in ``Engine(workflows=[...])``) to run it.
+
+    Attributes:
+        instance_id: The instance.
+        workflow: The stored workflow name.
+        version: The stored version.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, workflow: str, version: str, known: list[str]) -> None:
+        self.instance_id = instance_id
+        self.workflow = workflow
+        self.version = version
+        have = ", ".join(known) or "none"
+        msg = (
+            f"instance {instance_id} runs {workflow} version {version}, which has no registered "
+            f"class (registered versions: {have}); import that class or pass it to Engine(workflows=...)"
+        )
+        super().__init__(msg)
+
+
+class MigrationError(OrchError):
+    """
+    ``Engine.migrate`` cannot move this instance (no migration declared, busy, bad result).
+
+    Attributes:
+        instance_id: The instance.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, message: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"instance {instance_id}: {message}")
+
+
+class StoreError(OrchError):
+    """
+    The store cannot be used (locked, read-only, corrupt, newer schema) or a commit failed.
+
+    Nothing of a failed commit is written.
+
+    Attributes:
+        path: The store's location, when it has one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ._status import InstanceStatus
 
 if TYPE_CHECKING:
@@ -11,9 +13,53 @@ if TYPE_CHECKING:
 
     from ._history import HistoryEvent
     from ._spec import WorkflowSpec
+    from ._tasks import Task
 
-NO_FORM: Any = object()
-"""Marks a human-task step whose task has not been completed yet."""
+NO_PAYLOAD: Any = object()
+"""Marks a waiting step whose form or message has not arrived yet."""
+
+
+@attrs.frozen
+class InstanceInfo:
+    """
+    A snapshot of one instance, as listed by ``Engine.instances``.
+
+    Attributes:
+        id: The instance id.
+        workflow: The workflow name.
+        version: The version it runs on.
+        status: Its status.
+        step: The current step (``None`` once it left the steps).
+        created_at: When it started (engine clock, seconds since the epoch).
+        error: Why it failed or was cancelled.
+        open_task: The id of its open human task, if any.
+        wake_at: When its timer (retry backoff, ``@timer``, escalation) is due.
+
+    .. versionadded:: 0.1.0
+    """
+
+    id: str
+    workflow: str
+    version: str
+    status: InstanceStatus
+    step: str | None
+    created_at: float
+    error: str | None
+    open_task: str | None
+    wake_at: float | None = None
+
+
+@attrs.frozen
+class Signal:
+    """
+    A message delivered to an instance and not consumed yet.
+
+    .. versionadded:: 0.1.0
+    """
+
+    seq: int
+    type_name: str
+    message: object
 
 
 class InstanceRecord:
@@ -21,27 +67,33 @@ class InstanceRecord:
     Everything the engine keeps about one instance besides its variables.
 
     ``saga`` holds ``(step, visit)`` for each completion of a step that has a
-    compensation, oldest first: compensation pops from the end.
+    compensation, oldest first: compensation pops from the end. ``history``,
+    ``dirty_tasks`` and ``consumed_signals`` hold what the next commit writes;
+    the store empties them when it commits.
     """
 
     __slots__ = (
         "attempt",
         "cancel",
         "comp_attempt",
+        "consumed_signals",
         "created_at",
+        "dirty_tasks",
         "error",
-        "form",
         "history",
+        "history_len",
         "id",
         "in_step",
         "machine",
+        "payload",
         "saga",
         "spec",
         "status",
         "task_id",
-        "timer_token",
         "visit",
+        "wake_at",
         "wf",
+        "woken",
         "worker",
     )
 
@@ -52,21 +104,40 @@ class InstanceRecord:
         self.machine = machine
         self.status = InstanceStatus.RUNNING
         self.history: list[HistoryEvent] = []
+        self.history_len = 0
         self.saga: list[tuple[str, int]] = []
         self.attempt = 1
         self.comp_attempt = 1
         self.visit = 0
         self.task_id: str | None = None
-        self.form: Any = NO_FORM
+        self.payload: Any = NO_PAYLOAD
         self.error: str | None = None
         self.cancel: tuple[str, bool] | None = None
-        self.timer_token = 0
+        self.wake_at: float | None = None
+        self.woken = False
         self.in_step = False
         self.worker: Any = None
         self.created_at = now
+        self.dirty_tasks: list[Task] = []
+        self.consumed_signals: list[int] = []
 
     @property
     def state(self) -> str:
         """The machine state: a step name or a lifecycle state (``@completed``...)."""
-        state: str = self.wf._orch_state
+        state: str = self.wf._orch_state  # the machine's model attribute
         return state
+
+    def info(self) -> InstanceInfo:
+        """A snapshot of this record."""
+        state = self.state
+        return InstanceInfo(
+            id=self.id,
+            workflow=self.spec.name,
+            version=self.spec.version,
+            status=self.status,
+            step=state if self.spec.has_step(state) else None,
+            created_at=self.created_at,
+            error=self.error,
+            open_task=self.task_id,
+            wake_at=self.wake_at,
+        )

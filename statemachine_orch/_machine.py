@@ -8,10 +8,10 @@ in the instance's ``_orch_state`` attribute. Conditions receive the trigger's
 arguments, so a guard is called with the workflow instance itself.
 
 Events:
-    start               @created → initial step
     next                step → step (guards in declaration order, default last),
                         final step → @completed
     error               step → handler, when the exception matches on_error
+    timeout             waiting step → escalation step, when the wait lasted too long
     fail                step → @compensating
     cancel              step → @cancelling
     abandon             step → @cancelled  (cancel without compensation)
@@ -47,10 +47,10 @@ STATE_ATTRIBUTE = "_orch_state"
 def build_machine(spec: WorkflowSpec) -> Machine:
     """Compile *spec* into its shared machine (no models)."""
     steps = [s.name for s in spec.steps]
-    transitions: list[dict[str, Any]] = [{"trigger": "start", "source": CREATED, "dest": spec.initial}]
+    transitions: list[dict[str, Any]] = []
     for s in spec.steps:
         out = spec.outgoing(s.name)
-        completion = [e for e in out if not e.is_error]
+        completion = [e for e in out if e.is_completion]
         # Guarded edges first, in declaration order; the default only when none holds.
         ordered = [e for e in completion if not e.is_default] + [e for e in completion if e.is_default]
         transitions.extend(
@@ -66,6 +66,7 @@ def build_machine(spec: WorkflowSpec) -> Machine:
             for e in out
             if e.is_error
         )
+        transitions.extend({"trigger": "timeout", "source": s.name, "dest": e.dest} for e in out if e.is_timeout)
     transitions += [
         {"trigger": "fail", "source": steps, "dest": COMPENSATING},
         {"trigger": "cancel", "source": steps, "dest": CANCELLING},

@@ -12,6 +12,9 @@ from ._history import EventKind
 from ._status import InstanceStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._history import HistoryEvent
     from ._instance import InstanceRecord
     from ._spec import WorkflowSpec
 
@@ -52,7 +55,7 @@ def steps_to_end(spec: WorkflowSpec) -> dict[str, int]:
     """For each step, the fewest steps (itself included) on a path to a final step."""
     incoming: dict[str, list[str]] = {s.name: [] for s in spec.steps}
     for e in spec.edges:
-        if not e.is_error:
+        if e.is_completion:
             incoming[e.dest].append(e.source)
     dist = {s.name: 1 for s in spec.steps if s.final}
     todo = deque(dist)
@@ -65,9 +68,9 @@ def steps_to_end(spec: WorkflowSpec) -> dict[str, int]:
     return dist
 
 
-def progress_of(rec: InstanceRecord) -> Progress:
-    """The :class:`Progress` of one instance."""
-    done = sum(1 for e in rec.history if e.kind is EventKind.STEP_COMPLETED)
+def progress_of(rec: InstanceRecord, history: Iterable[HistoryEvent]) -> Progress:
+    """The :class:`Progress` of one instance, given its whole history."""
+    done = sum(1 for e in history if e.kind is EventKind.STEP_COMPLETED)
     state = rec.state
     step = state if rec.spec.has_step(state) else None
     left = 0 if rec.status.is_terminal or step is None else steps_to_end(rec.spec).get(step, 1)

@@ -112,9 +112,7 @@ class ServiceRegistry:
         """The registered service names, sorted."""
         return sorted(self._services)
 
-    async def call(
-        self, service: str, operation: str, params: Mapping[str, Any], idempotency_key: str
-    ) -> Any:
+    async def call(self, service: str, operation: str, params: Mapping[str, Any], idempotency_key: str) -> Any:
         """
         Call *operation* on *service*.
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ._invariant import InvariantSpec
 from ._retry import Retry
 
 
@@ -29,6 +30,15 @@ class StepKind(enum.Enum):
     """Runs its method and moves on."""
     HUMAN_TASK = "human_task"
     """Opens a task and waits for a person to complete it."""
+    TIMER = "timer"
+    """Waits a fixed delay, durably."""
+    WAIT_FOR = "wait_for"
+    """Waits for an external message (a signal)."""
+
+    @property
+    def waits(self) -> bool:
+        """Whether entering a step of this kind parks the instance."""
+        return self is not StepKind.STEP
 
 
 # Lifecycle states of the machine besides the steps. The "@" cannot appear in a
@@ -111,6 +121,15 @@ class StepSpec:
     task: TaskSpec | None
     compensation: CompensationSpec | None
     doc: str | None = attrs.field(repr=False)
+    delay: float | None = None
+    message: type | None = None
+
+    @property
+    def payload_type(self) -> type | None:
+        """The type of what the method receives besides ctx: the form or the message."""
+        if self.task is not None:
+            return self.task.form
+        return self.message
 
 
 @attrs.frozen
@@ -131,6 +150,7 @@ class EdgeSpec:
     guard_name: str | None
     on_error: tuple[type[BaseException], ...]
     back: bool
+    timeout: float | None = None
 
     @property
     def is_error(self) -> bool:
@@ -138,16 +158,41 @@ class EdgeSpec:
         return bool(self.on_error)
 
     @property
+    def is_timeout(self) -> bool:
+        """Whether this edge escalates a wait of its source that lasted too long."""
+        return self.timeout is not None
+
+    @property
+    def is_completion(self) -> bool:
+        """Whether this edge is taken when its source completes."""
+        return not self.on_error and self.timeout is None
+
+    @property
     def is_default(self) -> bool:
         """Whether this is the unguarded completion edge of its source."""
-        return self.guard is None and not self.on_error
+        return self.guard is None and self.is_completion
 
     @property
     def label(self) -> str:
         """A short text for diagrams and history: the guard, the error types, or ''."""
         if self.on_error:
             return "on_error " + " | ".join(t.__name__ for t in self.on_error)
+        if self.timeout is not None:
+            return f"timeout {self.timeout:g}s"
         return self.guard_name or ""
+
+
+@attrs.frozen
+class MigrationSpec:
+    """
+    A declared migration from an older version into this workflow class.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    source_version: str
+    fn: Callable[[Any, str], tuple[Any, str]] = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -165,6 +210,7 @@ class WorkflowSpec:
         steps: The steps, in declaration order.
         edges: The edges, in the order guards are tried per source.
         initial: The name of the initial step.
+        invariants: The methods marked ``@invariant``, in declaration order.
 
     .. versionadded:: 0.1.0
     """
@@ -176,8 +222,10 @@ class WorkflowSpec:
     steps: tuple[StepSpec, ...]
     edges: tuple[EdgeSpec, ...]
     initial: str
+    migrations: tuple[MigrationSpec, ...] = ()
     _by_name: Mapping[str, StepSpec] = attrs.field(init=False, repr=False, eq=False)
     _outgoing: Mapping[str, tuple[EdgeSpec, ...]] = attrs.field(init=False, repr=False, eq=False)
+    invariants: tuple[InvariantSpec, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         """Index steps and edges by name once."""

@@ -2,51 +2,95 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ._tasks import Task, TaskStatus
 
 if TYPE_CHECKING:
-    from ._instance import InstanceRecord
+    from ._history import HistoryEvent
+    from ._instance import InstanceInfo, InstanceRecord, Signal
+    from ._registry import WorkflowRegistry
+    from ._status import InstanceStatus
 
 
 class Store(Protocol):
     """
-    **Protocol:** where an engine keeps instances and tasks.
+    **Protocol:** where an engine keeps instances, their history, tasks, timers and signals.
 
-    The engine calls :meth:`save` at every state change, after the instance record
-    and its history have been updated; a durable store commits the change then.
+    The engine calls :meth:`commit` at every state change with the records that
+    changed: the store writes, in ONE transaction per call, each record's state,
+    variables, saga, timer, its pending history entries, its changed tasks and
+    the signals it consumed, then empties those pending lists. When ``commit``
+    raises, nothing of the call may be half-written.
 
     .. versionadded:: 0.1.0
     """
 
-    async def add(self, record: InstanceRecord) -> None:
-        """Store a new instance."""
+    group_commit: bool
+    """Whether concurrent instances' commits should be batched into one call."""
+
+    def attach(self, registry: WorkflowRegistry) -> None:
+        """Called once by the engine: the registry resolves stored workflow versions."""
         ...
 
-    async def save(self, record: InstanceRecord) -> None:
-        """Commit the instance's new state, variables and history."""
+    def commit(self, records: Sequence[InstanceRecord]) -> None:
+        """Write the records' changes in one transaction."""
         ...
 
-    def get(self, instance_id: str) -> InstanceRecord | None:
-        """The instance with this id, if any."""
+    def load(self, instance_id: str) -> InstanceRecord | None:
+        """
+        The committed state of an instance, or ``None`` if there is no such instance.
+
+        Raises:
+            UnknownWorkflowVersion: Its workflow version has no registered class.
+        """
         ...
 
-    def records(self) -> Iterable[InstanceRecord]:
-        """Every instance."""
+    def info(self, instance_id: str) -> InstanceInfo | None:
+        """A snapshot of the committed instance (works without its class)."""
         ...
 
-    async def save_task(self, task: Task) -> None:
-        """Store a new or changed task."""
+    def infos(self, status: InstanceStatus | None, workflow: str | None) -> list[InstanceInfo]:
+        """Snapshots of the committed instances, optionally filtered."""
+        ...
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """The committed history of an instance, oldest first."""
         ...
 
     def task(self, task_id: str) -> Task | None:
         """The task with this id, if any."""
         ...
 
-    def open_tasks(self) -> Iterable[Task]:
-        """Every open task."""
+    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
+        """Open tasks, optionally only those *user* (in *groups*) may complete, or of one instance."""
+        ...
+
+    def add_signal(self, instance_id: str, type_name: str, message: object) -> int:
+        """Durably keep a message for an instance (its own transaction); return its sequence number."""
+        ...
+
+    def signals(self, instance_id: str) -> list[Signal]:
+        """The instance's unconsumed messages, oldest first."""
+        ...
+
+    def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
+        """The earliest timer due time of an instance not in *exclude*, if any."""
+        ...
+
+    def due(self, now: float, limit: int) -> list[str]:
+        """Ids of instances whose timer is due at *now*, earliest first."""
+        ...
+
+    def in_flight(self) -> list[str]:
+        """Ids of instances that were running (no timer, no wait) when the store was last used."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources."""
         ...
 
 
@@ -54,52 +98,147 @@ class MemoryStore:
     """
     Keeps everything in this process's memory: fast, and gone when the process ends.
 
-    Meant for tests and for workflows that need no durability.
+    Meant for tests and for workflows that need no durability. Its records are
+    the engine's live objects, so a commit only files the pending history.
 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_closed_tasks", "_open_tasks", "_records")
+    __slots__ = (
+        "_closed_tasks",
+        "_history",
+        "_open_tasks",
+        "_pushed",
+        "_records",
+        "_signal_seq",
+        "_signals",
+        "_wakes",
+    )
+
+    group_commit = False
 
     def __init__(self) -> None:
         self._records: dict[str, InstanceRecord] = {}
+        self._history: dict[str, list[HistoryEvent]] = {}
         self._open_tasks: dict[str, Task] = {}
         self._closed_tasks: dict[str, Task] = {}
+        self._wakes: list[tuple[float, str]] = []
+        self._pushed: dict[str, float] = {}
+        self._signals: dict[str, list[Signal]] = {}
+        self._signal_seq = itertools.count(1)
 
-    async def add(self, record: InstanceRecord) -> None:
-        """Keep *record*."""
-        self._records[record.id] = record
+    def attach(self, registry: WorkflowRegistry) -> None:
+        """Nothing to resolve: records are live objects."""
 
-    def add_nowait(self, record: InstanceRecord) -> None:
-        """Keep *record* (the store needs no I/O)."""
-        self._records[record.id] = record
+    def commit(self, records: Sequence[InstanceRecord]) -> None:
+        """File each record's pending history, tasks, timer and consumed signals."""
+        for rec in records:
+            if rec.id not in self._records:
+                self._records[rec.id] = rec
+            if rec.history:
+                stored = self._history.get(rec.id)
+                if stored is None:
+                    self._history[rec.id] = list(rec.history)
+                else:
+                    stored.extend(rec.history)
+                rec.history_len += len(rec.history)
+                rec.history.clear()
+            if rec.dirty_tasks:
+                for task in rec.dirty_tasks:
+                    self._file_task(task)
+                rec.dirty_tasks.clear()
+            if rec.wake_at is not None and self._pushed.get(rec.id) != rec.wake_at:
+                heapq.heappush(self._wakes, (rec.wake_at, rec.id))
+                self._pushed[rec.id] = rec.wake_at
+            if rec.consumed_signals:
+                gone = set(rec.consumed_signals)
+                self._signals[rec.id] = [s for s in self._signals.get(rec.id, ()) if s.seq not in gone]
+                rec.consumed_signals.clear()
 
-    async def save(self, record: InstanceRecord) -> None:
-        """Nothing to do: the record is the stored object."""
-
-    def get(self, instance_id: str) -> InstanceRecord | None:
-        """The instance with this id, if any."""
-        return self._records.get(instance_id)
-
-    def records(self) -> Iterable[InstanceRecord]:
-        """Every instance, oldest first."""
-        return self._records.values()
-
-    async def save_task(self, task: Task) -> None:
-        """Keep *task*, indexed by whether it is open."""
+    def _file_task(self, task: Task) -> None:
         if task.status is TaskStatus.OPEN:
             self._open_tasks[task.id] = task
         else:
             self._open_tasks.pop(task.id, None)
             self._closed_tasks[task.id] = task
 
+    def load(self, instance_id: str) -> InstanceRecord | None:
+        """The instance's record."""
+        return self._records.get(instance_id)
+
+    def info(self, instance_id: str) -> InstanceInfo | None:
+        """A snapshot of the instance."""
+        rec = self._records.get(instance_id)
+        return rec.info() if rec is not None else None
+
+    def infos(self, status: InstanceStatus | None, workflow: str | None) -> list[InstanceInfo]:
+        """Snapshots of the instances, oldest first."""
+        return [
+            r.info()
+            for r in self._records.values()
+            if (status is None or r.status is status) and (workflow is None or r.spec.name == workflow)
+        ]
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """The instance's filed history."""
+        return list(self._history.get(instance_id, ()))
+
     def task(self, task_id: str) -> Task | None:
         """The task with this id, if any."""
         return self._open_tasks.get(task_id) or self._closed_tasks.get(task_id)
 
-    def open_tasks(self) -> Iterable[Task]:
-        """Every open task, oldest first."""
-        return self._open_tasks.values()
+    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
+        """Open tasks, oldest first."""
+        return [
+            t
+            for t in self._open_tasks.values()
+            if (user is None or t.may_complete(user, groups)) and (instance_id is None or t.instance_id == instance_id)
+        ]
+
+    def add_signal(self, instance_id: str, type_name: str, message: object) -> int:
+        """Keep a message for the instance."""
+        from ._instance import Signal  # noqa: PLC0415 - import cycle through _instance's typing
+
+        seq = next(self._signal_seq)
+        self._signals.setdefault(instance_id, []).append(Signal(seq, type_name, message))
+        return seq
+
+    def signals(self, instance_id: str) -> list[Signal]:
+        """The instance's unconsumed messages."""
+        return list(self._signals.get(instance_id, ()))
+
+    def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
+        """The earliest live timer (of an instance not in *exclude*)."""
+        self._drop_stale_wakes()
+        return min((at for at, i in self._wakes if i not in exclude and self._live(at, i)), default=None)
+
+    def due(self, now: float, limit: int) -> list[str]:
+        """Instances whose timer is due, earliest first."""
+        return [i for at, i in sorted(self._wakes) if at <= now and self._live(at, i)][:limit]
+
+    def _live(self, at: float, instance_id: str) -> bool:
+        rec = self._records.get(instance_id)
+        return rec is not None and rec.wake_at == at
+
+    def _drop_stale_wakes(self) -> None:
+        # The heap keeps every timer ever set; an entry counts only while the
+        # record still has that exact due time.
+        wakes = self._wakes
+        while wakes and not self._live(*wakes[0]):
+            at, instance_id = heapq.heappop(wakes)
+            if self._pushed.get(instance_id) == at:
+                del self._pushed[instance_id]
+
+    def in_flight(self) -> list[str]:
+        """Nothing survives a restart of a memory store."""
+        return []
+
+    def records(self) -> Iterable[InstanceRecord]:
+        """Every instance record, oldest first."""
+        return self._records.values()
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def __len__(self) -> int:
         """The number of instances."""

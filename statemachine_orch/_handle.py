@@ -1,0 +1,120 @@
+"""``Handle``: a reference to one started instance."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import attrs
+
+from ._errors import WorkflowFailed
+from ._status import InstanceStatus
+from ._workflow import Workflow
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._history import HistoryEvent
+    from ._progress import Progress
+
+W = TypeVar("W", bound=Workflow)
+
+
+@attrs.frozen
+class EngineStatistics:
+    """
+    What an engine is doing right now (``Engine.statistics()``).
+
+    Attributes:
+        live: Instance records held in memory (running, queued or recently touched).
+        active: Instances queued or being run by a worker.
+        queued: Instances waiting for a free worker.
+        next_timer_in: Seconds until the next timer is due (``None``: no timer).
+        commits: Store commits made so far (each may carry several instances).
+        committed_records: Instance changes written by those commits.
+
+    .. versionadded:: 0.1.0
+    """
+
+    live: int
+    active: int
+    queued: int
+    next_timer_in: float | None
+    commits: int
+    committed_records: int
+
+
+@attrs.frozen
+class RecoveryReport:
+    """
+    What ``Engine.recover()`` found in the store.
+
+    Attributes:
+        resumed: Instances that were in flight and run again now.
+        orphaned: Instances whose workflow version has no registered class; they
+            are left untouched until that class is registered.
+
+    .. versionadded:: 0.1.0
+    """
+
+    resumed: int
+    orphaned: tuple[str, ...]
+
+
+class Handle(Generic[W]):
+    """
+    A reference to one started instance.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_engine", "instance_id")
+
+    def __init__(self, engine: Engine, instance_id: str) -> None:
+        self._engine = engine
+        self.instance_id = instance_id
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.instance_id} {self.status.value}>"
+
+    @property
+    def status(self) -> InstanceStatus:
+        """The instance's status now."""
+        return self._engine.info(self.instance_id).status
+
+    @property
+    def workflow(self) -> W:
+        """The instance's workflow object: its variables as they are now."""
+        wf: W = self._engine.workflow(self.instance_id)
+        return wf
+
+    @property
+    def step(self) -> str | None:
+        """The current step, or ``None`` once the instance left the steps."""
+        return self._engine.info(self.instance_id).step
+
+    def history(self) -> list[HistoryEvent]:
+        """See :meth:`Engine.history`."""
+        return self._engine.history(self.instance_id)
+
+    def progress(self) -> Progress:
+        """See :meth:`Engine.progress`."""
+        return self._engine.progress(self.instance_id)
+
+    async def wait_idle(self) -> InstanceStatus:
+        """Wait until the instance is waiting (task, timer, message) or terminal; return its status."""
+        return await self._engine.wait_instance(self.instance_id, terminal=False)
+
+    async def result(self) -> W:
+        """
+        Wait until the instance is terminal.
+
+        Returns:
+            The workflow object (its final variables) when it completed.
+
+        Raises:
+            WorkflowFailed: It ended failed, cancelled or compensation_failed.
+        """
+        status = await self._engine.wait_instance(self.instance_id, terminal=True)
+        if status is not InstanceStatus.COMPLETED:
+            info = self._engine.info(self.instance_id)
+            raise WorkflowFailed(self.instance_id, status, info.error)
+        return self.workflow

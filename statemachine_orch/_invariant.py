@@ -1,0 +1,133 @@
+"""
+``@invariant``: a workflow method that must hold after every transition.
+
+The decorator only marks the function (a small frozen record under
+``__orch_invariant__``); the compiler collects the marks into
+``WorkflowSpec.invariants`` with :func:`collect_invariants`, and consumers (the
+testing toolkit's ``WorkflowMachine``) read them from the spec.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Callable
+from typing import Any, overload
+
+import attrs
+
+from ._errors import DefinitionProblem, WorkflowDefinitionError
+from ._status import InstanceStatus
+from ._types import W
+
+MARK = "__orch_invariant__"
+_order = itertools.count()
+
+
+@attrs.frozen
+class InvariantMark:
+    """What ``@invariant`` attached to a method."""
+
+    takes_status: bool
+    order: int
+
+
+@attrs.frozen
+class InvariantSpec:
+    """
+    A method marked ``@invariant``, as compiled into the spec.
+
+    Attributes:
+        name: The method's name in the class.
+        fn: The function, called as ``fn(workflow)`` or ``fn(workflow, status)``.
+        takes_status: Whether it takes the instance's :class:`InstanceStatus` too.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    fn: Callable[..., bool] = attrs.field(repr=False, eq=False)
+    takes_status: bool
+
+    def holds(self, workflow: object, status: InstanceStatus) -> bool:
+        """
+        Call the invariant on *workflow*, whose instance is in *status*.
+
+        Returns:
+            What the method returned (anything but ``True`` counts as broken).
+        """
+        result: object = self.fn(workflow, status) if self.takes_status else self.fn(workflow)
+        return result is True
+
+
+def _reject(fn: object, message: str) -> WorkflowDefinitionError:
+    qualname = str(getattr(fn, "__qualname__", repr(fn))).replace("<locals>.", "")
+    owner, _, name = qualname.rpartition(".")
+    owner = owner or "<module>"
+    return WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "bad-invariant", message)])
+
+
+@overload
+def invariant(fn: Callable[[W], bool], /) -> Callable[[W], bool]: ...
+@overload
+def invariant(fn: Callable[[W, InstanceStatus], bool], /) -> Callable[[W, InstanceStatus], bool]: ...
+def invariant(fn: Callable[..., bool], /) -> Callable[..., bool]:
+    """
+    Mark a workflow method as an invariant: it must return ``True`` after every transition.
+
+    The method is ``(self) -> bool``, or ``(self, status: InstanceStatus) -> bool``
+    when what must hold depends on where the instance is in its lifecycle
+    (running, waiting, compensating, completed, failed, cancelled...). Like a
+    guard, it reads variables and has no side effects. The engine does not run
+    invariants; ``statemachine_orch.testing.WorkflowMachine`` checks them after
+    every transition, status change, task and compensation of every instance it
+    drives, and reports the shortest story that breaks one.
+
+    Args:
+        fn: The method.
+
+    Returns:
+        The same method, marked.
+
+    Raises:
+        WorkflowDefinitionError: *fn* is a step or a compensation, not a function, or
+            does not take ``(self)`` or ``(self, status)``.
+
+    .. versionadded:: 0.1.0
+    """
+    # Imported here: _decorators imports _spec, which imports this module.
+    from ._decorators import Compensation, Step  # noqa: PLC0415
+
+    if isinstance(fn, (Step, Compensation)):
+        msg = "@invariant is applied to a step or compensation; an invariant is a plain method (self) -> bool"
+        raise _reject(fn, msg)
+    if not inspect.isfunction(fn):
+        msg = f"@invariant must decorate a function defined in a Workflow class body, got {fn!r}"
+        raise _reject(fn, msg)
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(positional) not in (1, 2) or len(required) > len(positional):
+        got = "(" + ", ".join(p.name for p in params) + ")"
+        msg = f"an invariant must have the signature (self) or (self, status), not {got}"
+        raise _reject(fn, msg)
+    setattr(fn, MARK, InvariantMark(takes_status=len(positional) == 2, order=next(_order)))  # noqa: PLR2004
+    return fn
+
+
+def collect_invariants(cls: type) -> tuple[InvariantSpec, ...]:
+    """
+    The methods of *cls* (and its bases) marked ``@invariant``, in declaration order.
+
+    A subclass attribute of the same name that is not marked hides the base's invariant.
+    """
+    found: dict[str, tuple[InvariantMark, Callable[..., bool]]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            mark: Any = getattr(value, MARK, None) if inspect.isfunction(value) else None
+            if isinstance(mark, InvariantMark):
+                found[name] = (mark, value)
+            else:
+                found.pop(name, None)
+    ordered = sorted(found.items(), key=lambda kv: kv[1][0].order)
+    return tuple(InvariantSpec(name, fn, mark.takes_status) for name, (mark, fn) in ordered)
