@@ -62,6 +62,8 @@ from ._history import EventKind as EventKind
 from ._history import HistoryEvent as HistoryEvent
 from ._instance import InstanceInfo as InstanceInfo
 from ._instance import Signal as Signal
+from ._invariant import invariant as invariant
+from ._paths import paths as paths
 from ._progress import Progress as Progress
 from ._registry import WorkflowRegistry as WorkflowRegistry
 from ._retry import Retry as Retry
@@ -145,9 +147,11 @@ __all__ = [
     "after",
     "goto",
     "human_task",
+    "invariant",
     "machine_of",
     "mermaid",
     "migration",
+    "paths",
     "spec_of",
     "step",
     "timer",

@@ -98,7 +98,8 @@ def invariant(fn: Callable[..., bool], /) -> Callable[..., bool]:
     # Imported here: _decorators imports _spec, which imports this module.
     from ._decorators import Compensation, Step  # noqa: PLC0415
 
-    if isinstance(fn, (Step, Compensation)):
+    marked: object = fn
+    if isinstance(marked, (Step, Compensation)):
         msg = "@invariant is applied to a step or compensation; an invariant is a plain method (self) -> bool"
         raise _reject(fn, msg)
     if not inspect.isfunction(fn):

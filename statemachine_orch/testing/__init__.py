@@ -1,0 +1,64 @@
+"""
+Testing workflows: every path, generated stories with injected faults, coverage.
+
+- :func:`paths` lists every path through a workflow (from its spec, no engine).
+- :func:`WorkflowMachine` builds a hypothesis state machine that runs real
+  instances on an in-memory engine with a virtual clock, injects faults, and
+  checks the saga guarantee, the instance lifecycle, history consistency and the
+  workflow's own ``@invariant`` methods; failures shrink to a readable story.
+- :func:`virtual_engine` makes a test engine; :func:`capture_history` records
+  what it does.
+- The pytest plugin (``statemachine_orch.pytest_plugin``, loaded automatically)
+  adds the ``orch_engine`` fixture and the ``--orch-coverage`` report.
+"""
+
+from __future__ import annotations
+
+from statemachine_orch._paths import Ending as Ending
+from statemachine_orch._paths import GuardOutcome as GuardOutcome
+from statemachine_orch._paths import Path as Path
+from statemachine_orch._paths import paths as paths
+
+from ._coverage import Coverage as Coverage
+from ._engine import CapturedEvent as CapturedEvent
+from ._engine import capture_history as capture_history
+from ._engine import virtual_engine as virtual_engine
+from ._machine import CoverageError as CoverageError
+from ._machine import InjectedFault as InjectedFault
+from ._machine import InjectedPermanentFault as InjectedPermanentFault
+from ._machine import InvariantViolation as InvariantViolation
+from ._machine import RunawayLoop as RunawayLoop
+from ._machine import WorkflowMachine as WorkflowMachine
+from ._machine import WorkflowStateMachine as WorkflowStateMachine
+from ._strategies import Actor as Actor
+
+__all__ = [
+    "Actor",
+    "CapturedEvent",
+    "Coverage",
+    "CoverageError",
+    "Ending",
+    "GuardOutcome",
+    "InjectedFault",
+    "InjectedPermanentFault",
+    "InvariantViolation",
+    "Path",
+    "RunawayLoop",
+    "WorkflowMachine",
+    "WorkflowStateMachine",
+    "capture_history",
+    "paths",
+    "virtual_engine",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Reprs and tracebacks show the public path, not the private module.
+    for name in __all__:
+        obj = globals()[name]
+        module = getattr(obj, "__module__", "")
+        if module.startswith("statemachine_orch.testing._") or module == "statemachine_orch._paths":
+            obj.__module__ = __name__
+
+
+_fixup_module_metadata()

@@ -1,0 +1,749 @@
+"""
+``WorkflowMachine``: a hypothesis state machine that runs real instances of a workflow.
+
+Each generated example is a story: instances started from generated inputs with a
+generated fault plan, human tasks completed with generated forms (by people who
+may, and sometimes by one who may not), instances cancelled. A real engine runs
+them on an in-memory store and a virtual clock. After every transition the
+workflow's own ``@invariant`` methods are checked; after every rule, once the
+engine is idle, the built-in invariants are: the saga guarantee, every instance
+waiting on an open task or ended, history consistent with the machine. Modelling
+bugs fail too: no edge to take after a step, a loop with no exit, a compensation
+that cannot absorb the transient faults its retry policy is meant for, a failing
+``assert`` in a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import unittest
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, cast
+
+import attrs
+import structlog.testing
+from hypothesis import HealthCheck, Phase, note
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+
+from statemachine_orch._clock import VirtualClock
+from statemachine_orch._ctx import Ctx
+from statemachine_orch._decorators import Step
+from statemachine_orch._engine import Engine
+from statemachine_orch._errors import NonRetryableError, TaskNotAuthorized
+from statemachine_orch._history import EventKind, HistoryEvent
+from statemachine_orch._machine import STATE_ATTRIBUTE
+from statemachine_orch._services import ServiceRegistry
+from statemachine_orch._spec import (
+    CANCELLED,
+    COMPENSATION_FAILED,
+    COMPLETED,
+    FAILED,
+    LIFECYCLE_STATES,
+    StepKind,
+    WorkflowSpec,
+)
+from statemachine_orch._status import InstanceStatus
+from statemachine_orch._store import MemoryStore
+from statemachine_orch._tasks import Task
+from statemachine_orch._workflow import spec_of
+
+from ._coverage import Coverage, current_registry, describe_edge
+from ._recorder import Recorder
+from ._strategies import (
+    OK,
+    PERMANENT,
+    RAISE,
+    TRANSIENT,
+    Actor,
+    FaultPlan,
+    actors,
+    fault_plans,
+    form_strategy,
+    input_strategy,
+    make_error,
+)
+
+_K = EventKind
+_REAL_TIMEOUT = 30.0  # real seconds a rule may take before the engine counts as hung
+_CHECKED_AFTER = frozenset(
+    {
+        _K.TRANSITION,
+        _K.STATUS_CHANGED,
+        _K.TASK_CREATED,
+        _K.TASK_COMPLETED,
+        _K.COMPENSATION_COMPLETED,
+    }
+)
+_TERMINAL_STATE_STATUS = {
+    COMPLETED: InstanceStatus.COMPLETED,
+    FAILED: InstanceStatus.FAILED,
+    CANCELLED: InstanceStatus.CANCELLED,
+    COMPENSATION_FAILED: InstanceStatus.COMPENSATION_FAILED,
+}
+
+
+class InjectedFault(Exception):
+    """
+    A transient fault injected into a step or compensation attempt by ``WorkflowMachine``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class InjectedPermanentFault(NonRetryableError):
+    """
+    A permanent (never retried) fault injected by ``WorkflowMachine``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class RunawayLoop(NonRetryableError):
+    """
+    Raised into a step of an instance that made too many transitions without waiting or ending.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class InvariantViolation(AssertionError):
+    """
+    A generated story broke an invariant or revealed a modelling bug.
+
+    The message tells the story's end: the broken rule, the instance, its inputs,
+    the state it reached and its history. Hypothesis adds the whole shrunk story
+    (each rule and what it did) as ``__notes__``.
+
+    Attributes:
+        rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``,
+            ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
+            ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
+            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``.
+        workflow: The workflow's name.
+        instance: The instance's name in the story (``i1``, ``i2``...).
+        step: The step the failure is about.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, rule: str, workflow: str, instance: str, step: str | None) -> None:
+        self.rule = rule
+        self.workflow = workflow
+        self.instance = instance
+        self.step = step
+        super().__init__(message)
+
+
+class CoverageError(AssertionError):
+    """
+    A ``WorkflowMachine`` run with ``require_coverage`` left edges unvisited.
+
+    Attributes:
+        coverage: What the run covered.
+        unvisited: The edges never taken.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, coverage: Coverage) -> None:
+        self.coverage = coverage
+        self.unvisited = tuple(coverage.unvisited())
+        super().__init__(message)
+
+
+@attrs.frozen
+class _Config:
+    workflow: type[Any]
+    spec: WorkflowSpec
+    services: Callable[[], ServiceRegistry | Mapping[str, object] | None]
+    max_transitions: int
+    allow_no_edge: frozenset[str]
+    require_coverage: float | None
+    errors: Mapping[str, Callable[[str], BaseException]]
+
+
+@attrs.define
+class _Violation:
+    rule: str
+    instance_id: str
+    step: str | None
+    message: str
+
+
+@attrs.define
+class _Track:
+    """What the story knows about one instance."""
+
+    name: str
+    started_as: str
+    faults: FaultPlan
+    since_wait: int = 0
+    runaway: bool = False
+    cancel: bool | None = None
+    noted: int = 0
+    last_step: str | None = None
+    injected: list[str] = attrs.field(factory=list[str])
+
+
+class WorkflowStateMachine(RuleBasedStateMachine):
+    """
+    The base of the machines :func:`WorkflowMachine` builds; read its results from the class.
+
+    Attributes:
+        config: How the machine was built (the workflow, its spec, the options).
+        coverage: The edges and guard outcomes exercised by the runs of this class
+            (reset when its ``TestCase`` starts).
+
+    .. versionadded:: 0.1.0
+    """
+
+    config: ClassVar[_Config]
+    coverage: ClassVar[Coverage]
+
+    def __init__(self) -> None:
+        super().__init__()
+        cfg = self.config
+        # The engine logs every failed instance; thousands of generated failures would
+        # bury the story, so a run keeps them in memory instead.
+        self._logs = structlog.testing.capture_logs()
+        self._logs.__enter__()
+        self._loop = asyncio.new_event_loop()
+        self.engine = Engine(
+            MemoryStore(),
+            services=cfg.services(),
+            clock=VirtualClock(autojump=True),
+            concurrency=1,
+            before_attempt=self._before_attempt,
+        )
+        sinks_main = (self.coverage, current_registry().of(cfg.spec))
+        self._recorder = Recorder(
+            self.engine, lambda spec: sinks_main if spec is cfg.spec else (current_registry().of(spec),)
+        )
+        self.engine.subscribe(self._on_event)
+        self._tracks: dict[str, _Track] = {}
+        self._pending: tuple[str, FaultPlan] | None = None
+        self._violations: list[_Violation] = []
+        self._touched: dict[str, None] = {}
+        self._anomalies_seen = 0
+        # Refreshed after every rule (the engine is idle then), read by the preconditions.
+        self._open_tasks_now: list[Task] = []
+        self._waiting_now: dict[str, None] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def teardown(self) -> None:
+        """Stop the engine and close the event loop."""
+        try:
+            self._loop.run_until_complete(self.engine.aclose())
+        finally:
+            self._loop.close()
+            self._logs.__exit__(None, None, None)
+
+    def _run(self, op: Any) -> Any:
+        engine = self.engine
+
+        async def go() -> Any:
+            async with asyncio.timeout(_REAL_TIMEOUT):
+                result = await op
+                await engine.wait_idle()
+            return result
+
+        return self._loop.run_until_complete(go())
+
+    def _violate(self, rule_id: str, instance_id: str, step: str | None, message: str) -> None:
+        self._violations.append(_Violation(rule_id, instance_id, step, message))
+
+    def _before_attempt(self, ctx: Ctx) -> None:
+        track = self._tracks.get(ctx.instance_id)
+        if track is None:
+            return
+        if not ctx.compensating and (track.runaway or track.since_wait > self.config.max_transitions):
+            if not track.runaway:
+                track.runaway = True
+                self._runaway(ctx.instance_id, ctx.step)
+            msg = f"{track.name} made more than {self.config.max_transitions} transitions without waiting"
+            raise RunawayLoop(msg)
+        plan = track.faults.get(ctx.step)
+        if not plan or ctx.attempt > len(plan):
+            return
+        fault = plan[ctx.attempt - 1]
+        if fault == OK:
+            return
+        track.injected.append(f"{ctx.step} attempt {ctx.attempt}: {fault}")
+        what = f"{fault} fault injected into {ctx.step} attempt {ctx.attempt}"
+        if fault == TRANSIENT:
+            raise InjectedFault(what)
+        if fault == PERMANENT:
+            raise InjectedPermanentFault(what)
+        build = self.config.errors[fault.removeprefix(RAISE)]
+        raise build(what)
+
+    def _on_event(self, instance_id: str, event: HistoryEvent) -> None:
+        self._recorder(instance_id, event)
+        kind = event.kind
+        if kind is _K.INSTANCE_STARTED and self._pending is not None:
+            started_as, faults = self._pending
+            self._pending = None
+            name = f"i{len(self._tracks) + 1}"
+            self._tracks[instance_id] = _Track(name, started_as, faults)
+        track = self._tracks.get(instance_id)
+        if track is None:
+            return
+        self._touched[instance_id] = None
+        if kind is _K.TRANSITION:
+            track.since_wait += 1
+        elif kind is _K.TASK_CREATED:
+            track.since_wait = 0
+        if kind in (_K.STEP_STARTED, _K.STEP_COMPLETED, _K.STEP_FAILED):
+            track.last_step = event.step
+        elif kind in (_K.COMPENSATION_COMPLETED, _K.COMPENSATION_FAILED, _K.COMPENSATION_STARTED):
+            track.last_step = f"{event.detail} (undoing {event.step})"
+        if (kind is _K.STEP_FAILED or kind is _K.COMPENSATION_FAILED) and (event.detail or "").startswith(
+            "AssertionError"
+        ):
+            what = "step" if kind is _K.STEP_FAILED else "compensation"
+            msg = f"an assert failed in {what} {track.last_step} (attempt {event.attempt}): {event.detail}"
+            self._violate("assertion-failed", instance_id, event.step, msg)
+        if kind is _K.STEP_FAILED and (event.detail or "").startswith("ServiceNotFound"):
+            msg = f"step {event.step} called a service that is not registered: {event.detail}; pass services="
+            self._violate("missing-service", instance_id, event.step, msg)
+        if kind in _CHECKED_AFTER:
+            self._check_invariants(instance_id, event, track)
+
+    def _check_invariants(self, instance_id: str, event: HistoryEvent, track: _Track) -> None:
+        wf = self.engine.workflow(instance_id)
+        spec = spec_of(wf)
+        if not spec.invariants:
+            return
+        status = self.engine.info(instance_id).status
+        for inv in spec.invariants:
+            try:
+                ok = inv.holds(wf, status)
+                why = "returned False"
+            except Exception as exc:  # noqa: BLE001 - an invariant that raises is broken
+                ok = False
+                why = f"raised {type(exc).__name__}: {exc}"
+            if not ok:
+                state = getattr(wf, STATE_ATTRIBUTE, None)
+                msg = (
+                    f"@invariant {inv.name} {why} after {event.describe().strip()} "
+                    f"(last ran: {track.last_step}; state {state}, status {status.value})"
+                )
+                step = (track.last_step or "").split(" ")[0] or None
+                self._violate("invariant", instance_id, step, msg)
+
+    # ------------------------------------------------------------------ checks
+
+    def _after_rule(self) -> None:
+        anomalies = self._recorder.anomalies[self._anomalies_seen :]
+        self._anomalies_seen = len(self._recorder.anomalies)
+        for a in anomalies:
+            if a.instance_id in self._tracks and not (
+                a.rule == "no-edge-enabled" and a.step in self.config.allow_no_edge
+            ):
+                self._violate(a.rule, a.instance_id, a.step, a.message)
+        for instance_id in self._touched:
+            self._check_idle(instance_id)
+            if self.engine.info(instance_id).status is InstanceStatus.WAITING:
+                self._waiting_now[instance_id] = None
+            else:
+                self._waiting_now.pop(instance_id, None)
+        self._open_tasks_now = [t for t in self.engine.tasks() if t.instance_id in self._tracks]
+        for instance_id in self._touched:
+            self._note_story(instance_id)
+        self._touched.clear()
+        if self._violations:
+            v = self._violations[0]
+            raise self._error(v)
+
+    def _note_story(self, instance_id: str) -> None:
+        track = self._tracks[instance_id]
+        history = self.engine.history(instance_id)
+        for event in history[track.noted :]:
+            if event.kind is not _K.STEP_STARTED:
+                note(f"    {track.name}  {self._describe(instance_id, event)}")
+        track.noted = len(history)
+
+    def _describe(self, instance_id: str, event: HistoryEvent) -> str:
+        return event.describe().replace(instance_id, self._tracks[instance_id].name)
+
+    def _error(self, v: _Violation) -> InvariantViolation:
+        track = self._tracks[v.instance_id]
+        info = self.engine.info(v.instance_id)
+        wf = self.engine.workflow(v.instance_id)
+        state = getattr(wf, STATE_ATTRIBUTE, None)
+        lines = [
+            f"{self.config.spec.name}: {v.message} [{v.rule}]",
+            f"instance {track.name} = {track.started_as}",
+        ]
+        if track.faults:
+            lines.append(f"fault plan: {track.faults!r}")
+        lines.append(f"state reached: {state} (status {info.status.value})")
+        if info.error:
+            lines.append(f"error: {info.error.replace(v.instance_id, track.name)}")
+        lines.append(f"history of {track.name}:")
+        lines += [f"  {self._describe(v.instance_id, e)}" for e in self.engine.history(v.instance_id)]
+        return InvariantViolation(
+            "\n".join(lines), rule=v.rule, workflow=self.config.spec.name, instance=track.name, step=v.step
+        )
+
+    def _runaway(self, instance_id: str, step: str) -> None:
+        history = self.engine.history(instance_id)
+        recent = [e for e in history[-200:] if e.kind is _K.TRANSITION]
+        spec = spec_of(self.engine.workflow(instance_id))
+        back = {(e.source, e.dest): e for e in spec.edges if e.back}
+        taken: dict[tuple[str, str], int] = {}
+        for e in recent:
+            key = (e.step or "", e.detail or "")
+            if key in back:
+                taken[key] = taken.get(key, 0) + 1
+        loops = ", ".join(f"{describe_edge(back[k])} taken {n}x" for k, n in taken.items())
+        cycle = " -> ".join([e.step or "?" for e in recent[-8:]] + [step])
+        source = next(iter(taken))[0] if taken else step
+        msg = (
+            f"{self._tracks[instance_id].name} made more than {self.config.max_transitions} transitions "
+            f"without waiting on a task or ending; a loop with no exit for these inputs: {loops or cycle} "
+            f"(last: {cycle})"
+        )
+        self._violate("runaway-loop", instance_id, source, msg)
+
+    def _check_idle(self, instance_id: str) -> None:
+        track = self._tracks[instance_id]
+        info = self.engine.info(instance_id)
+        wf = self.engine.workflow(instance_id)
+        spec = spec_of(wf)
+        state: str = getattr(wf, STATE_ATTRIBUTE, "")
+        status = info.status
+        history = self.engine.history(instance_id)
+        # Every instance is waiting on an open task or ended.
+        if not status.is_terminal:
+            tasks = self.engine.tasks(instance_id=instance_id)
+            waiting_kind = spec.has_step(state) and spec.step(state).kind is not StepKind.STEP
+            if status is not InstanceStatus.WAITING or not waiting_kind:
+                msg = f"idle engine, but {track.name} is {status.value} at {state}: not waiting, not ended"
+                self._violate("stuck", instance_id, state, msg)
+            elif spec.step(state).kind is StepKind.HUMAN_TASK and [t.step for t in tasks] != [state]:
+                msg = f"{track.name} waits at {state} but its open tasks are {[t.step for t in tasks]}"
+                self._violate("stuck", instance_id, state, msg)
+        # History is consistent with the machine.
+        self._check_history(instance_id, track, spec, state, status, history)
+        # The saga guarantee.
+        self._check_saga(instance_id, track, spec, status, history)
+
+    def _check_history(
+        self,
+        instance_id: str,
+        track: _Track,
+        spec: WorkflowSpec,
+        state: str,
+        status: InstanceStatus,
+        history: list[HistoryEvent],
+    ) -> None:
+        replayed = spec.initial
+        for e in history:
+            if e.kind is not _K.TRANSITION:
+                continue
+            source, dest = e.step or "", e.detail or ""
+            ok = source == replayed and (
+                (dest == COMPLETED and spec.step(source).final) or any(x.dest == dest for x in spec.outgoing(source))
+            )
+            if not ok:
+                msg = f"history has the transition {source} -> {dest} while the machine was at {replayed}"
+                self._violate("history", instance_id, source, msg)
+                return
+            replayed = dest
+        expected = _TERMINAL_STATE_STATUS.get(state)
+        if spec.has_step(state):
+            consistent = replayed == state and status in (InstanceStatus.RUNNING, InstanceStatus.WAITING)
+        elif state == COMPLETED:
+            consistent = replayed == COMPLETED and status is InstanceStatus.COMPLETED
+        else:
+            consistent = state in LIFECYCLE_STATES and spec.has_step(replayed)
+            consistent = consistent and (expected is None or status is expected)
+        if not consistent:
+            msg = f"{track.name} is at {state} ({status.value}), but its transitions lead to {replayed}"
+            self._violate("history", instance_id, replayed, msg)
+
+    def _check_saga(
+        self,
+        instance_id: str,
+        track: _Track,
+        spec: WorkflowSpec,
+        status: InstanceStatus,
+        history: list[HistoryEvent],
+    ) -> None:
+        completed = [
+            e.step
+            for e in history
+            if e.kind is _K.STEP_COMPLETED and e.step is not None and spec.step(e.step).compensation is not None
+        ]
+        undone = [e.step for e in history if e.kind is _K.COMPENSATION_COMPLETED]
+        expected = completed[::-1]
+        if status is InstanceStatus.COMPENSATION_FAILED:
+            failed = [e for e in history if e.kind is _K.COMPENSATION_FAILED]
+            last = failed[-1] if failed else None
+            comp_step = last.step if last is not None else None
+            comp = spec.step(comp_step).compensation if comp_step is not None else None
+            comp_name = comp.name if comp is not None else "?"
+            attempts = [e for e in failed if e.step == comp_step]
+            injected = [i for i in track.injected if i.startswith(comp_name + " ")]
+            policy = comp.retry.attempts if comp is not None else 0
+            msg = (
+                f"compensation {comp_name} of {comp_step} failed for good on attempt "
+                f"{last.attempt if last else '?'} ({last.detail if last else '?'}), although the faults "
+                f"injected into it ({len(injected)} transient) are fewer than its retry policy's "
+                f"{policy} attempts absorb; its attempts: " + "; ".join(f"#{e.attempt} {e.detail}" for e in attempts)
+            )
+            self._violate("compensation-failed", instance_id, comp_step, msg)
+            if undone != expected[: len(undone)]:
+                msg = f"compensations ran for {undone}, which is not the start of {expected} (newest first)"
+                self._violate("saga", instance_id, comp_step, msg)
+            return
+        if status is InstanceStatus.FAILED or (status is InstanceStatus.CANCELLED and track.cancel):
+            if undone != expected:
+                msg = (
+                    f"{track.name} ended {status.value}: the compensations of the completed steps "
+                    f"{completed} must run newest first, once each ({expected}), but ran for {undone}"
+                )
+                self._violate("saga", instance_id, (undone or expected or [None])[0], msg)
+            return
+        if status is InstanceStatus.CANCELLED and track.cancel is None:
+            msg = f"{track.name} ended cancelled, but nobody cancelled it"
+            self._violate("saga", instance_id, None, msg)
+        if undone:
+            msg = f"{track.name} is {status.value}, yet compensations ran for {undone}"
+            self._violate("saga", instance_id, undone[0], msg)
+
+    # ------------------------------------------------------------------ rule bodies
+
+    def do_start(self, workflow: Any, faults: FaultPlan) -> None:
+        """Rule body: start *workflow* with the fault plan *faults*, run until idle, check."""
+        started_as = repr(workflow)
+        self._pending = (started_as, faults)
+        name = f"i{len(self._tracks) + 1}"
+        note(f"{name} = start {started_as}" + (f" with faults {faults!r}" if faults else ""))
+        self._run(self.engine.start(workflow))
+        self._after_rule()
+
+    def open_tasks(self, step: str) -> list[Task]:
+        """The open tasks at *step* of the story's instances (as of the end of the last rule)."""
+        return [t for t in self._open_tasks_now if t.step == step]
+
+    def do_complete(self, step: str, pick: int, form: Any, who: Actor) -> None:
+        """Rule body: *who* completes the *pick*-th open task at *step* with *form* (intruders fail)."""
+        tasks = self.open_tasks(step)
+        task = tasks[pick % len(tasks)]
+        track = self._tracks[task.instance_id]
+        note(f"{track.name}: {who!r} completes the task at {step} with {form!r}")
+        if who.authorised:
+            self._run(self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=form))
+            self._touched[task.instance_id] = None
+            self._after_rule()
+            return
+        before = self._snapshot(task.instance_id)
+        try:
+            self._run(self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=form))
+        except TaskNotAuthorized:
+            note(f"    {track.name}  refused, as it must be")
+        else:
+            msg = f"{who!r} completed the task at {step} although only {actors(self._task_spec(step))[:-1]} may"
+            self._violate("unauthorised-completion", task.instance_id, step, msg)
+        if self._snapshot(task.instance_id) != before:
+            msg = f"the refused completion of the task at {step} by {who!r} changed the instance"
+            self._violate("unauthorised-completion", task.instance_id, step, msg)
+        self._touched[task.instance_id] = None
+        self._after_rule()
+
+    def _task_spec(self, step: str) -> Any:
+        return self.config.spec.step(step).task
+
+    def _snapshot(self, instance_id: str) -> tuple[object, ...]:
+        info = self.engine.info(instance_id)
+        tasks = tuple((t.id, t.status) for t in self.engine.tasks(instance_id=instance_id))
+        return (info.status, info.step, len(self.engine.history(instance_id)), tasks)
+
+    def waiting_instances(self) -> list[str]:
+        """Ids of the story's instances that wait (as of the end of the last rule)."""
+        return list(self._waiting_now)
+
+    def do_cancel(self, pick: int, compensate: bool) -> None:
+        """Rule body: cancel the *pick*-th waiting instance, compensating or not."""
+        waiting = self.waiting_instances()
+        instance_id = waiting[pick % len(waiting)]
+        track = self._tracks[instance_id]
+        track.cancel = compensate
+        note(f"{track.name}: cancel(compensate={compensate})")
+        self._run(self.engine.cancel(instance_id, reason="cancelled by the story", compensate=compensate))
+        self._touched[instance_id] = None
+        self._after_rule()
+
+
+def _check_coverage(machine: type[WorkflowStateMachine]) -> None:
+    required = machine.config.require_coverage
+    cov = machine.coverage
+    if required is None or cov.fraction >= required:
+        return
+    missing = "\n".join(f"  {describe_edge(e)}" for e in cov.unvisited())
+    msg = (
+        f"{machine.config.spec.name}: the run covered {cov.fraction:.0%} of the edges, "
+        f"{required:.0%} are required; never taken:\n{missing}"
+    )
+    raise CoverageError(msg, cov)
+
+
+def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
+    workflow: type[Any],
+    *,
+    inputs: st.SearchStrategy[Any] | None = None,
+    forms: Mapping[object, st.SearchStrategy[Any]] | None = None,
+    services: Callable[[], ServiceRegistry | Mapping[str, object] | None]
+    | ServiceRegistry
+    | Mapping[str, object]
+    | None = None,
+    faults: bool = True,
+    require_coverage: float | None = None,
+    max_transitions: int | None = None,
+    allow_no_edge: Iterable[Step[Any, Any, Any] | str] = (),
+) -> type[WorkflowStateMachine]:
+    """
+    Build a hypothesis state machine that tests *workflow* on a real engine.
+
+    Use ``.TestCase`` as a test: ``TestOrder = WorkflowMachine(OrderProcess).TestCase``.
+    Hypothesis then plays many stories: start instances from *inputs*, complete
+    open tasks with generated forms (as the assignee, a member of a candidate
+    group, or an intruder who must be refused with nothing changed), cancel
+    waiting instances, and inject faults into step and compensation attempts. A
+    broken invariant or a modelling bug raises :class:`InvariantViolation`, shrunk
+    to the shortest story.
+
+    Args:
+        workflow: The workflow class.
+        inputs: A strategy for new (never started) instances; default: every field
+            without a default drawn from its type (floats finite).
+        forms: Strategies for forms, keyed by human-task step (``Wf.approve``, or its
+            name) or by form type; default: drawn from the declared form type.
+        services: The services steps call: a mapping or registry (shared by every
+            example), or a function returning a fresh one per example (for stateful
+            fakes).
+        faults: Inject faults: each attempt of a step may succeed, fail transiently,
+            fail permanently, or raise an ``on_error`` type of the step; each
+            compensation attempt may fail transiently, never more often than its
+            retry policy absorbs.
+        require_coverage: Fail the test (:class:`CoverageError`) unless at least this
+            share of the edges was taken; the message names the edges never taken.
+        max_transitions: Transitions an instance may make without waiting on a task
+            or ending before it counts as a loop with no exit (default: 20 per step,
+            at least 200).
+        allow_no_edge: Steps after which "no edge enabled" is intended: the instance
+            then fails and compensates on purpose, and it is not reported.
+
+    Returns:
+        A :class:`WorkflowStateMachine` subclass with ``TestCase`` and ``coverage``.
+
+    Raises:
+        TypeError: *workflow* is not a concrete workflow class, or a field's type
+            cannot be generated (pass *inputs*).
+
+    .. versionadded:: 0.1.0
+    """
+    spec = spec_of(workflow)
+    make_services: Callable[[], ServiceRegistry | Mapping[str, object] | None]
+    if callable(services):
+        make_services = services
+    else:
+        shared = services
+
+        def make_services() -> ServiceRegistry | Mapping[str, object] | None:
+            return shared
+
+    errors: dict[str, Callable[[str], BaseException]] = {}
+    for edge in spec.edges:
+        for exc_type in edge.on_error:
+            build = make_error(exc_type)
+            if build is not None:
+                errors[exc_type.__name__] = build
+    config = _Config(
+        workflow=workflow,
+        spec=spec,
+        services=make_services,
+        max_transitions=max_transitions if max_transitions is not None else max(200, 20 * len(spec.steps)),
+        allow_no_edge=frozenset(s if isinstance(s, str) else s.name for s in allow_no_edge),
+        require_coverage=require_coverage,
+        errors=errors,
+    )
+    start_inputs = inputs if inputs is not None else input_strategy(workflow, spec)
+    plans = fault_plans(spec, errors) if faults else st.just(cast("FaultPlan", {}))
+    namespace: dict[str, Any] = {
+        "config": config,
+        "coverage": Coverage(spec),
+        "__doc__": f"Generated stories of {spec.name}.",
+        "__module__": workflow.__module__,
+    }
+
+    def start(self: WorkflowStateMachine, workflow: Any, faults: FaultPlan) -> None:
+        self.do_start(workflow, faults)
+
+    namespace["start"] = rule(workflow=start_inputs, faults=plans)(start)
+
+    form_overrides = dict(forms or {})
+    for s in spec.steps:
+        task = s.task
+        if s.kind is not StepKind.HUMAN_TASK or task is None:
+            continue
+        by_step = next((v for k, v in form_overrides.items() if _names_step(k, s.name)), None)
+        by_type = form_overrides.get(task.form) if task.form is not None else None
+        form = by_step or by_type or form_strategy(task)
+        namespace[f"complete_{s.name}"] = _complete_rule(s.name, form, actors(task))
+
+    def cancel(self: WorkflowStateMachine, pick: int, compensate: bool) -> None:
+        self.do_cancel(pick, compensate)
+
+    def can_cancel(self: WorkflowStateMachine) -> bool:
+        return bool(self.waiting_instances())
+
+    namespace["cancel"] = precondition(can_cancel)(rule(pick=st.integers(0, 7), compensate=st.booleans())(cancel))
+
+    machine = cast("type[WorkflowStateMachine]", type(f"{spec.name}Machine", (WorkflowStateMachine,), namespace))
+    # A plain class attribute shadows hypothesis' TestCase property: ours also checks coverage.
+    setattr(machine, "TestCase", _test_case(machine))  # noqa: B010 - mypy rejects assigning the property
+    return machine
+
+
+def _names_step(key: object, name: str) -> bool:
+    return key == name or (isinstance(key, Step) and key.name == name)
+
+
+def _complete_rule(step: str, form: st.SearchStrategy[Any], people: list[Actor]) -> Any:
+    def complete(self: WorkflowStateMachine, pick: int, form: Any, who: Actor) -> None:
+        self.do_complete(step, pick, form, who)
+
+    def has_task(self: WorkflowStateMachine) -> bool:
+        return bool(self.open_tasks(step))
+
+    complete.__name__ = complete.__qualname__ = f"complete_{step}"
+    return precondition(has_task)(rule(pick=st.integers(0, 7), form=form, who=st.sampled_from(people))(complete))
+
+
+def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:
+    class WorkflowTestCase(unittest.TestCase):
+        # Hypothesis' defaults for state machines, without the explain phase: it re-runs
+        # the failure under a tracer only to list engine lines, which are not the story.
+        settings = hypothesis_settings(
+            deadline=None,
+            suppress_health_check=cast("list[HealthCheck]", list(HealthCheck)),
+            phases=[p for p in Phase if p.name != "explain"],
+        )
+
+        def runTest(self) -> None:  # noqa: N802 - unittest's name
+            machine.coverage.reset()
+            run_state_machine_as_test(machine, settings=self.settings)
+            _check_coverage(machine)
+
+    run: Any = WorkflowTestCase.runTest
+    run.is_hypothesis_test = True
+    run._hypothesis_state_machine_class = machine
+    WorkflowTestCase.__name__ = f"{machine.__name__}.TestCase"
+    WorkflowTestCase.__qualname__ = f"{machine.__qualname__}.TestCase"
+    return WorkflowTestCase

@@ -1,0 +1,161 @@
+"""
+Hypothesis strategies derived from a workflow spec: inputs, forms, actors and fault plans.
+
+A fault plan is a plain dict, so that a failing example prints it as it is: for a
+step, what each attempt does (``"ok"``, ``"transient"``, ``"permanent"`` or
+``"raise SomeError"`` for an error type the step routes with ``on_error``); for a
+compensation, which of its attempts hit a transient fault (never more than its
+retry policy absorbs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from hypothesis import strategies as st
+
+from statemachine_orch._spec import TaskSpec, WorkflowSpec
+
+OK = "ok"
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+RAISE = "raise "
+
+FaultPlan = dict[str, tuple[str, ...]]
+
+
+def type_strategy(tp: object) -> st.SearchStrategy[Any]:
+    """A strategy for values of the annotation *tp*; floats are finite (NaN is nobody's amount)."""
+    if tp is float:
+        return st.floats(allow_nan=False, allow_infinity=False)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return st.one_of(*(type_strategy(a) for a in typing.get_args(tp)))
+    if tp is None or tp is type(None):
+        return st.none()
+    if isinstance(tp, str):
+        msg = f"cannot generate values for the unresolved annotation {tp!r}; pass inputs= explicitly"
+        raise TypeError(msg)
+    return st.from_type(typing.cast("type[Any]", tp))
+
+
+def resolve_annotation(tp: object, owner: type[Any]) -> object:
+    """*tp*, evaluated when it is still a string (``from __future__ import annotations``)."""
+    if not isinstance(tp, str):
+        return tp
+    module = sys.modules.get(owner.__module__)
+    holder = types.SimpleNamespace(__annotations__={"value": tp})
+    try:
+        hints = typing.get_type_hints(holder, vars(module) if module else {}, dict(vars(owner)))
+    except Exception:  # noqa: BLE001 - left unresolved; type_strategy says so
+        return tp
+    return hints["value"]
+
+
+def input_strategy(workflow: type[Any], spec: WorkflowSpec) -> st.SearchStrategy[Any]:
+    """New instances of *workflow*: every field without a default drawn from its type."""
+    required = {f.name: type_strategy(resolve_annotation(f.type, workflow)) for f in spec.fields if not f.has_default}
+    return st.builds(workflow, **required)
+
+
+def form_strategy(task: TaskSpec) -> st.SearchStrategy[Any]:
+    """Forms of the task's declared type (``None`` for a task without a form)."""
+    form: type[Any] | None = task.form
+    if form is None:
+        return st.none()
+    return st.from_type(form)
+
+
+@attrs.frozen(repr=False)
+class Actor:
+    """
+    Who tries to complete a task in a generated story.
+
+    .. versionadded:: 0.1.0
+    """
+
+    user: str
+    groups: tuple[str, ...] = ()
+    authorised: bool = True
+
+    def __repr__(self) -> str:
+        """``'manager'``, ``'member-of-finance' in ('finance',)``, or ``'intruder' (not authorised)``."""
+        text = repr(self.user)
+        if self.groups:
+            text += f" in {self.groups!r}"
+        if not self.authorised:
+            text += " (not authorised)"
+        return text
+
+
+def actors(task: TaskSpec) -> list[Actor]:
+    """The people who may complete *task*, then one who may not (shrinking prefers the first)."""
+    out: list[Actor] = []
+    if task.assignee is not None:
+        out.append(Actor(task.assignee))
+    out += [Actor(f"member-of-{g}", (g,)) for g in task.candidate_groups]
+    taken = {task.assignee, *task.candidate_groups}
+    intruder = next(n for n in ("intruder", "mallory", "eve", "trudy") if n not in taken)
+    outsiders = next(g for g in ("outsiders", "visitors", "strangers") if g not in taken)
+    out.append(Actor(intruder, (outsiders,), authorised=False))
+    return out
+
+
+def make_error(exc_type: type[BaseException]) -> Callable[[str], BaseException] | None:
+    """How to build an instance of *exc_type* from a message, or ``None`` when it cannot be built."""
+
+    def with_message(message: str) -> BaseException:
+        return exc_type(message)
+
+    def bare(message: str) -> BaseException:  # noqa: ARG001 - same shape as with_message
+        return exc_type()
+
+    for build in (with_message, bare):
+        try:
+            build("probe")
+        except Exception:  # noqa: BLE001, S112 - any constructor failure means: try the next way
+            continue
+        return build
+    return None
+
+
+def _step_plans(attempts: int, retryable: list[str]) -> list[tuple[str, ...]]:
+    """Every way a visit's attempts can fail, shortest first: retryable faults, maybe ending permanent."""
+    longest = min(attempts, 3)
+    plans: list[tuple[str, ...]] = []
+    for n in range(1, longest + 1):
+        plans += [tuple(p) for p in itertools.product(retryable, repeat=n)]
+        plans += [(*p, PERMANENT) for p in itertools.product(retryable, repeat=n - 1)]
+    if attempts > longest:
+        plans.append((TRANSIENT,) * attempts)  # every retry used up
+    plans.sort(key=lambda p: (len(p), p != (TRANSIENT,) * len(p)))
+    return plans
+
+
+def fault_plans(spec: WorkflowSpec, errors: Mapping[str, object]) -> st.SearchStrategy[FaultPlan]:
+    """
+    Fault plans for one instance of *spec*: a few steps or compensations, each with how its attempts fail.
+
+    Args:
+        spec: The workflow.
+        errors: The names of the ``on_error`` exception types that can be built.
+    """
+    choices: list[tuple[str, tuple[str, ...]]] = []
+    for s in spec.steps:
+        routed = [RAISE + t.__name__ for e in spec.outgoing(s.name) for t in e.on_error if t.__name__ in errors]
+        choices += [(s.name, plan) for plan in _step_plans(s.retry.attempts, [TRANSIENT, *routed])]
+    for s in spec.steps:
+        comp = s.compensation
+        if comp is not None and comp.retry.attempts > 1:
+            # Never more transient faults than the policy absorbs: a failure is then the compensation's own.
+            budget = comp.retry.attempts - 1
+            choices += [(comp.name, (TRANSIENT,) * n) for n in sorted({1, min(budget, 2), budget})]
+    # One draw picks a few (name, plan) pairs: cheap to generate, and a shrunk plan prints as a dict.
+    picked = st.lists(st.sampled_from(choices), max_size=4, unique_by=lambda c: c[0])
+    return picked.map(dict)
