@@ -72,6 +72,27 @@ def _way_out(spec: WorkflowSpec) -> Found:
             yield s.name, "no-way-out", msg
 
 
+def _can_end(spec: WorkflowSpec) -> Found:
+    if not spec.initial:
+        return
+    incoming: dict[str, list[str]] = {s.name: [] for s in spec.steps}
+    for e in spec.edges:
+        incoming.setdefault(e.dest, []).append(e.source)
+    # Steps without any way out are reported by _way_out; count them as ends here
+    # so that their predecessors are not blamed a second time.
+    ends = {s.name for s in spec.steps if s.final or not any(e.is_completion for e in spec.outgoing(s.name))}
+    todo = list(ends)
+    while todo:
+        for src in incoming.get(todo.pop(), ()):
+            if src not in ends:
+                ends.add(src)
+                todo.append(src)
+    for s in spec.steps:
+        if s.name not in ends and spec.outgoing(s.name):
+            msg = "cannot reach any final step: every path from it loops forever; add an exit edge to a final step"
+            yield s.name, "no-end-reachable", msg
+
+
 def _defaults(spec: WorkflowSpec) -> Found:
     for s in spec.steps:
         defaults = [e.dest for e in spec.outgoing(s.name) if e.is_default]
@@ -126,4 +147,4 @@ def _names(spec: WorkflowSpec) -> Found:
             yield name, "reserved-name", f"{name!r} is an attribute of the engine; rename it"
 
 
-_RULES = (_initial, _reachable, _way_out, _defaults, _timeouts, _duplicates, _names)
+_RULES = (_initial, _reachable, _way_out, _can_end, _defaults, _timeouts, _duplicates, _names)

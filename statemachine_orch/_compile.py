@@ -10,9 +10,10 @@ in one ``WorkflowDefinitionError``.
 from __future__ import annotations
 
 import ast
-import contextlib
 import inspect
+import sys
 import textwrap
+import typing
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
@@ -122,10 +123,7 @@ class _Builder:
         return out
 
     def fields(self) -> tuple[FieldSpec, ...]:
-        # Unresolvable annotations (names defined later) stay strings; the input
-        # checks then accept any value for them.
-        with contextlib.suppress(Exception):
-            attrs.resolve_types(self.cls)
+        resolved = _field_types(self.cls)
         out: list[FieldSpec] = []
         for f in attrs.fields(self.cls):
             if f.name.startswith(RESERVED_PREFIX):
@@ -135,11 +133,12 @@ class _Builder:
             if isinstance(default, (Step, Compensation)):
                 msg = f"{f.name!r} is both an annotated field and a step; rename one of them"
                 self.problem(f.name, "field-step-clash", msg)
-            why = serialisation_problem(f.type)
+            tp = resolved.get(f.name, f.type)
+            why = serialisation_problem(tp)
             if why is not None:
                 msg = f"field {f.name!r} cannot be persisted: {why}"
                 self.problem(f.name, "field-not-serialisable", msg)
-            out.append(FieldSpec(f.name, f.type, f.default is not attrs.NOTHING))
+            out.append(FieldSpec(f.name, tp, f.default is not attrs.NOTHING))
         return tuple(out)
 
     def compensations(self) -> dict[str, CompensationSpec]:
@@ -304,6 +303,24 @@ class _Builder:
             # Keep it an error edge, so that one mistake is not also reported as a completion edge.
             return (Exception,)
         return tuple(ok)
+
+
+def _field_types(cls: type) -> dict[str, object]:
+    """Each field's annotation, resolved one by one so that one bad name spoils only its field."""
+    module = sys.modules.get(cls.__module__)
+    globalns = dict(vars(module)) if module is not None else {}
+    localns = dict(vars(cls))
+    out: dict[str, object] = {}
+    for f in attrs.fields(cls):
+        if not isinstance(f.type, str):
+            out[f.name] = f.type
+            continue
+        holder = type("_Annotation", (), {"__annotations__": {f.name: f.type}})
+        try:
+            out[f.name] = typing.get_type_hints(holder, globalns, localns)[f.name]
+        except Exception:  # noqa: BLE001 - unresolvable: reported by the caller as a string type
+            out[f.name] = f.type
+    return out
 
 
 def _never(_: object) -> bool:

@@ -202,10 +202,10 @@ def _make_step(fn: object, options: StepOptions) -> Step[Any, Any, Any]:
     if not inspect.isfunction(fn):
         what = f"@{options.kind.value}" if options.kind is not StepKind.STEP else "@step"
         inner = getattr(fn, "__func__", None)
-        owner, name = _split_qualname(inner) if inspect.isfunction(inner) else ("<unknown>", None)
+        where: tuple[str, str | None] = _split_qualname(inner) if inspect.isfunction(inner) else ("<unknown>", None)
         kind = type(fn).__name__
         msg = f"{what} must decorate a plain method (def or async def), not a {kind}"
-        raise WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "not-a-function", msg)])
+        raise WorkflowDefinitionError(where[0], [DefinitionProblem(where[0], where[1], "not-a-function", msg)])
     return Step(fn, options)
 
 

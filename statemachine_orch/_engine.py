@@ -84,6 +84,7 @@ _K = EventKind
 _QUEUED: Any = object()  # InstanceRecord.worker while the instance waits for a worker
 _DUE_BATCH = 256  # timers fired per store query
 _RELOAD_DELAY = 0.05  # first wait before reloading an instance whose commit failed
+_BUSY_RETRY = 0.005  # wait before looking again at a due timer whose instance is busy
 
 
 class Engine:
@@ -361,7 +362,7 @@ class Engine:
             groups: The user's groups (the caller vouches for them).
             instance_id: Filter to this instance's tasks.
         """
-        return self.store.open_tasks(user, frozenset(groups), instance_id)
+        return self.store.open_tasks(user, frozenset(_groups(groups)), instance_id)
 
     def statistics(self) -> EngineStatistics:
         """What the engine is doing right now."""
@@ -417,7 +418,7 @@ class Engine:
         if task.status is not TaskStatus.OPEN:
             by = f" by {task.completed_by!r}" if task.completed_by else ""
             raise TaskAlreadyCompleted(task_id, f"is already {task.status.value}{by}; a task completes once")
-        group_list = tuple(groups)
+        group_list = _groups(groups)
         if not task.may_complete(user, group_list):
             allowed: list[str] = []
             if task.assignee is not None:
@@ -442,8 +443,8 @@ class Engine:
         rec.payload = form
         rec.task_id = None
         rec.wake_at = None
-        rec.status = InstanceStatus.RUNNING
         self._note(rec, _K.TASK_COMPLETED, task.step, 0, user)
+        self._set_status(rec, InstanceStatus.RUNNING)
         await self._save_or_reload(rec)
         self._enqueue(rec)
         return done
@@ -577,7 +578,7 @@ class Engine:
         if rec.task_id is not None and not keep_task:
             self._close_task(rec, "migrated")
         if not keep_task and rec.status is InstanceStatus.WAITING:
-            rec.status = InstanceStatus.RUNNING
+            self._set_status(rec, InstanceStatus.RUNNING)
             rec.wake_at = None
         setattr(new_wf, STATE_ATTRIBUTE, new_state)
         rec.wf = new_wf
@@ -844,8 +845,13 @@ class Engine:
                 continue
             now = clock.now()
             if nxt <= now:
-                self._fire_due(store.due(now, _DUE_BATCH), now)
-                await asyncio.sleep(0)
+                if self._fire_due(store.due(now, _DUE_BATCH), now):
+                    await asyncio.sleep(0)
+                else:
+                    # Every due instance is still busy finishing its turn; its next
+                    # commit clears or moves the timer. Wait for that, not in a spin.
+                    wake.clear()
+                    await _wait_event(wake, _BUSY_RETRY)
                 continue
             wake.clear()
             if isinstance(clock, VirtualClock):
@@ -854,10 +860,10 @@ class Engine:
                     continue
                 await wake.wait()
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), nxt - now)
+                await _wait_event(wake, nxt - now)
 
-    def _fire_due(self, instance_ids: list[str], now: float) -> None:
+    def _fire_due(self, instance_ids: list[str], now: float) -> int:
+        fired = 0
         for instance_id in instance_ids:
             if instance_id in self._orphans:
                 continue
@@ -872,6 +878,8 @@ class Engine:
             rec.wake_at = None
             rec.woken = True
             self._enqueue(rec)
+            fired += 1
+        return fired
 
     # ----------------------------------------------------------------- running
 
@@ -925,19 +933,19 @@ class Engine:
             if woken:
                 self._note(rec, _K.TIMER_FIRED, step.name, 0, None)
                 rec.payload = None
-                rec.status = InstanceStatus.RUNNING
+                self._set_status(rec, InstanceStatus.RUNNING)
                 return False
             if rec.status is not InstanceStatus.WAITING:
                 delay = step.delay or 0.0
                 self._park(rec, delay)
-                rec.status = InstanceStatus.WAITING
+                self._set_status(rec, InstanceStatus.WAITING)
                 self._note(rec, _K.TIMER_SET, step.name, 0, f"in {delay:g}s")
                 await self._save(rec)
             return True
         if woken and timeout is not None:
             if rec.task_id is not None:
                 self._close_task(rec, "escalated")
-            rec.status = InstanceStatus.RUNNING
+            self._set_status(rec, InstanceStatus.RUNNING)
             self._note(rec, _K.ESCALATED, step.name, 0, f"waited {timeout.timeout:g}s")
             rec.machine.events["timeout"].trigger(rec.wf, rec.wf)
             self._moved(rec, step.name)
@@ -951,7 +959,7 @@ class Engine:
                     rec.consumed_signals.append(sig.seq)
                     rec.payload = sig.message
                     rec.wake_at = None
-                    rec.status = InstanceStatus.RUNNING
+                    self._set_status(rec, InstanceStatus.RUNNING)
                     self._note(rec, _K.MESSAGE_RECEIVED, step.name, 0, message_type.__name__)
                     return False
         if rec.status is InstanceStatus.WAITING:
@@ -963,7 +971,7 @@ class Engine:
             self._note(rec, _K.MESSAGE_AWAITED, step.name, 0, step.message.__name__)
         if timeout is not None and timeout.timeout is not None:
             self._park(rec, timeout.timeout)
-        rec.status = InstanceStatus.WAITING
+        self._set_status(rec, InstanceStatus.WAITING)
         await self._save(rec)
         return True
 
@@ -1137,6 +1145,19 @@ class Engine:
         self._set_status(rec, _STATUS_OF_STATE[rec.state])
         await self._save(rec)
         return False
+
+
+def _groups(groups: Iterable[str]) -> tuple[str, ...]:
+    # One group given as a plain string is that group, not its letters.
+    return (groups,) if isinstance(groups, str) else tuple(groups)
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+    # that arrives as the event fires, and the engine would never stop.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _check_form(task: Task, form: object) -> None:

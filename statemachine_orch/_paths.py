@@ -147,19 +147,11 @@ class Path:
 def _arrow(edge: EdgeSpec, outcomes: tuple[GuardOutcome, ...]) -> str:
     if edge.is_error:
         return f" -[{edge.label}]-> "
-    timeout = _timeout_of(edge)
-    if timeout is not None:
-        return f" -[timeout {timeout:g}s]-> "
+    if edge.is_timeout:
+        return f" -[{edge.label}]-> "
     if not outcomes:
         return " -> "
     return " -[" + ", ".join(str(o) for o in outcomes) + "]-> "
-
-
-def _timeout_of(edge: EdgeSpec) -> float | None:
-    # Timeout (escalation) edges arrive with the timers of the durable engine;
-    # read the attribute defensively so this module works before and after.
-    value: Any = getattr(edge, "timeout", None)
-    return float(value) if value is not None else None
 
 
 def paths(workflow: type[Any] | WorkflowSpec, max_loops: int = 1) -> list[Path]:
@@ -279,8 +271,8 @@ class _Walker:
     def _plan(self, step: StepSpec) -> _Plan:
         out = self.spec.outgoing(step.name)
         errors = tuple(e for e in out if e.is_error)
-        timeouts = tuple(e for e in out if not e.is_error and _timeout_of(e) is not None)
-        completion = [e for e in out if not e.is_error and _timeout_of(e) is None]
+        timeouts = tuple(e for e in out if e.is_timeout)
+        completion = [e for e in out if e.is_completion]
         return _Plan(
             guarded=tuple(e for e in completion if e.guard is not None),
             default=next((e for e in completion if e.guard is None), None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 from cattrs.errors import StructureHandlerNotFoundError
@@ -16,6 +17,14 @@ def serialisation_problem(tp: object) -> str | None:
     """Why values of type *tp* cannot round-trip through JSON, or ``None`` when they can."""
     if isinstance(tp, str):
         return f"its annotation {tp!r} could not be resolved; define that type before the workflow class"
+    # cattrs builds the hooks of unions and containers lazily, so a bad member
+    # would only fail when a value is stored: check every member now.
+    if typing.get_origin(tp) is not typing.Literal:
+        for arg in typing.get_args(tp):
+            if arg is not type(None) and arg is not Ellipsis:
+                why = serialisation_problem(arg)
+                if why is not None:
+                    return why
     try:
         converter.get_structure_hook(tp)
         converter.get_unstructure_hook(tp)

@@ -315,11 +315,6 @@ def test_join_without_fork() -> None:
     assert [DefinitionProblem("LonelyJoin", "c", "join-without-fork", message)] == problems(err)
 
 
-@pytest.mark.xfail(
-    reason="BUG: no rule rejects a workflow from which no final step can be reached "
-    "(an unconditional a <-> b loop with no final step compiles; _checks._way_out only looks at each step's own edges)",
-    strict=True,
-)
 def test_a_workflow_that_can_never_end_is_rejected() -> None:
     """Issue 2 / DESIGN §1: a step from which no final step is reachable has no way out."""
     with pytest.raises(WorkflowDefinitionError) as err:
@@ -653,12 +648,6 @@ def test_field_that_cannot_be_persisted() -> None:
     assert problem.message.startswith("field 'connection' cannot be persisted: its type 'Opaque' cannot be stored")
 
 
-@pytest.mark.xfail(
-    reason="BUG: an Optional of an unserialisable type (Opaque | None) passes the field-not-serialisable "
-    "rule (_serialize.serialisation_problem asks cattrs for the union's hooks, which it builds lazily), "
-    "yet dumps(Opaque(1), Opaque | None) raises TypeError: the runtime surprise DESIGN §3 rules out",
-    strict=True,
-)
 def test_optional_field_that_cannot_be_persisted() -> None:
     """DESIGN §3: `Opaque | None` cannot be persisted any more than `Opaque`."""
     with pytest.raises(WorkflowDefinitionError) as err:
@@ -673,12 +662,6 @@ def test_optional_field_that_cannot_be_persisted() -> None:
     assert expected == rules(err)
 
 
-@pytest.mark.xfail(
-    reason="BUG: one unresolvable annotation makes every field unresolved (attrs.resolve_types is all or "
-    "nothing in _Builder.fields), so `count: int` is reported as 'could not be resolved; define that type "
-    "before the workflow class'",
-    strict=True,
-)
 def test_only_the_field_with_an_unresolvable_annotation_is_reported() -> None:
     """DESIGN §3: the problem names the field whose type cannot be found, not its neighbours."""
 

@@ -7,7 +7,6 @@ good, so the payment is refunded (compensations in reverse order) and it ends fa
 """
 
 # STYLE.md rule 33: tests assert `expected == actual`, which ruff calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

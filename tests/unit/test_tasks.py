@@ -8,7 +8,6 @@ Every refused completion raises a typed error and changes nothing.
 """
 
 # STYLE.md rule 33: tests assert `expected == actual`, which ruff calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
@@ -435,12 +434,6 @@ def test_a_human_task_method_is_retried_with_the_same_form_and_can_be_compensate
     assert (status, seen, 1) == run(scenario())
 
 
-@pytest.mark.xfail(
-    reason="BUG: groups='reviewers' (a str) is taken as the groups 'r', 'e', 'v', ... by Engine.tasks and "
-    "Engine.complete_task (tuple(groups) / frozenset(groups)), while human_task(candidate_groups='reviewers') "
-    "treats a str as one group; the reviewer is refused with 'groups: r, e, v, i, e, w, e, r, s'",
-    strict=True,
-)
 def test_a_single_group_given_as_a_string_is_one_group(run: Runner, new_engine: EngineFactory) -> None:
     """Issue 2: groups='reviewers' means the group reviewers, as candidate_groups='reviewers' does."""
 

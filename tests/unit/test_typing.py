@@ -171,7 +171,7 @@ def run_pyright(folder: Path, workdir: Path) -> list[Diagnostic]:
     }
     (workdir / "pyrightconfig.json").write_text(json.dumps(config, indent=2))
     command = [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable]
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+    proc = subprocess.run(
         [*command, "-p", str(workdir / "pyrightconfig.json")],
         capture_output=True,
         text=True,
@@ -213,7 +213,7 @@ def run_mypy(folder: Path, workdir: Path) -> list[Diagnostic]:
         lines.extend(f"{k} = {_ini(v)}" for k, v in options.items())
     (workdir / "mypy.ini").write_text("\n".join(lines) + "\n")
     files = [str(p) for p in sorted(folder.glob("*.py"))]
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+    proc = subprocess.run(
         [
             sys.executable,
             "-m",
