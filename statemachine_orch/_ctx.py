@@ -31,10 +31,10 @@ class Ctx:
     """
 
     __slots__ = (
+        "_key",
         "_log",
         "_services",
         "attempt",
-        "idempotency_key",
         "instance_id",
         "step",
         "undoing",
@@ -48,7 +48,7 @@ class Ctx:
         workflow: str,
         step: str,
         attempt: int,
-        idempotency_key: str,
+        idempotency_key: str | tuple[str, int, str],
         undoing: str | None = None,
     ) -> None:
         self._services = services
@@ -56,9 +56,19 @@ class Ctx:
         self.workflow = workflow
         self.step = step
         self.attempt = attempt
-        self.idempotency_key = idempotency_key
+        self._key = idempotency_key
         self.undoing = undoing
         self._log: Any = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Identical for every attempt and re-run of this step visit; services get it."""
+        key = self._key
+        if isinstance(key, tuple):
+            # Built on first use: most steps never ask for it.
+            instance_id, visit, suffix = key
+            key = self._key = f"{instance_id}:{visit}{suffix}"
+        return key
 
     @property
     def compensating(self) -> bool:

@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 import attrs
@@ -44,7 +44,7 @@ from ._errors import (
     WorkflowInputError,
 )
 from ._handle import EngineStatistics, Handle, RecoveryReport
-from ._history import EventKind, HistoryEvent
+from ._history import EventKind, HistoryEvent, new_event
 from ._instance import NO_PAYLOAD, InstanceInfo, InstanceRecord
 from ._machine import STATE_ATTRIBUTE
 from ._progress import Progress, progress_of
@@ -59,12 +59,10 @@ from ._spec import (
     FAILED,
     StepKind,
     StepSpec,
-    WorkflowSpec,
 )
 from ._status import InstanceStatus
 from ._store import MemoryStore, Store
 from ._tasks import Task, TaskStatus
-from ._validate import input_validator
 from ._workflow import Workflow, spec_of
 
 W = TypeVar("W", bound=Workflow)
@@ -144,7 +142,8 @@ class Engine:
         self._waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceStatus]]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._subscribers: list[Callable[[str, HistoryEvent], None]] = []
-        self._validators: dict[WorkflowSpec, Callable[[object], None]] = {}
+        self._known: set[type[Workflow]] = set()
+        self._now = self.clock.now
         if isinstance(self.clock, VirtualClock):
             self.clock.subscribe(self._wake_timers)
 
@@ -269,15 +268,14 @@ class Engine:
         if getattr(workflow, STATE_ATTRIBUTE, None) is not None:
             msg = "this object was started already; construct a new one for a new instance"
             raise WorkflowInputError(spec.name, "<instance>", msg)
-        validate = self._validators.get(spec)
-        if validate is None:
-            validate = self._validators[spec] = input_validator(spec)
+        cls.__orch_validate__(workflow)
+        if cls not in self._known:
+            self._known.add(cls)
             self.registry.register(cls)
-        validate(workflow)
         setattr(workflow, STATE_ATTRIBUTE, spec.initial)
-        now = self.clock.now()
+        now = self._now()
         rec = InstanceRecord(f"{self._prefix}-{next(self._ids):x}", workflow, spec, cls.__orch_machine__, now)
-        rec.history.append(HistoryEvent(now, _K.INSTANCE_STARTED, None, 0, f"{spec.name} version {spec.version}"))
+        rec.history.append(new_event(HistoryEvent, (now, _K.INSTANCE_STARTED, None, 0, spec.label)))
         if self._subscribers:
             self._publish(rec.id, rec.history[-1])
         return rec
@@ -439,7 +437,7 @@ class Engine:
         done = attrs.evolve(
             task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=self.clock.now(), form=form
         )
-        rec.dirty_tasks.append(done)
+        rec.add_task(done)
         rec.payload = form
         rec.task_id = None
         rec.wake_at = None
@@ -735,7 +733,8 @@ class Engine:
     # ----------------------------------------------------------------- workers
 
     def _enqueue(self, rec: InstanceRecord) -> None:
-        self._ensure_running()
+        if self._ready_event is None:
+            self._ensure_running()
         self._active += 1
         rec.worker = _QUEUED
         self._ready.append(rec)
@@ -884,7 +883,7 @@ class Engine:
     # ----------------------------------------------------------------- running
 
     def _note(self, rec: InstanceRecord, kind: EventKind, step: str | None, attempt: int, detail: str | None) -> None:
-        event = HistoryEvent(self.clock.now(), kind, step, attempt, detail)
+        event = new_event(HistoryEvent, (self._now(), kind, step, attempt, detail))
         rec.history.append(event)
         if self._subscribers:
             self._publish(rec.id, event)
@@ -956,7 +955,7 @@ class Engine:
             assert message_type is not None  # noqa: S101 - wait_for steps always have one
             for sig in self.store.signals(rec.id):
                 if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
-                    rec.consumed_signals.append(sig.seq)
+                    rec.add_consumed_signal(sig.seq)
                     rec.payload = sig.message
                     rec.wake_at = None
                     self._set_status(rec, InstanceStatus.RUNNING)
@@ -990,7 +989,7 @@ class Engine:
             created_at=now,
             due_at=now + spec_task.due if spec_task.due is not None else None,
         )
-        rec.dirty_tasks.append(task)
+        rec.add_task(task)
         rec.task_id = task.id
         self._note(rec, _K.TASK_CREATED, step.name, 0, task.id)
 
@@ -1001,7 +1000,7 @@ class Engine:
             return
         task = self.store.task(task_id)
         if task is not None and task.status is TaskStatus.OPEN:
-            rec.dirty_tasks.append(attrs.evolve(task, status=TaskStatus.CANCELLED, completed_at=self.clock.now()))
+            rec.add_task(attrs.evolve(task, status=TaskStatus.CANCELLED, completed_at=self.clock.now()))
             self._note(rec, _K.TASK_CANCELLED, task.step, 0, f"{task.id} ({why})")
 
     async def _run_step(self, rec: InstanceRecord, step: StepSpec) -> bool:
@@ -1010,7 +1009,7 @@ class Engine:
         attempt = rec.attempt
         wf = rec.wf
         name = step.name
-        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, f"{rec.id}:{rec.visit}")
+        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, (rec.id, rec.visit, ""))
         self._note(rec, _K.STEP_STARTED, name, attempt, None)
         payload = rec.payload
         args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
@@ -1022,8 +1021,7 @@ class Engine:
                 if step.timeout is None:
                     await step.fn(*args)
                 else:
-                    async with asyncio.timeout(step.timeout):
-                        await step.fn(*args)
+                    await _with_timeout(step.fn(*args), step.timeout)
             else:
                 step.fn(*args)
         except asyncio.CancelledError:
@@ -1042,7 +1040,7 @@ class Engine:
         rec.in_step = False
         self._note(rec, _K.STEP_COMPLETED, name, attempt, None)
         if step.compensation is not None:
-            rec.saga.append((name, rec.visit))
+            rec.add_saga(name, rec.visit)
         rec.payload = NO_PAYLOAD
         rec.attempt = 1
         try:
@@ -1112,7 +1110,7 @@ class Engine:
             comp = spec.step(name).compensation
             assert comp is not None  # noqa: S101 - only steps with one enter the saga
             attempt = rec.comp_attempt
-            ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, f"{rec.id}:{visit}:undo", name)
+            ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name)
             self._note(rec, _K.COMPENSATION_STARTED, name, attempt, comp.name)
             try:
                 if self.before_attempt is not None:
@@ -1145,6 +1143,52 @@ class Engine:
         self._set_status(rec, _STATUS_OF_STATE[rec.state])
         await self._save(rec)
         return False
+
+
+async def _with_timeout(coro: Coroutine[Any, Any, Any], seconds: float) -> None:
+    """Await *coro*, failing with TimeoutError after *seconds*; free when it never suspends."""
+    # Arming a timer costs more than a whole step that only calls in-process
+    # services, so run the coroutine's first slice directly and arm the timeout
+    # only if it actually waits for something.
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return
+    except BaseException:
+        coro.close()
+        raise
+    async with asyncio.timeout(seconds):
+        await _Resumed(coro, first)
+
+
+class _Resumed:
+    """An awaitable that continues a coroutine already started with ``send(None)``."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: object) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        pending = self.first
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the step, as `await` would
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def _groups(groups: Iterable[str]) -> tuple[str, ...]:

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from ._spec import WorkflowSpec
     from ._tasks import Task
 
+EMPTY: Any = ()
+"""The shared stand-in for a record's list that has never been used."""
+_EMPTY = EMPTY
+
 NO_PAYLOAD: Any = object()
 """Marks a waiting step whose form or message has not arrived yet."""
 
@@ -105,7 +109,9 @@ class InstanceRecord:
         self.status = InstanceStatus.RUNNING
         self.history: list[HistoryEvent] = []
         self.history_len = 0
-        self.saga: list[tuple[str, int]] = []
+        # The three lists below stay the shared empty tuple until first used:
+        # thousands of parked instances never need them.
+        self.saga: list[tuple[str, int]] = _EMPTY
         self.attempt = 1
         self.comp_attempt = 1
         self.visit = 0
@@ -118,8 +124,36 @@ class InstanceRecord:
         self.in_step = False
         self.worker: Any = None
         self.created_at = now
-        self.dirty_tasks: list[Task] = []
-        self.consumed_signals: list[int] = []
+        self.dirty_tasks: list[Task] = _EMPTY
+        self.consumed_signals: list[int] = _EMPTY
+
+    def add_saga(self, step: str, visit: int) -> None:
+        """Record a completion of a compensable step."""
+        if self.saga is _EMPTY:
+            self.saga = [(step, visit)]
+        else:
+            self.saga.append((step, visit))
+
+    def add_task(self, task: Task) -> None:
+        """Queue a new or changed task for the next commit."""
+        if self.dirty_tasks is _EMPTY:
+            self.dirty_tasks = [task]
+        else:
+            self.dirty_tasks.append(task)
+
+    def add_consumed_signal(self, seq: int) -> None:
+        """Queue the removal of a consumed signal for the next commit."""
+        if self.consumed_signals is _EMPTY:
+            self.consumed_signals = [seq]
+        else:
+            self.consumed_signals.append(seq)
+
+    def committed(self) -> None:
+        """Called by a store once everything pending is written."""
+        self.history_len += len(self.history)
+        self.history.clear()
+        self.dirty_tasks = _EMPTY
+        self.consumed_signals = _EMPTY
 
     @property
     def state(self) -> str:

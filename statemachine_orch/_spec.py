@@ -225,6 +225,7 @@ class WorkflowSpec:
     migrations: tuple[MigrationSpec, ...] = ()
     _by_name: Mapping[str, StepSpec] = attrs.field(init=False, repr=False, eq=False)
     _outgoing: Mapping[str, tuple[EdgeSpec, ...]] = attrs.field(init=False, repr=False, eq=False)
+    _label: str = attrs.field(init=False, repr=False, eq=False)
     invariants: tuple[InvariantSpec, ...] = ()
 
     def __attrs_post_init__(self) -> None:
@@ -236,6 +237,12 @@ class WorkflowSpec:
         object.__setattr__(self, "_by_name", MappingProxyType(by_name))
         frozen = {k: tuple(v) for k, v in outgoing.items()}
         object.__setattr__(self, "_outgoing", MappingProxyType(frozen))
+        object.__setattr__(self, "_label", f"{self.name} version {self.version}")
+
+    @property
+    def label(self) -> str:
+        """``Name version V``, as the history's first entry says."""
+        return self._label
 
     def step(self, name: str) -> StepSpec:
         """

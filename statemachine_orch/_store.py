@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from ._history import HistoryEvent, new_event
+from ._instance import EMPTY as _EMPTY
 from ._tasks import Task, TaskStatus
 
 if TYPE_CHECKING:
-    from ._history import HistoryEvent
     from ._instance import InstanceInfo, InstanceRecord, Signal
     from ._registry import WorkflowRegistry
     from ._status import InstanceStatus
@@ -94,6 +96,42 @@ class Store(Protocol):
         ...
 
 
+_shapes: dict[tuple[object, ...], tuple[object, ...]] = {}
+_SHAPES_MAX = 100_000
+
+
+class _CompactHistory:
+    """
+    One instance's history as timestamps plus shared "shapes".
+
+    Most entries differ between instances only by their time ("step_started
+    validate_order attempt 1"), so the rest of the entry is interned once for the
+    process: 16 bytes an entry instead of a tuple and a float (~100 bytes).
+    """
+
+    __slots__ = ("shapes", "times")
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.shapes: list[tuple[object, ...]] = []
+
+    def extend(self, events: Iterable[HistoryEvent]) -> None:
+        times = self.times
+        shapes = self.shapes
+        for event in events:
+            times.append(event[0])
+            shape = event[1:]
+            shared = _shapes.get(shape)
+            if shared is None:
+                shared = shape
+                if len(_shapes) < _SHAPES_MAX:
+                    _shapes[shape] = shape
+            shapes.append(shared)
+
+    def events(self) -> list[HistoryEvent]:
+        return [new_event(HistoryEvent, (at, *shape)) for at, shape in zip(self.times, self.shapes, strict=True)]
+
+
 class MemoryStore:
     """
     Keeps everything in this process's memory: fast, and gone when the process ends.
@@ -119,7 +157,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: dict[str, InstanceRecord] = {}
-        self._history: dict[str, list[HistoryEvent]] = {}
+        self._history: dict[str, _CompactHistory] = {}
         self._open_tasks: dict[str, Task] = {}
         self._closed_tasks: dict[str, Task] = {}
         self._wakes: list[tuple[float, str]] = []
@@ -133,27 +171,26 @@ class MemoryStore:
     def commit(self, records: Sequence[InstanceRecord]) -> None:
         """File each record's pending history, tasks, timer and consumed signals."""
         for rec in records:
-            if rec.id not in self._records:
+            stored = self._history.get(rec.id)
+            if stored is None:
                 self._records[rec.id] = rec
-            if rec.history:
-                stored = self._history.get(rec.id)
-                if stored is None:
-                    self._history[rec.id] = list(rec.history)
-                else:
-                    stored.extend(rec.history)
-                rec.history_len += len(rec.history)
-                rec.history.clear()
+                stored = self._history[rec.id] = _CompactHistory()
+            pending = rec.history
+            if pending:
+                stored.extend(pending)
+                rec.history_len += len(pending)
+                pending.clear()
             if rec.dirty_tasks:
                 for task in rec.dirty_tasks:
                     self._file_task(task)
-                rec.dirty_tasks.clear()
+                rec.dirty_tasks = _EMPTY
             if rec.wake_at is not None and self._pushed.get(rec.id) != rec.wake_at:
                 heapq.heappush(self._wakes, (rec.wake_at, rec.id))
                 self._pushed[rec.id] = rec.wake_at
             if rec.consumed_signals:
                 gone = set(rec.consumed_signals)
                 self._signals[rec.id] = [s for s in self._signals.get(rec.id, ()) if s.seq not in gone]
-                rec.consumed_signals.clear()
+                rec.consumed_signals = _EMPTY
 
     def _file_task(self, task: Task) -> None:
         if task.status is TaskStatus.OPEN:
@@ -181,7 +218,8 @@ class MemoryStore:
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The instance's filed history."""
-        return list(self._history.get(instance_id, ()))
+        stored = self._history.get(instance_id)
+        return stored.events() if stored is not None else []
 
     def task(self, task_id: str) -> Task | None:
         """The task with this id, if any."""

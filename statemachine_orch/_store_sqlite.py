@@ -290,10 +290,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._fail(f"a commit of {len(records)} instance change(s) failed", exc) from exc
         for rec in records:
-            rec.history_len += len(rec.history)
-            rec.history.clear()
-            rec.dirty_tasks.clear()
-            rec.consumed_signals.clear()
+            rec.committed()
         if self.fault is not None:
             self.fault("after_commit")
 

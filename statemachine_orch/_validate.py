@@ -7,6 +7,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from ._errors import WorkflowInputError
 from ._spec import WorkflowSpec
 
@@ -83,6 +85,38 @@ def _mapping(key: Checker, val: Checker, expected: str) -> Checker:
     return check
 
 
+_EXACT = (str, int, float, bool, bytes)
+
+
+def _fast_check(tp: object) -> Callable[[object], bool] | None:
+    """An exact-type test for the common annotations; when it says no, the full checker decides."""
+    if isinstance(tp, type) and (tp in (str, bool, bytes) or attrs.has(tp)):
+        return lambda v: type(v) is tp
+    if tp is int:
+        return lambda v: type(v) is int
+    if tp is float:
+        return lambda v: type(v) is float or type(v) is int
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is list and len(args) == 1 and isinstance(args[0], type):
+        item = args[0]
+
+        def each(v: object) -> bool:
+            if type(v) is not list:
+                return False
+            for i in typing.cast("list[object]", v):  # noqa: SIM110 - a loop beats all() and a generator here
+                if type(i) is not item:
+                    return False
+            return True
+
+        return each
+    if (origin is typing.Union or origin is types.UnionType) and len(args) == 2 and type(None) in args:  # noqa: PLR2004
+        inner = _fast_check(next(a for a in args if a is not type(None)))
+        if inner is not None:
+            return lambda v: v is None or inner(v)
+    return None
+
+
 def input_validator(spec: WorkflowSpec) -> Callable[[object], None]:
     """
     Compile the input checks of *spec*.
@@ -91,11 +125,21 @@ def input_validator(spec: WorkflowSpec) -> Callable[[object], None]:
         A function raising :class:`WorkflowInputError` when a new instance's
         variables do not match the declared field types.
     """
-    checks = [(f.name, checker_for(f.type)) for f in spec.fields]
+    # Per field: the exact type that passes at once (the common case), or a fast
+    # test; only a value failing those goes through the full, descriptive checker.
+    plan: list[tuple[str, type | None, Callable[[object], bool] | None, Checker]] = []
+    for f in spec.fields:
+        exact = f.type if isinstance(f.type, type) and (f.type in _EXACT or attrs.has(f.type)) else None
+        plan.append((f.name, exact, None if exact is not None else _fast_check(f.type), checker_for(f.type)))
 
     def validate(wf: object) -> None:
-        for name, check in checks:
+        for name, exact, fast, check in plan:
             value = getattr(wf, name)
+            if exact is not None:
+                if type(value) is exact:
+                    continue
+            elif fast is not None and fast(value):
+                continue
             bad = check(value)
             if bad is not None:
                 path, expected = bad

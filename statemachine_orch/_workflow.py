@@ -11,8 +11,11 @@ from ._compile import compile_workflow
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._machine import build_machine
 from ._registry import default_registry
+from ._validate import input_validator
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transitions import Machine
 
     from ._spec import WorkflowSpec
@@ -49,7 +52,11 @@ class Workflow:
         __orch_spec__: ClassVar[WorkflowSpec]
         __orch_machine__: ClassVar[Machine]
         __orch_abstract__: ClassVar[bool]
+        __orch_validate__: ClassVar[Callable[[object], None]]
     __orch_abstract__ = True
+    # The machine's model attribute: None until the engine starts the instance
+    # (a class default, so that reading it on a fresh object is not a failed lookup).
+    _orch_state: str | None = None
 
     def __init_subclass__(
         cls, *, version: str = "1", name: str | None = None, abstract: bool = False, **kwargs: Any
@@ -71,6 +78,7 @@ class Workflow:
         spec = compile_workflow(cls, version, name)
         cls.__orch_spec__ = spec
         cls.__orch_machine__ = build_machine(spec)
+        cls.__orch_validate__ = input_validator(spec)
         default_registry.register(cls)
 
 
