@@ -1,17 +1,19 @@
 """
-The order process of the seed, end to end, on the in-memory engine.
+The order process of the seed, end to end, on the embedded SQLite store.
 
 validate order → check inventory → (amount > 1000: manual approval by the manager)
 → process payment (undo: refund) → update inventory (undo: restore stock)
 → send confirmation.
 
-Run it with ``python examples/order_process.py``: three orders go through — one
-completes, one waits for the manager's approval and then completes, and one whose
-inventory update fails for good is refunded and ends ``failed``.
+Run it with ``python examples/order_process.py`` (on the SQLite file
+``orders.db``; ``--memory`` for the in-memory store): three orders go through —
+one completes, one waits for the manager's approval and then completes, and one
+whose inventory update fails for good is refunded and ends ``failed``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
@@ -26,6 +28,8 @@ from statemachine_orch import (
     InstanceStatus,
     MemoryStore,
     Retry,
+    SqliteStore,
+    Store,
     Workflow,
     WorkflowFailed,
     after,
@@ -193,12 +197,12 @@ class PaymentService:
         self.charges.pop(payment_id, None)
 
 
-def make_engine() -> tuple[Engine, InventoryService, PaymentService]:
-    """An in-memory engine with the three services registered."""
+def make_engine(store: Store | None = None) -> tuple[Engine, InventoryService, PaymentService]:
+    """An engine on *store* (default: in memory) with the three services registered."""
     inventory = InventoryService(stock={"BOOK": 10, "LAMP": 5, "DESK": 2}, offline_skus={"DESK"})
     payments = PaymentService()
     engine = Engine(
-        MemoryStore(),
+        store if store is not None else MemoryStore(),
         services={"user-service": UserService(), "inventory-service": inventory, "payment-service": payments},
     )
     return engine, inventory, payments
@@ -213,9 +217,23 @@ def print_history(engine: Engine, instance_id: str, title: str) -> None:
         print(f"  +{(event.at - start) * 1000:7.1f} ms  {event.describe()}")
 
 
-async def main() -> int:
-    """Run the three orders; return a process exit code (0 when all went as expected)."""
-    engine, inventory, payments = make_engine()
+async def main(db: str | None = None) -> int:
+    """
+    Run the three orders; return a process exit code (0 when all went as expected).
+
+    Args:
+        db: A SQLite file to run on (the embedded default store); ``None`` runs in memory.
+    """
+    store = SqliteStore(db) if db is not None else None
+    engine, inventory, payments = make_engine(store)
+    try:
+        return await _run(engine, inventory, payments)
+    finally:
+        if store is not None:
+            store.close()
+
+
+async def _run(engine: Engine, inventory: InventoryService, payments: PaymentService) -> int:
     async with engine:
         small = await engine.start(
             OrderProcess(order_id="ORD-001", customer_id="CUST-001", amount=500, items=[Item("BOOK", 2)])
@@ -231,7 +249,7 @@ async def main() -> int:
         print_history(engine, small.instance_id, "ORD-001, amount 500: straight through")
 
         status = await large.wait_idle()
-        [task] = engine.tasks(user="manager")
+        [task] = engine.tasks(user="manager", instance_id=large.instance_id)
         print(f"\nORD-002 is {status.value}: task {task.id} at {task.step} for {task.assignee}")
         await engine.complete_task(task.id, user="manager", form=Approval(approved=True, comment="ok"))
         await large.result()
@@ -244,16 +262,19 @@ async def main() -> int:
             print(f"  reason: {failed.reason}")
 
         print("\nDiagram (Mermaid):\n" + mermaid(OrderProcess))
-        print("Instances:")
-        for info in engine.instances():
-            print(
-                f"  {info.id}  {info.status.value:<10} refunds={payments.refunds if info.status is InstanceStatus.FAILED else []}"
-            )
-        print(f"Stock now: {inventory.stock}")
+        print("This run's instances:")
+        for handle in (small, large, doomed):
+            info = engine.info(handle.instance_id)
+            print(f"  {info.id}  {info.workflow} v{info.version}  {info.status.value}")
+        print(f"Payments refunded: {payments.refunds}; stock now: {inventory.stock}")
     expected = [InstanceStatus.COMPLETED, InstanceStatus.COMPLETED, InstanceStatus.FAILED]
     return 0 if [engine.handle(h.instance_id).status for h in (small, large, doomed)] == expected else 1
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--db", default="orders.db", help="SQLite file to run on (default: %(default)s)")
+    parser.add_argument("--memory", action="store_true", help="run on the in-memory store instead")
+    args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(main(None if args.memory else args.db)))

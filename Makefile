@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make demo   set up, then run the order-process example on the embedded SQLite store
+#   make test   set up, then lint, type-check (pyright and mypy, strict) and run the tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest bench install dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+dev: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e . --group dev
+
+demo: install
+	$(BIN)/python examples/order_process.py
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: dev
+	$(BIN)/pyright
+	$(BIN)/mypy
+
+pytest: dev
+	$(BIN)/python -m pytest
+
+# pytest last, so that its summary closes the output
+test: lint typecheck pytest
+
+bench: dev
+	$(BIN)/python bench/bench_order.py
+	$(BIN)/python bench/bench_durable.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache orders.db orders.db-* orders.db.lock
