@@ -53,6 +53,9 @@ class VirtualClock:
 
     __slots__ = ("_listeners", "_now", "autojump")
 
+    autojump: bool
+    """Whether engines jump to their next timer whenever they have nothing to run."""
+
     def __init__(self, start: float = 1_767_225_600.0, *, autojump: bool = True) -> None:
         self._now = start
         self.autojump = autojump

@@ -41,6 +41,12 @@ class Ctx:
         "workflow",
     )
 
+    instance_id: str
+    workflow: str
+    step: str
+    attempt: int
+    undoing: str | None
+
     def __init__(
         self,
         services: ServiceRegistry,

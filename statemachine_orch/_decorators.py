@@ -98,14 +98,29 @@ class Step(Generic[W, P, R_co]):
     .. versionadded:: 0.1.0
     """
 
+    fn: Callable[..., R_co]
+    """The method as written."""
+    options: StepOptions
+    """What ``@step`` / ``@human_task`` / ``@timer`` / ``@wait_for`` said about it."""
+    owner: str
+    """The qualified name of the class body it was defined in."""
+    name: str
+    """Its name in the class."""
+    order: int
+    """Its position among all steps ever defined (declaration order)."""
+    edges: list[EdgeMark]
+    """The ``@after``/``@goto`` marks on it, top-down."""
+    compensations: list[Compensation[W, Any]]
+    """The compensations declared for it (one is valid)."""
+
     def __init__(self, fn: Callable[..., R_co], options: StepOptions) -> None:
         self.fn = fn
         self.options = options
         self.owner, self.name = _split_qualname(fn)
         self.order = next(_order)
         # Edges declared on this step, top-down: @after marks (into it) and @goto marks (out of it).
-        self.edges: list[EdgeMark] = []
-        self.compensations: list[Compensation[W, Any]] = []
+        self.edges = []
+        self.compensations = []
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -168,6 +183,15 @@ class Compensation(Generic[W, R_co]):
     """
 
     __slots__ = ("fn", "name", "retry", "step")
+
+    fn: Callable[..., R_co]
+    """The compensation method as written."""
+    step: Step[W, Any, Any]
+    """The step it undoes."""
+    retry: Retry | None
+    """Its own retry policy, when declared."""
+    name: str
+    """Its name in the class."""
 
     def __init__(self, fn: Callable[..., R_co], step: Step[W, Any, Any], retry: Retry | None) -> None:
         self.fn = fn
@@ -484,6 +508,13 @@ class Migration(Generic[S_old, S_new]):
     """
 
     __slots__ = ("fn", "name", "source")
+
+    source: type[S_old]
+    """The older workflow class it migrates from."""
+    fn: Callable[[S_old, str], tuple[S_new, str]]
+    """``(old, step) -> (new, step)``."""
+    name: str
+    """Its name in the class."""
 
     def __init__(self, source: type[S_old], fn: Callable[[S_old, str], tuple[S_new, str]]) -> None:
         self.source = source

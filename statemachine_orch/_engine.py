@@ -118,11 +118,13 @@ class Engine:
         workflows: Iterable[type[Workflow]] = (),
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
-        self.services = services if isinstance(services, ServiceRegistry) else ServiceRegistry(services)
+        self.services: ServiceRegistry = (
+            services if isinstance(services, ServiceRegistry) else ServiceRegistry(services)
+        )
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.concurrency = concurrency
         self.before_attempt = before_attempt
-        self.registry = WorkflowRegistry(workflows, parent=default_registry)
+        self.registry: WorkflowRegistry = WorkflowRegistry(workflows, parent=default_registry)
         self.store.attach(self.registry)
         self._group = self.store.group_commit
         self._ids = itertools.count(1)

@@ -84,7 +84,7 @@ class WorkflowDefinitionError(OrchError, TypeError):
 
     def __init__(self, workflow: str, problems: Sequence[DefinitionProblem]) -> None:
         self.workflow = workflow
-        self.problems = tuple(problems)
+        self.problems: tuple[DefinitionProblem, ...] = tuple(problems)
         if len(self.problems) == 1:
             head = f"{workflow} is invalid: "
             msg = head + str(self.problems[0])

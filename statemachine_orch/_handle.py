@@ -68,6 +68,9 @@ class Handle(Generic[W]):
 
     __slots__ = ("_engine", "instance_id")
 
+    instance_id: str
+    """The instance's id."""
+
     def __init__(self, engine: Engine, instance_id: str) -> None:
         self._engine = engine
         self.instance_id = instance_id

@@ -101,31 +101,54 @@ class InstanceRecord:
         "worker",
     )
 
+    id: str
+    wf: Any
+    spec: WorkflowSpec
+    machine: Machine
+    status: InstanceStatus
+    history: list[HistoryEvent]
+    history_len: int
+    saga: list[tuple[str, int]]
+    attempt: int
+    comp_attempt: int
+    visit: int
+    task_id: str | None
+    payload: Any
+    error: str | None
+    cancel: tuple[str, bool] | None
+    wake_at: float | None
+    woken: bool
+    in_step: bool
+    worker: Any
+    created_at: float
+    dirty_tasks: list[Task]
+    consumed_signals: list[int]
+
     def __init__(self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float) -> None:
         self.id = instance_id
         self.wf = wf
         self.spec = spec
         self.machine = machine
         self.status = InstanceStatus.RUNNING
-        self.history: list[HistoryEvent] = []
+        self.history = []
         self.history_len = 0
         # The three lists below stay the shared empty tuple until first used:
         # thousands of parked instances never need them.
-        self.saga: list[tuple[str, int]] = _EMPTY
+        self.saga = _EMPTY
         self.attempt = 1
         self.comp_attempt = 1
         self.visit = 0
-        self.task_id: str | None = None
-        self.payload: Any = NO_PAYLOAD
-        self.error: str | None = None
-        self.cancel: tuple[str, bool] | None = None
-        self.wake_at: float | None = None
+        self.task_id = None
+        self.payload = NO_PAYLOAD
+        self.error = None
+        self.cancel = None
+        self.wake_at = None
         self.woken = False
         self.in_step = False
-        self.worker: Any = None
+        self.worker = None
         self.created_at = now
-        self.dirty_tasks: list[Task] = _EMPTY
-        self.consumed_signals: list[int] = _EMPTY
+        self.dirty_tasks = _EMPTY
+        self.consumed_signals = _EMPTY
 
     def add_saga(self, step: str, visit: int) -> None:
         """Record a completion of a compensable step."""

@@ -48,6 +48,9 @@ class InProcessService:
 
     __slots__ = ("_ops", "name")
 
+    name: str
+    """The name it is registered under."""
+
     def __init__(self, name: str, target: object) -> None:
         self.name = name
         ops: dict[str, tuple[Callable[..., Any], bool]] = {}

@@ -152,8 +152,8 @@ class SqliteStore:
         check: bool = False,
         fault: Callable[[FaultPoint], None] | None = None,
     ) -> None:
-        self.path = str(path)
-        self.fault = fault
+        self.path: str = str(path)
+        self.fault: Callable[[FaultPoint], None] | None = fault
         self._registry = default_registry
         self._lock_fd = self._lock()
         try:
