@@ -39,6 +39,7 @@ from ._errors import DefinitionProblem as DefinitionProblem
 from ._errors import GuardError as GuardError
 from ._errors import InstanceFinished as InstanceFinished
 from ._errors import InstanceNotFound as InstanceNotFound
+from ._errors import InstanceStateError as InstanceStateError
 from ._errors import MigrationError as MigrationError
 from ._errors import NoEdgeEnabled as NoEdgeEnabled
 from ._errors import NonRetryableError as NonRetryableError
@@ -105,6 +106,7 @@ __all__ = [
     "InstanceFinished",
     "InstanceInfo",
     "InstanceNotFound",
+    "InstanceStateError",
     "InstanceStatus",
     "MemoryStore",
     "Migration",

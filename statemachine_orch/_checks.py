@@ -15,7 +15,9 @@ from ._errors import DefinitionProblem
 from ._spec import StepKind, WorkflowSpec
 
 # Names of the base class that a field or step would shadow.
-ENGINE_ATTRIBUTES = frozenset({"__orch_spec__", "__orch_machine__", "__orch_abstract__"})
+ENGINE_ATTRIBUTES = frozenset(
+    {"__orch_spec__", "__orch_machine__", "__orch_abstract__", "__orch_validate__", "_orch_state"}
+)
 
 
 def structural_problems(spec: WorkflowSpec) -> list[DefinitionProblem]:

@@ -186,8 +186,6 @@ class Compensation(Generic[W, R_co]):
 
     fn: Callable[..., R_co]
     """The compensation method as written."""
-    step: Step[W, Any, Any]
-    """The step it undoes."""
     retry: Retry | None
     """Its own retry policy, when declared."""
     name: str
@@ -195,7 +193,9 @@ class Compensation(Generic[W, R_co]):
 
     def __init__(self, fn: Callable[..., R_co], step: Step[W, Any, Any], retry: Retry | None) -> None:
         self.fn = fn
-        self.step = step
+        # Annotated here, not in the class body: there a Step-typed attribute would
+        # be read through Step.__get__ by type checkers.
+        self.step: Step[W, Any, Any] = step
         self.retry = retry
         self.name = fn.__name__
 
@@ -218,13 +218,13 @@ class Compensation(Generic[W, R_co]):
 
 def _make_step(fn: object, options: StepOptions) -> Step[Any, Any, Any]:
     if isinstance(fn, (Step, Compensation)):
-        what = "@step" if options.kind is StepKind.STEP else "@human_task"
+        what = f"@{options.kind.value}"
         owner, name = _split_qualname(fn.fn)
         msg = f"{what} is applied to something that is already a step or compensation"
         problem = DefinitionProblem(owner, name, "decorated-twice", msg)
         raise WorkflowDefinitionError(owner, [problem])
     if not inspect.isfunction(fn):
-        what = f"@{options.kind.value}" if options.kind is not StepKind.STEP else "@step"
+        what = f"@{options.kind.value}"
         inner = getattr(fn, "__func__", None)
         where: tuple[str, str | None] = _split_qualname(inner) if inspect.isfunction(inner) else ("<unknown>", None)
         kind = type(fn).__name__

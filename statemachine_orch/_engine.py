@@ -32,6 +32,7 @@ from ._ctx import Ctx
 from ._errors import (
     InstanceFinished,
     InstanceNotFound,
+    InstanceStateError,
     MigrationError,
     NoEdgeEnabled,
     SignalTypeError,
@@ -197,6 +198,19 @@ class Engine:
             if rec.worker is None:
                 self._enqueue(rec)
                 resumed += 1
+        for instance_id in self.store.signalled():
+            if instance_id in self._live or instance_id in self._orphans:
+                continue
+            try:
+                rec = self._get(instance_id)
+            except UnknownWorkflowVersion as exc:
+                self._orphan(instance_id, exc)
+                continue
+            if rec.worker is None and rec.status is InstanceStatus.WAITING and self._message_arrived(rec):
+                self._enqueue(rec)
+                resumed += 1
+            else:
+                self._unpin(rec)
         self._wake_timers()
         if resumed or orphaned:
             _log.info("recovered", resumed=resumed, orphaned=len(orphaned))
@@ -239,8 +253,11 @@ class Engine:
         try:
             await self._save(rec)
         except StoreError:
-            del self._live[rec.id]
-            raise
+            if self.store.info(rec.id) is None:
+                del self._live[rec.id]
+                raise
+            # The commit landed and only its acknowledgement was lost: it started.
+            rec.committed()
         self._enqueue(rec)
         return Handle(self, rec.id)
 
@@ -430,6 +447,7 @@ class Engine:
                 f"only {' or '.join(allowed)} may"
             )
             raise TaskNotAuthorized(task_id, user, msg)
+        self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
         _check_form(task, form)
         rec = self._get(task.instance_id)
         if rec.task_id != task.id or rec.worker is not None:
@@ -465,11 +483,13 @@ class Engine:
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, f"deliver {type(message).__name__}")
         accepted = [s.message for s in rec.spec.steps if s.message is not None]
-        if not any(isinstance(message, t) for t in accepted):
+        declared = next((t for t in accepted if isinstance(message, t)), None)
+        if declared is None:
             names = ", ".join(sorted({t.__name__ for t in accepted})) or "none"
             msg = f"{rec.spec.name} does not wait for {type(message).__name__} (it waits for: {names})"
             raise SignalTypeError(instance_id, msg)
-        self.store.add_signal(instance_id, _type_name(type(message)), message)
+        # Filed under the declared type it matched, so every store decodes it as that type.
+        self.store.add_signal(instance_id, _type_name(declared), message)
         step = rec.spec.step(rec.state) if rec.spec.has_step(rec.state) else None
         waiting_here = step is not None and step.message is not None and isinstance(message, step.message)
         if waiting_here and rec.status is InstanceStatus.WAITING and rec.worker is None:
@@ -517,12 +537,13 @@ class Engine:
 
         Raises:
             InstanceNotFound: No instance has this id.
-            InstanceFinished: The instance is not ``compensation_failed``.
+            InstanceStateError: The instance is not ``compensation_failed``.
         """
         rec = self._get(instance_id)
         if rec.state != COMPENSATION_FAILED:
             self._unpin(rec)
-            raise InstanceFinished(instance_id, rec.status, "retry compensation (it is not compensation_failed)")
+            msg = f"is {rec.status.value}, not compensation_failed: there is no failed compensation to retry"
+            raise InstanceStateError(instance_id, rec.status, msg)
         rec.machine.events["retry_compensation"].trigger(rec.wf)
         rec.comp_attempt = 1
         self._set_status(rec, InstanceStatus.COMPENSATING)
@@ -547,8 +568,10 @@ class Engine:
         """
         rec = self._peek(instance_id)
         new_spec = spec_of(to)
-        if rec.status.is_terminal or rec.worker is not None or not rec.spec.has_step(rec.state):
-            raise MigrationError(instance_id, f"is {rec.status.value} and busy or finished; wait until it waits")
+        if rec.status.is_terminal or not rec.spec.has_step(rec.state):
+            raise MigrationError(instance_id, f"is {rec.status.value}: a finished instance is not migrated")
+        if rec.worker is not None:
+            raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
         found = [
             m for m in new_spec.migrations if m.source_version == rec.spec.version and new_spec.name == rec.spec.name
         ]
@@ -577,6 +600,8 @@ class Engine:
         keep_task = new_state == old_state and new_spec.step(new_state).kind is StepKind.HUMAN_TASK
         if rec.task_id is not None and not keep_task:
             self._close_task(rec, "migrated")
+        elif rec.task_id is not None and (kept := self.store.task(rec.task_id)) is not None:
+            rec.add_task(attrs.evolve(kept, form_type=new_spec.step(new_state).payload_type))
         if not keep_task and rec.status is InstanceStatus.WAITING:
             self._set_status(rec, InstanceStatus.RUNNING)
             rec.wake_at = None
@@ -617,7 +642,15 @@ class Engine:
             await fut
 
     def _is_idle(self) -> bool:
-        return self._active == 0 and self.store.next_wake(frozenset(self._orphans)) is None
+        if self._active:
+            return False
+        nxt = self.store.next_wake(frozenset(self._orphans))
+        if nxt is None:
+            return True
+        # A virtual clock that does not jump only moves when the test moves it:
+        # until then, a future timer cannot make anything happen.
+        clock = self.clock
+        return isinstance(clock, VirtualClock) and not clock.autojump and nxt > clock.now()
 
     async def _wait_for(self, instance_id: str, *, terminal_only: bool) -> InstanceStatus:
         info = self.info(instance_id)
@@ -1086,7 +1119,7 @@ class Engine:
         return False
 
     def _fail(self, rec: InstanceRecord, error: str) -> None:
-        rec.error = error
+        rec.error = rec.cause = error
         self._note(rec, _K.INSTANCE_FAILED, rec.state, 0, error)
         rec.machine.events["fail"].trigger(rec.wf)
         self._set_status(rec, InstanceStatus.COMPENSATING)
@@ -1098,7 +1131,7 @@ class Engine:
         self._close_task(rec, "cancelled")
         rec.wake_at = None
         rec.payload = NO_PAYLOAD
-        rec.error = f"cancelled: {reason}" if reason else "cancelled"
+        rec.error = rec.cause = f"cancelled: {reason}" if reason else "cancelled"
         rec.machine.events["cancel" if compensate else "abandon"].trigger(rec.wf)
         self._set_status(rec, InstanceStatus.COMPENSATING if compensate else InstanceStatus.CANCELLED)
         await self._save(rec)
@@ -1132,7 +1165,7 @@ class Engine:
                     await self._save(rec)
                     return True
                 rec.comp_attempt = 1
-                rec.error = f"compensation {comp.name} of {name} failed: {error} (after: {rec.error})"
+                rec.error = f"compensation {comp.name} of {name} failed: {error} (after: {rec.cause})"
                 rec.machine.events["compensation_error"].trigger(rec.wf)
                 self._set_status(rec, InstanceStatus.COMPENSATION_FAILED)
                 await self._save(rec)
@@ -1142,6 +1175,7 @@ class Engine:
             self._note(rec, _K.COMPENSATION_COMPLETED, name, attempt, comp.name)
             await self._save(rec)
         rec.machine.events["compensated"].trigger(rec.wf)
+        rec.error = rec.cause
         self._set_status(rec, _STATUS_OF_STATE[rec.state])
         await self._save(rec)
         return False

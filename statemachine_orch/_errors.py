@@ -11,7 +11,8 @@ The tree::
     ├── NonRetryableError                          raise it in a step: no retry
     │   └── ServiceNotFound (also LookupError)     ctx.call() to an unknown service/operation
     ├── InstanceNotFound (also LookupError)        no instance with that id
-    ├── InstanceFinished                           the instance is already terminal
+    ├── InstanceStateError                         wrong state for the operation
+    │   └── InstanceFinished                       the instance is already terminal
     ├── WorkflowFailed                             result() of an instance that did not complete
     ├── SignalTypeError (also TypeError)           signal() with a message no step waits for
     ├── UnknownWorkflowVersion (also LookupError)  a stored instance's version has no class
@@ -168,7 +169,24 @@ class InstanceNotFound(OrchError, LookupError):
         super().__init__(f"no workflow instance with id {instance_id!r}")
 
 
-class InstanceFinished(OrchError):
+class InstanceStateError(OrchError):
+    """
+    The instance is not in a state where this operation makes sense.
+
+    Attributes:
+        instance_id: The instance.
+        status: Its status.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, status: InstanceStatus, message: str) -> None:
+        self.instance_id = instance_id
+        self.status = status
+        super().__init__(f"instance {instance_id} {message}")
+
+
+class InstanceFinished(InstanceStateError):
     """
     The operation needs a running or waiting instance, but this one is terminal.
 
@@ -180,10 +198,7 @@ class InstanceFinished(OrchError):
     """
 
     def __init__(self, instance_id: str, status: InstanceStatus, operation: str) -> None:
-        self.instance_id = instance_id
-        self.status = status
-        msg = f"instance {instance_id} is already {status.value}: cannot {operation}"
-        super().__init__(msg)
+        super().__init__(instance_id, status, f"is already {status.value}: cannot {operation}")
 
 
 class WorkflowFailed(OrchError):

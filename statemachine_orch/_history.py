@@ -41,7 +41,7 @@ class EventKind(enum.Enum):
     # Members are singletons compared by identity: hash them the same way, in C,
     # instead of Enum's Python-level hash of the name (history entries are hashed
     # to share them between instances).
-    __hash__: Callable[[object], int] = object.__hash__
+    __hash__: Callable[[object], int] = object.__hash__  # type: ignore[assignment]  # same hash, in C
 
 
 class HistoryEvent(NamedTuple):

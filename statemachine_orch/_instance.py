@@ -79,6 +79,7 @@ class InstanceRecord:
     __slots__ = (
         "attempt",
         "cancel",
+        "cause",
         "comp_attempt",
         "consumed_signals",
         "created_at",
@@ -115,6 +116,7 @@ class InstanceRecord:
     task_id: str | None
     payload: Any
     error: str | None
+    cause: str | None
     cancel: tuple[str, bool] | None
     wake_at: float | None
     woken: bool
@@ -141,6 +143,7 @@ class InstanceRecord:
         self.task_id = None
         self.payload = NO_PAYLOAD
         self.error = None
+        self.cause = None
         self.cancel = None
         self.wake_at = None
         self.woken = False

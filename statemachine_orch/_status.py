@@ -18,7 +18,7 @@ class InstanceStatus(enum.Enum):
     RUNNING = "running"
     """A step is executing, or waiting for its next retry."""
     WAITING = "waiting"
-    """Parked on something outside: a human task."""
+    """Parked on something outside: a human task, a timer or a message."""
     COMPENSATING = "compensating"
     """Running the compensations of completed steps, newest first."""
     COMPLETED = "completed"

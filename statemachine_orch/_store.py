@@ -79,6 +79,10 @@ class Store(Protocol):
         """The instance's unconsumed messages, oldest first."""
         ...
 
+    def signalled(self) -> list[str]:
+        """Ids of waiting instances that have unconsumed messages (recovery delivers them)."""
+        ...
+
     def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
         """The earliest timer due time of an instance not in *exclude*, if any."""
         ...
@@ -191,6 +195,8 @@ class MemoryStore:
                 gone = set(rec.consumed_signals)
                 self._signals[rec.id] = [s for s in self._signals.get(rec.id, ()) if s.seq not in gone]
                 rec.consumed_signals = _EMPTY
+            if rec.status.is_terminal:
+                self._signals.pop(rec.id, None)  # nobody will ever consume them
 
     def _file_task(self, task: Task) -> None:
         if task.status is TaskStatus.OPEN:
@@ -244,6 +250,12 @@ class MemoryStore:
     def signals(self, instance_id: str) -> list[Signal]:
         """The instance's unconsumed messages."""
         return list(self._signals.get(instance_id, ()))
+
+    def signalled(self) -> list[str]:
+        """Waiting instances with unconsumed messages."""
+        return [
+            i for i, sigs in self._signals.items() if sigs and (r := self._records.get(i)) and not r.status.is_terminal
+        ]
 
     def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
         """The earliest live timer (of an instance not in *exclude*)."""

@@ -56,6 +56,7 @@ _MIGRATIONS: dict[int, list[str]] = {
             visit INTEGER NOT NULL,
             task_id TEXT,
             error TEXT,
+            cause TEXT,
             cancel TEXT,
             wake_at REAL,
             history_len INTEGER NOT NULL,
@@ -104,13 +105,13 @@ _MIGRATIONS: dict[int, list[str]] = {
 
 _UPSERT = """
 INSERT INTO instances (id, workflow, version, state, status, variables, payload, saga, attempt,
-    comp_attempt, visit, task_id, error, cancel, wake_at, history_len, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.version,
     state = excluded.state, status = excluded.status, variables = excluded.variables,
     payload = excluded.payload, saga = excluded.saga, attempt = excluded.attempt,
     comp_attempt = excluded.comp_attempt, visit = excluded.visit, task_id = excluded.task_id,
-    error = excluded.error, cancel = excluded.cancel, wake_at = excluded.wake_at,
+    error = excluded.error, cause = excluded.cause, cancel = excluded.cancel, wake_at = excluded.wake_at,
     history_len = excluded.history_len, updated_at = excluded.updated_at
 """
 
@@ -152,6 +153,9 @@ class SqliteStore:
         check: bool = False,
         fault: Callable[[FaultPoint], None] | None = None,
     ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            msg = f"SqliteStore(synchronous={synchronous!r}): use 'FULL' (survives power loss) or 'NORMAL'"
+            raise ValueError(msg)
         self.path: str = str(path)
         self.fault: Callable[[FaultPoint], None] | None = fault
         self._registry = default_registry
@@ -172,6 +176,8 @@ class SqliteStore:
         lock_path = self.path + ".lock"
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError as exc:
+            raise self._fail("its directory does not exist", exc) from None
         except OSError as exc:
             raise self._fail("cannot create its lock file (is the directory read-only?)", exc) from None
         try:
@@ -317,6 +323,7 @@ class SqliteStore:
                 rec.visit,
                 rec.task_id,
                 rec.error,
+                rec.cause,
                 json.dumps(rec.cancel) if rec.cancel is not None else None,
                 rec.wake_at,
                 rec.history_len + len(rec.history),
@@ -337,6 +344,8 @@ class SqliteStore:
             self._write_task(db, task, spec)
         if rec.consumed_signals:
             db.executemany("DELETE FROM signals WHERE seq = ?", [(s,) for s in rec.consumed_signals])
+        if rec.status.is_terminal:
+            db.execute("DELETE FROM signals WHERE instance_id = ?", (rec.id,))  # nobody will consume them
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
         form = None
@@ -387,13 +396,13 @@ class SqliteStore:
         """
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
-            "visit, task_id, error, cancel, wake_at, history_len, created_at FROM instances WHERE id = ?",
+            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at FROM instances WHERE id = ?",
             (instance_id,),
         ).fetchone()
         if row is None:
             return None
         (workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-        (task_id, error, cancel, wake_at, history_len, created_at) = row[10:]
+        (task_id, error, cause, cancel, wake_at, history_len, created_at) = row[10:]
         cls, spec = self._spec(instance_id, workflow, version)
         wf = structure(json.loads(variables), cls)
         setattr(wf, STATE_ATTRIBUTE, state)
@@ -405,6 +414,7 @@ class SqliteStore:
         rec.visit = visit
         rec.task_id = task_id
         rec.error = error
+        rec.cause = cause
         rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
         rec.wake_at = wake_at
         rec.history_len = history_len
@@ -552,6 +562,13 @@ class SqliteStore:
                 message: object = structure(json.loads(payload), tp)
                 out.append(Signal(seq, type_name, message))
         return out
+
+    def signalled(self) -> list[str]:
+        """Waiting instances with unconsumed messages."""
+        rows = self._db.execute(
+            "SELECT DISTINCT i.id FROM signals s JOIN instances i ON i.id = s.instance_id WHERE i.status = 'waiting'"
+        )
+        return [r[0] for r in rows]
 
     def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
         """The earliest timer due time of an instance not in *exclude*."""

@@ -36,6 +36,7 @@ EXPECTED_EXPORTS = {
     "InstanceFinished",
     "InstanceInfo",
     "InstanceNotFound",
+    "InstanceStateError",
     "InstanceStatus",
     "MemoryStore",
     "Migration",
