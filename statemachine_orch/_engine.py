@@ -463,7 +463,15 @@ class Engine:
         rec.wake_at = None
         self._note(rec, _K.TASK_COMPLETED, task.step, 0, user)
         self._set_status(rec, InstanceStatus.RUNNING)
-        await self._save_or_reload(rec)
+        try:
+            await self._save_or_reload(rec)
+        except StoreError:
+            stored = self.store.task(task_id)
+            if stored is None or stored.status is not TaskStatus.COMPLETED or stored.completed_by != user:
+                raise
+            # The completion was written; only its acknowledgement was lost. The
+            # reload scheduled by _save_or_reload runs the instance on.
+            return stored
         self._enqueue(rec)
         return done
 
@@ -606,6 +614,7 @@ class Engine:
             self._set_status(rec, InstanceStatus.RUNNING)
             rec.wake_at = None
         setattr(new_wf, STATE_ATTRIBUTE, new_state)
+        rec.visit += 1  # a new visit: a task the new step opens must not reuse the cancelled one's id
         rec.wf = new_wf
         rec.spec = new_spec
         rec.machine = to.__orch_machine__
@@ -753,11 +762,17 @@ class Engine:
         self._committed_records += len(records)
 
     async def _save_or_reload(self, rec: InstanceRecord) -> None:
-        """Commit a change made from outside a turn; on failure forget it and re-raise."""
+        """
+        Commit a change made from outside a turn; on failure forget it and re-raise.
+
+        The commit may have landed with only its acknowledgement lost: a reload
+        then resumes the instance from whatever the store holds.
+        """
         try:
             await self._save(rec)
         except StoreError:
             self._forget(rec)
+            asyncio.get_running_loop().call_later(_RELOAD_DELAY, self._reload, rec.id, 1)
             raise
 
     def _forget(self, rec: InstanceRecord) -> None:
@@ -803,11 +818,16 @@ class Engine:
             except StoreError as exc:
                 _log.error("commit_failed", instance_id=rec.id, error=str(exc))
                 self._forget(rec)
+                rec.worker = None
+                self._active -= 1
+                # No waiter hears of this turn: its last change was not written. The
+                # reload continues from what the store holds and a later turn reports.
                 asyncio.get_running_loop().call_later(_RELOAD_DELAY, self._reload, rec.id, 1)
+                continue
             finally:
                 if rec.worker is current:
                     rec.worker = None
-                self._turn_ended(rec)
+            self._turn_ended(rec)
 
     def _reload(self, instance_id: str, tries: int) -> None:
         """After a failed commit: continue from whatever the store holds (the commit may have landed)."""

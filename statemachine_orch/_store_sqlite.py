@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 from ._errors import StoreError, UnknownWorkflowVersion
 from ._history import EventKind, HistoryEvent
@@ -116,6 +117,24 @@ ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.v
 """
 
 _INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _reads(method: Callable[Concatenate[SqliteStore, _P], _T]) -> Callable[Concatenate[SqliteStore, _P], _T]:
+    """Turn an SQLite error during a read into a StoreError naming the file."""
+
+    @functools.wraps(method)
+    def read(self: SqliteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            msg = f"cannot use {self.path}: reading it failed ({method.__name__}): {exc}"
+            raise StoreError(msg, self.path) from exc
+
+    return read
+
 
 FaultPoint = Literal["before_commit", "after_commit"]
 """Where ``SqliteStore.fault`` is called: inside the transaction before ``COMMIT``
@@ -387,6 +406,7 @@ class SqliteStore:
             raise UnknownWorkflowVersion(instance_id, workflow, version, self._registry.versions(workflow))
         return cls, cls.__orch_spec__
 
+    @_reads
     def load(self, instance_id: str) -> InstanceRecord | None:
         """
         The committed state of an instance.
@@ -438,11 +458,13 @@ class SqliteStore:
             wake_at=wake_at,
         )
 
+    @_reads
     def info(self, instance_id: str) -> InstanceInfo | None:
         """A snapshot of the committed instance."""
         row = self._db.execute(f"SELECT {_INFO_COLUMNS} FROM instances WHERE id = ?", (instance_id,)).fetchone()
         return self._info(row) if row is not None else None
 
+    @_reads
     def infos(self, status: InstanceStatus | None, workflow: str | None) -> list[InstanceInfo]:
         """Snapshots of the committed instances, oldest first."""
         where: list[str] = []
@@ -457,6 +479,7 @@ class SqliteStore:
         rows = self._db.execute(f"SELECT {_INFO_COLUMNS} FROM instances{clause} ORDER BY created_at", args)
         return [self._info(r) for r in rows]
 
+    @_reads
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The committed history, oldest first."""
         rows = self._db.execute(
@@ -496,11 +519,13 @@ class SqliteStore:
             form=value,
         )
 
+    @_reads
     def task(self, task_id: str) -> Task | None:
         """The task with this id, if any."""
         row = self._db.execute(f"SELECT {self._TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return self._task(row) if row is not None else None
 
+    @_reads
     def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
         """Open tasks, filtered through the indexes on assignee and groups."""
         cols = self._TASK_COLUMNS
@@ -539,6 +564,7 @@ class SqliteStore:
         assert seq is not None  # noqa: S101 - an INSERT always has one
         return seq
 
+    @_reads
     def signals(self, instance_id: str) -> list[Signal]:
         """The instance's unconsumed messages, decoded with its workflow's message types."""
         row = self._db.execute("SELECT workflow, version FROM instances WHERE id = ?", (instance_id,)).fetchone()
@@ -563,6 +589,7 @@ class SqliteStore:
                 out.append(Signal(seq, type_name, message))
         return out
 
+    @_reads
     def signalled(self) -> list[str]:
         """Waiting instances with unconsumed messages."""
         rows = self._db.execute(
@@ -570,6 +597,7 @@ class SqliteStore:
         )
         return [r[0] for r in rows]
 
+    @_reads
     def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
         """The earliest timer due time of an instance not in *exclude*."""
         if not exclude:
@@ -583,6 +611,7 @@ class SqliteStore:
         value: float | None = row[0]
         return value
 
+    @_reads
     def due(self, now: float, limit: int) -> list[str]:
         """Instances whose timer is due, earliest first."""
         rows = self._db.execute(
@@ -591,6 +620,7 @@ class SqliteStore:
         )
         return [r[0] for r in rows]
 
+    @_reads
     def in_flight(self) -> list[str]:
         """Instances that were running or compensating, not parked on a timer."""
         rows = self._db.execute(
