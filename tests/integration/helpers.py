@@ -25,19 +25,9 @@ def entries(history: Sequence[HistoryEvent], instance_id: str = "") -> list[Entr
     return [(e.kind.value, e.step, e.attempt, detail(e.detail)) for e in history]
 
 
-def kinds(history: Sequence[HistoryEvent]) -> list[EventKind]:
-    """The kind of every entry, in order."""
-    return [e.kind for e in history]
-
-
 def of_kind(history: Sequence[HistoryEvent], kind: EventKind) -> list[HistoryEvent]:
     """The entries of one kind, in order."""
     return [e for e in history if e.kind is kind]
-
-
-def transitions(history: Sequence[HistoryEvent]) -> list[tuple[str | None, str | None]]:
-    """``(source, destination)`` of every transition, in order."""
-    return [(e.step, e.detail) for e in of_kind(history, EventKind.TRANSITION)]
 
 
 def completions(history: Sequence[HistoryEvent]) -> dict[str | None, int]:
@@ -50,7 +40,7 @@ async def open_engine(
     path: Path,
     clock: Clock,
     *,
-    workflows: Iterable[type[Workflow]] = (),
+    workflows: Iterable[type[Workflow]],
     fault: Callable[[str], None] | None = None,
     before_attempt: Callable[[Ctx], None] | None = None,
     concurrency: int = 64,
@@ -59,6 +49,9 @@ async def open_engine(
     An engine on a SqliteStore at *path*; on exit the engine stops and the file is closed.
 
     It does not recover: a test that restarts calls ``engine.recover()`` itself.
+    *workflows* pins the test's classes: every class registers itself by name and
+    version, so a restarted engine would otherwise load stored instances with
+    whichever same-named class another test module defined last.
     """
     store = SqliteStore(path, fault=fault)
     try:
@@ -90,12 +83,3 @@ async def eventually(condition: Callable[[], bool]) -> None:
 def parked(engine: Engine, instance_id: str) -> Callable[[], bool]:
     """A condition: the instance waits for a timer (a retry's backoff included) and no worker holds it."""
     return lambda: engine.info(instance_id).wake_at is not None and engine.statistics().active == 0
-
-
-def stored_history(path: Path, instance_id: str, workflows: Iterable[type[Workflow]] = ()) -> list[HistoryEvent]:
-    """The history as committed in the file, read by a store of its own (no engine)."""
-    from statemachine_orch import WorkflowRegistry
-
-    with SqliteStore(path) as store:
-        store.attach(WorkflowRegistry(workflows))
-        return store.history(instance_id)

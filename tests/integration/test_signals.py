@@ -27,7 +27,6 @@ from statemachine_orch import (
     InstanceNotFound,
     InstanceStatus,
     SignalTypeError,
-    SqliteStore,
     Store,
     VirtualClock,
     Workflow,
@@ -122,7 +121,7 @@ def test_a_signal_is_delivered_to_the_step_waiting_for_it(db_path: Path, clock: 
     """Issue 3: each message reaches the @wait_for step of its type, which runs with it."""
 
     async def scenario() -> tuple[str | None, str | None, InstanceStatus, tuple[int, str], list[Entry]]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Payment())
             await handle.wait_idle()
             first = handle.step
@@ -164,12 +163,12 @@ def test_early_signals_are_kept_across_a_restart_and_consumed_oldest_first_once(
     """Issue 3: messages sent before the instance reaches its @wait_for steps wait in the file, in order, for it."""
 
     async def scenario() -> tuple[list[int], list[int], str | None, InstanceStatus, list[int], list[int], int]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Instalments())
             await handle.wait_idle()
             await engine.signal(handle.instance_id, Paid(1))
             await engine.signal(handle.instance_id, Paid(2))
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             await engine.recover()
             kept = [s.message.amount for s in engine.store.signals(handle.instance_id) if isinstance(s.message, Paid)]
             [task] = engine.tasks(user="clerk")
@@ -201,7 +200,7 @@ def test_a_message_no_step_waits_for_is_refused_naming_the_accepted_types(
     """Issue 3: SignalTypeError names the instance, the message type and the types its workflow waits for."""
 
     async def scenario() -> tuple[str, str, str, list[object], str | None]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Payment())
             await handle.wait_idle()
             with pytest.raises(SignalTypeError) as err:
@@ -221,7 +220,7 @@ def test_a_signal_to_a_finished_instance_is_refused(db_path: Path, clock: Virtua
     """Issue 3: InstanceFinished tells that the instance is already terminal, and with which status."""
 
     async def scenario() -> tuple[str, InstanceFinished]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Payment())
             await handle.wait_idle()
             await engine.signal(handle.instance_id, Paid(1))
@@ -240,7 +239,7 @@ def test_a_signal_to_an_unknown_instance_is_refused(db_path: Path, clock: Virtua
     """Issue 3: InstanceNotFound names the id nobody has."""
 
     async def scenario() -> InstanceNotFound:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             with pytest.raises(InstanceNotFound) as err:
                 await engine.signal("no-such-id", Paid(1))
             return err.value
@@ -279,7 +278,7 @@ def test_a_wait_for_a_message_escalates_when_no_message_comes(db_path: Path, run
     clock = VirtualClock(autojump=False)
 
     async def scenario() -> tuple[bool, list[str | None]]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Deadline())
             await handle.wait_idle()
             clock.advance(1800)
@@ -297,23 +296,12 @@ def test_a_wait_for_a_message_escalates_when_no_message_comes(db_path: Path, run
 
 
 def test_a_message_of_a_subclass_of_the_awaited_type_is_delivered(
-    store: Store, clock: VirtualClock, run: Runner, request: pytest.FixtureRequest
+    store: Store, clock: VirtualClock, run: Runner
 ) -> None:
     """Issue 3: signal() accepts an instance of a subclass of the awaited type; it is delivered on both stores."""
-    if isinstance(store, SqliteStore):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "BUG: SqliteStore.signals() decodes a kept message only when its exact type name is a "
-                    "@wait_for type of the workflow, so a PaidWithTip accepted by Engine.signal() for a "
-                    "@wait_for(Paid) step is never delivered (MemoryStore delivers it): the instance waits forever"
-                ),
-            )
-        )
 
     async def scenario() -> tuple[str | None, int]:
-        async with Engine(store, clock=clock) as engine:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
             handle = await engine.start(Payment())
             await handle.wait_idle()
             await engine.signal(handle.instance_id, PaidWithTip(7, tip=1))
@@ -322,3 +310,53 @@ def test_a_message_of_a_subclass_of_the_awaited_type_is_delivered(
             return handle.step, wf.amount
 
     assert ("await_shipment", 7) == run(scenario())
+
+
+def test_a_message_delivered_just_before_the_engine_stops_is_consumed_after_the_restart(
+    db_path: Path, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 3: signal() returned, the engine stopped before the waiting step ran: the new engine runs it with the message."""
+
+    async def scenario() -> tuple[str | None, int, int, str | None, int]:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            handle = await engine.start(Payment())
+            await handle.wait_idle()
+            await engine.signal(handle.instance_id, Paid(99))
+            # The engine stops before any worker consumes the message.
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            stopped_at = engine.info(handle.instance_id).step
+            kept = len(engine.store.signals(handle.instance_id))
+            await engine.recover()
+            await engine.wait_instance(handle.instance_id, terminal=False)
+            wf: Payment = engine.workflow(handle.instance_id)
+            return (
+                stopped_at,
+                kept,
+                wf.amount,
+                engine.info(handle.instance_id).step,
+                len(engine.store.signals(handle.instance_id)),
+            )
+
+    assert ("await_payment", 1, 99, "await_shipment", 0) == run(scenario())
+
+
+def test_messages_nobody_consumed_are_dropped_when_the_instance_ends(
+    store: Store, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 3: early messages for steps an instance never reached are not kept once it is cancelled, on both stores."""
+
+    async def scenario() -> tuple[int, int]:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
+            handle = await engine.start(Instalments())
+            await handle.wait_idle()
+            await engine.signal(handle.instance_id, Paid(1))
+            await engine.signal(handle.instance_id, Shipped("DHL"))
+            before = len(engine.store.signals(handle.instance_id))
+            await engine.cancel(handle.instance_id, reason="withdrawn")
+            return before, len(engine.store.signals(handle.instance_id))
+
+    assert (2, 0) == run(scenario())
+
+
+PINNED: list[type[Workflow]] = [Payment, Instalments, Deadline]
+"""This module's workflows, pinned in every engine: other test modules define classes of the same names."""

@@ -23,6 +23,7 @@ import pytest
 from statemachine_orch import (
     Ctx,
     Engine,
+    InstanceStateError,
     InstanceStatus,
     NonRetryableError,
     Retry,
@@ -167,20 +168,6 @@ def offsets(engine: Engine, instance_id: str, start: float) -> list[float]:
 # --------------------------------------------------------------------------- scenarios
 
 
-def test_linear_completion(store: Store, clock: VirtualClock, run: Runner) -> None:
-    """Issue 3: a linear workflow completes with the same variables and history on both stores."""
-
-    async def scenario() -> tuple[list[str], list[Entry]]:
-        async with Engine(store, clock=clock) as engine:
-            handle = await engine.start(Linear())
-            wf = await handle.result()
-            return wf.trail, story(engine, handle.instance_id)
-
-    trail, history = run(scenario())
-    assert ["first", "second", "third"] == trail
-    assert LINEAR == history
-
-
 LINEAR: list[Entry] = [
     ("instance_started", None, 0, "Linear version 1"),
     ("step_started", "first", 1, None),
@@ -196,21 +183,18 @@ LINEAR: list[Entry] = [
 ]
 
 
-def test_retries_with_backoff(store: Store, clock: VirtualClock, run: Runner) -> None:
-    """Issue 3: retries wait 1 s then 2 s on the engine clock, and are recorded alike on both stores."""
-    start = clock.now()
+def test_linear_completion(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 3: a linear workflow completes with the same variables and history on both stores."""
 
-    async def scenario() -> tuple[InstanceStatus, list[Entry], list[float]]:
-        async with Engine(store, clock=clock) as engine:
-            handle = await engine.start(Flaky(failures=2))
-            await handle.result()
-            return handle.status, story(engine, handle.instance_id), offsets(engine, handle.instance_id, start)
+    async def scenario() -> tuple[list[str], list[Entry]]:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
+            handle = await engine.start(Linear())
+            wf = await handle.result()
+            return wf.trail, story(engine, handle.instance_id)
 
-    status, history, times = run(scenario())
-    assert InstanceStatus.COMPLETED == status
-    assert RETRIES == history
-    started = [t for (kind, *_), t in zip(history, times, strict=True) if kind == "step_started"]
-    assert [0.0, 1.0, 3.0, 3.0] == started
+    trail, history = run(scenario())
+    assert ["first", "second", "third"] == trail
+    assert LINEAR == history
 
 
 RETRIES: list[Entry] = [
@@ -231,19 +215,21 @@ RETRIES: list[Entry] = [
 ]
 
 
-def test_a_step_that_exhausts_its_retries_fails_the_instance(store: Store, clock: VirtualClock, run: Runner) -> None:
-    """Issue 3: after its last attempt a step fails the instance, with the last error, on both stores."""
+def test_retries_with_backoff(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 3: retries wait 1 s then 2 s on the engine clock, and are recorded alike on both stores."""
+    start = clock.now()
 
-    async def scenario() -> tuple[WorkflowFailed, list[Entry]]:
-        async with Engine(store, clock=clock) as engine:
-            handle = await engine.start(Flaky(failures=4))
-            with pytest.raises(WorkflowFailed) as err:
-                await handle.result()
-            return err.value, story(engine, handle.instance_id)
+    async def scenario() -> tuple[InstanceStatus, list[Entry], list[float]]:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
+            handle = await engine.start(Flaky(failures=2))
+            await handle.result()
+            return handle.status, story(engine, handle.instance_id), offsets(engine, handle.instance_id, start)
 
-    err, history = run(scenario())
-    assert (InstanceStatus.FAILED, "call: ConnectionError: attempt 4 lost") == (err.status, err.reason)
-    assert EXHAUSTED == history
+    status, history, times = run(scenario())
+    assert InstanceStatus.COMPLETED == status
+    assert RETRIES == history
+    started = [t for (kind, *_), t in zip(history, times, strict=True) if kind == "step_started"]
+    assert [0.0, 1.0, 3.0, 3.0] == started
 
 
 EXHAUSTED: list[Entry] = [
@@ -265,20 +251,19 @@ EXHAUSTED: list[Entry] = [
 ]
 
 
-def test_compensation_in_reverse_order(store: Store, clock: VirtualClock, run: Runner) -> None:
-    """Issue 3: a step failing for good undoes the completed steps newest first, once each, on both stores."""
+def test_a_step_that_exhausts_its_retries_fails_the_instance(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 3: after its last attempt a step fails the instance, with the last error, on both stores."""
 
-    async def scenario() -> tuple[InstanceStatus, list[str], list[Entry]]:
-        async with Engine(store, clock=clock) as engine:
-            handle = await engine.start(Shipment(carrier_down=True))
-            status = await engine.wait_instance(handle.instance_id)
-            wf: Shipment = engine.workflow(handle.instance_id)
-            return status, wf.undone, story(engine, handle.instance_id)
+    async def scenario() -> tuple[WorkflowFailed, list[Entry]]:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
+            handle = await engine.start(Flaky(failures=4))
+            with pytest.raises(WorkflowFailed) as err:
+                await handle.result()
+            return err.value, story(engine, handle.instance_id)
 
-    status, undone, history = run(scenario())
-    assert InstanceStatus.FAILED == status
-    assert ["refund", "release"] == undone
-    assert SAGA == history
+    err, history = run(scenario())
+    assert (InstanceStatus.FAILED, "call: ConnectionError: attempt 4 lost") == (err.status, err.reason)
+    assert EXHAUSTED == history
 
 
 SAGA: list[Entry] = [
@@ -304,32 +289,20 @@ SAGA: list[Entry] = [
 ]
 
 
-def test_compensation_failed_then_retry_compensation(store: Store, clock: VirtualClock, run: Runner) -> None:
-    """Issue 3: a compensation failing for good leaves compensation_failed; retry_compensation finishes the undo."""
-    ledger_offline = True
+def test_compensation_in_reverse_order(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 3: a step failing for good undoes the completed steps newest first, once each, on both stores."""
 
-    def fault(ctx: Ctx) -> None:
-        if ctx.compensating and ledger_offline:
-            msg = "ledger offline"
-            raise RuntimeError(msg)
-
-    async def scenario() -> tuple[tuple[InstanceStatus, str | None], InstanceStatus, list[str], list[Entry]]:
-        nonlocal ledger_offline
-        async with Engine(store, clock=clock, before_attempt=fault) as engine:
+    async def scenario() -> tuple[InstanceStatus, list[str], list[Entry]]:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
             handle = await engine.start(Shipment(carrier_down=True))
-            stuck = await engine.wait_instance(handle.instance_id)
-            stuck_info = (stuck, engine.info(handle.instance_id).error)
-            ledger_offline = False
-            final = await engine.retry_compensation(handle.instance_id)
+            status = await engine.wait_instance(handle.instance_id)
             wf: Shipment = engine.workflow(handle.instance_id)
-            return stuck_info, final, wf.undone, story(engine, handle.instance_id)
+            return status, wf.undone, story(engine, handle.instance_id)
 
-    stuck, final, undone, history = run(scenario())
-    error = "compensation refund of charge failed: RuntimeError: ledger offline (after: ship: NonRetryableError: carrier down)"
-    assert (InstanceStatus.COMPENSATION_FAILED, error) == stuck
-    assert InstanceStatus.FAILED == final
+    status, undone, history = run(scenario())
+    assert InstanceStatus.FAILED == status
     assert ["refund", "release"] == undone
-    assert RETRY_COMPENSATION == history
+    assert SAGA == history
 
 
 RETRY_COMPENSATION: list[Entry] = [
@@ -362,11 +335,68 @@ RETRY_COMPENSATION: list[Entry] = [
 ]
 
 
+def test_compensation_failed_then_retry_compensation(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 3: a compensation failing for good leaves compensation_failed; retry_compensation finishes the undo."""
+    ledger_offline = True
+
+    def fault(ctx: Ctx) -> None:
+        if ctx.compensating and ledger_offline:
+            msg = "ledger offline"
+            raise RuntimeError(msg)
+
+    async def scenario() -> tuple[tuple[InstanceStatus, str | None], InstanceStatus, list[str], list[Entry]]:
+        nonlocal ledger_offline
+        async with Engine(store, clock=clock, workflows=PINNED, before_attempt=fault) as engine:
+            handle = await engine.start(Shipment(carrier_down=True))
+            stuck = await engine.wait_instance(handle.instance_id)
+            stuck_info = (stuck, engine.info(handle.instance_id).error)
+            ledger_offline = False
+            final = await engine.retry_compensation(handle.instance_id)
+            wf: Shipment = engine.workflow(handle.instance_id)
+            return stuck_info, final, wf.undone, story(engine, handle.instance_id)
+
+    stuck, final, undone, history = run(scenario())
+    error = "compensation refund of charge failed: RuntimeError: ledger offline (after: ship: NonRetryableError: carrier down)"
+    assert (InstanceStatus.COMPENSATION_FAILED, error) == stuck
+    assert InstanceStatus.FAILED == final
+    assert ["refund", "release"] == undone
+    assert RETRY_COMPENSATION == history
+
+
+TASK_WAITING: list[Entry] = [
+    ("instance_started", None, 0, "Review version 1"),
+    ("step_started", "reserve", 1, None),
+    ("step_completed", "reserve", 1, None),
+    ("transition", "reserve", 0, "review"),
+    ("task_created", "review", 0, "ID.1"),
+    ("status_changed", None, 0, "waiting"),
+]
+
+
+TASK_DONE: list[Entry] = [
+    ("instance_started", None, 0, "Review version 1"),
+    ("step_started", "reserve", 1, None),
+    ("step_completed", "reserve", 1, None),
+    ("transition", "reserve", 0, "review"),
+    ("task_created", "review", 0, "ID.1"),
+    ("status_changed", None, 0, "waiting"),
+    ("task_completed", "review", 0, "bob"),
+    ("status_changed", None, 0, "running"),
+    ("step_started", "review", 1, None),
+    ("step_completed", "review", 1, None),
+    ("transition", "review", 0, "publish"),
+    ("step_started", "publish", 1, None),
+    ("step_completed", "publish", 1, None),
+    ("transition", "publish", 0, "@completed"),
+    ("status_changed", None, 0, "completed"),
+]
+
+
 def test_human_task_refusals_change_nothing_then_completion(store: Store, clock: VirtualClock, run: Runner) -> None:
     """Issue 3: the wrong user and the wrong form are refused without a trace; the assignee completes it."""
 
     async def scenario() -> tuple[list[str], list[Entry], list[Entry], Verdict | None, TaskStatus | None]:
-        async with Engine(store, clock=clock) as engine:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
             handle = await engine.start(Review())
             await handle.wait_idle()
             [task] = engine.tasks(user="alice")
@@ -404,30 +434,32 @@ def test_human_task_refusals_change_nothing_then_completion(store: Store, clock:
     assert TaskStatus.COMPLETED == task_status
 
 
-TASK_WAITING: list[Entry] = [
+CANCEL_COMPENSATED: list[Entry] = [
     ("instance_started", None, 0, "Review version 1"),
     ("step_started", "reserve", 1, None),
     ("step_completed", "reserve", 1, None),
     ("transition", "reserve", 0, "review"),
     ("task_created", "review", 0, "ID.1"),
     ("status_changed", None, 0, "waiting"),
+    ("cancel_requested", None, 0, "withdrawn"),
+    ("task_cancelled", "review", 0, "ID.1 (cancelled)"),
+    ("status_changed", None, 0, "compensating"),
+    ("compensation_started", "reserve", 1, "release"),
+    ("compensation_completed", "reserve", 1, "release"),
+    ("status_changed", None, 0, "cancelled"),
 ]
-TASK_DONE: list[Entry] = [
+
+
+CANCEL_ABANDONED: list[Entry] = [
     ("instance_started", None, 0, "Review version 1"),
     ("step_started", "reserve", 1, None),
     ("step_completed", "reserve", 1, None),
     ("transition", "reserve", 0, "review"),
     ("task_created", "review", 0, "ID.1"),
     ("status_changed", None, 0, "waiting"),
-    ("task_completed", "review", 0, "bob"),
-    ("status_changed", None, 0, "running"),
-    ("step_started", "review", 1, None),
-    ("step_completed", "review", 1, None),
-    ("transition", "review", 0, "publish"),
-    ("step_started", "publish", 1, None),
-    ("step_completed", "publish", 1, None),
-    ("transition", "publish", 0, "@completed"),
-    ("status_changed", None, 0, "completed"),
+    ("cancel_requested", None, 0, "withdrawn"),
+    ("task_cancelled", "review", 0, "ID.1 (cancelled)"),
+    ("status_changed", None, 0, "cancelled"),
 ]
 
 
@@ -436,7 +468,7 @@ def test_cancel_a_waiting_instance(store: Store, clock: VirtualClock, run: Runne
     """Issue 3: cancel closes the open task and, when asked to, undoes the completed steps, on both stores."""
 
     async def scenario() -> tuple[InstanceStatus, str | None, list[str], list[Entry], TaskStatus | None]:
-        async with Engine(store, clock=clock) as engine:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
             handle = await engine.start(Review())
             await handle.wait_idle()
             [task] = engine.tasks()
@@ -459,28 +491,25 @@ def test_cancel_a_waiting_instance(store: Store, clock: VirtualClock, run: Runne
     assert TaskStatus.CANCELLED == task_status
 
 
-CANCEL_COMPENSATED: list[Entry] = [
-    ("instance_started", None, 0, "Review version 1"),
-    ("step_started", "reserve", 1, None),
-    ("step_completed", "reserve", 1, None),
-    ("transition", "reserve", 0, "review"),
-    ("task_created", "review", 0, "ID.1"),
-    ("status_changed", None, 0, "waiting"),
-    ("cancel_requested", None, 0, "withdrawn"),
-    ("task_cancelled", "review", 0, "ID.1 (cancelled)"),
-    ("status_changed", None, 0, "compensating"),
-    ("compensation_started", "reserve", 1, "release"),
-    ("compensation_completed", "reserve", 1, "release"),
-    ("status_changed", None, 0, "cancelled"),
-]
-CANCEL_ABANDONED: list[Entry] = [
-    ("instance_started", None, 0, "Review version 1"),
-    ("step_started", "reserve", 1, None),
-    ("step_completed", "reserve", 1, None),
-    ("transition", "reserve", 0, "review"),
-    ("task_created", "review", 0, "ID.1"),
-    ("status_changed", None, 0, "waiting"),
-    ("cancel_requested", None, 0, "withdrawn"),
-    ("task_cancelled", "review", 0, "ID.1 (cancelled)"),
-    ("status_changed", None, 0, "cancelled"),
-]
+def test_retry_compensation_of_an_instance_that_did_not_fail_its_compensation_is_refused(
+    store: Store, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 3: retry_compensation is for compensation_failed instances only; others get InstanceStateError, unchanged."""
+
+    async def scenario() -> tuple[str, InstanceStatus, InstanceStatus]:
+        async with Engine(store, clock=clock, workflows=PINNED) as engine:
+            handle = await engine.start(Linear())
+            await handle.result()
+            with pytest.raises(InstanceStateError) as err:
+                await engine.retry_compensation(handle.instance_id)
+            return str(err.value).replace(handle.instance_id, "ID"), err.value.status, handle.status
+
+    message, reported, status = run(scenario())
+    assert "instance ID is completed, not compensation_failed: there is no failed compensation to retry" == message
+    assert (InstanceStatus.COMPLETED, InstanceStatus.COMPLETED) == (reported, status)
+
+
+PINNED: list[type[Workflow]] = [Linear, Flaky, Shipment, Review]
+
+
+"""This module's workflows, pinned in every engine: other test modules define classes of the same names."""

@@ -74,11 +74,11 @@ def test_a_timer_fires_after_a_restart_at_its_due_time(db_path: Path, run: Runne
     start = clock.now()
 
     async def scenario() -> tuple[InstanceStatus, InstanceStatus, list[tuple[str, float]]]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Nap())
             await handle.wait_idle()
         clock.advance(HOUR / 2)
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             await engine.recover()
             await settle()
             half_way = engine.info(handle.instance_id).status
@@ -101,7 +101,7 @@ def test_timers_that_fell_due_while_no_engine_ran_fire_at_once_in_due_order(db_p
 
     async def scenario() -> tuple[list[str], list[float], list[InstanceStatus]]:
         ids: dict[str, str] = {}
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             # Started in one order, due in another (+60, +15, +70, +22 minutes), none due before the stop.
             for label, cls, started_at in (("A", Nap, 0), ("B", Doze, 5), ("C", Nap, 10), ("D", Doze, 12)):
                 clock.jump_to(start + started_at * 60)
@@ -110,7 +110,7 @@ def test_timers_that_fell_due_while_no_engine_ran_fire_at_once_in_due_order(db_p
                 ids[handle.instance_id] = label
         clock.jump_to(start + 2 * HOUR)
         fired: list[tuple[str, HistoryEvent]] = []
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             engine.subscribe(lambda instance_id, event: fired.append((instance_id, event)))
             await engine.recover()
             statuses = [await engine.wait_instance(i) for i in ids]
@@ -182,7 +182,7 @@ def test_a_two_day_escalation_cancels_the_task_and_takes_the_timeout_edge(db_pat
     start = clock.now()
 
     async def scenario() -> tuple[float | None, InstanceStatus, int, InstanceStatus, list[Entry], TaskStatus | None]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Expense())
             await handle.wait_idle()
             [task] = engine.tasks(user="manager")
@@ -215,11 +215,11 @@ def test_an_escalation_that_fell_due_while_no_engine_ran_fires_on_restart(db_pat
     start = clock.now()
 
     async def scenario() -> tuple[list[Entry], list[float]]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Expense())
             await handle.wait_idle()
         clock.advance(3 * DAY)
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             await engine.recover()
             await engine.wait_instance(handle.instance_id)
             history = engine.history(handle.instance_id)
@@ -236,7 +236,7 @@ def test_completing_the_task_in_time_clears_the_escalation(db_path: Path, run: R
     clock = VirtualClock(autojump=False)
 
     async def scenario() -> tuple[InstanceStatus, float | None, float | None, list[str], bool]:
-        async with open_engine(db_path, clock) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
             handle = await engine.start(Expense())
             await handle.wait_idle()
             [task] = engine.tasks(user="manager")
@@ -257,3 +257,7 @@ def test_completing_the_task_in_time_clears_the_escalation(db_path: Path, run: R
     assert (None, None) == (wake_at, next_timer)
     assert ["submit", "decide", "book"] == steps
     assert escalated is False
+
+
+PINNED: list[type[Workflow]] = [Nap, Doze, Expense]
+"""This module's workflows, pinned in every engine: other test modules define classes of the same names."""

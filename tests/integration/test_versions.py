@@ -20,6 +20,7 @@ and listed, not crashed on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,16 @@ import pytest
 
 from statemachine_orch import (
     Ctx,
+    Engine,
     EventKind,
     InstanceStatus,
     MigrationError,
+    SqliteStore,
     TaskStatus,
     UnknownWorkflowVersion,
     VirtualClock,
     Workflow,
+    WorkflowDefinitionError,
     after,
     human_task,
     migration,
@@ -45,7 +49,6 @@ from statemachine_orch import (
 from tests.integration.helpers import entries, eventually, of_kind, open_engine
 
 if TYPE_CHECKING:
-    from statemachine_orch import Engine
     from tests.conftest import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,14 +281,6 @@ def test_migrating_to_another_step_cancels_the_task_and_enters_the_new_step(
     assert ["receive v1", "director v2", "pack v2", "ship v2"] == trail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Engine.migrate does not advance rec.visit, and task ids are f'{instance_id}.{visit}', so the "
-        "task the new step opens gets the id of the task the migration cancelled; the store's INSERT OR "
-        "REPLACE overwrites the cancelled task, whose id now names the director's open task"
-    ),
-)
 def test_the_task_a_migration_cancels_stays_cancelled_under_its_own_id(
     db_path: Path, clock: VirtualClock, run: Runner
 ) -> None:
@@ -370,7 +365,7 @@ def test_migrating_a_busy_instance_is_refused(db_path: Path, clock: VirtualClock
             return str(err.value).replace(handle.instance_id, "ID"), wf.trail, engine.info(handle.instance_id).version
 
     message, trail, version = run(scenario())
-    assert "instance ID: is running and busy or finished; wait until it waits" == message
+    assert "instance ID: is running a step now; migrate it while it waits" == message
     assert (["receive v1"], "1") == (trail, version)
 
 
@@ -389,7 +384,7 @@ def test_migrating_a_terminal_instance_is_refused(db_path: Path, clock: VirtualC
             return str(err.value).replace(order_id, "ID"), engine.info(order_id).version
 
     message, version = run(scenario())
-    assert "instance ID: is completed and busy or finished; wait until it waits" == message
+    assert "instance ID: is completed: a finished instance is not migrated" == message
     assert "1" == version
 
 
@@ -431,22 +426,12 @@ def test_an_instance_of_an_unknown_version_is_reported_and_listed_not_crashed_on
     report, listed, error, status = run(scenario())
     assert (0, (running_v9,)) == report
     assert {waiting_v9: ("9", "waiting"), running_v9: ("9", "running")} == listed
-    assert (
-        f"instance {running_v9} runs Order version 9, which has no registered class (registered versions: "
-        "1, 2, 3, 4); import that class or pass it to Engine(workflows=...)"
-    ) == error
+    # The registered versions listed depend on which test modules this process imported.
+    assert error.startswith(f"instance {running_v9} runs Order version 9, which has no registered class"), error
+    assert error.endswith("; import that class or pass it to Engine(workflows=...)"), error
     assert InstanceStatus.COMPLETED == status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Engine.complete_task checks the form against Task.form_type before loading the instance; "
-        "SqliteStore._task sets form_type=None when the task's workflow version has no registered class, "
-        "so completing an orphaned task with a form raises TaskFormError 'takes no form, got ...' instead "
-        "of UnknownWorkflowVersion"
-    ),
-)
 def test_completing_the_task_of_an_unknown_version_names_the_missing_version(
     db_path: Path, clock: VirtualClock, run: Runner
 ) -> None:
@@ -462,3 +447,82 @@ def test_completing_the_task_of_an_unknown_version_names_the_missing_version(
             return err.value.version, engine.info(waiting_v9).status.value, len(engine.tasks(instance_id=waiting_v9))
 
     assert ("9", "waiting", 1) == run(scenario())
+
+
+def define_first_dispatch() -> type[Workflow]:
+    """A workflow class named Dispatch: a clerk packs, then done."""
+
+    class Dispatch(Workflow):
+        trail: list[str] = attrs.field(factory=list[str])
+
+        @step(initial=True)
+        def begin(self, ctx: Ctx) -> None: ...
+
+        @after(begin)
+        @human_task(assignee="clerk")
+        def pack(self, ctx: Ctx) -> None:
+            self.trail.append("packed by the first Dispatch")
+
+        @after(pack)
+        @step(final=True)
+        def done(self, ctx: Ctx) -> None: ...
+
+    return Dispatch
+
+
+def define_second_dispatch() -> type[Workflow]:
+    """Another class that happens to be named Dispatch too (same default name=, same version), with other steps."""
+
+    class Dispatch(Workflow):
+        trail: list[str] = attrs.field(factory=list[str])
+
+        @step(initial=True)
+        def begin(self, ctx: Ctx) -> None: ...
+
+        @after(begin)
+        @human_task(assignee="clerk")
+        def label(self, ctx: Ctx) -> None:
+            self.trail.append("labelled by the second Dispatch")
+
+        @after(label)
+        @step(final=True)
+        def done(self, ctx: Ctx) -> None: ...
+
+    return Dispatch
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: Workflow.__init_subclass__ registers every class in the global default registry by (name, "
+        "version) and a later class silently replaces an earlier one, even from another module with other "
+        "steps; a restarted engine (default workflows=) then loads the stored instance with the wrong class: "
+        "its step 'pack' does not exist there and the instance cannot go on"
+    ),
+)
+def test_a_second_class_with_the_same_name_does_not_capture_stored_instances(
+    db_path: Path, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 3: instances finish on the class they started on; a same-named class elsewhere is refused or ignored."""
+    first = define_first_dispatch()
+
+    async def scenario() -> tuple[str, InstanceStatus, list[str]]:
+        with SqliteStore(db_path) as store:
+            async with Engine(store, clock=clock) as engine:
+                handle = await engine.start(first())
+                await handle.wait_idle()
+        with contextlib.suppress(WorkflowDefinitionError):  # refusing the clash would keep the instance safe too
+            define_second_dispatch()
+        with SqliteStore(db_path) as store:
+            async with Engine(store, clock=clock) as engine:
+                reloaded = type(engine.workflow(handle.instance_id)).__qualname__
+                [task] = engine.tasks(user="clerk")
+                await engine.complete_task(task.id, user="clerk")
+                # Bounded: with the wrong class the instance never finishes.
+                status = await asyncio.wait_for(engine.wait_instance(handle.instance_id), 2.0)
+                return reloaded, status, list(engine.workflow(handle.instance_id).trail)
+
+    reloaded, status, trail = run(scenario())
+    assert "define_first_dispatch.<locals>.Dispatch" == reloaded
+    assert InstanceStatus.COMPLETED == status
+    assert ["packed by the first Dispatch"] == trail

@@ -158,11 +158,11 @@ def test_variables_round_trip_through_a_restart(
 
     async def scenario() -> tuple[InstanceStatus, dict[str, Any]]:
         with SqliteStore(db_path) as store:
-            async with Engine(store, clock=clock) as engine:
+            async with Engine(store, clock=clock, workflows=[Rich]) as engine:
                 handle = await engine.start(wf)
                 status = await handle.wait_idle()
         with SqliteStore(db_path) as store:
-            async with Engine(store, clock=clock) as engine:
+            async with Engine(store, clock=clock, workflows=[Rich]) as engine:
                 reloaded: Rich = engine.workflow(handle.instance_id)
                 return status, variables(reloaded)
 
@@ -182,13 +182,13 @@ def test_a_form_round_trips_through_a_restart(
 
     async def scenario() -> tuple[str | None, Inspection | None, str]:
         with SqliteStore(db_path) as store:
-            async with Engine(store, clock=clock) as engine:
+            async with Engine(store, clock=clock, workflows=[Rich]) as engine:
                 handle = await engine.start(wf)
                 await handle.wait_idle()
                 [task] = engine.tasks(user="clerk")
                 await engine.complete_task(task.id, user="clerk", form=form)
         with SqliteStore(db_path) as store:
-            async with Engine(store, clock=clock) as engine:
+            async with Engine(store, clock=clock, workflows=[Rich]) as engine:
                 await engine.wait_instance(handle.instance_id, terminal=False)
                 reloaded: Rich = engine.workflow(handle.instance_id)
                 inspection = reloaded.inspection

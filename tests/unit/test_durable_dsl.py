@@ -16,7 +16,7 @@ Workflow classes that must not compile are defined inside ``pytest.raises``.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import attrs
@@ -31,6 +31,7 @@ from statemachine_orch import (
     goto,
     human_task,
     migration,
+    spec_of,
     step,
     timer,
     wait_for,
@@ -272,6 +273,43 @@ def test_a_field_type_that_cannot_be_persisted() -> None:
     assert problem.message.startswith(
         "field 'grace' cannot be persisted: its type 'timedelta' cannot be stored as JSON (Unsupported type: "
     ), problem.message
+
+
+def test_a_union_field_whose_members_json_cannot_tell_apart() -> None:
+    """Issue 3: a datetime in a `datetime | str` field would come back as a str, so the type is refused (rule field-not-serialisable)."""
+    with pytest.raises(WorkflowDefinitionError) as err:
+
+        class Stamp(Workflow):
+            when: datetime | str = ""
+
+            @step(initial=True, final=True)
+            def a(self, ctx: Ctx) -> None: ...
+
+    message = (
+        "field 'when' cannot be persisted: its union type mixes datetime and str, which are both stored as JSON "
+        "strings and could not be told apart when read back; use one type, or attrs classes"
+    )
+    assert [DefinitionProblem("Stamp", "when", "field-not-serialisable", message)] == problems(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: _serialize._ambiguous_union files int and float under one JSON kind ('number') and refuses "
+        "`int | float`, yet JSON keeps them apart (2 vs 2.0) and both round-trip through the store as their "
+        "own type: a definition error for a type that round-trips"
+    ),
+)
+def test_a_number_union_that_round_trips_is_accepted() -> None:
+    """Issue 3: only a type that cannot round-trip is a definition error; `int | float` round-trips (2 vs 2.0)."""
+
+    class Measure(Workflow):
+        amount: int | float = 0
+
+        @step(initial=True, final=True)
+        def a(self, ctx: Ctx) -> None: ...
+
+    assert ["amount"] == [f.name for f in spec_of(Measure).fields]
 
 
 # --------------------------------------------------------------------------- versions and migrations
