@@ -21,7 +21,6 @@ completing the approval task as the manager, and the test checks, from the histo
 """
 
 # STYLE.md rule 33: tests assert `expected == actual`, which ruff calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def attempts(history: Sequence[HistoryEvent], step_name: str) -> list[int]:
 async def eventually(condition: Callable[[], bool]) -> None:
     """Let the engine run until *condition* holds (the scenario's time limit catches a hang)."""
     # The engine offers no event for "this step is running", so poll, yielding each time.
-    while not condition():  # noqa: ASYNC110
+    while not condition():
         await asyncio.sleep(0)
 
 
