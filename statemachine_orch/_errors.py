@@ -304,15 +304,24 @@ class UnknownWorkflowVersion(OrchError, LookupError):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, instance_id: str, workflow: str, version: str, known: list[str]) -> None:
+    def __init__(
+        self, instance_id: str, workflow: str, version: str, known: list[str], *, changed: bool = False
+    ) -> None:
         self.instance_id = instance_id
         self.workflow = workflow
         self.version = version
         have = ", ".join(known) or "none"
-        msg = (
-            f"instance {instance_id} runs {workflow} version {version}, which has no registered "
-            f"class (registered versions: {have}); import that class or pass it to Engine(workflows=...)"
-        )
+        if changed:
+            msg = (
+                f"instance {instance_id} was started on another definition of {workflow} version {version}: "
+                "the registered class of that version has other fields, steps or edges. Give the new "
+                "definition a new version= and keep the old class registered to finish old instances"
+            )
+        else:
+            msg = (
+                f"instance {instance_id} runs {workflow} version {version}, which has no registered "
+                f"class (registered versions: {have}); import that class or pass it to Engine(workflows=...)"
+            )
         super().__init__(msg)
 
 

@@ -600,3 +600,38 @@ def _targets(node: ast.AugAssign | ast.AnnAssign | ast.Assign) -> Sequence[ast.A
     if isinstance(node, ast.Assign):
         return node.targets
     return [node.target]
+
+
+def guard_constants(spec: WorkflowSpec) -> dict[str, set[object]]:
+    """
+    For each field, the constants guards compare it with (``wf.weight < 10`` gives ``{"weight": {10}}``).
+
+    Input generation tries the values at and around them: that is where guard gaps hide.
+    """
+    found: dict[str, set[object]] = {}
+    fields = {f.name for f in spec.fields}
+    for edge in spec.edges:
+        if edge.guard is None:
+            continue
+        node = _function_node(edge.guard, edge.guard_name)
+        param = _first_param(node) if node is not None else None
+        if node is None or param is None:
+            continue
+        for compare in (n for n in ast.walk(node) if isinstance(n, ast.Compare)):
+            operands = [compare.left, *compare.comparators]
+            names = [
+                o.attr
+                for o in operands
+                if isinstance(o, ast.Attribute) and isinstance(o.value, ast.Name) and o.value.id == param
+            ]
+            constants = [
+                o.value
+                for o in operands
+                if isinstance(o, ast.Constant)
+                and isinstance(o.value, (int, float, str))
+                and not isinstance(o.value, bool)
+            ]
+            for name in names:
+                if name in fields:
+                    found.setdefault(name, set()).update(constants)
+    return found

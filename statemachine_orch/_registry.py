@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,22 +30,37 @@ class WorkflowRegistry:
     __slots__ = ("_classes", "_parent")
 
     def __init__(self, classes: Iterable[type[Workflow]] = (), parent: WorkflowRegistry | None = None) -> None:
-        self._classes: dict[tuple[str, str], type[Workflow]] = {}
+        # Every definition registered under a (name, version), newest last: two
+        # classes may share a name (tests, modules) while differing in shape.
+        self._classes: dict[tuple[str, str], list[type[Workflow]]] = {}
         self._parent = parent
         for cls in classes:
             self.register(cls)
 
     def register(self, cls: type[Workflow]) -> None:
-        """Make *cls* the class of its ``(name, version)``."""
+        """Make *cls* the newest class of its ``(name, version)`` (replacing one of the same shape)."""
         spec = cls.__orch_spec__
-        self._classes[spec.name, spec.version] = cls
+        known = self._classes.setdefault((spec.name, spec.version), [])
+        known[:] = [c for c in known if c.__orch_spec__.fingerprint != spec.fingerprint]
+        known.append(cls)
 
-    def resolve(self, name: str, version: str) -> type[Workflow] | None:
-        """The class registered for *name* at *version*, if any."""
-        found = self._classes.get((name, version))
-        if found is None and self._parent is not None:
-            return self._parent.resolve(name, version)
-        return found
+    def resolve(self, name: str, version: str, fingerprint: str | None = None) -> type[Workflow] | None:
+        """
+        The class registered for *name* at *version*, if any.
+
+        With *fingerprint*, only a class of exactly that shape (see
+        ``WorkflowSpec.fingerprint``); otherwise the newest.
+        """
+        for cls in reversed(self._classes.get((name, version), ())):
+            if fingerprint is None or cls.__orch_spec__.fingerprint == fingerprint:
+                return cls
+        if self._parent is not None:
+            return self._parent.resolve(name, version, fingerprint)
+        return None
+
+    def has(self, name: str, version: str) -> bool:
+        """Whether any class is registered for *name* at *version*."""
+        return (name, version) in self._classes or (self._parent is not None and self._parent.has(name, version))
 
     def versions(self, name: str) -> list[str]:
         """Every registered version of *name*, oldest first."""
@@ -53,6 +68,13 @@ class WorkflowRegistry:
         if self._parent is not None:
             own.update(self._parent.versions(name))
         return sorted(own, key=version_key)
+
+    def __iter__(self) -> Iterator[type[Workflow]]:
+        """Every registered class, this registry's first."""
+        for classes in self._classes.values():
+            yield from classes
+        if self._parent is not None:
+            yield from self._parent
 
     def latest(self, name: str) -> type[Workflow] | None:
         """The class of the newest registered version of *name*."""

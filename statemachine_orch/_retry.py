@@ -36,7 +36,7 @@ class Retry:
         attempts: Total number of attempts, the first one included (``1`` means no retry).
         initial: Wait before the second attempt (a ``timedelta`` or seconds).
         backoff: Factor by which the wait grows after each failed attempt.
-        max_interval: Upper bound of any single wait.
+        max_interval: Upper bound of any single wait (default: 100 × ``initial``).
         non_retryable: Exception types that fail the step at once.
 
     .. versionadded:: 0.1.0
@@ -45,7 +45,9 @@ class Retry:
     attempts: int = attrs.field(default=1)
     initial: float = attrs.field(default=1.0, converter=_seconds)
     backoff: float = attrs.field(default=2.0)
-    max_interval: float = attrs.field(default=100.0, converter=_seconds)
+    max_interval: float = attrs.field(
+        default=attrs.Factory(lambda self: 100.0 * self.initial, takes_self=True), converter=_seconds
+    )
     non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_to_exc_tuple)
 
     @attempts.validator  # pyright: ignore[reportAttributeAccessIssue, reportUntypedFunctionDecorator, reportUnknownMemberType]

@@ -44,7 +44,9 @@ def _json_kind(tp: object) -> str:
     origin = typing.get_origin(tp) or tp
     if origin is bool:
         return "boolean"
-    if origin in (int, float):
+    if origin is int:
+        return "integer"  # json keeps 2 and 2.0 apart
+    if origin is float:
         return "number"
     if origin in (list, tuple, set, frozenset):
         return "array"

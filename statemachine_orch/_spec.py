@@ -9,6 +9,7 @@ class body.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -226,6 +227,7 @@ class WorkflowSpec:
     _by_name: Mapping[str, StepSpec] = attrs.field(init=False, repr=False, eq=False)
     _outgoing: Mapping[str, tuple[EdgeSpec, ...]] = attrs.field(init=False, repr=False, eq=False)
     _label: str = attrs.field(init=False, repr=False, eq=False)
+    _fingerprint: str = attrs.field(init=False, repr=False, eq=False)
     invariants: tuple[InvariantSpec, ...] = ()
 
     def __attrs_post_init__(self) -> None:
@@ -238,6 +240,17 @@ class WorkflowSpec:
         frozen = {k: tuple(v) for k, v in outgoing.items()}
         object.__setattr__(self, "_outgoing", MappingProxyType(frozen))
         object.__setattr__(self, "_label", f"{self.name} version {self.version}")
+        object.__setattr__(self, "_fingerprint", _fingerprint(self))
+
+    @property
+    def fingerprint(self) -> str:
+        """
+        A digest of the definition's shape: fields, steps, edges and their policies.
+
+        Stores record it with each instance, so that an instance is never run by a
+        different definition that happens to carry the same name and version.
+        """
+        return self._fingerprint
 
     @property
     def label(self) -> str:
@@ -260,3 +273,25 @@ class WorkflowSpec:
     def outgoing(self, name: str) -> tuple[EdgeSpec, ...]:
         """The edges leaving step *name*, in the order they are tried."""
         return self._outgoing.get(name, ())
+
+
+def _type_label(tp: object) -> str:
+    if isinstance(tp, type):
+        return f"{tp.__module__}.{tp.__qualname__}"
+    return repr(tp)
+
+
+def _fingerprint(spec: WorkflowSpec) -> str:
+    parts: list[str] = [spec.name, spec.version]
+    parts += [f"field {f.name}: {_type_label(f.type)}" for f in spec.fields]
+    parts += [
+        f"step {s.name} {s.kind.value} initial={s.initial} final={s.final} "
+        f"undo={s.compensation.name if s.compensation else None} payload={_type_label(s.payload_type)}"
+        for s in spec.steps
+    ]
+    parts += [
+        f"edge {e.source}->{e.dest} guard={e.guard_name} "
+        f"on_error={[t.__name__ for t in e.on_error]} back={e.back} timeout={e.timeout}"
+        for e in spec.edges
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -37,10 +37,12 @@ from ._tasks import Task, TaskStatus
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x534D4F52  # "SMOR": marks a file as ours
 
-_MIGRATIONS: dict[int, list[str]] = {
+# The schema, as the list of statements that upgrade a file from one version to
+# the next; a file at version N runs N+1.. in one transaction when opened.
+MIGRATIONS: dict[int, list[str]] = {
     1: [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         """CREATE TABLE instances (
@@ -57,7 +59,6 @@ _MIGRATIONS: dict[int, list[str]] = {
             visit INTEGER NOT NULL,
             task_id TEXT,
             error TEXT,
-            cause TEXT,
             cancel TEXT,
             wake_at REAL,
             history_len INTEGER NOT NULL,
@@ -102,13 +103,21 @@ _MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX signals_instance ON signals(instance_id, seq)",
     ],
+    2: [
+        # The first cause of a failure, kept apart from later compensation errors.
+        "ALTER TABLE instances ADD COLUMN cause TEXT",
+        # The shape of the definition an instance started on (WorkflowSpec.fingerprint).
+        "ALTER TABLE instances ADD COLUMN fingerprint TEXT",
+        "ALTER TABLE tasks ADD COLUMN fingerprint TEXT",
+    ],
 }
 
 _UPSERT = """
-INSERT INTO instances (id, workflow, version, state, status, variables, payload, saga, attempt,
+INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
     comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.version,
+    fingerprint = excluded.fingerprint,
     state = excluded.state, status = excluded.status, variables = excluded.variables,
     payload = excluded.payload, saga = excluded.saga, attempt = excluded.attempt,
     comp_attempt = excluded.comp_attempt, visit = excluded.visit, task_id = excluded.task_id,
@@ -255,7 +264,7 @@ class SqliteStore:
                 )
                 raise self._fail(msg)
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version]:
+                for statement in MIGRATIONS[version]:
                     db.execute(statement)
             if current < SCHEMA_VERSION:
                 db.execute(
@@ -332,6 +341,7 @@ class SqliteStore:
                 rec.id,
                 spec.name,
                 spec.version,
+                spec.fingerprint,
                 state,
                 rec.status.value,
                 json.dumps(unstructure(rec.wf)),
@@ -371,14 +381,15 @@ class SqliteStore:
         if task.status is TaskStatus.COMPLETED:
             form = json.dumps({"v": unstructure(task.form, task.form_type)})
         db.execute(
-            "INSERT OR REPLACE INTO tasks (id, instance_id, workflow, version, step, assignee, groups, "
-            "created_at, due_at, status, completed_by, completed_at, form) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO tasks (id, instance_id, workflow, version, fingerprint, step, assignee, "
+            "groups, created_at, due_at, status, completed_by, completed_at, form) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 task.id,
                 task.instance_id,
                 spec.name,
                 spec.version,
+                spec.fingerprint,
                 task.step,
                 task.assignee,
                 json.dumps(task.candidate_groups),
@@ -400,10 +411,14 @@ class SqliteStore:
 
     # ----------------------------------------------------------------- reading
 
-    def _spec(self, instance_id: str, workflow: str, version: str) -> tuple[type[Any], WorkflowSpec]:
-        cls = self._registry.resolve(workflow, version)
+    def _spec(
+        self, instance_id: str, workflow: str, version: str, fingerprint: str | None
+    ) -> tuple[type[Any], WorkflowSpec]:
+        cls = self._registry.resolve(workflow, version, fingerprint)
         if cls is None:
-            raise UnknownWorkflowVersion(instance_id, workflow, version, self._registry.versions(workflow))
+            changed = self._registry.has(workflow, version)
+            known = self._registry.versions(workflow)
+            raise UnknownWorkflowVersion(instance_id, workflow, version, known, changed=changed)
         return cls, cls.__orch_spec__
 
     @_reads
@@ -416,14 +431,15 @@ class SqliteStore:
         """
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
-            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at FROM instances WHERE id = ?",
+            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint "
+            "FROM instances WHERE id = ?",
             (instance_id,),
         ).fetchone()
         if row is None:
             return None
         (workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-        (task_id, error, cause, cancel, wake_at, history_len, created_at) = row[10:]
-        cls, spec = self._spec(instance_id, workflow, version)
+        (task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint) = row[10:]
+        cls, spec = self._spec(instance_id, workflow, version, fingerprint)
         wf = structure(json.loads(variables), cls)
         setattr(wf, STATE_ATTRIBUTE, state)
         rec = InstanceRecord(instance_id, wf, spec, cls.__orch_machine__, created_at)
@@ -490,13 +506,13 @@ class SqliteStore:
 
     _TASK_COLUMNS = (
         "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
-        "completed_by, completed_at, form"
+        "completed_by, completed_at, form, fingerprint"
     )
 
     def _task(self, row: tuple[Any, ...]) -> Task:
         (task_id, instance_id, workflow, version, step, assignee, groups, created_at, due_at) = row[:9]
-        (status, completed_by, completed_at, form) = row[9:]
-        cls = self._registry.resolve(workflow, version)
+        (status, completed_by, completed_at, form, fingerprint) = row[9:]
+        cls = self._registry.resolve(workflow, version, fingerprint)
         spec = cls.__orch_spec__ if cls is not None else None
         task_spec = spec.step(step).task if spec is not None and spec.has_step(step) else None
         form_type = task_spec.form if task_spec is not None else None
@@ -567,10 +583,12 @@ class SqliteStore:
     @_reads
     def signals(self, instance_id: str) -> list[Signal]:
         """The instance's unconsumed messages, decoded with its workflow's message types."""
-        row = self._db.execute("SELECT workflow, version FROM instances WHERE id = ?", (instance_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT workflow, version, fingerprint FROM instances WHERE id = ?", (instance_id,)
+        ).fetchone()
         if row is None:
             return []
-        cls = self._registry.resolve(row[0], row[1])
+        cls = self._registry.resolve(row[0], row[1], row[2])
         if cls is None:
             return []
         types = {

@@ -76,7 +76,7 @@ async def settle() -> None:
 async def eventually(condition: Callable[[], bool]) -> None:
     """Let the engine run until *condition* holds (the scenario's time limit catches a hang)."""
     # The engine offers no event for "parked on a retry's backoff", so poll, yielding each time.
-    while not condition():  # noqa: ASYNC110
+    while not condition():
         await asyncio.sleep(0.001)
 
 

@@ -256,7 +256,7 @@ def test_a_store_from_a_newer_schema_is_refused(db_path: Path, clock: VirtualClo
     before = digest(db_path)
     err = refusal(db_path)
     expected = (
-        f"cannot use {db_path}: its schema version is 99, newer than this library's 1; "
+        f"cannot use {db_path}: its schema version is 99, newer than this library's 2; "
         "upgrade statemachine-orch to use it"
     )
     assert (str(db_path), expected) == (err.path, str(err))

@@ -491,15 +491,6 @@ def define_second_dispatch() -> type[Workflow]:
     return Dispatch
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Workflow.__init_subclass__ registers every class in the global default registry by (name, "
-        "version) and a later class silently replaces an earlier one, even from another module with other "
-        "steps; a restarted engine (default workflows=) then loads the stored instance with the wrong class: "
-        "its step 'pack' does not exist there and the instance cannot go on"
-    ),
-)
 def test_a_second_class_with_the_same_name_does_not_capture_stored_instances(
     db_path: Path, clock: VirtualClock, run: Runner
 ) -> None:

@@ -292,14 +292,6 @@ def test_a_union_field_whose_members_json_cannot_tell_apart() -> None:
     assert [DefinitionProblem("Stamp", "when", "field-not-serialisable", message)] == problems(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: _serialize._ambiguous_union files int and float under one JSON kind ('number') and refuses "
-        "`int | float`, yet JSON keeps them apart (2 vs 2.0) and both round-trip through the store as their "
-        "own type: a definition error for a type that round-trips"
-    ),
-)
 def test_a_number_union_that_round_trips_is_accepted() -> None:
     """Issue 3: only a type that cannot round-trip is a definition error; `int | float` round-trips (2 vs 2.0)."""
 
