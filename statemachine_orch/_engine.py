@@ -131,8 +131,11 @@ class Engine:
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
         self._live: dict[str, InstanceRecord] = {}
-        self._ready: deque[InstanceRecord] = deque()
-        self._ready_event: asyncio.Event | None = None
+        # Instances to run, in order; an id stands for a record still to load (recovery).
+        self._ready: deque[InstanceRecord | str] = deque()
+        self._ready_event: asyncio.Event | None = None  # set once the workers exist
+        self._idle_workers: deque[asyncio.Future[None]] = deque()
+        self._queued_ids: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._timer_task: asyncio.Task[None] | None = None
         self._timer_wake: asyncio.Event | None = None
@@ -142,7 +145,8 @@ class Engine:
         self._committed_records = 0
         self._active = 0
         self._orphans: set[str] = set()
-        self._waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceStatus]]]] = {}
+        # Waiters get the record itself, so that result() needs no reload from the store.
+        self._waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceRecord]]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._subscribers: list[Callable[[str, HistoryEvent], None]] = []
         self._known: set[type[Workflow]] = set()
@@ -186,18 +190,21 @@ class Engine:
         self._ensure_running()
         resumed = 0
         orphaned: list[str] = []
-        for instance_id in self.store.in_flight():
-            if instance_id in self._live:
+        for info in self.store.infos(InstanceStatus.RUNNING, None) + self.store.infos(
+            InstanceStatus.COMPENSATING, None
+        ):
+            instance_id = info.id
+            if info.wake_at is not None or instance_id in self._live or instance_id in self._queued_ids:
                 continue
-            try:
-                rec = self._get(instance_id)
-            except UnknownWorkflowVersion as exc:
-                self._orphan(instance_id, exc)
+            if self.registry.resolve(info.workflow, info.version) is None:
+                self._orphans.add(instance_id)
+                _log.error("orphaned_instance", instance_id=instance_id, workflow=info.workflow, version=info.version)
                 orphaned.append(instance_id)
                 continue
-            if rec.worker is None:
-                self._enqueue(rec)
-                resumed += 1
+            # Loaded by the worker that runs it: the first instance resumes at once,
+            # however many are in flight.
+            self._enqueue_id(instance_id)
+            resumed += 1
         for instance_id in self.store.signalled():
             if instance_id in self._live or instance_id in self._orphans:
                 continue
@@ -630,6 +637,16 @@ class Engine:
 
     # ----------------------------------------------------------------- waiting
 
+    async def wait_result(self, instance_id: str) -> tuple[InstanceStatus, Any]:
+        """
+        Wait until the instance is terminal; return its status and its workflow object.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        status, wf = await self._wait_record(instance_id, terminal_only=True)
+        return status, wf if wf is not None else self.workflow(instance_id)
+
     async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
         """
         Wait until the instance is terminal (or, with ``terminal=False``, waiting).
@@ -662,14 +679,19 @@ class Engine:
         return isinstance(clock, VirtualClock) and not clock.autojump and nxt > clock.now()
 
     async def _wait_for(self, instance_id: str, *, terminal_only: bool) -> InstanceStatus:
+        return (await self._wait_record(instance_id, terminal_only=terminal_only))[0]
+
+    async def _wait_record(self, instance_id: str, *, terminal_only: bool) -> tuple[InstanceStatus, Any]:
+        """Wait as :meth:`_wait_for`; also return the workflow object, when the turn that ended had it."""
         info = self.info(instance_id)
         rec = self._live.get(instance_id)
         running = rec is not None and rec.worker is not None
         if info.status.is_terminal or (not terminal_only and info.status is InstanceStatus.WAITING and not running):
-            return info.status
-        fut: asyncio.Future[InstanceStatus] = asyncio.get_running_loop().create_future()
+            return info.status, rec.wf if rec is not None else None
+        fut: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
-        return await fut
+        done = await fut
+        return done.status, done.wf
 
     def _notify(self, rec: InstanceRecord) -> None:
         waiters = self._waiters.get(rec.id)
@@ -677,12 +699,12 @@ class Engine:
             return
         status = rec.status
         idle = status is InstanceStatus.WAITING or status.is_terminal
-        keep: list[tuple[bool, asyncio.Future[InstanceStatus]]] = []
+        keep: list[tuple[bool, asyncio.Future[InstanceRecord]]] = []
         for terminal_only, fut in waiters:
             if fut.done():
                 continue
             if status.is_terminal or (idle and not terminal_only):
-                fut.set_result(status)
+                fut.set_result(rec)
             else:
                 keep.append((terminal_only, fut))
         if keep:
@@ -788,22 +810,47 @@ class Engine:
         self._active += 1
         rec.worker = _QUEUED
         self._ready.append(rec)
-        event = self._ready_event
-        if event is not None and not event.is_set():
-            event.set()
+        self._wake_one_worker()
+
+    def _enqueue_id(self, instance_id: str) -> None:
+        """Queue an instance whose record a worker loads when it gets to it (recovery)."""
+        if self._ready_event is None:
+            self._ensure_running()
+        self._active += 1
+        self._queued_ids.add(instance_id)
+        self._ready.append(instance_id)
+        self._wake_one_worker()
+
+    def _wake_one_worker(self) -> None:
+        # One instance, one worker: waking every idle worker for each enqueue made
+        # a sequential client pay for all of them.
+        idle = self._idle_workers
+        while idle:
+            fut = idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     async def _worker(self) -> None:
         ready = self._ready
         current = asyncio.current_task()
         assert current is not None  # noqa: S101 - always inside a task
+        loop = asyncio.get_running_loop()
         while True:
-            event = self._ready_event
-            assert event is not None  # noqa: S101 - set before workers start
             if not ready:
-                event.clear()
-                await event.wait()
+                fut: asyncio.Future[None] = loop.create_future()
+                self._idle_workers.append(fut)
+                await fut
                 continue
-            rec = ready.popleft()
+            item = ready.popleft()
+            if isinstance(item, str):
+                loaded = self._load_queued(item)
+                if loaded is None:
+                    self._active -= 1
+                    continue
+                rec = loaded
+            else:
+                rec = item
             rec.worker = current
             try:
                 await self._drive(rec)
@@ -828,6 +875,19 @@ class Engine:
                 if rec.worker is current:
                     rec.worker = None
             self._turn_ended(rec)
+
+    def _load_queued(self, instance_id: str) -> InstanceRecord | None:
+        """The record of a queued id, or None when it cannot or need not run now."""
+        self._queued_ids.discard(instance_id)
+        try:
+            rec = self._get(instance_id)
+        except UnknownWorkflowVersion as exc:
+            self._orphan(instance_id, exc)
+            return None
+        except (InstanceNotFound, StoreError) as exc:
+            _log.error("recovery_load_failed", instance_id=instance_id, error=str(exc))
+            return None
+        return rec if rec.worker is None else None
 
     def _reload(self, instance_id: str, tries: int) -> None:
         """After a failed commit: continue from whatever the store holds (the commit may have landed)."""

@@ -116,8 +116,9 @@ class Handle(Generic[W]):
         Raises:
             WorkflowFailed: It ended failed, cancelled or compensation_failed.
         """
-        status = await self._engine.wait_instance(self.instance_id, terminal=True)
+        status, wf = await self._engine.wait_result(self.instance_id)
         if status is not InstanceStatus.COMPLETED:
             info = self._engine.info(self.instance_id)
             raise WorkflowFailed(self.instance_id, status, info.error)
-        return self.workflow
+        result: W = wf
+        return result

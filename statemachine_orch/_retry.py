@@ -36,7 +36,7 @@ class Retry:
         attempts: Total number of attempts, the first one included (``1`` means no retry).
         initial: Wait before the second attempt (a ``timedelta`` or seconds).
         backoff: Factor by which the wait grows after each failed attempt.
-        max_interval: Upper bound of any single wait (default: 100 × ``initial``).
+        max_interval: Upper bound of any single wait (default: 100 times ``initial``).
         non_retryable: Exception types that fail the step at once.
 
     .. versionadded:: 0.1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import typing
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -276,8 +277,14 @@ class WorkflowSpec:
 
 
 def _type_label(tp: object) -> str:
+    # By name only, not module: the same definition imported as __main__ in one
+    # process and as a package module in another must have one fingerprint.
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin is not None and args:
+        return f"{_type_label(origin)}[{', '.join(_type_label(a) for a in args)}]"
     if isinstance(tp, type):
-        return f"{tp.__module__}.{tp.__qualname__}"
+        return tp.__qualname__
     return repr(tp)
 
 
