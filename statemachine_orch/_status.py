@@ -36,11 +36,11 @@ class InstanceStatus(enum.Enum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset(
-    {
-        InstanceStatus.COMPLETED,
-        InstanceStatus.FAILED,
-        InstanceStatus.CANCELLED,
-        InstanceStatus.COMPENSATION_FAILED,
-    }
+# A tuple, not a set: membership then compares identities in C, where a set
+# would hash the members with Enum's Python-level __hash__.
+_TERMINAL = (
+    InstanceStatus.COMPLETED,
+    InstanceStatus.FAILED,
+    InstanceStatus.CANCELLED,
+    InstanceStatus.COMPENSATION_FAILED,
 )

@@ -195,7 +195,7 @@ class MemoryStore:
                 gone = set(rec.consumed_signals)
                 self._signals[rec.id] = [s for s in self._signals.get(rec.id, ()) if s.seq not in gone]
                 rec.consumed_signals = _EMPTY
-            if rec.status.is_terminal:
+            if self._signals and rec.status.is_terminal:
                 self._signals.pop(rec.id, None)  # nobody will ever consume them
 
     def _file_task(self, task: Task) -> None:
