@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from statemachine_orch import EventKind, InstanceStatus, SqliteStore, WorkflowRegistry, spec_of
 from tests.crash.crash_flow import EFFECTS_ENV, CrashFlow
+from tests.crash.procs import finish, kill
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = 40
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 def _spawn(db: Path, effects: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, EFFECTS_ENV: str(effects), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "tests.crash.worker", str(db), *args],
+        [sys.executable, "-m", "tests.crash.worker", str(db), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -54,21 +54,17 @@ def _wait_ready(proc: subprocess.Popen[str]) -> None:
 def _crash_loop(db: Path, effects: Path, seed: int) -> None:
     rng = random.Random(seed)
     seeder = _spawn(db, effects, "seed", str(INSTANCES))
-    try:
-        _, err = seeder.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        seeder.send_signal(signal.SIGABRT)
-        print(seeder.communicate())
-        raise
+    _, err = finish(seeder, 60)
     assert seeder.returncode == 0, err
     for _ in range(KILLS):
         proc = _spawn(db, effects, "run")
-        _wait_ready(proc)
-        time.sleep(rng.uniform(0.0, 0.25))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)  # reaps it and closes its pipes
+        try:
+            _wait_ready(proc)
+            time.sleep(rng.uniform(0.0, 0.25))
+        finally:
+            kill(proc)
     final = _spawn(db, effects, "run")
-    out, err = final.communicate(timeout=120)
+    out, err = finish(final, 120)
     assert final.returncode == 0, err
     assert "ALL DONE" in out
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 
 from statemachine_orch import EventKind, InstanceStatus, SqliteStore, WorkflowRegistry
 from tests.crash.crash_flow import EFFECTS_ENV
+from tests.crash.procs import finish, kill
 from tests.crash.task_worker import TaskFlow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,18 +56,19 @@ def _spawn(db: Path, effects: Path, *args: str) -> subprocess.Popen[str]:
 def _crash_loop(db: Path, effects: Path, seed: int) -> None:
     rng = random.Random(seed)
     seeder = _spawn(db, effects, "seed", str(ORDERS))
-    _, err = seeder.communicate(timeout=60)
+    _, err = finish(seeder, 60)
     assert seeder.returncode == 0, err
     for _ in range(KILLS):
         proc = _spawn(db, effects, "work", str(BATCH))
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("recovered"), f"worker did not start: {line!r} {proc.stderr and proc.stderr.read()}"
-        time.sleep(rng.uniform(0.0, 0.06))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("recovered"), f"worker did not start: {line!r}"
+            time.sleep(rng.uniform(0.0, 0.06))
+        finally:
+            kill(proc)
     final = _spawn(db, effects, "work")
-    out, err = final.communicate(timeout=120)
+    out, err = finish(final, 120)
     assert final.returncode == 0, err
     assert "ALL DONE" in out
 
