@@ -275,13 +275,14 @@ class Engine:
         Raises:
             TypeError: The store is not a MemoryStore.
         """
-        if not isinstance(self.store, MemoryStore):
-            name = type(self.store).__name__
+        store = self.store
+        if type(store) is not MemoryStore and not isinstance(store, MemoryStore):
+            name = type(store).__name__
             msg = f"start_nowait() needs a MemoryStore; use `await start()` with {name}"
             raise TypeError(msg)
         rec = self._create(workflow)
         self._live[rec.id] = rec
-        self.store.commit((rec,))
+        store.commit((rec,))
         self._enqueue(rec)
         return Handle(self, rec.id)
 

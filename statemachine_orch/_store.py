@@ -115,9 +115,10 @@ class _CompactHistory:
 
     __slots__ = ("shapes", "times")
 
-    def __init__(self) -> None:
+    def __init__(self, events: Iterable[HistoryEvent] = ()) -> None:
         self.times = array("d")
         self.shapes: list[tuple[object, ...]] = []
+        self.extend(events)
 
     def extend(self, events: Iterable[HistoryEvent]) -> None:
         times = self.times
@@ -161,7 +162,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: dict[str, InstanceRecord] = {}
-        self._history: dict[str, _CompactHistory] = {}
+        self._history: dict[str, _CompactHistory | list[HistoryEvent]] = {}
         self._open_tasks: dict[str, Task] = {}
         self._closed_tasks: dict[str, Task] = {}
         self._wakes: list[tuple[float, str]] = []
@@ -176,11 +177,17 @@ class MemoryStore:
         """File each record's pending history, tasks, timer and consumed signals."""
         for rec in records:
             stored = self._history.get(rec.id)
-            if stored is None:
-                self._records[rec.id] = rec
-                stored = self._history[rec.id] = _CompactHistory()
             pending = rec.history
-            if pending:
+            if stored is None:
+                # A new instance: the store takes its pending list as it is; it is
+                # compacted at the instance's next commit, off the creation path.
+                self._records[rec.id] = rec
+                self._history[rec.id] = pending
+                rec.history_len += len(pending)
+                rec.history = []
+            elif pending:
+                if isinstance(stored, list):
+                    stored = self._history[rec.id] = _CompactHistory(stored)
                 stored.extend(pending)
                 rec.history_len += len(pending)
                 pending.clear()
@@ -225,7 +232,9 @@ class MemoryStore:
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The instance's filed history."""
         stored = self._history.get(instance_id)
-        return stored.events() if stored is not None else []
+        if stored is None:
+            return []
+        return list(stored) if isinstance(stored, list) else stored.events()
 
     def task(self, task_id: str) -> Task | None:
         """The task with this id, if any."""
