@@ -206,12 +206,10 @@ class Engine:
             self._enqueue_id(instance_id)
             resumed += 1
         for instance_id in self.store.signalled():
-            if instance_id in self._live or instance_id in self._orphans:
+            if instance_id in self._live:
                 continue
-            try:
-                rec = self._get(instance_id)
-            except UnknownWorkflowVersion as exc:
-                self._orphan(instance_id, exc)
+            rec = self._get_or_orphan(instance_id)
+            if rec is None:
                 continue
             if rec.worker is None and rec.status is InstanceStatus.WAITING and self._message_arrived(rec):
                 self._enqueue(rec)
@@ -741,6 +739,16 @@ class Engine:
         if rec.worker is None and not rec.history and self._live.get(rec.id) is rec:
             del self._live[rec.id]
 
+    def _get_or_orphan(self, instance_id: str) -> InstanceRecord | None:
+        """The live record, or None (and a log line, once) when its version has no class."""
+        if instance_id in self._orphans:
+            return None
+        try:
+            return self._get(instance_id)
+        except UnknownWorkflowVersion as exc:
+            self._orphan(instance_id, exc)
+            return None
+
     def _orphan(self, instance_id: str, exc: UnknownWorkflowVersion) -> None:
         if instance_id not in self._orphans:
             self._orphans.add(instance_id)
@@ -881,14 +889,11 @@ class Engine:
         """The record of a queued id, or None when it cannot or need not run now."""
         self._queued_ids.discard(instance_id)
         try:
-            rec = self._get(instance_id)
-        except UnknownWorkflowVersion as exc:
-            self._orphan(instance_id, exc)
-            return None
+            rec = self._get_or_orphan(instance_id)
         except (InstanceNotFound, StoreError) as exc:
             _log.error("recovery_load_failed", instance_id=instance_id, error=str(exc))
             return None
-        return rec if rec.worker is None else None
+        return rec if rec is not None and rec.worker is None else None
 
     def _reload(self, instance_id: str, tries: int) -> None:
         """After a failed commit: continue from whatever the store holds (the commit may have landed)."""
@@ -980,12 +985,8 @@ class Engine:
     def _fire_due(self, instance_ids: list[str], now: float) -> int:
         fired = 0
         for instance_id in instance_ids:
-            if instance_id in self._orphans:
-                continue
-            try:
-                rec = self._get(instance_id)
-            except UnknownWorkflowVersion as exc:
-                self._orphan(instance_id, exc)
+            rec = self._get_or_orphan(instance_id)
+            if rec is None:
                 continue
             if rec.worker is not None or rec.wake_at is None or rec.wake_at > now:
                 self._unpin(rec)
