@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from statemachine_orch import Ctx, Engine, InstanceStatus, SqliteStore, Workflow, step
-from statemachine_orch._store_sqlite import MIGRATIONS, APPLICATION_ID, SCHEMA_VERSION
+from statemachine_orch._store_sqlite import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
 class Upgraded(Workflow, name="SchemaUpgraded"):
