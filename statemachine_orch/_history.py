@@ -8,7 +8,21 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 
-class EventKind(enum.Enum):
+class _IdentityHash:
+    """Hash by identity."""
+
+    def __hash__(self) -> int:
+        """Identity hash."""
+        return object.__hash__(self)
+
+
+# Enum members are singletons compared by identity: hash them the same way, with
+# the C slot itself, not Enum's Python-level hash of the name nor the Python def
+# above (which type checkers read). The memory store hashes history entries.
+_IdentityHash.__hash__ = object.__hash__  # type: ignore[method-assign]
+
+
+class EventKind(_IdentityHash, enum.Enum):
     """
     What a history entry records.
 
@@ -37,11 +51,6 @@ class EventKind(enum.Enum):
     COMPENSATION_COMPLETED = "compensation_completed"
     COMPENSATION_FAILED = "compensation_failed"
     STATUS_CHANGED = "status_changed"
-
-    # Members are singletons compared by identity: hash them the same way, in C,
-    # instead of Enum's Python-level hash of the name (history entries are hashed
-    # to share them between instances).
-    __hash__: Callable[[object], int] = object.__hash__  # type: ignore[assignment]  # same hash, in C
 
 
 class HistoryEvent(NamedTuple):
