@@ -10,7 +10,6 @@ missing docstring).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -108,9 +107,18 @@ def test_every_public_name_has_a_docstring_and_a_public_module(name: str) -> Non
 @pytest.mark.timeout(300)
 def test_public_types_are_complete_for_type_checkers() -> None:
     """pyright --verifytypes reports no incomplete public symbol (missing annotations, unknown types, docs)."""
-    pyright = shutil.which("pyright") or str(sys.executable).replace("python", "pyright")
     out = subprocess.run(
-        [pyright, "--verifytypes", "statemachine_orch", "--ignoreexternal", "--outputjson"],
+        [
+            sys.executable,
+            "-m",
+            "pyright",
+            "--pythonpath",
+            sys.executable,
+            "--verifytypes",
+            "statemachine_orch",
+            "--ignoreexternal",
+            "--outputjson",
+        ],
         capture_output=True,
         text=True,
         check=False,
