@@ -10,9 +10,15 @@ Testing workflows: every path, generated stories with injected faults, coverage.
   what it does.
 - The pytest plugin (``statemachine_orch.pytest_plugin``, loaded automatically)
   adds the ``orch_engine`` fixture and the ``--orch-coverage`` report.
+
+Hypothesis is needed only by :func:`WorkflowMachine` and its companions, which are
+imported on first use: the plugin and the rest of this module work without it.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from statemachine_orch._paths import Ending as Ending
 from statemachine_orch._paths import GuardOutcome as GuardOutcome
@@ -23,14 +29,16 @@ from ._coverage import Coverage as Coverage
 from ._engine import CapturedEvent as CapturedEvent
 from ._engine import capture_history as capture_history
 from ._engine import virtual_engine as virtual_engine
-from ._machine import CoverageError as CoverageError
-from ._machine import InjectedFault as InjectedFault
-from ._machine import InjectedPermanentFault as InjectedPermanentFault
-from ._machine import InvariantViolation as InvariantViolation
-from ._machine import RunawayLoop as RunawayLoop
-from ._machine import WorkflowMachine as WorkflowMachine
-from ._machine import WorkflowStateMachine as WorkflowStateMachine
-from ._strategies import Actor as Actor
+
+if TYPE_CHECKING:
+    from ._machine import CoverageError as CoverageError
+    from ._machine import InjectedFault as InjectedFault
+    from ._machine import InjectedPermanentFault as InjectedPermanentFault
+    from ._machine import InvariantViolation as InvariantViolation
+    from ._machine import RunawayLoop as RunawayLoop
+    from ._machine import WorkflowMachine as WorkflowMachine
+    from ._machine import WorkflowStateMachine as WorkflowStateMachine
+    from ._strategies import Actor as Actor
 
 __all__ = [
     "Actor",
@@ -51,14 +59,36 @@ __all__ = [
     "virtual_engine",
 ]
 
+_LAZY = {
+    "Actor": "_strategies",
+    "CoverageError": "_machine",
+    "InjectedFault": "_machine",
+    "InjectedPermanentFault": "_machine",
+    "InvariantViolation": "_machine",
+    "RunawayLoop": "_machine",
+    "WorkflowMachine": "_machine",
+    "WorkflowStateMachine": "_machine",
+}
 
-def _fixup_module_metadata() -> None:
+
+def _public(obj: Any) -> Any:
     # Reprs and tracebacks show the public path, not the private module.
-    for name in __all__:
-        obj = globals()[name]
-        module = getattr(obj, "__module__", "")
-        if module.startswith("statemachine_orch.testing._") or module == "statemachine_orch._paths":
-            obj.__module__ = __name__
+    module = getattr(obj, "__module__", "")
+    if module.startswith(f"{__name__}._") or module == "statemachine_orch._paths":
+        obj.__module__ = __name__
+    return obj
 
 
-_fixup_module_metadata()
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = _public(getattr(importlib.import_module(f"{__name__}.{module}"), name))
+    globals()[name] = value
+    return value
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _public(globals()[_name])

@@ -16,11 +16,8 @@ from statemachine_orch._spec import EdgeSpec, WorkflowSpec
 def describe_edge(edge: EdgeSpec) -> str:
     """``source -> dest`` with what makes it taken: ``[when g]``, ``[on_error E]``, ``[default]``."""
     arrow = f"{edge.source} -> {edge.dest}"
-    timeout = getattr(edge, "timeout", None)
-    if edge.is_error:
+    if edge.is_error or edge.is_timeout:
         what = edge.label
-    elif timeout is not None:
-        what = f"timeout {float(timeout):g}s"
     elif edge.guard is not None:
         what = f"when {edge.guard_name}"
     else:

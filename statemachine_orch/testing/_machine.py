@@ -25,7 +25,7 @@ import structlog.testing
 from hypothesis import HealthCheck, Phase, note
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from statemachine_orch._clock import VirtualClock
 from statemachine_orch._ctx import Ctx
@@ -67,14 +67,13 @@ from ._strategies import (
 
 _K = EventKind
 _REAL_TIMEOUT = 30.0  # real seconds a rule may take before the engine counts as hung
-_CHECKED_AFTER = frozenset(
-    {
-        _K.TRANSITION,
-        _K.STATUS_CHANGED,
-        _K.TASK_CREATED,
-        _K.TASK_COMPLETED,
-        _K.COMPENSATION_COMPLETED,
-    }
+_TIMER_TURNS = 50  # event-loop turns given to the engine to fire a timer the clock jumped to
+_CHECKED_AFTER = (
+    _K.TRANSITION,
+    _K.STATUS_CHANGED,
+    _K.TASK_CREATED,
+    _K.TASK_COMPLETED,
+    _K.COMPENSATION_COMPLETED,
 )
 _TERMINAL_STATE_STATUS = {
     COMPLETED: InstanceStatus.COMPLETED,
@@ -187,6 +186,69 @@ class _Track:
     injected: list[str] = attrs.field(factory=list[str])
 
 
+@attrs.frozen
+class Start:
+    """
+    Start an instance from *workflow* (new, never started), with the fault plan *faults*.
+
+    .. versionadded:: 0.1.0
+    """
+
+    workflow: Any
+    faults: FaultPlan
+
+
+@attrs.frozen
+class Complete:
+    """
+    *by* completes the *task*-th open task at *step* (modulo their number) with *form*.
+
+    .. versionadded:: 0.1.0
+    """
+
+    step: str
+    task: int
+    form: Any
+    by: Actor
+
+
+@attrs.frozen
+class Cancel:
+    """
+    Cancel the *instance*-th waiting instance (modulo their number).
+
+    .. versionadded:: 0.1.0
+    """
+
+    instance: int
+    compensate: bool
+
+
+@attrs.frozen
+class Send:
+    """
+    Deliver *message* to the *instance*-th waiting instance (modulo their number).
+
+    .. versionadded:: 0.1.0
+    """
+
+    instance: int
+    message: Any
+
+
+@attrs.frozen
+class FireTimers:
+    """
+    Move the clock to the earliest timer of a waiting instance; what is due then fires.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+Action = Start | Complete | Cancel | Send | FireTimers
+"""What a step of a generated story does."""
+
+
 class WorkflowStateMachine(RuleBasedStateMachine):
     """
     The base of the machines :func:`WorkflowMachine` builds; read its results from the class.
@@ -210,10 +272,13 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._logs = structlog.testing.capture_logs()
         self._logs.__enter__()
         self._loop = asyncio.new_event_loop()
+        # Not autojump: a wait's timer (escalation, @timer) fires only when the story
+        # says so (rule fire_timers); retry backoffs are jumped over by _settle.
+        self.clock = VirtualClock(autojump=False)
         self.engine = Engine(
             MemoryStore(),
             services=cfg.services(),
-            clock=VirtualClock(autojump=True),
+            clock=self.clock,
             concurrency=1,
             before_attempt=self._before_attempt,
         )
@@ -242,15 +307,34 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._logs.__exit__(None, None, None)
 
     def _run(self, op: Any) -> Any:
-        engine = self.engine
-
         async def go() -> Any:
             async with asyncio.timeout(_REAL_TIMEOUT):
-                result = await op
-                await engine.wait_idle()
+                result = await op if op is not None else None
+                await self._settle()
             return result
 
         return self._loop.run_until_complete(go())
+
+    async def _settle(self) -> None:
+        """Run until every instance waits or ended, jumping the clock over retry backoffs."""
+        engine = self.engine
+        while True:
+            # No engine event means "nothing runs" without also waiting for every timer.
+            while engine.statistics().active:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            backoffs = [
+                i.wake_at
+                for i in engine.instances()
+                if i.wake_at is not None and i.status is not InstanceStatus.WAITING and not i.status.is_terminal
+            ]
+            if not backoffs:
+                return
+            self.clock.jump_to(min(backoffs))
+            # Give the engine's timer task the turns it needs to queue the instance.
+            for _ in range(_TIMER_TURNS):
+                await asyncio.sleep(0)
+                if engine.statistics().active:
+                    break
 
     def _violate(self, rule_id: str, instance_id: str, step: str | None, message: str) -> None:
         self._violations.append(_Violation(rule_id, instance_id, step, message))
@@ -329,7 +413,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                 state = getattr(wf, STATE_ATTRIBUTE, None)
                 msg = (
                     f"@invariant {inv.name} {why} after {event.describe().strip()} "
-                    f"(last ran: {track.last_step}; state {state}, status {status.value})"
+                    f"(last ran: {track.last_step}; state {state}, status {status.value}; variables then: {wf!r})"
                 )
                 step = (track.last_step or "").split(" ")[0] or None
                 self._violate("invariant", instance_id, step, msg)
@@ -516,44 +600,66 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             msg = f"{track.name} is {status.value}, yet compensations ran for {undone}"
             self._violate("saga", instance_id, undone[0], msg)
 
-    # ------------------------------------------------------------------ rule bodies
+    # ------------------------------------------------------------------ actions
 
-    def do_start(self, workflow: Any, faults: FaultPlan) -> None:
-        """Rule body: start *workflow* with the fault plan *faults*, run until idle, check."""
-        started_as = repr(workflow)
-        self._pending = (started_as, faults)
-        name = f"i{len(self._tracks) + 1}"
-        note(f"{name} = start {started_as}" + (f" with faults {faults!r}" if faults else ""))
-        self._run(self.engine.start(workflow))
-        self._after_rule()
+    def apply(self, action: Action) -> None:
+        """Apply one action of the story, run the engine until every instance waits or ended, check."""
+        if isinstance(action, Start):
+            self._start(action)
+        elif isinstance(action, Complete):
+            self._complete(action)
+        elif isinstance(action, Cancel):
+            self._cancel(action)
+        elif isinstance(action, Send):
+            self._send(action)
+        else:
+            self._fire_timers()
 
     def open_tasks(self, step: str) -> list[Task]:
-        """The open tasks at *step* of the story's instances (as of the end of the last rule)."""
+        """The open tasks at *step* of the story's instances (as of the end of the last action)."""
         return [t for t in self._open_tasks_now if t.step == step]
 
-    def do_complete(self, step: str, pick: int, form: Any, who: Actor) -> None:
-        """Rule body: *who* completes the *pick*-th open task at *step* with *form* (intruders fail)."""
-        tasks = self.open_tasks(step)
-        task = tasks[pick % len(tasks)]
+    def waiting_instances(self) -> list[str]:
+        """Ids of the story's instances that wait (as of the end of the last action)."""
+        return list(self._waiting_now)
+
+    def timers_due(self) -> list[float]:
+        """When the timers of the waiting instances fall due (escalations, ``@timer`` steps)."""
+        return [w for i in self._waiting_now if (w := self.engine.info(i).wake_at) is not None]
+
+    def _start(self, action: Start) -> None:
+        started_as = repr(action.workflow)
+        self._pending = (started_as, action.faults)
+        name = f"i{len(self._tracks) + 1}"
+        note(f"{name} = start {started_as}" + (f" with faults {action.faults!r}" if action.faults else ""))
+        self._run(self.engine.start(action.workflow))
+        self._after_rule()
+
+    def _complete(self, action: Complete) -> None:
+        tasks = self.open_tasks(action.step)
+        if not tasks:
+            return
+        task = tasks[action.task % len(tasks)]
         track = self._tracks[task.instance_id]
-        note(f"{track.name}: {who!r} completes the task at {step} with {form!r}")
+        who, step = action.by, action.step
+        note(f"{track.name}: {who!r} completes the task at {step} with {action.form!r}")
+        complete = self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=action.form)
+        self._touched[task.instance_id] = None
         if who.authorised:
-            self._run(self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=form))
-            self._touched[task.instance_id] = None
+            self._run(complete)
             self._after_rule()
             return
         before = self._snapshot(task.instance_id)
         try:
-            self._run(self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=form))
+            self._run(complete)
         except TaskNotAuthorized:
             note(f"    {track.name}  refused, as it must be")
         else:
-            msg = f"{who!r} completed the task at {step} although only {actors(self._task_spec(step))[:-1]} may"
+            msg = f"{who!r} completed the task at {step}, which only {actors(self._task_spec(step))[:-1]} may"
             self._violate("unauthorised-completion", task.instance_id, step, msg)
         if self._snapshot(task.instance_id) != before:
             msg = f"the refused completion of the task at {step} by {who!r} changed the instance"
             self._violate("unauthorised-completion", task.instance_id, step, msg)
-        self._touched[task.instance_id] = None
         self._after_rule()
 
     def _task_spec(self, step: str) -> Any:
@@ -564,19 +670,37 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         tasks = tuple((t.id, t.status) for t in self.engine.tasks(instance_id=instance_id))
         return (info.status, info.step, len(self.engine.history(instance_id)), tasks)
 
-    def waiting_instances(self) -> list[str]:
-        """Ids of the story's instances that wait (as of the end of the last rule)."""
-        return list(self._waiting_now)
-
-    def do_cancel(self, pick: int, compensate: bool) -> None:
-        """Rule body: cancel the *pick*-th waiting instance, compensating or not."""
+    def _cancel(self, action: Cancel) -> None:
         waiting = self.waiting_instances()
-        instance_id = waiting[pick % len(waiting)]
+        if not waiting:
+            return
+        instance_id = waiting[action.instance % len(waiting)]
         track = self._tracks[instance_id]
-        track.cancel = compensate
-        note(f"{track.name}: cancel(compensate={compensate})")
-        self._run(self.engine.cancel(instance_id, reason="cancelled by the story", compensate=compensate))
+        track.cancel = action.compensate
+        note(f"{track.name}: cancel(compensate={action.compensate})")
+        cancel = self.engine.cancel(instance_id, reason="cancelled by the story", compensate=action.compensate)
         self._touched[instance_id] = None
+        self._run(cancel)
+        self._after_rule()
+
+    def _fire_timers(self) -> None:
+        due = self.timers_due()
+        if not due:
+            return
+        when = min(due)
+        note(f"clock +{when - self.clock.now():g}s: the timers due then fire")
+        self.clock.jump_to(when)
+        self._run(None)
+        self._after_rule()
+
+    def _send(self, action: Send) -> None:
+        waiting = self.waiting_instances()
+        if not waiting:
+            return
+        instance_id = waiting[action.instance % len(waiting)]
+        note(f"{self._tracks[instance_id].name}: signal {action.message!r}")
+        self._touched[instance_id] = None
+        self._run(self.engine.signal(instance_id, action.message))
         self._after_rule()
 
 
@@ -598,6 +722,7 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     *,
     inputs: st.SearchStrategy[Any] | None = None,
     forms: Mapping[object, st.SearchStrategy[Any]] | None = None,
+    messages: Mapping[type, st.SearchStrategy[Any]] | None = None,
     services: Callable[[], ServiceRegistry | Mapping[str, object] | None]
     | ServiceRegistry
     | Mapping[str, object]
@@ -624,6 +749,8 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             without a default drawn from its type (floats finite).
         forms: Strategies for forms, keyed by human-task step (``Wf.approve``, or its
             name) or by form type; default: drawn from the declared form type.
+        messages: Strategies for the messages ``@wait_for`` steps take, keyed by type;
+            default: drawn from the type. Messages go to waiting instances.
         services: The services steps call: a mapping or registry (shared by every
             example), or a function returning a fresh one per example (for stateful
             fakes).
@@ -675,18 +802,7 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     )
     start_inputs = inputs if inputs is not None else input_strategy(workflow, spec)
     plans = fault_plans(spec, errors) if faults else st.just(cast("FaultPlan", {}))
-    namespace: dict[str, Any] = {
-        "config": config,
-        "coverage": Coverage(spec),
-        "__doc__": f"Generated stories of {spec.name}.",
-        "__module__": workflow.__module__,
-    }
-
-    def start(self: WorkflowStateMachine, workflow: Any, faults: FaultPlan) -> None:
-        self.do_start(workflow, faults)
-
-    namespace["start"] = rule(workflow=start_inputs, faults=plans)(start)
-
+    actions: list[st.SearchStrategy[Action]] = [st.builds(Start, workflow=start_inputs, faults=plans)]
     form_overrides = dict(forms or {})
     for s in spec.steps:
         task = s.task
@@ -695,35 +811,42 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
         by_step = next((v for k, v in form_overrides.items() if _names_step(k, s.name)), None)
         by_type = form_overrides.get(task.form) if task.form is not None else None
         form = by_step or by_type or form_strategy(task)
-        namespace[f"complete_{s.name}"] = _complete_rule(s.name, form, actors(task))
+        actions.append(
+            st.builds(Complete, step=st.just(s.name), task=_PICK, form=form, by=st.sampled_from(actors(task)))
+        )
+    message_types = sorted({s.message for s in spec.steps if s.message is not None}, key=lambda t: t.__name__)
+    for message_type in message_types:
+        message = (messages or {}).get(message_type) or st.from_type(cast("type[Any]", message_type))
+        actions.append(st.builds(Send, instance=_PICK, message=message))
+    if any(e.is_timeout for e in spec.edges) or any(s.kind is StepKind.TIMER for s in spec.steps):
+        actions.append(st.just(FireTimers()))
+    actions.append(st.builds(Cancel, instance=_PICK, compensate=st.booleans()))
 
-    def cancel(self: WorkflowStateMachine, pick: int, compensate: bool) -> None:
-        self.do_cancel(pick, compensate)
+    def do(self: WorkflowStateMachine, action: Action) -> None:
+        self.apply(action)
 
-    def can_cancel(self: WorkflowStateMachine) -> bool:
-        return bool(self.waiting_instances())
-
-    namespace["cancel"] = precondition(can_cancel)(rule(pick=st.integers(0, 7), compensate=st.booleans())(cancel))
-
+    # One rule taking every kind of action: hypothesis' swarm testing (each example
+    # disables a random subset of rules) and preconditions (drawing again until a
+    # rule is enabled) cost much of its power to find and to shrink these stories.
+    # An action that cannot apply (no open task...) does nothing.
+    namespace: dict[str, Any] = {
+        "config": config,
+        "coverage": Coverage(spec),
+        "__doc__": f"Generated stories of {spec.name}.",
+        "__module__": workflow.__module__,
+        "do": rule(action=st.one_of(actions))(do),
+    }
     machine = cast("type[WorkflowStateMachine]", type(f"{spec.name}Machine", (WorkflowStateMachine,), namespace))
     # A plain class attribute shadows hypothesis' TestCase property: ours also checks coverage.
     setattr(machine, "TestCase", _test_case(machine))  # noqa: B010 - mypy rejects assigning the property
     return machine
 
 
+_PICK = st.integers(0, 7)
+
+
 def _names_step(key: object, name: str) -> bool:
     return key == name or (isinstance(key, Step) and key.name == name)
-
-
-def _complete_rule(step: str, form: st.SearchStrategy[Any], people: list[Actor]) -> Any:
-    def complete(self: WorkflowStateMachine, pick: int, form: Any, who: Actor) -> None:
-        self.do_complete(step, pick, form, who)
-
-    def has_task(self: WorkflowStateMachine) -> bool:
-        return bool(self.open_tasks(step))
-
-    complete.__name__ = complete.__qualname__ = f"complete_{step}"
-    return precondition(has_task)(rule(pick=st.integers(0, 7), form=form, who=st.sampled_from(people))(complete))
 
 
 def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:

@@ -60,7 +60,7 @@ class Anomaly:
 
 def completion_edges(spec: WorkflowSpec, step: str) -> tuple[list[EdgeSpec], EdgeSpec | None]:
     """The guarded completion edges of *step* in the order they are tried, and its default."""
-    completion = [e for e in spec.outgoing(step) if not e.is_error and getattr(e, "timeout", None) is None]
+    completion = [e for e in spec.outgoing(step) if e.is_completion]
     return [e for e in completion if e.guard is not None], next((e for e in completion if e.guard is None), None)
 
 
@@ -150,7 +150,7 @@ class Recorder:
             if prev == (_K.STEP_FAILED, source):
                 edge = next((e for e in wanted if e.is_error), None)
             if edge is None:
-                edge = next((e for e in wanted if getattr(e, "timeout", None) is not None), None)
+                edge = next((e for e in wanted if e.is_timeout), None)
             if edge is None and wanted:
                 edge = wanted[0]
         if edge is not None:

@@ -11,15 +11,17 @@ retry policy absorbs).
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from hypothesis import strategies as st
 
+from statemachine_orch._paths import guard_constants
 from statemachine_orch._spec import TaskSpec, WorkflowSpec
 
 OK = "ok"
@@ -59,9 +61,34 @@ def resolve_annotation(tp: object, owner: type[Any]) -> object:
 
 
 def input_strategy(workflow: type[Any], spec: WorkflowSpec) -> st.SearchStrategy[Any]:
-    """New instances of *workflow*: every field without a default drawn from its type."""
-    required = {f.name: type_strategy(resolve_annotation(f.type, workflow)) for f in spec.fields if not f.has_default}
+    """
+    New instances of *workflow*: every field without a default drawn from its type.
+
+    A field that guards compare with constants is also drawn at and right around
+    them (``wf.weight < 10`` makes 9, 10 and 11 likely): guard gaps hide there.
+    """
+    constants = guard_constants(spec)
+    required: dict[str, st.SearchStrategy[Any]] = {}
+    for f in spec.fields:
+        if f.has_default:
+            continue
+        tp = resolve_annotation(f.type, workflow)
+        values = type_strategy(tp)
+        near = _boundaries(tp, constants.get(f.name, set()))
+        required[f.name] = st.one_of(st.sampled_from(near), values) if near else values
     return st.builds(workflow, **required)
+
+
+def _boundaries(tp: object, constants: set[object]) -> list[object]:
+    out: set[object] = set()
+    for c in constants:
+        if tp is int and isinstance(c, (int, float)):
+            out.update({math.floor(c) - 1, math.floor(c), math.ceil(c), math.ceil(c) + 1})
+        elif tp is float and isinstance(c, (int, float)):
+            out.update({float(c), math.nextafter(c, -math.inf), math.nextafter(c, math.inf)})
+        elif tp is str and isinstance(c, str):
+            out.add(c)
+    return sorted(out, key=repr)
 
 
 def form_strategy(task: TaskSpec) -> st.SearchStrategy[Any]:
@@ -140,22 +167,26 @@ def _step_plans(attempts: int, retryable: list[str]) -> list[tuple[str, ...]]:
 
 def fault_plans(spec: WorkflowSpec, errors: Mapping[str, object]) -> st.SearchStrategy[FaultPlan]:
     """
-    Fault plans for one instance of *spec*: a few steps or compensations, each with how its attempts fail.
+    Fault plans for one instance of *spec*: none, or for some steps and compensations how their attempts fail.
+
+    Half the instances run without faults (that is where the deep edges are), the
+    other half with a plan; a plan shrinks to fewer entries, then to shorter ones.
 
     Args:
         spec: The workflow.
         errors: The names of the ``on_error`` exception types that can be built.
     """
-    choices: list[tuple[str, tuple[str, ...]]] = []
+    optional: dict[str, st.SearchStrategy[tuple[str, ...]]] = {}
     for s in spec.steps:
         routed = [RAISE + t.__name__ for e in spec.outgoing(s.name) for t in e.on_error if t.__name__ in errors]
-        choices += [(s.name, plan) for plan in _step_plans(s.retry.attempts, [TRANSIENT, *routed])]
+        optional[s.name] = st.sampled_from(_step_plans(s.retry.attempts, [TRANSIENT, *routed]))
     for s in spec.steps:
         comp = s.compensation
         if comp is not None and comp.retry.attempts > 1:
             # Never more transient faults than the policy absorbs: a failure is then the compensation's own.
             budget = comp.retry.attempts - 1
-            choices += [(comp.name, (TRANSIENT,) * n) for n in sorted({1, min(budget, 2), budget})]
-    # One draw picks a few (name, plan) pairs: cheap to generate, and a shrunk plan prints as a dict.
-    picked = st.lists(st.sampled_from(choices), max_size=4, unique_by=lambda c: c[0])
-    return picked.map(dict)
+            optional[comp.name] = st.sampled_from([(TRANSIENT,) * n for n in sorted({1, min(budget, 2), budget})])
+    # Measured: this shape (an optional entry per step) lets the shrinker delete whole
+    # actions of a story; padding a sampled_from with "no fault" entries did not.
+    plans = st.fixed_dictionaries({}, optional=optional).map(dict)
+    return st.one_of(st.just(cast("FaultPlan", {})), plans)
