@@ -125,6 +125,11 @@ ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.v
     history_len = excluded.history_len, updated_at = excluded.updated_at
 """
 
+_INSERT_HISTORY = "INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""Compact JSON, with one encoder built once."""
+
 _INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at"
 
 _P = ParamSpec("_P")
@@ -312,8 +317,13 @@ class SqliteStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for rec in records:
-                    self._write(db, rec, now)
+                history: list[tuple[object, ...]] = []
+                rows = [self._write(db, rec, now, history) for rec in records]
+                # One statement per table for the whole batch: with group commit a
+                # commit carries hundreds of instances.
+                db.executemany(_UPSERT, rows)
+                if history:
+                    db.executemany(_INSERT_HISTORY, history)
                 if self.fault is not None:
                     self.fault("before_commit")
                 db.execute("COMMIT")
@@ -328,46 +338,22 @@ class SqliteStore:
         if self.fault is not None:
             self.fault("after_commit")
 
-    def _write(self, db: sqlite3.Connection, rec: InstanceRecord, now: float) -> None:
+    def _write(
+        self, db: sqlite3.Connection, rec: InstanceRecord, now: float, history: list[tuple[object, ...]]
+    ) -> tuple[object, ...]:
+        """Write *rec*'s rare changes (tasks, signals); return its row and add its history rows."""
         spec = rec.spec
         state = rec.state
         payload = None
         if rec.payload is not NO_PAYLOAD:
             tp = spec.step(state).payload_type if spec.has_step(state) else None
-            payload = json.dumps({"v": unstructure(rec.payload, tp)})
-        db.execute(
-            _UPSERT,
-            (
-                rec.id,
-                spec.name,
-                spec.version,
-                spec.fingerprint,
-                state,
-                rec.status.value,
-                json.dumps(unstructure(rec.wf)),
-                payload,
-                json.dumps(rec.saga),
-                rec.attempt,
-                rec.comp_attempt,
-                rec.visit,
-                rec.task_id,
-                rec.error,
-                rec.cause,
-                json.dumps(rec.cancel) if rec.cancel is not None else None,
-                rec.wake_at,
-                rec.history_len + len(rec.history),
-                rec.created_at,
-                now,
-            ),
-        )
+            payload = _dumps({"v": unstructure(rec.payload, tp)})
         if rec.history:
             base = rec.history_len
-            db.executemany(
-                "INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (rec.id, base + i, e.at, e.kind.value, e.step, e.attempt, e.detail)
-                    for i, e in enumerate(rec.history, start=1)
-                ],
+            rid = rec.id
+            history.extend(
+                (rid, base + i, e.at, e.kind.value, e.step, e.attempt, e.detail)
+                for i, e in enumerate(rec.history, start=1)
             )
         for task in rec.dirty_tasks:
             self._write_task(db, task, spec)
@@ -375,6 +361,28 @@ class SqliteStore:
             db.executemany("DELETE FROM signals WHERE seq = ?", [(s,) for s in rec.consumed_signals])
         if rec.status.is_terminal:
             db.execute("DELETE FROM signals WHERE instance_id = ?", (rec.id,))  # nobody will consume them
+        return (
+            rec.id,
+            spec.name,
+            spec.version,
+            spec.fingerprint,
+            state,
+            rec.status.value,
+            _dumps(unstructure(rec.wf)),
+            payload,
+            _dumps(rec.saga) if rec.saga else "[]",
+            rec.attempt,
+            rec.comp_attempt,
+            rec.visit,
+            rec.task_id,
+            rec.error,
+            rec.cause,
+            _dumps(rec.cancel) if rec.cancel is not None else None,
+            rec.wake_at,
+            rec.history_len + len(rec.history),
+            rec.created_at,
+            now,
+        )
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
         form = None
