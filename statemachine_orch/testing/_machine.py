@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import unittest
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, cast
 
 import attrs
@@ -118,8 +118,7 @@ class InvariantViolation(AssertionError):
         rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``,
             ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
             ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
-            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``,
-            ``"hung"``.
+            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``.
         workflow: The workflow's name.
         instance: The instance's name in the story (``i1``, ``i2``...).
         step: The step the failure is about.
@@ -310,33 +309,14 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._loop.close()
             self._logs.__exit__(None, None, None)
 
-    def _run(self, op: Coroutine[Any, Any, Any] | None) -> Any:
+    def _run(self, op: Any) -> Any:
         async def go() -> Any:
             async with asyncio.timeout(_REAL_TIMEOUT):
-                if op is None:
-                    await self._settle()
-                    return None
-                # Settle alongside: cancel() waits for the end, which may need a
-                # compensation's retry backoff to be jumped over first.
-                task = asyncio.ensure_future(op)
-                while not task.done():
-                    await self._settle()
-                    await asyncio.sleep(0)
+                result = await op if op is not None else None
                 await self._settle()
-                return task.result()
+            return result
 
-        try:
-            return self._loop.run_until_complete(go())
-        except TimeoutError:
-            instance_id = next(reversed(self._touched or self._tracks), None)
-            if instance_id is None:
-                raise
-            msg = (
-                f"the engine did not settle within {_REAL_TIMEOUT:g} s of real time: a step or compensation "
-                "awaits something that never happens (give it a timeout=)"
-            )
-            self._violate("hung", instance_id, self._tracks[instance_id].last_step, msg)
-            raise self._error(self._violations[-1]) from None
+        return self._loop.run_until_complete(go())
 
     async def _settle(self) -> None:
         """
@@ -900,24 +880,3 @@ def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:
     WorkflowTestCase.__name__ = f"{machine.__name__}.TestCase"
     WorkflowTestCase.__qualname__ = f"{machine.__qualname__}.TestCase"
     return WorkflowTestCase
-
-
-def _public_module() -> None:
-    # Raised and printed before anyone imports them through the package: show the public path.
-    for obj in (
-        InjectedFault,
-        InjectedPermanentFault,
-        RunawayLoop,
-        InvariantViolation,
-        CoverageError,
-        WorkflowStateMachine,
-        Start,
-        Complete,
-        Cancel,
-        Send,
-        FireTimers,
-    ):
-        obj.__module__ = "statemachine_orch.testing"
-
-
-_public_module()
