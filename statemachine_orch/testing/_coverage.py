@@ -32,18 +32,24 @@ class Coverage:
     Attributes:
         spec: The workflow's compiled spec.
         taken: For each edge of ``spec.edges`` (same order), how often it was taken.
-        outcomes: For each edge with a guard, the values its guard was seen to have.
+        outcomes: For each edge with a guard (by index), the values its guard was seen to have.
+        instances: How many instances ran.
 
     .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_index", "instances", "outcomes", "spec", "taken")
 
+    spec: WorkflowSpec
+    taken: list[int]
+    outcomes: dict[int, set[bool]]
+    instances: int
+
     def __init__(self, spec: WorkflowSpec) -> None:
         self.spec = spec
         self._index = {id(e): i for i, e in enumerate(spec.edges)}
         self.taken = [0] * len(spec.edges)
-        self.outcomes: dict[int, set[bool]] = {i: set() for i, e in enumerate(spec.edges) if e.guard is not None}
+        self.outcomes = {i: set() for i, e in enumerate(spec.edges) if e.guard is not None}
         self.instances = 0
 
     def record_edge(self, edge: EdgeSpec) -> None:

@@ -74,7 +74,7 @@ def generated_source(
             p = skip_into[i]
             decorators.insert(0, f"    @after(s{p}, when=lambda wf: wf.flag_{branch_at[p]})")
         if i == loop_from:
-            decorators.insert(0, f"    @goto(s{loop_to}, when=lambda wf: wf.rounds < 1)")
+            decorators.insert(0, f"    @goto(s{loop_to}, when=lambda wf: wf.rounds < 2)")
         final = i == steps - 1
         if i == human_at:
             decorators.append(

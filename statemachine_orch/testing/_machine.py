@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import unittest
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, cast
 
 import attrs
@@ -41,7 +41,9 @@ from statemachine_orch._spec import (
     COMPLETED,
     FAILED,
     LIFECYCLE_STATES,
+    EdgeSpec,
     StepKind,
+    TaskSpec,
     WorkflowSpec,
 )
 from statemachine_orch._status import InstanceStatus
@@ -118,7 +120,8 @@ class InvariantViolation(AssertionError):
         rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``,
             ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
             ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
-            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``.
+            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``,
+            ``"hung"``.
         workflow: The workflow's name.
         instance: The instance's name in the story (``i1``, ``i2``...).
         step: The step the failure is about.
@@ -145,6 +148,9 @@ class CoverageError(AssertionError):
     .. versionadded:: 0.1.0
     """
 
+    coverage: Coverage
+    unvisited: tuple[EdgeSpec, ...]
+
     def __init__(self, message: str, coverage: Coverage) -> None:
         self.coverage = coverage
         self.unvisited = tuple(coverage.unvisited())
@@ -153,6 +159,8 @@ class CoverageError(AssertionError):
 
 @attrs.frozen
 class _Config:
+    """How a machine was built: ``WorkflowMachine``'s arguments, resolved."""
+
     workflow: type[Any]
     spec: WorkflowSpec
     services: Callable[[], ServiceRegistry | Mapping[str, object] | None]
@@ -260,12 +268,18 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         config: How the machine was built (the workflow, its spec, the options).
         coverage: The edges and guard outcomes exercised by the runs of this class
             (reset when its ``TestCase`` starts).
+        clock: The story's virtual clock.
+        engine: The engine running the story.
 
     .. versionadded:: 0.1.0
     """
 
     config: ClassVar[_Config]
     coverage: ClassVar[Coverage]
+    clock: VirtualClock
+    """The story's clock: it moves when retries back off, and when the story fires timers."""
+    engine: Engine
+    """The engine that runs the story's instances (in memory, one worker)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -309,14 +323,33 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._loop.close()
             self._logs.__exit__(None, None, None)
 
-    def _run(self, op: Any) -> Any:
+    def _run(self, op: Coroutine[Any, Any, Any] | None) -> Any:
         async def go() -> Any:
             async with asyncio.timeout(_REAL_TIMEOUT):
-                result = await op if op is not None else None
+                if op is None:
+                    await self._settle()
+                    return None
+                # Settle alongside: cancel() waits for the end, which may need a
+                # compensation's retry backoff to be jumped over first.
+                task = asyncio.ensure_future(op)
+                while not task.done():
+                    await self._settle()
+                    await asyncio.sleep(0)
                 await self._settle()
-            return result
+                return task.result()
 
-        return self._loop.run_until_complete(go())
+        try:
+            return self._loop.run_until_complete(go())
+        except TimeoutError:
+            instance_id = next(reversed(self._touched or self._tracks), None)
+            if instance_id is None:
+                raise
+            msg = (
+                f"the engine did not settle within {_REAL_TIMEOUT:g} s of real time: a step or compensation "
+                "awaits something that never happens (give it a timeout=)"
+            )
+            self._violate("hung", instance_id, self._tracks[instance_id].last_step, msg)
+            raise self._error(self._violations[-1]) from None
 
     async def _settle(self) -> None:
         """
@@ -821,9 +854,7 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
         by_step = next((v for k, v in form_overrides.items() if _names_step(k, s.name)), None)
         by_type = form_overrides.get(task.form) if task.form is not None else None
         form = by_step or by_type or form_strategy(task)
-        actions.append(
-            st.builds(Complete, step=st.just(s.name), task=_PICK, form=form, by=st.sampled_from(actors(task)))
-        )
+        actions.append(st.builds(Complete, step=st.just(s.name), task=_PICK, form=form, by=_people(task)))
     message_types = sorted({s.message for s in spec.steps if s.message is not None}, key=lambda t: t.__name__)
     for message_type in message_types:
         message = (messages or {}).get(message_type) or st.from_type(cast("type[Any]", message_type))
@@ -855,6 +886,14 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
 _PICK = st.integers(0, 3)
 
 
+def _people(task: TaskSpec) -> st.SearchStrategy[Actor]:
+    # Everyone allowed, three times over, then the intruder: a refusal is checked in
+    # about one completion in four, and the rest move the story on.
+    people = actors(task)
+    allowed, intruder = people[:-1], people[-1]
+    return st.sampled_from([*allowed, *allowed, *allowed, intruder])
+
+
 def _names_step(key: object, name: str) -> bool:
     return key == name or (isinstance(key, Step) and key.name == name)
 
@@ -880,3 +919,24 @@ def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:
     WorkflowTestCase.__name__ = f"{machine.__name__}.TestCase"
     WorkflowTestCase.__qualname__ = f"{machine.__qualname__}.TestCase"
     return WorkflowTestCase
+
+
+def _public_module() -> None:
+    # Raised and printed before anyone imports them through the package: show the public path.
+    for obj in (
+        InjectedFault,
+        InjectedPermanentFault,
+        RunawayLoop,
+        InvariantViolation,
+        CoverageError,
+        WorkflowStateMachine,
+        Start,
+        Complete,
+        Cancel,
+        Send,
+        FireTimers,
+    ):
+        obj.__module__ = "statemachine_orch.testing"
+
+
+_public_module()

@@ -30,7 +30,7 @@ from statemachine_orch.testing import WorkflowMachine
 from .helpers import find_bug, story
 
 
-class Shipping(Workflow, version="1"):
+class WeighStation(Workflow, version="1"):
     """Letters under 10 kg, freight over 20 kg: the guard gap leaves 10-20 kg with no edge."""
 
     weight: int
@@ -52,15 +52,15 @@ class Shipping(Workflow, version="1"):
 
 def test_guard_gap_leaves_some_input_with_no_edge() -> None:
     """Issue 4: a guard gap is a failure even though the engine fails the instance cleanly."""
-    err = find_bug(WorkflowMachine(Shipping))
+    err = find_bug(WorkflowMachine(WeighStation))
 
     assert ("no-edge-enabled", "weigh") == (err.rule, err.step)
     assert "weight < 10: False" in str(err)
     assert "weight > 20: False" in str(err)
-    assert "start Shipping(weight=" in story(err)
+    assert "start WeighStation(weight=" in story(err)
 
 
-class Checkout(Workflow, version="1"):
+class CardCheckout(Workflow, version="1"):
     """The refund is registered as the undo of the stock reservation instead of the charge."""
 
     order_id: str
@@ -97,7 +97,7 @@ class Checkout(Workflow, version="1"):
 
 def test_compensation_registered_on_the_wrong_step() -> None:
     """Issue 4: the wrong undo runs when the charge fails, and the workflow's @invariant says so."""
-    err = find_bug(WorkflowMachine(Checkout))
+    err = find_bug(WorkflowMachine(CardCheckout))
 
     assert ("invariant", "refund_card") == (err.rule, err.step)
     assert "refund_card (undoing reserve_stock)" in str(err)
@@ -105,7 +105,7 @@ def test_compensation_registered_on_the_wrong_step() -> None:
     assert "charge_card" in story(err)
 
 
-class Polling(Workflow, version="1"):
+class ProgressPoller(Workflow, version="1"):
     """Polls until the target is reached: with a step of 0 (or less) it never is."""
 
     target: int
@@ -137,7 +137,7 @@ class Polling(Workflow, version="1"):
 
 def test_loop_with_no_exit_for_some_inputs() -> None:
     """Issue 4: an instance making more transitions than the bound without a wait is a loop with no exit."""
-    err = find_bug(WorkflowMachine(Polling))
+    err = find_bug(WorkflowMachine(ProgressPoller))
 
     assert ("runaway-loop", "check") == (err.rule, err.step)
     assert "check -> poll [goto, when wf.polled < wf.target]" in str(err)
@@ -150,7 +150,7 @@ class Quote:
     discount: int
 
 
-class Pricing(Workflow, version="1"):
+class DiscountQuote(Workflow, version="1"):
     """Sales may grant any discount; above 100 percent the price goes negative."""
 
     customer: str
@@ -179,7 +179,7 @@ class Pricing(Workflow, version="1"):
 
 def test_invariant_broken_only_after_a_particular_form_answer() -> None:
     """Issue 4: generated forms reach the answer that breaks the invariant (the timeout half: see test_gallery_timers)."""
-    err = find_bug(WorkflowMachine(Pricing))
+    err = find_bug(WorkflowMachine(DiscountQuote))
 
     assert ("invariant", "negotiate") == (err.rule, err.step)
     assert "price_is_not_negative" in str(err)
@@ -190,7 +190,7 @@ class HoldExpired(NonRetryableError):
     """The airline no longer knows the hold."""
 
 
-class Booking(Workflow, version="1"):
+class SeatHold(Workflow, version="1"):
     """Releasing the seat works on the first attempt only: a retry finds the hold gone."""
 
     passenger: str
@@ -216,7 +216,7 @@ class Booking(Workflow, version="1"):
 
 def test_compensation_that_fails_only_on_the_second_attempt() -> None:
     """Issue 4: a compensation must absorb the transient faults its retry policy is for."""
-    err = find_bug(WorkflowMachine(Booking))
+    err = find_bug(WorkflowMachine(SeatHold))
 
     assert ("compensation-failed", "hold_seat") == (err.rule, err.step)
     assert "compensation release_seat of hold_seat failed for good on attempt 2" in str(err)

@@ -25,7 +25,7 @@ class Decision:
     approve: bool
 
 
-class Credit(Workflow, version="1"):
+class CreditLine(Workflow, version="1"):
     """The analyst approves within the limit; after two days the director decides, and skips the check."""
 
     amount: int
@@ -62,7 +62,7 @@ class Credit(Workflow, version="1"):
 
 def test_invariant_broken_only_after_a_timeout_and_a_particular_form_answer() -> None:
     """Issue 4: time passes in the story; the director's approval after the escalation breaks the invariant."""
-    err = find_bug(WorkflowMachine(Credit))
+    err = find_bug(WorkflowMachine(CreditLine))
 
     assert ("invariant", "director_review") == (err.rule, err.step)
     told = story(err)
@@ -78,7 +78,7 @@ class Payment:
     cents: int
 
 
-class Invoice(Workflow, version="1"):
+class OverpaidInvoice(Workflow, version="1"):
     """Waits for the payment; a payment larger than the invoice is booked as it is."""
 
     due_cents: int
@@ -107,13 +107,13 @@ class Invoice(Workflow, version="1"):
 
 def test_a_signal_that_breaks_an_invariant_is_found() -> None:
     """Issue 4: generated messages are delivered to waiting instances."""
-    err = find_bug(WorkflowMachine(Invoice))
+    err = find_bug(WorkflowMachine(OverpaidInvoice))
 
     assert ("invariant", "receive") == (err.rule, err.step)
     assert "signal Payment(cents=" in story(err)
 
 
-class Reminder(Workflow, version="1"):
+class DailyReminder(Workflow, version="1"):
     """Waits a day, then a human acknowledges; nothing is wrong with it."""
 
     note: str
@@ -146,7 +146,7 @@ class Reminder(Workflow, version="1"):
 
 def test_timers_and_group_tasks_pass_with_full_coverage() -> None:
     """Issue 4: a correct workflow with a timer step and a candidate-group task passes, every edge taken."""
-    machine = WorkflowMachine(Reminder, require_coverage=1.0)
+    machine = WorkflowMachine(DailyReminder, require_coverage=1.0)
 
     passes(machine)
 

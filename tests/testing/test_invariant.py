@@ -32,7 +32,7 @@ from statemachine_orch.testing import WorkflowMachine
 from .helpers import find_bug, passes
 
 
-class Ledger(Workflow, version="1"):
+class BalancedLedger(Workflow, version="1"):
     """Two invariants, one of them reading the status."""
 
     debit: int = 0
@@ -62,13 +62,13 @@ class Ledger(Workflow, version="1"):
 def test_invariants_are_compiled_into_the_spec_in_declaration_order() -> None:
     """Issue 4: the marks are collected once, with whether each takes the status."""
     assert [("balanced", False), ("posted_when_done", True)] == [
-        (i.name, i.takes_status) for i in spec_of(Ledger).invariants
+        (i.name, i.takes_status) for i in spec_of(BalancedLedger).invariants
     ]
 
 
 def test_the_decorator_returns_the_method_unchanged() -> None:
     """Issue 4: an invariant stays a plain method that code may call."""
-    assert Ledger().balanced() is True
+    assert BalancedLedger().balanced() is True
 
 
 def test_only_true_counts_as_holding() -> None:
@@ -84,7 +84,7 @@ def test_only_true_counts_as_holding() -> None:
     assert InvariantSpec("yes", yes, takes_status=True).holds(object(), InstanceStatus.RUNNING) is True
 
 
-class Audited(Ledger, version="1"):
+class AuditedLedger(BalancedLedger, version="1"):
     """Inherits both invariants and overrides one without the mark."""
 
     def balanced(self) -> bool:
@@ -94,7 +94,7 @@ class Audited(Ledger, version="1"):
 
 def test_subclasses_inherit_invariants_and_may_drop_one_by_overriding() -> None:
     """Issue 4: invariants follow attribute lookup: an unmarked override hides the base's."""
-    assert ["posted_when_done"] == [i.name for i in spec_of(Audited).invariants]
+    assert ["posted_when_done"] == [i.name for i in spec_of(AuditedLedger).invariants]
 
 
 def test_an_invariant_on_a_step_is_refused_at_decoration_time() -> None:
@@ -121,7 +121,7 @@ def test_an_invariant_with_the_wrong_signature_is_refused() -> None:
                 return True
 
 
-class Transfer(Workflow, version="1"):
+class AccountTransfer(Workflow, version="1"):
     """Money leaves one account before it reaches the other: in between, the books do not balance."""
 
     amount: int
@@ -147,14 +147,14 @@ class Transfer(Workflow, version="1"):
 
 def test_invariants_are_checked_after_every_transition_not_only_at_rest() -> None:
     """Issue 4: the books balance at the end, but not after the first step; the story names it."""
-    err = find_bug(WorkflowMachine(Transfer))
+    err = find_bug(WorkflowMachine(AccountTransfer))
 
     assert ("invariant", "withdraw") == (err.rule, err.step)
     assert "transition    withdraw -> deposit" in str(err)
-    assert "Transfer(amount=1, source=99, target=0)" in str(err)
+    assert "AccountTransfer(amount=1, source=99, target=0)" in str(err)
 
 
-class Shipment(Workflow, version="1"):
+class HeavyShipment(Workflow, version="1"):
     """A completed shipment was shipped; a failed one may not have been."""
 
     heavy: bool
@@ -183,13 +183,13 @@ class Shipment(Workflow, version="1"):
 
 def test_an_invariant_sees_the_status() -> None:
     """Issue 4: an invariant may depend on whether the instance is running, waiting or ended."""
-    err = find_bug(WorkflowMachine(Shipment))
+    err = find_bug(WorkflowMachine(HeavyShipment))
 
     assert ("invariant", "store") == (err.rule, err.step)
     assert "status completed" in str(err)
-    assert "Shipment(heavy=True" in str(err)
+    assert "HeavyShipment(heavy=True" in str(err)
 
 
 def test_a_workflow_whose_invariants_hold_passes() -> None:
     """Issue 4: no false alarm on the ledger, faults and all."""
-    passes(WorkflowMachine(Ledger, require_coverage=1.0))
+    passes(WorkflowMachine(BalancedLedger, require_coverage=1.0))

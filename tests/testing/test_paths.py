@@ -80,7 +80,7 @@ def test_default_edge_needs_every_guard_before_it_false() -> None:
     assert ["wf.validated", "not needs_approval"] == [str(g) for g in small.guards]
 
 
-class Review(Workflow, version="1"):
+class DraftReview(Workflow, version="1"):
     """A draft is revised until it is accepted; a rejected draft is routed to an editor on error."""
 
     accepted: bool = False
@@ -112,7 +112,7 @@ class Review(Workflow, version="1"):
 def test_loops_are_unrolled_at_most_max_loops_times() -> None:
     """Issue 4: each back edge is taken at most max_loops times on one path."""
     for max_loops in (0, 1, 2):
-        found = paths(Review, max_loops=max_loops)
+        found = paths(DraftReview, max_loops=max_loops)
         assert max_loops == max(p.loops for p in found)
         # publish is reached after 0..max_loops rounds of the loop.
         assert max_loops + 1 == sum(1 for p in found if p.ending is Ending.COMPLETED and p.last_step == "publish")
@@ -120,7 +120,7 @@ def test_loops_are_unrolled_at_most_max_loops_times() -> None:
 
 def test_error_routes_are_paths_too() -> None:
     """Issue 4: a failure routed by on_error continues along its edge; the path says so."""
-    routed = [p for p in paths(Review, max_loops=0) if p.error_routed]
+    routed = [p for p in paths(DraftReview, max_loops=0) if p.error_routed]
 
     assert [
         "write -> check -[on_error LookupError]-> escalate => completed",
@@ -131,10 +131,10 @@ def test_error_routes_are_paths_too() -> None:
 def test_negative_max_loops_is_refused() -> None:
     """Issue 4: max_loops counts repetitions; a negative count is a mistake."""
     with pytest.raises(ValueError, match="max_loops=-1"):
-        paths(Review, max_loops=-1)
+        paths(DraftReview, max_loops=-1)
 
 
-class Repeat(Workflow, version="1"):
+class VipTriage(Workflow, version="1"):
     """Asks the same question twice; only a step that writes the answer can change it."""
 
     vip: bool
@@ -169,7 +169,7 @@ class Repeat(Workflow, version="1"):
 
 def test_a_guard_needed_both_ways_without_a_write_in_between_is_unreachable() -> None:
     """Issue 4: reachable is False only for a provable contradiction, and says why."""
-    dead, *below = [p for p in paths(Repeat) if not p.reachable]
+    dead, *below = [p for p in paths(VipTriage) if not p.reachable]
 
     assert ("triage", "queue", "lounge") == dead.steps
     assert [Ending.FAILED] == [p.ending for p in below]  # lounge fails: contradicted as well
@@ -179,11 +179,11 @@ def test_a_guard_needed_both_ways_without_a_write_in_between_is_unreachable() ->
     )
     assert str(dead).startswith("[unreachable: wf.vip must be true after queue")
     # Failure and cancellation paths below a contradiction are contradicted too; the rest is reachable.
-    assert all(p.reachable for p in paths(Repeat) if "lounge" not in p.steps)
+    assert all(p.reachable for p in paths(VipTriage) if "lounge" not in p.steps)
 
 
-class Promote(Workflow, version="1"):
-    """Same shape as Repeat, but queueing can make the customer a VIP."""
+class VipPromotion(Workflow, version="1"):
+    """Same shape as VipTriage, but queueing can make the customer a VIP."""
 
     vip: bool
 
@@ -216,7 +216,7 @@ class Promote(Workflow, version="1"):
 
 def test_a_step_that_writes_what_a_guard_reads_keeps_the_path_reachable() -> None:
     """Issue 4: reachable means "not contradicted": a write in between lifts the contradiction."""
-    assert all(p.reachable for p in paths(Promote))
+    assert all(p.reachable for p in paths(VipPromotion))
 
 
 @attrs.frozen
@@ -226,7 +226,7 @@ class Answer:
     yes: bool
 
 
-class Escalating(Workflow, version="1"):
+class ClerkEscalation(Workflow, version="1"):
     """A clerk has a day to answer; then the manager gets the case."""
 
     answered: bool = False
@@ -259,7 +259,7 @@ class Escalating(Workflow, version="1"):
 
 def test_waits_can_be_cancelled_and_can_escalate() -> None:
     """Issue 4: cancellation while waiting compensates; a timeout edge escalates."""
-    found = {str(p) for p in paths(Escalating)}
+    found = {str(p) for p in paths(ClerkEscalation)}
 
     assert "receive -> clerk_answers => cancel, undo send_back => cancelled" in found
     assert "receive -> clerk_answers -[timeout 86400s]-> manager_answers => completed" in found
