@@ -4,7 +4,8 @@ Every path through a workflow, read from its :class:`WorkflowSpec`.
 A path starts at the initial step and follows edges until the instance would
 end: completed (a final step), failed (a step failed for good, or completed with
 no edge it could take) with the compensations that would then run, or cancelled
-while it waited. Error routes (``on_error``) are ordinary edges on the way.
+while it waited. Error routes (``on_error``) and escalations (``timeout=``) are
+ordinary edges on the way.
 Loops are unrolled: each back edge is taken at most ``max_loops`` times per path.
 
 Whether a path is *reachable* cannot be decided in general (guards are Python).

@@ -781,15 +781,17 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     Use ``.TestCase`` as a test: ``TestOrder = WorkflowMachine(OrderProcess).TestCase``.
     Hypothesis then plays many stories: start instances from *inputs*, complete
     open tasks with generated forms (as the assignee, a member of a candidate
-    group, or an intruder who must be refused with nothing changed), cancel
-    waiting instances, and inject faults into step and compensation attempts. A
-    broken invariant or a modelling bug raises :class:`InvariantViolation`, shrunk
-    to the shortest story.
+    group, or an intruder who must be refused with nothing changed), deliver
+    generated messages, let time pass until timers fire, cancel waiting
+    instances, and inject faults into step and compensation attempts. A broken
+    invariant or a modelling bug raises :class:`InvariantViolation`, shrunk to the
+    shortest story; the built-in checks are listed on ``dsl/testing.md``.
 
     Args:
         workflow: The workflow class.
         inputs: A strategy for new (never started) instances; default: every field
-            without a default drawn from its type (floats finite).
+            without a default drawn from its type (floats finite), and at and
+            around the constants guards compare it with.
         forms: Strategies for forms, keyed by human-task step (``Wf.approve``, or its
             name) or by form type; default: drawn from the declared form type.
         messages: Strategies for the messages ``@wait_for`` steps take, keyed by type;
@@ -803,9 +805,9 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             retry policy absorbs.
         require_coverage: Fail the test (:class:`CoverageError`) unless at least this
             share of the edges was taken; the message names the edges never taken.
-        max_transitions: Transitions an instance may make without waiting on a task
-            or ending before it counts as a loop with no exit (default: 20 per step,
-            at least 200).
+        max_transitions: Transitions an instance may make without waiting or ending
+            before it counts as a loop with no exit (default: 20 per step, at least
+            200).
         allow_no_edge: Steps after which "no edge enabled" is intended: the instance
             then fails and compensates on purpose, and it is not reported.
 
