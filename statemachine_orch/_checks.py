@@ -98,7 +98,7 @@ def _can_end(spec: WorkflowSpec) -> Found:
 def _defaults(spec: WorkflowSpec) -> Found:
     for s in spec.steps:
         defaults = [e.dest for e in spec.outgoing(s.name) if e.is_default]
-        if len(defaults) > 1:
+        if len(defaults) > 1 and not s.fork:
             dests = ", ".join(defaults)
             msg = (
                 f"has {len(defaults)} unguarded (default) edges, to {dests}; "

@@ -22,6 +22,7 @@ import attrs
 from ._checks import structural_problems
 from ._decorators import Compensation, EdgeMark, Migration, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
+from ._forks import analyse_forks
 from ._invariant import collect_invariants
 from ._retry import COMPENSATION_RETRY, NO_RETRY
 from ._serialize import serialisation_problem
@@ -51,6 +52,10 @@ def compile_workflow(cls: type, version: object, name: object = None) -> Workflo
     spec = builder.build(version, name)
     problems = builder.problems
     if spec is not None:
+        forks, found = analyse_forks(spec)
+        problems += [DefinitionProblem(spec.name, step, rule, msg) for step, rule, msg in found]
+        if forks:
+            spec = attrs.evolve(spec, forks=forks)
         problems += structural_problems(spec)
     if problems:
         raise WorkflowDefinitionError(cls.__name__, problems)
@@ -220,6 +225,7 @@ class _Builder:
             doc=inspect.getdoc(s.fn),
             delay=o.delay,
             message=o.message if isinstance(o.message, type) else None,
+            fork=o.fork,
         )
 
     def ref(self, site: str, obj: object, where: str) -> str | None:
@@ -251,15 +257,16 @@ class _Builder:
             dest = self.ref(site_name, mark.dest, where)
             return [EdgeSpec(site_name, dest, guard, guard_name, on_error, back=True)] if dest else []
         sources = [self.ref(site_name, src, where) for src in mark.sources]
-        if len(sources) > 1:
+        join = len(sources) > 1
+        if join and (guard is not None or on_error or timeout is not None):
             names = ", ".join(s or "?" for s in sources)
             msg = (
-                f"@after({names}) with several sources is a join, which needs a fork before it, and "
-                "forks are not supported yet; for 'after any of them', stack one @after per source"
+                f"@after({names}, ...) is a join and takes no when=, on_error= or timeout=; "
+                "it fires once every branch started by its fork has arrived"
             )
-            self.problem(site_name, "join-without-fork", msg)
+            self.problem(site_name, "join-with-condition", msg)
         return [
-            EdgeSpec(src, site_name, guard, guard_name, on_error, back=False, timeout=timeout)
+            EdgeSpec(src, site_name, guard, guard_name, on_error, back=False, timeout=timeout, join=join)
             for src in sources
             if src is not None
         ]

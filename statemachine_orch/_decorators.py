@@ -50,6 +50,7 @@ class StepOptions:
     due: float | None = None
     delay: float | None = None
     message: object | None = None
+    fork: bool = False
 
 
 @attrs.frozen
@@ -242,6 +243,7 @@ def step(
     final: bool = False,
     retry: Retry | None = None,
     timeout: timedelta | float | None = None,
+    fork: bool = False,
 ) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]: ...
 def step(
     fn: Callable[[W, Ctx], R2] | None = None,
@@ -251,6 +253,7 @@ def step(
     final: bool = False,
     retry: Retry | None = None,
     timeout: timedelta | float | None = None,
+    fork: bool = False,
 ) -> Step[W, [Ctx], R2] | Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]:
     """
     Declare a method ``(self, ctx) -> None`` (sync or ``async``) as a step.
@@ -263,13 +266,20 @@ def step(
         final: Completing this step completes the instance (it has no outgoing edge).
         retry: Retry policy (default: one attempt, no retry).
         timeout: Limit for each attempt of an ``async`` step (``timedelta`` or seconds).
+        fork: Take every enabled outgoing edge at once, each into its own parallel
+            branch (unguarded edges always, guarded ones when their guard holds: an
+            inclusive gateway). A join, ``@after(a, b, ...)`` listing the last step of
+            each branch, waits for every branch that was started.
 
     Returns:
         A :class:`Step` (or a decorator making one).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 ``fork``.
     """
-    options = StepOptions(StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout))
+    options = StepOptions(
+        StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout), fork=fork
+    )
 
     def mark(f: Callable[[W, Ctx], R2]) -> Step[W, [Ctx], R2]:
         return _make_step(f, options)

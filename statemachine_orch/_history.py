@@ -51,6 +51,16 @@ class EventKind(_IdentityHash, enum.Enum):
     COMPENSATION_COMPLETED = "compensation_completed"
     COMPENSATION_FAILED = "compensation_failed"
     STATUS_CHANGED = "status_changed"
+    BRANCH_SKIPPED = "branch_skipped"
+    """A fork's guarded branch whose guard was false (step: the fork, detail: the branch)."""
+    BRANCH_DONE = "branch_done"
+    """A branch arrived at its join (step: the branch's last step, detail: the join)."""
+    JOINED = "joined"
+    """Every started branch arrived: the join is entered (step: the fork, detail: the join)."""
+    CHILD_STARTED = "child_started"
+    """A subflow step started a child instance (step: the step, detail: the child's id)."""
+    CHILD_FINISHED = "child_finished"
+    """A child instance ended (step: the subflow step, detail: ``<child id> <status>``)."""
 
 
 class HistoryEvent(NamedTuple):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from transitions import Machine
+from transitions.extensions.nesting import HierarchicalMachine, NestedState
 
 from ._errors import GuardError
 from ._spec import (
@@ -38,6 +39,8 @@ from ._spec import (
     FAILED,
     LIFECYCLE_STATES,
     EdgeSpec,
+    ForkSpec,
+    RegionSpec,
     WorkflowSpec,
 )
 
@@ -45,7 +48,9 @@ STATE_ATTRIBUTE = "_orch_state"
 
 
 def build_machine(spec: WorkflowSpec) -> Machine:
-    """Compile *spec* into its shared machine (no models)."""
+    """Compile *spec* into its shared machine (no models): hierarchical when it forks."""
+    if spec.has_forks:
+        return build_hierarchical(spec)
     steps = [s.name for s in spec.steps]
     transitions: list[dict[str, Any]] = []
     for s in spec.steps:
@@ -67,15 +72,7 @@ def build_machine(spec: WorkflowSpec) -> Machine:
             if e.is_error
         )
         transitions.extend({"trigger": "timeout", "source": s.name, "dest": e.dest} for e in out if e.is_timeout)
-    transitions += [
-        {"trigger": "fail", "source": steps, "dest": COMPENSATING},
-        {"trigger": "cancel", "source": steps, "dest": CANCELLING},
-        {"trigger": "abandon", "source": steps, "dest": CANCELLED},
-        {"trigger": "compensated", "source": COMPENSATING, "dest": FAILED},
-        {"trigger": "compensated", "source": CANCELLING, "dest": CANCELLED},
-        {"trigger": "compensation_error", "source": [COMPENSATING, CANCELLING], "dest": COMPENSATION_FAILED},
-        {"trigger": "retry_compensation", "source": COMPENSATION_FAILED, "dest": COMPENSATING},
-    ]
+    transitions += _lifecycle(steps)
     return Machine(
         model=None,
         states=[*LIFECYCLE_STATES, *steps],
@@ -86,6 +83,137 @@ def build_machine(spec: WorkflowSpec) -> Machine:
         model_attribute=STATE_ATTRIBUTE,
         name=spec.name,
     )
+
+
+class _State(NestedState):
+    # Nested state names are joined with ".": "_" is legal in step names.
+    separator = "."
+
+
+class ForkMachine(HierarchicalMachine):
+    """
+    The hierarchical machine of a workflow with forks.
+
+    Each fork ``f`` is a parallel state ``f@fork`` with one region per branch,
+    ``<first step>@branch``; a region starts at ``@start`` and ends at ``@done``.
+    Events carry the step they leave (``next@s``, ``error@s``, ``timeout@s``), so
+    an event fires in one region only; ``enter@b`` / ``skip@b`` start or skip
+    branch ``b`` (``enter@b``'s condition is the fork edge's guard: inclusive
+    forks); ``join@f`` leaves the parallel state for the join, fired by the
+    engine once every region is at ``@done``. The model's state is then a list of
+    leaf paths, nested lists for nested forks.
+
+    Attributes:
+        paths: Each step's full state path (``f@fork.b@branch.step`` in a branch).
+        region_paths: Each fork's region paths, in the fork's edge order.
+        compounds: Each fork's parallel state path.
+    """
+
+    state_cls = _State
+    paths: dict[str, str]
+    region_paths: dict[str, tuple[str, ...]]
+    compounds: dict[str, str]
+
+
+START = "@start"
+DONE = "@done"
+
+
+def build_hierarchical(spec: WorkflowSpec) -> ForkMachine:
+    """Compile a spec with forks into its shared hierarchical machine (no models)."""
+    top = [s.name for s in spec.steps if spec.branch_of(s.name) is None]
+    paths: dict[str, str] = {n: n for n in top}
+    compounds: dict[str, str] = {}
+    region_paths: dict[str, tuple[str, ...]] = {}
+
+    def compound(fork: ForkSpec, prefix: str) -> dict[str, Any]:
+        path = f"{prefix}{fork.step}@fork"
+        compounds[fork.step] = path
+        region_paths[fork.step] = tuple(f"{path}.{r.name}@branch" for r in fork.regions)
+        return {"name": f"{fork.step}@fork", "parallel": [region(fork, r, f"{path}.") for r in fork.regions]}
+
+    def region(fork: ForkSpec, r: RegionSpec, prefix: str) -> dict[str, Any]:
+        path = f"{prefix}{r.name}@branch"
+        own = [n for n in r.steps if spec.branch_of(n) == (fork, r)]
+        for n in own:
+            paths[n] = f"{path}.{n}"
+        nested = [compound(f, f"{path}.") for f in spec.forks if f.parent == (fork.step, r.name)]
+        return {"name": f"{r.name}@branch", "children": [START, *own, *nested, DONE], "initial": START}
+
+    tops = [compound(f, "") for f in spec.forks if f.parent is None]
+    transitions: list[dict[str, Any]] = []
+    for s in spec.steps:
+        source = paths[s.name]
+        held = spec.branch_of(s.name)
+
+        def dest(name: str, held: tuple[ForkSpec, RegionSpec] | None = held) -> str:
+            if held is not None and name == held[0].join:
+                return f"{paths[held[1].name].rsplit('.', 1)[0]}.{DONE}"
+            return paths[name]
+
+        out = spec.outgoing(s.name)
+        fork = spec.fork(s.name)
+        if fork is not None:
+            transitions.append({"trigger": f"next@{s.name}", "source": source, "dest": compounds[s.name]})
+            for r, rpath in zip(fork.regions, region_paths[s.name], strict=True):
+                enter: dict[str, Any] = {
+                    "trigger": f"enter@{r.name}",
+                    "source": f"{rpath}.{START}",
+                    "dest": paths[r.name],
+                }
+                if r.edge.guard is not None:
+                    enter["conditions"] = [_checked(spec, r.edge)]
+                transitions.append(enter)
+                transitions.append(
+                    {"trigger": f"skip@{r.name}", "source": f"{rpath}.{START}", "dest": f"{rpath}.{DONE}"}
+                )
+            transitions.append({"trigger": f"join@{s.name}", "source": compounds[s.name], "dest": paths[fork.join]})
+        else:
+            completion = [e for e in out if e.is_completion]
+            ordered = [e for e in completion if not e.is_default] + [e for e in completion if e.is_default]
+            for e in ordered:
+                t: dict[str, Any] = {"trigger": f"next@{s.name}", "source": source, "dest": dest(e.dest)}
+                if e.guard is not None:
+                    t["conditions"] = [_checked(spec, e)]
+                transitions.append(t)
+        if s.final:
+            transitions.append({"trigger": f"next@{s.name}", "source": source, "dest": COMPLETED})
+        transitions.extend(
+            {"trigger": f"error@{s.name}", "source": source, "dest": dest(e.dest), "conditions": [_matches(e.on_error)]}
+            for e in out
+            if e.is_error
+        )
+        transitions.extend(
+            {"trigger": f"timeout@{s.name}", "source": source, "dest": dest(e.dest)} for e in out if e.is_timeout
+        )
+    running = [*top, *(compounds[f.step] for f in spec.forks if f.parent is None)]
+    transitions += _lifecycle(running)
+    machine = ForkMachine(
+        model=None,
+        states=[*LIFECYCLE_STATES, *top, *tops],
+        transitions=transitions,
+        initial=CREATED,
+        auto_transitions=False,
+        send_event=False,
+        model_attribute=STATE_ATTRIBUTE,
+        name=spec.name,
+    )
+    machine.paths = paths
+    machine.region_paths = region_paths
+    machine.compounds = compounds
+    return machine
+
+
+def _lifecycle(running: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"trigger": "fail", "source": running, "dest": COMPENSATING},
+        {"trigger": "cancel", "source": running, "dest": CANCELLING},
+        {"trigger": "abandon", "source": running, "dest": CANCELLED},
+        {"trigger": "compensated", "source": COMPENSATING, "dest": FAILED},
+        {"trigger": "compensated", "source": CANCELLING, "dest": CANCELLED},
+        {"trigger": "compensation_error", "source": [COMPENSATING, CANCELLING], "dest": COMPENSATION_FAILED},
+        {"trigger": "retry_compensation", "source": COMPENSATION_FAILED, "dest": COMPENSATING},
+    ]
 
 
 def _checked(spec: WorkflowSpec, edge: EdgeSpec) -> Callable[..., bool]:

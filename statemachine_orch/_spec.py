@@ -125,6 +125,7 @@ class StepSpec:
     doc: str | None = attrs.field(repr=False)
     delay: float | None = None
     message: type | None = None
+    fork: bool = False
 
     @property
     def payload_type(self) -> type | None:
@@ -153,6 +154,7 @@ class EdgeSpec:
     on_error: tuple[type[BaseException], ...]
     back: bool
     timeout: float | None = None
+    join: bool = False
 
     @property
     def is_error(self) -> bool:
@@ -182,6 +184,46 @@ class EdgeSpec:
         if self.timeout is not None:
             return f"timeout {self.timeout:g}s"
         return self.guard_name or ""
+
+
+@attrs.frozen
+class RegionSpec:
+    """
+    One branch of a fork: the steps between the fork and its join.
+
+    Attributes:
+        name: The branch's first step, which names the branch.
+        edge: The fork's edge into the branch; a guard on it makes the fork inclusive.
+        steps: Every step of the branch, in declaration order, nested forks' included.
+        ends: The branch's steps with an edge into the join.
+
+    .. versionadded:: 0.2.0
+    """
+
+    name: str
+    edge: EdgeSpec
+    steps: tuple[str, ...]
+    ends: tuple[str, ...]
+
+
+@attrs.frozen
+class ForkSpec:
+    """
+    A ``@step(fork=True)`` and the join that collects its branches.
+
+    Attributes:
+        step: The fork step.
+        join: The step whose ``@after(a, b, ...)`` waits for every branch started.
+        regions: One per outgoing edge of the fork, in declaration order.
+        parent: ``(fork, branch)`` of the fork whose branch holds this one, or ``None``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    step: str
+    join: str
+    regions: tuple[RegionSpec, ...]
+    parent: tuple[str, str] | None = None
 
 
 @attrs.frozen
@@ -230,9 +272,20 @@ class WorkflowSpec:
     _label: str = attrs.field(init=False, repr=False, eq=False)
     _fingerprint: str = attrs.field(init=False, repr=False, eq=False)
     invariants: tuple[InvariantSpec, ...] = ()
+    forks: tuple[ForkSpec, ...] = ()
+    _fork_of: Mapping[str, ForkSpec] = attrs.field(init=False, repr=False, eq=False)
+    _branch_of: Mapping[str, tuple[ForkSpec, RegionSpec]] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        """Index steps and edges by name once."""
+        """Index steps, edges and branches by name once."""
+        object.__setattr__(self, "_fork_of", MappingProxyType({f.step: f for f in self.forks}))
+        branch_of: dict[str, tuple[ForkSpec, RegionSpec]] = {}
+        # Outer forks first, so that a nested fork's branches overwrite: the innermost wins.
+        for f in sorted(self.forks, key=lambda f: _depth(f, self.forks)):
+            for r in f.regions:
+                for name in r.steps:
+                    branch_of[name] = (f, r)
+        object.__setattr__(self, "_branch_of", MappingProxyType(branch_of))
         by_name = {s.name: s for s in self.steps}
         outgoing: dict[str, list[EdgeSpec]] = {s.name: [] for s in self.steps}
         for e in self.edges:
@@ -275,6 +328,30 @@ class WorkflowSpec:
         """The edges leaving step *name*, in the order they are tried."""
         return self._outgoing.get(name, ())
 
+    @property
+    def has_forks(self) -> bool:
+        """Whether any step forks into parallel branches."""
+        return bool(self.forks)
+
+    def fork(self, name: str) -> ForkSpec | None:
+        """The fork that step *name* starts, if it is a fork step."""
+        return self._fork_of.get(name)
+
+    def branch_of(self, name: str) -> tuple[ForkSpec, RegionSpec] | None:
+        """The innermost fork and branch that step *name* belongs to, or ``None`` outside every fork."""
+        return self._branch_of.get(name)
+
+
+def _depth(fork: ForkSpec, forks: tuple[ForkSpec, ...]) -> int:
+    by_step = {f.step: f for f in forks}
+    depth = 0
+    parent = fork.parent
+    while parent is not None and depth <= len(forks):
+        depth += 1
+        outer = by_step.get(parent[0])
+        parent = outer.parent if outer is not None else None
+    return depth
+
 
 def _type_label(tp: object) -> str:
     # By name only, not module: the same definition imported as __main__ in one
@@ -294,11 +371,12 @@ def _fingerprint(spec: WorkflowSpec) -> str:
     parts += [
         f"step {s.name} {s.kind.value} initial={s.initial} final={s.final} "
         f"undo={s.compensation.name if s.compensation else None} payload={_type_label(s.payload_type)}"
+        + (" fork" if s.fork else "")
         for s in spec.steps
     ]
     parts += [
         f"edge {e.source}->{e.dest} guard={e.guard_name} "
-        f"on_error={[t.__name__ for t in e.on_error]} back={e.back} timeout={e.timeout}"
+        f"on_error={[t.__name__ for t in e.on_error]} back={e.back} timeout={e.timeout}" + (" join" if e.join else "")
         for e in spec.edges
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -293,7 +293,7 @@ def test_duplicate_edge() -> None:
 
 
 def test_join_without_fork() -> None:
-    """Issue 2: @after with several sources is a join and needs a fork (rule join-without-fork)."""
+    """@after with several sources is a join and needs a fork whose branches end there (join-without-fork)."""
     with pytest.raises(WorkflowDefinitionError) as err:
 
         class LonelyJoin(Workflow):
@@ -309,8 +309,8 @@ def test_join_without_fork() -> None:
             def c(self, ctx: Ctx) -> None: ...
 
     message = (
-        "@after(a, b) with several sources is a join, which needs a fork before it, and forks "
-        "are not supported yet; for 'after any of them', stack one @after per source"
+        "@after(a, b) with several sources is a join, but no step with fork=True splits into branches "
+        "that all end there; for 'after any of them', stack one @after per source"
     )
     assert [DefinitionProblem("LonelyJoin", "c", "join-without-fork", message)] == problems(err)
 
