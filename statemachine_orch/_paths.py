@@ -8,6 +8,13 @@ while it waited. Error routes (``on_error``) and escalations (``timeout=``) are
 ordinary edges on the way.
 Loops are unrolled: each back edge is taken at most ``max_loops`` times per path.
 
+A fork (``@step(fork=True)``) appears on a path as one :class:`ForkVisit`: each
+branch it starts with its own sub-path (for an inclusive fork, one path per
+combination of guard outcomes), then the path goes on after the join. A failure
+or cancellation inside a branch ends the path there; the other branches are cut
+short at a point nobody can know, so the compensations of their steps are listed
+as *may* run (``maybe_undone``), apart from the certain ones (``undone``).
+
 Whether a path is *reachable* cannot be decided in general (guards are Python).
 We answer the part that can be answered from the source: a path is unreachable
 when it needs one guard to be both true and false with no step in between that
@@ -20,16 +27,17 @@ import ast
 import enum
 import gc
 import inspect
+import itertools
 import textwrap
 import types
 import typing
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
-from ._spec import EdgeSpec, StepKind, StepSpec, WorkflowSpec
+from ._spec import EdgeSpec, ForkSpec, RegionSpec, StepKind, StepSpec, WorkflowSpec
 from ._workflow import spec_of
 
 
@@ -72,6 +80,121 @@ class GuardOutcome:
         return name if self.holds else f"not {name}"
 
 
+class TooManyPaths(ValueError):
+    """
+    :func:`paths` would list more than its ``max_paths``: forks multiply the paths of their branches.
+
+    .. versionadded:: 0.2.0
+    """
+
+
+@attrs.frozen
+class Branch:
+    """
+    One branch of a fork, as a path goes through it.
+
+    Attributes:
+        name: The branch's first step, which names it.
+        guard: The outcome of the guard on the fork's edge into it (``None``: unguarded).
+        steps: The steps entered in the branch, in order: empty when it was skipped
+            or cut short.
+        ending: How the path ended inside this branch (a step failed, no edge, a
+            cancellation while it waited here); ``None`` when it did not end here.
+        cut: The branch started, but another branch's failure or a cancellation
+            stopped it at an unknown point: any of its steps may have completed.
+        forks: The forks visited inside the branch.
+
+    .. versionadded:: 0.2.0
+    """
+
+    name: str
+    guard: GuardOutcome | None
+    steps: tuple[str, ...]
+    ending: Ending | None = None
+    cut: bool = False
+    forks: tuple[ForkVisit, ...] = ()
+    _trail: tuple[_Token, ...] = attrs.field(default=(), repr=False, eq=False, alias="trail")
+
+    @property
+    def started(self) -> bool:
+        """Whether the fork started it (an unguarded branch, or its guard held)."""
+        return self.guard is None or self.guard.holds
+
+    @property
+    def arrived(self) -> bool:
+        """Whether it reached the join."""
+        return self.started and not self.cut and self.ending is None
+
+    def __str__(self) -> str:
+        """``[guard] first -> second``; ``first ...`` when cut short; ``[not guard] first skipped``."""
+        head = f"[{self.guard}] " if self.guard is not None else ""
+        if not self.started:
+            return f"{head}{self.name} skipped"
+        if self.cut:
+            return f"{head}{self.name} ..."
+        return head + _render(self.name, self._trail)
+
+
+@attrs.frozen
+class ForkVisit:
+    """
+    A fork on a path: its branches, each with its own sub-path.
+
+    Attributes:
+        step: The fork step.
+        join: Its join step.
+        branches: One per outgoing edge of the fork, in declaration order.
+
+    .. versionadded:: 0.2.0
+    """
+
+    step: str
+    join: str
+    branches: tuple[Branch, ...]
+
+    @property
+    def joined(self) -> bool:
+        """Whether every branch started arrived, so the path goes on at the join."""
+        return all(b.arrived for b in self.branches if b.started)
+
+    def __str__(self) -> str:
+        """``{ a -> b | [guard] c }``."""
+        return "{ " + " | ".join(str(b) for b in self.branches) + " }"
+
+
+@attrs.frozen
+class _End:
+    """A path's ending, where it happened (at the top, or inside a branch)."""
+
+    ending: Ending
+    last: tuple[GuardOutcome, ...]
+
+    def __str__(self) -> str:
+        if self.ending is Ending.COMPLETED:
+            return " => completed"
+        if self.ending is Ending.NO_EDGE:
+            return " => no edge enabled (" + ", ".join(str(g) for g in self.last) + ")"
+        return " => fails" if self.ending is Ending.FAILED else " => cancel"
+
+
+# A step entered along an edge (the edge is None for a join: every branch's edge leads there).
+_Token = tuple[EdgeSpec | None, tuple[GuardOutcome, ...], str] | ForkVisit | _End
+
+
+def _render(first: str, trail: tuple[_Token, ...]) -> str:
+    parts = [first]
+    for token in trail:
+        if isinstance(token, tuple):
+            edge, outcomes, dest = token
+            parts.append(" -> " if edge is None else _arrow(edge, outcomes))
+            parts.append(dest)
+        elif isinstance(token, ForkVisit):
+            parts.append(f" -> {token}")
+        else:
+            parts.append(str(token))
+    return "".join(parts).rstrip()
+
+
 @attrs.frozen
 class Path:
     """
@@ -79,19 +202,34 @@ class Path:
 
     Attributes:
         workflow: The workflow's name.
-        steps: The steps entered, in order (a step appears once per visit).
-        edges: The edges taken (``len(steps) - 1`` of them).
+        steps: The steps entered, in order (a step appears once per visit). Through a
+            fork, one branch after the other in declaration order (one possible
+            interleaving); a branch cut short adds none.
+        edges: The edges taken, in the same order (``len(steps) - 1`` of them on a
+            path without forks; through a fork, each branch's edge into the join too).
         guards: Every guard evaluated on the way with the value this path needs,
-            in evaluation order (a default edge needs every guard before it false).
+            in evaluation order (a default edge needs every guard before it false;
+            a fork evaluates the guards of all its edges).
         ending: How the path ends.
         undone: The steps whose compensations run at the end, in the order they run.
+            Steps of the branches of a fork that joined are listed as if the branches
+            had run one after the other in declaration order: in a real run they
+            interleave, and compensations run newest first by real completion.
         compensations: The names of those compensation methods, in the same order.
         reachable: ``False`` only when the path provably cannot happen: it needs a
             guard to be both true and false while no step in between writes anything
-            the guard reads. ``True`` means "not contradicted", not "proven possible".
+            the guard reads (a step of a branch running alongside counts as being in
+            between). ``True`` means "not contradicted", not "proven possible".
         unreachable_because: Why it cannot happen (``None`` when reachable).
+        forks: The forks on the path, in order (nested ones are in their branches).
+        maybe_undone: When the path ends inside a branch: the compensable steps of the
+            other branches, cut short at an unknown point. Those that completed are
+            compensated too, interleaved with ``undone`` by completion time; ``undone``
+            itself is what runs when none of them completed.
+        maybe_compensations: The names of their compensation methods.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 ``forks``, ``maybe_undone``, ``maybe_compensations``.
     """
 
     workflow: str
@@ -104,6 +242,10 @@ class Path:
     reachable: bool
     unreachable_because: str | None = None
     _choices: tuple[tuple[GuardOutcome, ...], ...] = attrs.field(default=(), repr=False, eq=False, alias="choices")
+    forks: tuple[ForkVisit, ...] = ()
+    maybe_undone: tuple[str, ...] = ()
+    maybe_compensations: tuple[str, ...] = ()
+    _trail: tuple[_Token, ...] | None = attrs.field(default=None, repr=False, eq=False, alias="trail")
 
     @property
     def last_step(self) -> str:
@@ -121,7 +263,9 @@ class Path:
         return sum(1 for e in self.edges if e.back)
 
     def __str__(self) -> str:
-        """One line: ``a -[guard]-> b -> c => completed``."""
+        """One line: ``a -[guard]-> b -> c => completed``; a fork as ``f -> { b1 -> c | [g] b2 } -> join``."""
+        if self._trail is not None:
+            return self._str_forked(self._trail)
         parts = [self.steps[0]]
         for i, edge in enumerate(self.edges):
             parts.append(_arrow(edge, self._choices[i] if i < len(self._choices) else ()))
@@ -144,6 +288,22 @@ class Path:
             text = f"[unreachable: {self.unreachable_because}] " + text
         return text
 
+    def _str_forked(self, trail: tuple[_Token, ...]) -> str:
+        text = _render(self.steps[0], trail)
+        if self.ending is not Ending.COMPLETED:
+            undo: list[str] = []
+            if self.compensations:
+                undo.append("undo " + ", ".join(self.compensations))
+            if self.maybe_compensations:
+                maybe = ", ".join(self.maybe_compensations)
+                undo.append(f"(maybe {maybe})" if undo else f"maybe undo {maybe}")
+            if undo:
+                text += ", " + " ".join(undo)
+            text += " => cancelled" if self.ending is Ending.CANCELLED else " => failed"
+        if not self.reachable:
+            text = f"[unreachable: {self.unreachable_because}] " + text
+        return text
+
 
 def _arrow(edge: EdgeSpec, outcomes: tuple[GuardOutcome, ...]) -> str:
     if edge.is_error:
@@ -155,7 +315,7 @@ def _arrow(edge: EdgeSpec, outcomes: tuple[GuardOutcome, ...]) -> str:
     return " -[" + ", ".join(str(o) for o in outcomes) + "]-> "
 
 
-def paths(workflow: type[Any] | WorkflowSpec, max_loops: int = 1) -> list[Path]:
+def paths(workflow: type[Any] | WorkflowSpec, max_loops: int = 1, max_paths: int = 100_000) -> list[Path]:
     """
     Every path through *workflow*, error, compensation and cancellation paths included.
 
@@ -165,33 +325,67 @@ def paths(workflow: type[Any] | WorkflowSpec, max_loops: int = 1) -> list[Path]:
     instance fails and compensates), and a waiting step (a human task) can be
     cancelled. Each back edge is taken at most *max_loops* times on a path.
 
+    A fork step, once completed, starts its branches: every unguarded edge, and
+    each guarded one whose guard holds (each combination of outcomes is its own
+    path; none at all is a dead end, "no edge enabled"). Then either every branch
+    started arrives at the join — one path for each combination of the branches'
+    own sub-paths — and the path goes on from the join, or one branch ends the
+    path inside the fork (a step fails, a dead end, a cancellation while it
+    waits). The other branches are then cut short at a point the spec cannot
+    tell: :attr:`Path.undone` lists the compensations that surely run (of the
+    steps before the fork and of the ending branch, newest first), and
+    :attr:`Path.maybe_undone` the compensable steps of the cut branches, which are
+    compensated too if they had completed.
+
     Args:
         workflow: A workflow class (or its compiled spec).
         max_loops: How often each ``@goto`` edge may be taken on one path.
+        max_paths: Stop with :class:`TooManyPaths` beyond this many paths: a fork's
+            branches multiply each other's paths.
 
     Returns:
-        The paths, depth first: at each step, completion before failure.
+        The paths, depth first: at each step, completion before failure; at a fork,
+        the joined paths, then those ending in a branch, branch by branch.
 
     Raises:
-        ValueError: *max_loops* is negative.
+        ValueError: *max_loops* is negative, or *max_paths* less than 1.
+        TooManyPaths: There are more than *max_paths* paths.
         TypeError: *workflow* is not a concrete workflow class.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 Forks and joins; ``max_paths``.
     """
     if max_loops < 0:
         msg = f"paths(max_loops={max_loops}) is invalid: it counts how often a loop may repeat, so >= 0"
         raise ValueError(msg)
+    if max_paths < 1:
+        msg = f"paths(max_paths={max_paths}) is invalid: it is how many paths may be listed, so >= 1"
+        raise ValueError(msg)
     spec = workflow if isinstance(workflow, WorkflowSpec) else spec_of(workflow)
-    walker = _Walker(spec, _analysis(spec), max_loops)
+    analysis = _analysis(spec)
+    walker = _ForkWalker(spec, analysis, max_loops) if spec.forks else _Walker(spec, analysis, max_loops)
     # The walk allocates tens of thousands of small acyclic tuples; the cyclic
     # collector would scan them again and again for nothing (half the time).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return list(walker.walk())
+        found: list[Path] = []
+        for path in walker.walk():
+            if len(found) == max_paths:
+                raise TooManyPaths(_too_many(spec, max_loops, max_paths))
+            found.append(path)
+        return found
     finally:
         if enabled:
             gc.enable()
+
+
+def _too_many(spec: WorkflowSpec, max_loops: int, max_paths: int) -> str:
+    msg = f"{spec.name} has more than {max_paths} paths (max_loops={max_loops})"
+    if spec.forks:
+        forks = ", ".join(f"{f.step} ({len(f.regions)} branches)" for f in spec.forks)
+        msg += f"; each fork multiplies the paths of its branches: {forks}"
+    return msg + "; pass a larger max_paths=, or a smaller max_loops="
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -323,15 +517,17 @@ class _Walker:
             f.choices,
         )
 
-    def _expand(self, f: _Frame) -> list[_Frame]:
-        """What may follow entering *f.step*, in the order paths are listed."""
+    def _expand(self, f: _Frame, completion: bool = True) -> list[_Frame]:
+        """What may follow entering *f.step*, in the order paths are listed (without completing: a fork's)."""
         plan = self.plans[f.step]
         analysis = self.analysis
         out: list[_Frame] = []
         # The step ran (completely, or partly before failing): forget what it may have changed.
         after = analysis.forget(f.facts, f.step)
         saga = (*f.saga, f.step) if plan.compensated else f.saga
-        if plan.final:
+        if not completion:
+            pass
+        elif plan.final:
             out.append(f.end(Ending.COMPLETED, saga, f.why_not))
         else:
             facts = after
@@ -393,6 +589,326 @@ class _Walker:
             facts,
             why_not,
         )
+
+
+# ----------------------------------------------------------------------------- forks
+
+_Volatile = frozenset[object] | None
+"""Guard facts that steps running alongside may falsify at any moment (``None``: every fact)."""
+
+_NOTHING: frozenset[object] = frozenset()
+
+
+def _strip(facts: _Facts, volatile: _Volatile) -> _Facts:
+    if volatile is None:
+        return {}
+    if not volatile or not facts or volatile.isdisjoint(facts):
+        return facts
+    return {k: v for k, v in facts.items() if k not in volatile}
+
+
+def _forks_in(trail: tuple[_Token, ...]) -> tuple[ForkVisit, ...]:
+    return tuple(t for t in trail if isinstance(t, ForkVisit))
+
+
+class _FFrame(_Frame):
+    """A frame of a workflow with forks: it also keeps the printed trail and what may be undone."""
+
+    __slots__ = ("maybe", "trail", "volatile")
+
+    def __init__(
+        self,
+        step: str,
+        steps: tuple[str, ...],
+        edges: tuple[EdgeSpec, ...],
+        guards: tuple[GuardOutcome, ...],
+        saga: tuple[str, ...],
+        loops: tuple[int, ...],
+        facts: _Facts,
+        why_not: str | None,
+        ending: Ending | None = None,
+        *,
+        trail: tuple[_Token, ...] = (),
+        maybe: tuple[str, ...] = (),
+        volatile: _Volatile = _NOTHING,
+    ) -> None:
+        super().__init__(step, steps, edges, guards, (), saga, loops, facts, why_not, ending)
+        self.trail = trail
+        self.maybe = maybe
+        self.volatile = volatile
+
+    def end(
+        self,
+        ending: Ending,
+        saga: tuple[str, ...],
+        why_not: str | None,
+        last: tuple[GuardOutcome, ...] = (),
+    ) -> _FFrame:
+        guards = self.guards + last if last else self.guards
+        return _FFrame(
+            self.step,
+            self.steps,
+            self.edges,
+            guards,
+            saga,
+            self.loops,
+            self.facts,
+            why_not,
+            ending,
+            trail=(*self.trail, _End(ending, last)),
+            maybe=self.maybe,
+            volatile=self.volatile,
+        )
+
+
+class _ForkWalker(_Walker):
+    """
+    The walk of a workflow with forks: each branch is walked on its own, then combined.
+
+    The branches of a fork are walked one after the other from the facts known at
+    the fork, minus those a step of another branch may falsify (it may run at any
+    moment); facts about such guards are never learnt inside the branch. Every
+    combination of the branches' arriving sub-paths goes on from the join; every
+    sub-path ending inside a branch ends the whole path, the others cut short.
+    """
+
+    def __init__(self, spec: WorkflowSpec, analysis: _Analysis, max_loops: int) -> None:
+        super().__init__(spec, analysis, max_loops)
+        self.forks = {f.step: f for f in spec.forks}
+        self.volatile: dict[tuple[str, str], _Volatile] = {}
+        self.compensable: dict[tuple[str, str], tuple[str, ...]] = {}
+        for fork in spec.forks:
+            for r in fork.regions:
+                self.compensable[fork.step, r.name] = tuple(n for n in r.steps if n in analysis.compensation)
+        for fork in spec.forks:
+            self._volatile_of(fork)
+
+    def _volatile_of(self, fork: ForkSpec) -> None:
+        if (fork.step, fork.regions[0].name) in self.volatile:
+            return
+        outer: _Volatile = _NOTHING
+        if fork.parent is not None:
+            self._volatile_of(self.forks[fork.parent[0]])
+            outer = self.volatile[fork.parent]
+        for r in fork.regions:
+            found: _Volatile = outer
+            for other in fork.regions:
+                for name in other.steps if other is not r else ():
+                    kills = self.analysis.kills[name]
+                    found = None if kills is None or found is None else found | kills
+            self.volatile[fork.step, r.name] = found
+
+    def walk(self) -> Iterator[Path]:
+        spec = self.spec
+        start = _FFrame(spec.initial, (spec.initial,), (), (), (), (0,) * len(self.back_index), {}, None)
+        for f in self._run(start, None, arrivals=False, endings=True):
+            yield self._path(f, f.ending or Ending.COMPLETED)
+
+    def _path(self, f: _Frame, ending: Ending) -> Path:
+        ff = cast("_FFrame", f)
+        comp = self.analysis.compensation
+        undone = () if ending is Ending.COMPLETED else f.saga[::-1]
+        maybe = () if ending is Ending.COMPLETED else ff.maybe
+        return Path(
+            self.spec.name,
+            f.steps,
+            f.edges,
+            f.guards,
+            ending,
+            undone,
+            tuple(comp[s] for s in undone),
+            f.why_not is None,
+            f.why_not,
+            (),
+            _forks_in(ff.trail),
+            maybe,
+            tuple(comp[s] for s in maybe),
+            ff.trail,
+        )
+
+    def _follow(
+        self,
+        f: _Frame,
+        edge: EdgeSpec,
+        outcomes: tuple[GuardOutcome, ...],
+        saga: tuple[str, ...],
+        facts: _Facts,
+        why_not: str | None,
+    ) -> _Frame | None:
+        ff = cast("_FFrame", f)
+        loops = f.loops
+        if edge.back:
+            i = self.back_index[id(edge)]
+            if loops[i] >= self.max_loops:
+                return None
+            loops = (*loops[:i], loops[i] + 1, *loops[i + 1 :])
+        return _FFrame(
+            edge.dest,
+            (*f.steps, edge.dest),
+            (*f.edges, edge),
+            f.guards + outcomes if outcomes else f.guards,
+            saga,
+            loops,
+            _strip(facts, ff.volatile),
+            why_not,
+            trail=(*ff.trail, (edge, outcomes, edge.dest)),
+            volatile=ff.volatile,
+        )
+
+    def _run(self, start: _FFrame, join: str | None, *, arrivals: bool, endings: bool) -> Iterator[_FFrame]:
+        """Depth first from *start*: the paths that end, and those that arrive at *join* (a branch's walk)."""
+        stack = [start]
+        forks = self.forks
+        while stack:
+            f = stack.pop()
+            if f.ending is not None:
+                if endings:
+                    yield f
+            elif f.step == join:
+                if arrivals:
+                    yield f
+            elif f.step in forks:
+                yield from self._fork(f, forks[f.step], join, arrivals=arrivals, endings=endings)
+            else:
+                stack.extend(reversed(cast("list[_FFrame]", self._expand(f))))
+
+    def _fork(
+        self, f: _FFrame, fork: ForkSpec, join: str | None, *, arrivals: bool, endings: bool
+    ) -> Iterator[_FFrame]:
+        plan = self.plans[f.step]
+        analysis = self.analysis
+        after = analysis.forget(f.facts, f.step)
+        saga = (*f.saga, f.step) if plan.compensated else f.saga
+        guarded = [r for r in fork.regions if r.edge.guard is not None]
+        # Every guard holding first, as an exclusive choice lists its guarded edges first.
+        for values in itertools.product((True, False), repeat=len(guarded)):
+            facts, why = after, f.why_not
+            outcomes: list[GuardOutcome] = []
+            for r, holds in zip(guarded, values, strict=True):
+                outcome = GuardOutcome(r.edge, holds)
+                why = why or analysis.contradiction(facts, outcome, f.step)
+                facts = analysis.learn(facts, outcome, f.step)
+                outcomes.append(outcome)
+            facts = _strip(facts, f.volatile)
+            by_branch = {o.edge.dest: o for o in outcomes}
+            started = [r for r in fork.regions if r.edge.guard is None or by_branch[r.name].holds]
+            if not started:
+                if endings:
+                    yield f.end(Ending.NO_EDGE, saga, why, tuple(outcomes))
+                continue
+            at_fork = _AtFork(f, fork, tuple(started), tuple(outcomes), by_branch, saga)
+            yield from self._joined(at_fork, facts, f.loops, why, (), join, arrivals=arrivals, endings=endings)
+            if endings:
+                yield from self._cut(at_fork, facts, why)
+        # The fork step itself failing (or routed on error).
+        for nxt in cast("list[_FFrame]", self._expand(f, completion=False)):
+            if nxt.ending is not None:
+                if endings:
+                    yield nxt
+            else:
+                yield from self._run(nxt, join, arrivals=arrivals, endings=endings)
+
+    def _enter(self, at: _AtFork, r: RegionSpec, facts: _Facts, loops: tuple[int, ...], why: str | None) -> _FFrame:
+        volatile = self.volatile[at.fork.step, r.name]
+        return _FFrame(r.name, (r.name,), (r.edge,), (), (), loops, _strip(facts, volatile), why, volatile=volatile)
+
+    def _joined(
+        self,
+        at: _AtFork,
+        facts: _Facts,
+        loops: tuple[int, ...],
+        why: str | None,
+        done: tuple[_FFrame, ...],
+        join: str | None,
+        *,
+        arrivals: bool,
+        endings: bool,
+    ) -> Iterator[_FFrame]:
+        """Every combination of the started branches' arriving sub-paths, each going on from the join."""
+        if len(done) == len(at.started):
+            yield from self._run(self._join(at, facts, loops, why, done), join, arrivals=arrivals, endings=endings)
+            return
+        start = self._enter(at, at.started[len(done)], facts, loops, why)
+        for b in self._run(start, at.fork.join, arrivals=True, endings=False):
+            yield from self._joined(
+                at, b.facts, b.loops, b.why_not, (*done, b), join, arrivals=arrivals, endings=endings
+            )
+
+    def _join(
+        self, at: _AtFork, facts: _Facts, loops: tuple[int, ...], why: str | None, done: tuple[_FFrame, ...]
+    ) -> _FFrame:
+        f, fork = at.frame, at.fork
+        steps, edges, guards, saga = f.steps, f.edges, f.guards + at.outcomes, at.saga
+        arrived = {b.steps[0]: b for b in done}
+        branches: list[Branch] = []
+        for r in fork.regions:
+            guard = at.guards.get(r.name)
+            b = arrived.get(r.name)
+            if b is None:
+                branches.append(Branch(r.name, guard, ()))
+                continue
+            steps += b.steps[:-1]
+            edges += b.edges
+            guards += b.guards
+            saga += b.saga
+            last = b.trail[-1]
+            # The step before the join may have evaluated guards to get there: keep them, arrow only.
+            into = (last[0], last[1], "") if isinstance(last, tuple) and last[1] else None
+            trail = (*b.trail[:-1], into) if into is not None else b.trail[:-1]
+            branches.append(Branch(r.name, guard, b.steps[:-1], forks=_forks_in(trail), trail=trail))
+        visit = ForkVisit(fork.step, fork.join, tuple(branches))
+        return _FFrame(
+            fork.join,
+            (*steps, fork.join),
+            edges,
+            guards,
+            saga,
+            loops,
+            facts,
+            why,
+            trail=(*f.trail, visit, (None, (), fork.join)),
+            volatile=f.volatile,
+        )
+
+    def _cut(self, at: _AtFork, facts: _Facts, why: str | None) -> Iterator[_FFrame]:
+        """The paths ending inside one branch, the other branches cut short; branch by branch."""
+        f, fork = at.frame, at.fork
+        for r in at.started:
+            others = tuple(n for o in at.started if o is not r for n in self.compensable[fork.step, o.name])
+            start = self._enter(at, r, facts, f.loops, why)
+            for b in self._run(start, fork.join, arrivals=False, endings=True):
+                branches = tuple(
+                    Branch(o.name, at.guards.get(o.name), b.steps, b.ending, forks=_forks_in(b.trail), trail=b.trail)
+                    if o is r
+                    else Branch(o.name, at.guards.get(o.name), (), cut=o in at.started)
+                    for o in fork.regions
+                )
+                yield _FFrame(
+                    b.step,
+                    f.steps + b.steps,
+                    f.edges + b.edges,
+                    f.guards + at.outcomes + b.guards,
+                    at.saga + b.saga,
+                    b.loops,
+                    b.facts,
+                    b.why_not,
+                    b.ending,
+                    trail=(*f.trail, ForkVisit(fork.step, fork.join, branches)),
+                    maybe=others + b.maybe,
+                    volatile=f.volatile,
+                )
+
+
+@attrs.frozen
+class _AtFork:
+    """A fork being taken: the frame at the fork step, the branches started and the guards that decided."""
+
+    frame: _FFrame
+    fork: ForkSpec
+    started: tuple[RegionSpec, ...]
+    outcomes: tuple[GuardOutcome, ...]
+    guards: dict[str, GuardOutcome]
+    saga: tuple[str, ...]
 
 
 # ----------------------------------------------------------------------------- what reads and writes what

@@ -1,7 +1,8 @@
 """
 Testing workflows: every path, generated stories with injected faults, coverage.
 
-- :func:`paths` lists every path through a workflow (from its spec, no engine).
+- :func:`paths` lists every path through a workflow (from its spec, no engine),
+  forks included (:class:`ForkVisit`, :class:`Branch`).
 - :func:`WorkflowMachine` builds a hypothesis state machine that runs real
   instances on an in-memory engine with a virtual clock, injects faults, and
   checks the saga guarantee, the instance lifecycle, history consistency and the
@@ -20,9 +21,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from statemachine_orch._paths import Branch as Branch
 from statemachine_orch._paths import Ending as Ending
+from statemachine_orch._paths import ForkVisit as ForkVisit
 from statemachine_orch._paths import GuardOutcome as GuardOutcome
 from statemachine_orch._paths import Path as Path
+from statemachine_orch._paths import TooManyPaths as TooManyPaths
 from statemachine_orch._paths import paths as paths
 
 from ._coverage import Coverage as Coverage
@@ -42,16 +46,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Actor",
+    "Branch",
     "CapturedEvent",
     "Coverage",
     "CoverageError",
     "Ending",
+    "ForkVisit",
     "GuardOutcome",
     "InjectedFault",
     "InjectedPermanentFault",
     "InvariantViolation",
     "Path",
     "RunawayLoop",
+    "TooManyPaths",
     "WorkflowMachine",
     "WorkflowStateMachine",
     "capture_history",

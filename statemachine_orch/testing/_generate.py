@@ -106,14 +106,101 @@ def generated_source(
     return "\n".join(lines) + "\n"
 
 
-def generated_workflow(name: str = "Generated", **options: Any) -> type[Any]:
+def forked_source(name: str = "GeneratedForks", *, forks: int = 3, width: int = 3, nested: bool = True) -> str:
+    """
+    The source of a chain of *forks* forks, each with *width* branches, joined before the next.
+
+    In each fork, branch 0 is a chain of two steps with a compensation and an
+    exclusive choice (``flag_<k>``) in its middle, branch 1 a human task (form
+    ``Review``), branch 2 an inclusive one (guarded by ``extra_<k>``) and the
+    others plain steps; with *nested*, branch 0 of the first fork holds a fork of
+    its own. Every step is a sync no-op apart from counting.
+    """
+    lines = [
+        "import attrs",
+        "from statemachine_orch import Ctx, Retry, Workflow, after, human_task, step",
+        "",
+        "",
+        "@attrs.frozen",
+        "class Review:",
+        "    ok: bool",
+        "",
+        "",
+        f"class {name}(Workflow, version='1'):",
+    ]
+    lines += [f"    flag_{k}: bool" for k in range(forks)]
+    lines += [f"    extra_{k}: bool" for k in range(forks)]
+    lines += ["    visited: int = 0", "    undone: int = 0", ""]
+
+    def plain(name: str, after: list[str], options: str = "") -> None:
+        lines.extend(f"    @after({a})" for a in after)
+        lines.append(f"    @step({options})" if options else "    @step")
+        lines.extend([f"    def {name}(self, ctx: Ctx) -> None:", "        self.visited += 1", ""])
+
+    def undo(name: str) -> None:
+        lines.extend(
+            [
+                f"    @{name}.compensation",
+                f"    def undo_{name}(self, ctx: Ctx) -> None:",
+                "        self.undone += 1",
+                "",
+            ]
+        )
+
+    plain("start", [], "initial=True")
+    before = "start"
+    for k in range(forks):
+        fork = f"f{k}"
+        plain(fork, [before], "fork=True")
+        ends: list[str] = []
+        for j in range(width):
+            first = f"f{k}b{j}"
+            if j == 0:
+                plain(first, [fork], "retry=Retry(attempts=2, initial=0.01)")
+                undo(first)
+                tail = first
+                if nested and k == 0:
+                    plain(f"{first}n", [first], "fork=True")
+                    plain(f"{first}n0", [f"{first}n"])
+                    undo(f"{first}n0")
+                    plain(f"{first}n1", [f"{first}n"])
+                    plain(f"{first}nj", [f"{first}n0, {first}n1"])
+                    tail = f"{first}nj"
+                plain(f"{first}x", [f"{tail}, when=lambda wf: wf.flag_{k}"])
+                plain(f"{first}y", [f"{first}x", tail])
+                ends.append(f"{first}y")
+            elif j == 1:
+                lines += [
+                    f"    @after({fork})",
+                    "    @human_task(assignee='reviewer', form=Review)",
+                    f"    def {first}(self, ctx: Ctx, form: Review) -> None:",
+                    "        self.visited += 1",
+                    "",
+                ]
+                ends.append(first)
+            elif j == 2:  # noqa: PLR2004 - the third branch is the inclusive one
+                plain(first, [f"{fork}, when=lambda wf: wf.extra_{k}"])
+                undo(first)
+                ends.append(first)
+            else:
+                plain(first, [fork])
+                ends.append(first)
+        before = f"j{k}"
+        plain(before, [", ".join(ends)])
+    plain("finish", [before], "final=True")
+    return "\n".join(lines) + "\n"
+
+
+def generated_workflow(name: str = "Generated", *, forked: bool = False, **options: Any) -> type[Any]:
     """
     Build the class whose source :func:`generated_source` writes (same options).
+
+    With *forked*, :func:`forked_source` writes it instead (its options).
 
     Returns:
         The compiled workflow class, in a module of its own.
     """
-    source = generated_source(name, **options)
+    source = forked_source(name, **options) if forked else generated_source(name, **options)
     module_name = f"statemachine_orch_generated_{next(_counter)}"
     filename = f"<{module_name}>"
     lines = source.splitlines(keepends=True)
