@@ -46,8 +46,8 @@ from ._errors import (
 )
 from ._handle import EngineStatistics, Handle, RecoveryReport
 from ._history import EventKind, HistoryEvent, new_event
-from ._instance import NO_PAYLOAD, InstanceInfo, InstanceRecord
-from ._machine import STATE_ATTRIBUTE
+from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, active_steps, leaves
+from ._machine import DONE, START, STATE_ATTRIBUTE, ForkMachine
 from ._progress import Progress, progress_of
 from ._registry import WorkflowRegistry, default_registry
 from ._services import ServiceRegistry
@@ -194,7 +194,9 @@ class Engine:
             InstanceStatus.COMPENSATING, None
         ):
             instance_id = info.id
-            if info.wake_at is not None or instance_id in self._live or instance_id in self._queued_ids:
+            if (info.wake_at is not None and not info.in_fork) or instance_id in self._live:
+                continue
+            if instance_id in self._queued_ids:
                 continue
             if self.registry.resolve(info.workflow, info.version) is None:
                 self._orphans.add(instance_id)
@@ -456,7 +458,8 @@ class Engine:
         self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
         _check_form(task, form)
         rec = self._get(task.instance_id)
-        if rec.task_id != task.id or rec.worker is not None:
+        branch = next((b for b in rec.branches.values() if b.task_id == task.id), None)
+        if branch is None and (rec.task_id != task.id or rec.worker is not None):
             self._unpin(rec)
             msg = "its instance is no longer waiting on it"
             raise TaskAlreadyCompleted(task_id, msg)
@@ -464,9 +467,12 @@ class Engine:
             task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=self.clock.now(), form=form
         )
         rec.add_task(done)
-        rec.payload = form
-        rec.task_id = None
-        rec.wake_at = None
+        tok: InstanceRecord | Branch = rec if branch is None else branch
+        tok.payload = form
+        tok.task_id = None
+        tok.wake_at = None
+        if branch is not None:
+            _sync_wake(rec)
         self._note(rec, _K.TASK_COMPLETED, task.step, 0, user)
         self._set_status(rec, InstanceStatus.RUNNING)
         try:
@@ -478,7 +484,10 @@ class Engine:
             # The completion was written; only its acknowledgement was lost. The
             # reload scheduled by _save_or_reload runs the instance on.
             return stored
-        self._enqueue(rec)
+        if branch is None:
+            self._enqueue(rec)
+        else:
+            self._resume(rec)
         return done
 
     async def signal(self, instance_id: str, message: object) -> None:
@@ -504,9 +513,15 @@ class Engine:
             raise SignalTypeError(instance_id, msg)
         # Filed under the declared type it matched, so every store decodes it as that type.
         self.store.add_signal(instance_id, _type_name(declared), message)
-        step = rec.spec.step(rec.state) if rec.spec.has_step(rec.state) else None
-        waiting_here = step is not None and step.message is not None and isinstance(message, step.message)
-        if waiting_here and rec.status is InstanceStatus.WAITING and rec.worker is None:
+        waiting_here = any(
+            (m := rec.spec.step(name).message) is not None and isinstance(message, m)
+            for name in active_steps(rec.state)
+        )
+        if not waiting_here:
+            return
+        if rec.branches:
+            self._resume(self._get(instance_id))
+        elif rec.status is InstanceStatus.WAITING and rec.worker is None:
             self._enqueue(self._get(instance_id))
 
     async def cancel(self, instance_id: str, *, reason: str = "", compensate: bool = True) -> InstanceStatus:
@@ -528,11 +543,14 @@ class Engine:
         rec = self._get(instance_id)
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, "cancel")
-        if rec.cancel is None and rec.spec.has_step(rec.state):
+        if rec.cancel is None and active_steps(rec.state):
             rec.cancel = (reason, compensate)
             self._note(rec, _K.CANCEL_REQUESTED, None, 0, reason or None)
             worker = rec.worker
-            if rec.in_step and worker is not _QUEUED and worker is not None:
+            if rec.runners:
+                self._cancel_branches(rec, f"cancelled: {reason}" if reason else "cancelled")
+                _poke(rec)
+            elif rec.in_step and worker is not _QUEUED and worker is not None:
                 worker.cancel()
             elif worker is None:
                 self._enqueue(rec)
@@ -558,7 +576,7 @@ class Engine:
             self._unpin(rec)
             msg = f"is {rec.status.value}, not compensation_failed: there is no failed compensation to retry"
             raise InstanceStateError(instance_id, rec.status, msg)
-        rec.machine.events["retry_compensation"].trigger(rec.wf)
+        _trigger(rec, "retry_compensation")
         rec.comp_attempt = 1
         self._set_status(rec, InstanceStatus.COMPENSATING)
         await self._save_or_reload(rec)
@@ -582,6 +600,10 @@ class Engine:
         """
         rec = self._peek(instance_id)
         new_spec = spec_of(to)
+        if isinstance(rec.state, list):
+            raise MigrationError(
+                instance_id, "is inside a fork's branches; migrate it before the fork or after the join"
+            )
         if rec.status.is_terminal or not rec.spec.has_step(rec.state):
             raise MigrationError(instance_id, f"is {rec.status.value}: a finished instance is not migrated")
         if rec.worker is not None:
@@ -907,7 +929,7 @@ class Engine:
             return
         if (
             rec.worker is None
-            and rec.wake_at is None
+            and (rec.wake_at is None or bool(rec.branches))
             and rec.status
             in (
                 InstanceStatus.RUNNING,
@@ -930,13 +952,16 @@ class Engine:
             if self._idle_waiters and self._is_idle():
                 self._release_idle_waiters()
 
-    def _message_arrived(self, rec: InstanceRecord) -> bool:
-        state = rec.state
-        step = rec.spec.step(state) if rec.spec.has_step(state) else None
-        if step is None or step.message is None:
+    def _message_arrived(self, rec: InstanceRecord, only: str | None = None) -> bool:
+        types = [
+            m
+            for name in ([only] if only is not None else active_steps(rec.state))
+            if (m := rec.spec.step(name).message) is not None
+        ]
+        if not types:
             return False
         return any(
-            s.seq not in rec.consumed_signals and isinstance(s.message, step.message)
+            s.seq not in rec.consumed_signals and isinstance(s.message, tuple(types))
             for s in self.store.signals(rec.id)
         )
 
@@ -988,6 +1013,16 @@ class Engine:
             rec = self._get_or_orphan(instance_id)
             if rec is None:
                 continue
+            if rec.branches and rec.wake_at is not None and rec.wake_at <= now:
+                # Inside a fork: wake the due branches; the others keep their timers.
+                for b in rec.branches.values():
+                    if b.wake_at is not None and b.wake_at <= now:
+                        b.wake_at = None
+                        b.woken = True
+                _sync_wake(rec)
+                self._resume(rec)
+                fired += 1
+                continue
             if rec.worker is not None or rec.wake_at is None or rec.wake_at > now:
                 self._unpin(rec)
                 continue
@@ -1021,6 +1056,12 @@ class Engine:
         spec = rec.spec
         while True:
             state = rec.state
+            if state.__class__ is list:
+                if rec.cancel is not None:
+                    await self._apply_cancel(rec)
+                elif await self._drive_fork(rec):
+                    return
+                continue
             if spec.has_step(state):
                 if rec.cancel is not None:
                     await self._apply_cancel(rec)
@@ -1040,6 +1081,214 @@ class Engine:
                 if rec.history:
                     await self._save(rec)
                 return
+
+    # ----------------------------------------------------------------- forks
+
+    def _resume(self, rec: InstanceRecord) -> None:
+        """Something a branch (or the instance) waited for arrived: run it."""
+        if rec.worker is None:
+            self._enqueue(rec)
+        else:
+            _poke(rec)
+
+    def _sync_branches(self, rec: InstanceRecord) -> None:
+        """Keep one branch record per current step inside forks; a new visit for each new step."""
+        steps = active_steps(rec.state) if _in_fork(rec) else []
+        branches = rec.branches
+        if not steps:
+            if branches:
+                rec.branches = {}
+            return
+        if not branches:
+            branches = rec.branches = {}
+        for name in [n for n in branches if n not in steps]:
+            del branches[name]
+        for name in steps:
+            if name not in branches:
+                rec.visit += 1
+                branches[name] = Branch(rec.visit)
+
+    def _cancel_branches(self, rec: InstanceRecord, why: str, *, keep: object = None) -> None:
+        """Cancel the steps in flight of the fork's branches (but *keep*'s)."""
+        runners = rec.runners or {}
+        for name, task in runners.items():
+            if task is keep or task.done():
+                continue
+            branch = rec.branches.get(name)
+            if branch is not None:
+                branch.cancelled = why
+            task.cancel()
+
+    def _leave_fork(self, rec: InstanceRecord, why: str) -> None:
+        """The instance leaves its fork for good: cancel the branches, their tasks and timers."""
+        self._cancel_branches(rec, why, keep=asyncio.current_task())
+        for branch in rec.branches.values():
+            if branch.task_id is not None:
+                self._close_task(rec, why, branch)
+            branch.wake_at = None
+        rec.branches = {}
+        rec.wake_at = None
+        rec.task_id = None
+
+    async def _drive_fork(self, rec: InstanceRecord) -> bool:
+        """Run the runnable branches of a fork together; True when every branch waits."""
+        loop = asyncio.get_running_loop()
+        runners: dict[str, asyncio.Task[None]] = {}
+        rec.runners = runners
+        try:
+            while True:
+                if not _in_fork(rec) or rec.cancel is not None:
+                    return False
+                if self._fork_gates(rec):
+                    await self._save(rec)
+                    continue
+                if not rec.branches:
+                    self._sync_branches(rec)
+                for name, branch in rec.branches.items():
+                    if name not in runners and self._runnable(rec, name, branch):
+                        runners[name] = loop.create_task(self._branch_turn(rec, name, branch))
+                if not runners:
+                    _sync_wake(rec)
+                    if rec.status is not InstanceStatus.WAITING:
+                        self._set_status(rec, InstanceStatus.WAITING)
+                        await self._save(rec)
+                    return True
+                if rec.status is InstanceStatus.WAITING:
+                    self._set_status(rec, InstanceStatus.RUNNING)
+                poke = rec.poke = loop.create_future()
+                await asyncio.wait([*runners.values(), poke], return_when=asyncio.FIRST_COMPLETED)
+                rec.poke = None
+                for name, task in list(runners.items()):
+                    if task.done():
+                        del runners[name]
+                        if not task.cancelled() and (exc := task.exception()) is not None:
+                            raise exc
+        finally:
+            rec.runners = None
+            rec.poke = None
+            pending = [t for t in runners.values() if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def _fork_gates(self, rec: InstanceRecord) -> bool:
+        """Start or skip the branches of a fork just entered, or fire a join; True when something fired."""
+        machine = rec.machine
+        assert type(machine) is ForkMachine  # noqa: S101 - only classes with forks have list states
+        state = rec.state
+        all_leaves = leaves(state)
+        starts = [leaf for leaf in all_leaves if leaf.endswith("." + START)]
+        wf = rec.wf
+        spec = rec.spec
+        if starts:
+            entered: dict[str, int] = {}
+            for leaf in starts:
+                branch = leaf.rsplit(".", 2)[-2].removesuffix("@branch")
+                held = spec.branch_of(branch)
+                assert held is not None  # noqa: S101 - a branch's first step is in it
+                fork = held[0].step
+                entered.setdefault(fork, 0)
+                try:
+                    ok = _trigger(rec, f"enter@{branch}", wf)
+                except Exception as exc:  # noqa: BLE001 - a guard raised
+                    self._fail(rec, f"{fork}: the guard of the branch {branch} raised {type(exc).__name__}: {exc}")
+                    return True
+                if ok:
+                    entered[fork] += 1
+                    self._note(rec, _K.TRANSITION, fork, 0, branch)
+                else:
+                    _trigger(rec, f"skip@{branch}", wf)
+                    self._note(rec, _K.BRANCH_SKIPPED, fork, 0, branch)
+            for fork, count in entered.items():
+                if not count:
+                    self._fail(rec, str(NoEdgeEnabled(spec.name, fork)))
+                    return True
+            self._sync_branches(rec)
+            return True
+        present = set(all_leaves)
+        # Innermost forks first: their join may complete an outer branch.
+        for fork, regions in sorted(machine.region_paths.items(), key=lambda kv: -kv[1][0].count(".")):
+            if all(f"{r}.{DONE}" in present for r in regions):
+                _trigger(rec, f"join@{fork}", wf)
+                fork_spec = spec.fork(fork)
+                assert fork_spec is not None  # noqa: S101 - a machine's forks are the spec's
+                rec.visit += 1
+                self._note(rec, _K.JOINED, fork, 0, fork_spec.join)
+                self._sync_branches(rec)
+                return True
+        return False
+
+    def _runnable(self, rec: InstanceRecord, name: str, branch: Branch) -> bool:
+        if not branch.waiting or branch.woken or branch.payload is not NO_PAYLOAD:
+            return True
+        return rec.spec.step(name).kind is StepKind.WAIT_FOR and self._message_arrived(rec, name)
+
+    async def _branch_turn(self, rec: InstanceRecord, name: str, branch: Branch) -> None:
+        """One move of one branch: wait, or run one attempt of its step."""
+        step = rec.spec.step(name)
+        if step.kind.waits and branch.payload is NO_PAYLOAD:
+            await self._branch_wait(rec, branch, step)
+            return
+        branch.waiting = False
+        await self._run_step(rec, step, branch)
+
+    async def _branch_wait(self, rec: InstanceRecord, branch: Branch, step: StepSpec) -> None:
+        """Enter or re-check a branch's waiting step (as :meth:`_wait` does outside forks)."""
+        woken, branch.woken = branch.woken, False
+        name = step.name
+        timeout = next((e for e in rec.spec.outgoing(name) if e.is_timeout), None)
+        if step.kind is StepKind.TIMER:
+            if woken:
+                self._note(rec, _K.TIMER_FIRED, name, 0, None)
+                branch.payload = None
+                branch.waiting = False
+                return
+            if not branch.waiting:
+                delay = step.delay or 0.0
+                branch.waiting = True
+                branch.wake_at = self.clock.now() + delay
+                _sync_wake(rec)
+                self._wake_timers()
+                self._note(rec, _K.TIMER_SET, name, 0, f"in {delay:g}s")
+                await self._save(rec)
+            return
+        if woken and timeout is not None:
+            if branch.task_id is not None:
+                self._close_task(rec, "escalated", branch)
+            self._note(rec, _K.ESCALATED, name, 0, f"waited {timeout.timeout:g}s")
+            before = leaves(rec.state)
+            _trigger(rec, f"timeout@{name}", rec.wf)
+            self._moved(rec, name, before)
+            await self._save(rec)
+            return
+        if step.kind is StepKind.WAIT_FOR:
+            message_type = step.message
+            assert message_type is not None  # noqa: S101 - wait_for steps always have one
+            for sig in self.store.signals(rec.id):
+                if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
+                    rec.add_consumed_signal(sig.seq)
+                    branch.payload = sig.message
+                    branch.wake_at = None
+                    branch.waiting = False
+                    _sync_wake(rec)
+                    self._note(rec, _K.MESSAGE_RECEIVED, name, 0, message_type.__name__)
+                    return
+        if branch.waiting:
+            return
+        if step.kind is StepKind.HUMAN_TASK:
+            self._open_task(rec, step, branch)
+        else:
+            assert step.message is not None  # noqa: S101
+            self._note(rec, _K.MESSAGE_AWAITED, name, 0, step.message.__name__)
+        branch.waiting = True
+        if timeout is not None and timeout.timeout is not None:
+            branch.wake_at = self.clock.now() + timeout.timeout
+            _sync_wake(rec)
+            self._wake_timers()
+        await self._save(rec)
+
+    # ----------------------------------------------------------------- waiting steps
 
     async def _wait(self, rec: InstanceRecord, step: StepSpec) -> bool:
         """Enter or re-check a waiting step; True when the instance stays parked."""
@@ -1063,7 +1312,7 @@ class Engine:
                 self._close_task(rec, "escalated")
             self._set_status(rec, InstanceStatus.RUNNING)
             self._note(rec, _K.ESCALATED, step.name, 0, f"waited {timeout.timeout:g}s")
-            rec.machine.events["timeout"].trigger(rec.wf, rec.wf)
+            _trigger(rec, _event(rec, "timeout", step.name), rec.wf)
             self._moved(rec, step.name)
             await self._save(rec)
             return False
@@ -1091,12 +1340,13 @@ class Engine:
         await self._save(rec)
         return True
 
-    def _open_task(self, rec: InstanceRecord, step: StepSpec) -> None:
+    def _open_task(self, rec: InstanceRecord, step: StepSpec, tok: InstanceRecord | Branch | None = None) -> None:
+        t = rec if tok is None else tok
         spec_task = step.task
         assert spec_task is not None  # noqa: S101 - human tasks always have one
         now = self.clock.now()
         task = Task(
-            id=f"{rec.id}.{rec.visit}",
+            id=f"{rec.id}.{t.visit}",
             instance_id=rec.id,
             workflow=rec.spec.name,
             step=step.name,
@@ -1107,12 +1357,13 @@ class Engine:
             due_at=now + spec_task.due if spec_task.due is not None else None,
         )
         rec.add_task(task)
-        rec.task_id = task.id
+        t.task_id = task.id
         self._note(rec, _K.TASK_CREATED, step.name, 0, task.id)
 
-    def _close_task(self, rec: InstanceRecord, why: str) -> None:
-        task_id = rec.task_id
-        rec.task_id = None
+    def _close_task(self, rec: InstanceRecord, why: str, tok: InstanceRecord | Branch | None = None) -> None:
+        t = rec if tok is None else tok
+        task_id = t.task_id
+        t.task_id = None
         if task_id is None:
             return
         task = self.store.task(task_id)
@@ -1120,17 +1371,18 @@ class Engine:
             rec.add_task(attrs.evolve(task, status=TaskStatus.CANCELLED, completed_at=self.clock.now()))
             self._note(rec, _K.TASK_CANCELLED, task.step, 0, f"{task.id} ({why})")
 
-    async def _run_step(self, rec: InstanceRecord, step: StepSpec) -> bool:
-        """Run one attempt of *step*; True when the instance parks (a retry timer)."""
-        rec.woken = False
-        attempt = rec.attempt
+    async def _run_step(self, rec: InstanceRecord, step: StepSpec, tok: Branch | None = None) -> bool:
+        """Run one attempt of *step* (of branch *tok*); True when it parks (a retry timer)."""
+        t: InstanceRecord | Branch = rec if tok is None else tok
+        t.woken = False
+        attempt = t.attempt
         wf = rec.wf
         name = step.name
-        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, (rec.id, rec.visit, ""))
+        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, (rec.id, t.visit, ""))
         self._note(rec, _K.STEP_STARTED, name, attempt, None)
-        payload = rec.payload
+        payload = t.payload
         args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
-        rec.in_step = True
+        t.in_step = True
         try:
             if self.before_attempt is not None:
                 self.before_attempt(ctx)
@@ -1142,59 +1394,94 @@ class Engine:
             else:
                 step.fn(*args)
         except asyncio.CancelledError:
-            rec.in_step = False
+            t.in_step = False
             current = asyncio.current_task()
-            if rec.cancel is None or current is None or current.cancelling() > 1:
+            why = tok.cancelled if tok is not None else (rec.cancel[0] if rec.cancel is not None else None)
+            ours = rec.cancel is not None or (tok is not None and tok.cancelled is not None)
+            if not ours or current is None or current.cancelling() > 1:
                 raise
             current.uncancel()
-            self._note(rec, _K.STEP_CANCELLED, name, attempt, rec.cancel[0] or None)
+            self._note(rec, _K.STEP_CANCELLED, name, attempt, why or None)
             return False
         except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
-            rec.in_step = False
+            t.in_step = False
             if isinstance(exc, TimeoutError) and step.timeout is not None and not str(exc):
                 exc = TimeoutError(f"attempt {attempt} exceeded the step's timeout of {step.timeout:g}s")
-            return await self._step_failed(rec, step, attempt, exc)
-        rec.in_step = False
+            return await self._step_failed(rec, step, attempt, exc, tok)
+        t.in_step = False
         self._note(rec, _K.STEP_COMPLETED, name, attempt, None)
         if step.compensation is not None:
-            rec.add_saga(name, rec.visit)
-        rec.payload = NO_PAYLOAD
-        rec.attempt = 1
+            rec.add_saga(name, t.visit)
+        t.payload = NO_PAYLOAD
+        t.attempt = 1
+        if tok is not None and name not in rec.branches:
+            # The instance left the fork while this step ran (a sibling failed, and
+            # the step ignored its cancellation): its completion is compensated.
+            await self._save(rec)
+            return False
+        before = leaves(rec.state) if tok is not None else None
         try:
-            moved = rec.machine.events["next"].trigger(wf, wf)
+            moved = _trigger(rec, _event(rec, "next", name), wf)
         except Exception as exc:  # noqa: BLE001 - a guard raised
             self._fail(rec, f"{name}: a guard raised {type(exc).__name__}: {exc}")
         else:
             if moved:
-                self._moved(rec, name)
+                self._moved(rec, name, before)
             else:
                 self._fail(rec, str(NoEdgeEnabled(rec.spec.name, name)))
         await self._save(rec)
         return False
 
-    def _moved(self, rec: InstanceRecord, source: str) -> None:
+    def _moved(self, rec: InstanceRecord, source: str, before: list[str] | None = None) -> None:
         rec.visit += 1
         state = rec.state
-        self._note(rec, _K.TRANSITION, source, 0, state)
-        if state == COMPLETED:
-            self._set_status(rec, InstanceStatus.COMPLETED)
+        if before is None and type(state) is str:
+            self._note(rec, _K.TRANSITION, source, 0, state)
+            if state == COMPLETED:
+                self._set_status(rec, InstanceStatus.COMPLETED)
+            return
+        # Into a fork (entering its branches is noted as they start), or inside one.
+        old = set(before or ())
+        for leaf in leaves(state):
+            if leaf in old:
+                continue
+            if leaf.endswith("." + DONE):
+                held = rec.spec.branch_of(source)
+                join = held[0].join if held is not None else "?"
+                self._note(rec, _K.BRANCH_DONE, source, 0, join)
+            elif not leaf.endswith("." + START):
+                self._note(rec, _K.TRANSITION, source, 0, leaf.rpartition(".")[2])
+        self._sync_branches(rec)
 
-    async def _step_failed(self, rec: InstanceRecord, step: StepSpec, attempt: int, exc: Exception) -> bool:
+    async def _step_failed(
+        self, rec: InstanceRecord, step: StepSpec, attempt: int, exc: Exception, tok: Branch | None = None
+    ) -> bool:
+        t: InstanceRecord | Branch = rec if tok is None else tok
         error = f"{type(exc).__name__}: {exc}"
         self._note(rec, _K.STEP_FAILED, step.name, attempt, error)
         if step.retry.retries(exc, attempt):
             delay = step.retry.delay(attempt)
-            rec.attempt = attempt + 1
+            t.attempt = attempt + 1
             self._note(rec, _K.RETRY_SCHEDULED, step.name, attempt + 1, f"in {delay:g}s")
-            self._park(rec, delay)
+            if tok is None:
+                self._park(rec, delay)
+            else:
+                tok.waiting = True
+                tok.wake_at = self.clock.now() + delay
+                _sync_wake(rec)
+                self._wake_timers()
             await self._save(rec)
             return True
-        rec.attempt = 1
-        rec.payload = NO_PAYLOAD
-        if any(e.is_error for e in rec.spec.outgoing(step.name)) and rec.machine.events["error"].trigger(
-            rec.wf, rec.wf, exc
+        t.attempt = 1
+        t.payload = NO_PAYLOAD
+        if tok is not None and step.name not in rec.branches:
+            await self._save(rec)  # the instance left the fork meanwhile
+            return False
+        before = leaves(rec.state) if tok is not None else None
+        if any(e.is_error for e in rec.spec.outgoing(step.name)) and _trigger(
+            rec, _event(rec, "error", step.name), rec.wf, exc
         ):
-            self._moved(rec, step.name)
+            self._moved(rec, step.name, before)
         else:
             self._fail(rec, f"{step.name}: {error}")
         await self._save(rec)
@@ -1202,8 +1489,11 @@ class Engine:
 
     def _fail(self, rec: InstanceRecord, error: str) -> None:
         rec.error = rec.cause = error
-        self._note(rec, _K.INSTANCE_FAILED, rec.state, 0, error)
-        rec.machine.events["fail"].trigger(rec.wf)
+        state = rec.state
+        self._note(rec, _K.INSTANCE_FAILED, state if type(state) is str else ",".join(active_steps(state)), 0, error)
+        if rec.branches:
+            self._leave_fork(rec, f"a sibling branch failed: {error}")
+        _trigger(rec, "fail")
         self._set_status(rec, InstanceStatus.COMPENSATING)
         _log.warning("instance_failed", instance_id=rec.id, workflow=rec.spec.name, error=error)
 
@@ -1211,10 +1501,12 @@ class Engine:
         assert rec.cancel is not None  # noqa: S101 - checked by the caller
         reason, compensate = rec.cancel
         self._close_task(rec, "cancelled")
+        if rec.branches:
+            self._leave_fork(rec, f"cancelled: {reason}" if reason else "cancelled")
         rec.wake_at = None
         rec.payload = NO_PAYLOAD
         rec.error = rec.cause = f"cancelled: {reason}" if reason else "cancelled"
-        rec.machine.events["cancel" if compensate else "abandon"].trigger(rec.wf)
+        _trigger(rec, "cancel" if compensate else "abandon")
         self._set_status(rec, InstanceStatus.COMPENSATING if compensate else InstanceStatus.CANCELLED)
         await self._save(rec)
 
@@ -1248,7 +1540,7 @@ class Engine:
                     return True
                 rec.comp_attempt = 1
                 rec.error = f"compensation {comp.name} of {name} failed: {error} (after: {rec.cause})"
-                rec.machine.events["compensation_error"].trigger(rec.wf)
+                _trigger(rec, "compensation_error")
                 self._set_status(rec, InstanceStatus.COMPENSATION_FAILED)
                 await self._save(rec)
                 return False
@@ -1256,11 +1548,41 @@ class Engine:
             rec.comp_attempt = 1
             self._note(rec, _K.COMPENSATION_COMPLETED, name, attempt, comp.name)
             await self._save(rec)
-        rec.machine.events["compensated"].trigger(rec.wf)
+        _trigger(rec, "compensated")
         rec.error = rec.cause
         self._set_status(rec, _STATUS_OF_STATE[rec.state])
         await self._save(rec)
         return False
+
+
+def _trigger(rec: InstanceRecord, event: str, *args: object) -> bool:
+    """Fire *event* on the record's shared machine for its workflow object."""
+    machine = rec.machine
+    if type(machine) is ForkMachine:
+        return bool(machine.trigger_event(rec.wf, event, *args))
+    return bool(machine.events[event].trigger(rec.wf, *args))
+
+
+def _event(rec: InstanceRecord, kind: str, step: str) -> str:
+    """The name of a step's event: shared in a flat machine, the step's own with forks."""
+    return f"{kind}@{step}" if rec.spec.has_forks else kind
+
+
+def _in_fork(rec: InstanceRecord) -> bool:
+    state: object = rec.state
+    return isinstance(state, list)
+
+
+def _sync_wake(rec: InstanceRecord) -> None:
+    """Inside a fork, the record's timer is its branches' earliest."""
+    rec.wake_at = min((b.wake_at for b in rec.branches.values() if b.wake_at is not None), default=None)
+
+
+def _poke(rec: InstanceRecord) -> None:
+    """Wake the driver of a fork: a branch may run now."""
+    poke = rec.poke
+    if poke is not None and not poke.done():
+        poke.set_result(None)
 
 
 async def _with_timeout(coro: Coroutine[Any, Any, Any], seconds: float) -> None:

@@ -22,6 +22,8 @@ _EMPTY = EMPTY
 NO_PAYLOAD: Any = object()
 """Marks a waiting step whose form or message has not arrived yet."""
 
+_EMPTY_BRANCHES: Any = {}  # never written to: replaced by a fresh dict on the first branch
+
 
 @attrs.frozen
 class InstanceInfo:
@@ -36,10 +38,14 @@ class InstanceInfo:
         step: The current step (``None`` once it left the steps).
         created_at: When it started (engine clock, seconds since the epoch).
         error: Why it failed or was cancelled.
-        open_task: The id of its open human task, if any.
-        wake_at: When its timer (retry backoff, ``@timer``, escalation) is due.
+        open_task: The id of its open human task, if any (the first, inside a fork).
+        wake_at: When its timer (retry backoff, ``@timer``, escalation) is due (the
+            earliest, inside a fork).
+        steps: Every current step: several inside a fork, one per branch still running.
+        in_fork: Whether the instance is inside a fork's parallel branches.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 ``steps`` and ``in_fork``.
     """
 
     id: str
@@ -51,6 +57,8 @@ class InstanceInfo:
     error: str | None
     open_task: str | None
     wake_at: float | None = None
+    steps: tuple[str, ...] = ()
+    in_fork: bool = False
 
 
 @attrs.frozen
@@ -66,6 +74,63 @@ class Signal:
     message: object
 
 
+def active_steps(state: object) -> list[str]:
+    """
+    The steps a machine state stands for, in order.
+
+    A step name stands for itself; inside a fork the state is a list of leaf paths
+    (``f@fork.b@branch.step``, nested lists for nested forks), whose last parts
+    are steps or a branch's ``@start`` / ``@done``, which stand for no step.
+    """
+    if isinstance(state, str):
+        return [] if state.startswith("@") else [state]
+    out: list[str] = []
+    for leaf in leaves(state):
+        name = leaf.rpartition(".")[2]
+        if not name.startswith("@"):
+            out.append(name)
+    return out
+
+
+def leaves(state: object) -> list[str]:
+    """The leaf paths of a machine state, nested lists flattened."""
+    if isinstance(state, str):
+        return [state]
+    out: list[str] = []
+    stack: list[Any] = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            stack.extend(reversed(item))
+    return out
+
+
+class Branch:
+    """
+    What the engine keeps about one running branch of a fork: its current step's visit.
+
+    The fields mean what the record's fields of the same names mean for an
+    instance outside forks. ``waiting`` is set while the branch waits (a task, a
+    message, a timer, a retry's backoff); ``cancelled`` holds why the engine
+    cancelled the branch's step in flight.
+    """
+
+    __slots__ = ("attempt", "cancelled", "in_step", "payload", "task_id", "visit", "waiting", "wake_at", "woken")
+
+    def __init__(self, visit: int) -> None:
+        self.attempt = 1
+        self.visit = visit
+        self.payload: Any = NO_PAYLOAD
+        self.task_id: str | None = None
+        self.wake_at: float | None = None
+        self.woken = False
+        self.waiting = False
+        self.in_step = False
+        self.cancelled: str | None = None
+
+
 class InstanceRecord:
     """
     Everything the engine keeps about one instance besides its variables.
@@ -78,6 +143,7 @@ class InstanceRecord:
 
     __slots__ = (
         "attempt",
+        "branches",
         "cancel",
         "cause",
         "comp_attempt",
@@ -91,6 +157,8 @@ class InstanceRecord:
         "in_step",
         "machine",
         "payload",
+        "poke",
+        "runners",
         "saga",
         "spec",
         "status",
@@ -125,6 +193,9 @@ class InstanceRecord:
     created_at: float
     dirty_tasks: list[Task]
     consumed_signals: list[int]
+    branches: dict[str, Branch]
+    runners: dict[str, Any] | None
+    poke: Any
 
     def __init__(self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float) -> None:
         self.id = instance_id
@@ -152,6 +223,11 @@ class InstanceRecord:
         self.created_at = now
         self.dirty_tasks = _EMPTY
         self.consumed_signals = _EMPTY
+        # Inside a fork: the branch of each current step; the runner task of each
+        # branch step in flight; a future that wakes the fork's driver.
+        self.branches = _EMPTY_BRANCHES
+        self.runners = None
+        self.poke = None
 
     def add_saga(self, step: str, visit: int) -> None:
         """Record a completion of a compensable step."""
@@ -182,22 +258,39 @@ class InstanceRecord:
         self.consumed_signals = _EMPTY
 
     @property
-    def state(self) -> str:
-        """The machine state: a step name or a lifecycle state (``@completed``...)."""
-        state: str = self.wf._orch_state  # the machine's model attribute
-        return state
+    def state(self) -> Any:
+        """The machine state: a step name, a lifecycle state (``@completed``...), or a fork's leaf list."""
+        return self.wf._orch_state  # the machine's model attribute
 
     def info(self) -> InstanceInfo:
         """A snapshot of this record."""
         state = self.state
+        if isinstance(state, str):
+            step = state if self.spec.has_step(state) else None
+            return InstanceInfo(
+                id=self.id,
+                workflow=self.spec.name,
+                version=self.spec.version,
+                status=self.status,
+                step=step,
+                created_at=self.created_at,
+                error=self.error,
+                open_task=self.task_id,
+                wake_at=self.wake_at,
+                steps=(step,) if step is not None else (),
+            )
+        steps = tuple(active_steps(state))
+        tasks = [b.task_id for b in self.branches.values() if b.task_id is not None]
         return InstanceInfo(
             id=self.id,
             workflow=self.spec.name,
             version=self.spec.version,
             status=self.status,
-            step=state if self.spec.has_step(state) else None,
+            step=steps[0] if steps else None,
             created_at=self.created_at,
             error=self.error,
-            open_task=self.task_id,
+            open_task=tasks[0] if tasks else None,
             wake_at=self.wake_at,
+            steps=steps,
+            in_fork=True,
         )

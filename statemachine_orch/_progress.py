@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._history import EventKind
+from ._instance import active_steps
 from ._status import InstanceStatus
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class Progress:
     Attributes:
         instance_id: The instance.
         status: Its status.
-        step: The current step (``None`` once it left the steps).
+        step: The current step (``None`` once it left the steps; the first branch's, inside a fork).
         steps_done: Step completions so far (a step visited twice counts twice).
         steps_left: The fewest steps still to run to reach an end from here
             (0 once terminal), the current one included.
@@ -71,9 +72,11 @@ def steps_to_end(spec: WorkflowSpec) -> dict[str, int]:
 def progress_of(rec: InstanceRecord, history: Iterable[HistoryEvent]) -> Progress:
     """The :class:`Progress` of one instance, given its whole history."""
     done = sum(1 for e in history if e.kind is EventKind.STEP_COMPLETED)
-    state = rec.state
-    step = state if rec.spec.has_step(state) else None
-    left = 0 if rec.status.is_terminal or step is None else steps_to_end(rec.spec).get(step, 1)
+    steps = active_steps(rec.state)
+    step = steps[0] if steps else None
+    # Inside a fork, the branch farthest from the end sets what is left.
+    dist = steps_to_end(rec.spec)
+    left = 0 if rec.status.is_terminal or step is None else max(dist.get(s, 1) for s in steps)
     total = done + left
     fraction = 1.0 if rec.status is InstanceStatus.COMPLETED else (done / total if total else 0.0)
     return Progress(rec.id, rec.status, step, done, left, fraction)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, Ty
 
 from ._errors import StoreError, UnknownWorkflowVersion
 from ._history import EventKind, HistoryEvent
-from ._instance import NO_PAYLOAD, InstanceInfo, InstanceRecord, Signal
+from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, Signal, active_steps
 from ._machine import STATE_ATTRIBUTE
 from ._registry import WorkflowRegistry, default_registry
 from ._serialize import structure, unstructure
@@ -37,7 +37,7 @@ from ._tasks import Task, TaskStatus
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x534D4F52  # "SMOR": marks a file as ours
 
 # The schema, as the list of statements that upgrade a file from one version to
@@ -110,19 +110,23 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE instances ADD COLUMN fingerprint TEXT",
         "ALTER TABLE tasks ADD COLUMN fingerprint TEXT",
     ],
+    3: [
+        # Inside a fork: each branch's current step visit (attempt, visit, task, timer, payload).
+        "ALTER TABLE instances ADD COLUMN branches TEXT",
+    ],
 }
 
 _UPSERT = """
 INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
-    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.version,
     fingerprint = excluded.fingerprint,
     state = excluded.state, status = excluded.status, variables = excluded.variables,
     payload = excluded.payload, saga = excluded.saga, attempt = excluded.attempt,
     comp_attempt = excluded.comp_attempt, visit = excluded.visit, task_id = excluded.task_id,
     error = excluded.error, cause = excluded.cause, cancel = excluded.cancel, wake_at = excluded.wake_at,
-    history_len = excluded.history_len, updated_at = excluded.updated_at
+    history_len = excluded.history_len, updated_at = excluded.updated_at, branches = excluded.branches
 """
 
 _INSERT_HISTORY = "INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -345,7 +349,13 @@ class SqliteStore:
         spec = rec.spec
         state = rec.state
         payload = None
-        if rec.payload is not NO_PAYLOAD:
+        branches = None
+        task_id = rec.task_id
+        if state.__class__ is not str:
+            branches = _dumps(_branch_rows(rec))
+            task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
+            state = _dumps(state)
+        elif rec.payload is not NO_PAYLOAD:
             tp = spec.step(state).payload_type if spec.has_step(state) else None
             payload = _dumps({"v": unstructure(rec.payload, tp)})
         if rec.history:
@@ -374,7 +384,7 @@ class SqliteStore:
             rec.attempt,
             rec.comp_attempt,
             rec.visit,
-            rec.task_id,
+            task_id,
             rec.error,
             rec.cause,
             _dumps(rec.cancel) if rec.cancel is not None else None,
@@ -382,6 +392,7 @@ class SqliteStore:
             rec.history_len + len(rec.history),
             rec.created_at,
             now,
+            branches,
         )
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
@@ -439,17 +450,18 @@ class SqliteStore:
         """
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
-            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint "
+            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches "
             "FROM instances WHERE id = ?",
             (instance_id,),
         ).fetchone()
         if row is None:
             return None
         (workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-        (task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint) = row[10:]
+        (task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches) = row[10:]
         cls, spec = self._spec(instance_id, workflow, version, fingerprint)
         wf = structure(json.loads(variables), cls)
-        setattr(wf, STATE_ATTRIBUTE, state)
+        in_fork = state.startswith("[")
+        setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)
         rec = InstanceRecord(instance_id, wf, spec, cls.__orch_machine__, created_at)
         rec.status = InstanceStatus(status)
         rec.saga = [(s, int(v)) for s, v in json.loads(saga)]
@@ -462,6 +474,9 @@ class SqliteStore:
         rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
         rec.wake_at = wake_at
         rec.history_len = history_len
+        if in_fork:
+            rec.task_id = None
+            rec.branches = _branches_of(spec, json.loads(branches or "{}"))
         if payload is not None:
             tp = spec.step(state).payload_type if spec.has_step(state) else None
             rec.payload = structure(json.loads(payload)["v"], tp) if tp is not None else None
@@ -470,16 +485,20 @@ class SqliteStore:
     @staticmethod
     def _info(row: tuple[Any, ...]) -> InstanceInfo:
         instance_id, workflow, version, status, state, created_at, error, task_id, wake_at = row
+        in_fork = state.startswith("[")
+        steps = tuple(active_steps(json.loads(state) if in_fork else state))
         return InstanceInfo(
             id=instance_id,
             workflow=workflow,
             version=version,
             status=InstanceStatus(status),
-            step=None if state.startswith("@") else state,
+            step=steps[0] if steps else None,
             created_at=created_at,
             error=error,
             open_task=task_id,
             wake_at=wake_at,
+            steps=steps,
+            in_fork=in_fork,
         )
 
     @_reads
@@ -654,3 +673,30 @@ class SqliteStore:
             "ORDER BY updated_at"
         )
         return [r[0] for r in rows]
+
+
+def _branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
+    """Each branch of a forked instance as ``[attempt, visit, task, wake_at, waiting, payload]``."""
+    spec = rec.spec
+    out: dict[str, list[object]] = {}
+    for name, b in rec.branches.items():
+        payload = None
+        if b.payload is not NO_PAYLOAD:
+            payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
+        out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
+    return out
+
+
+def _branches_of(spec: WorkflowSpec, rows: dict[str, list[Any]]) -> dict[str, Branch]:
+    out: dict[str, Branch] = {}
+    for name, (attempt, visit, task_id, wake_at, waiting, payload) in rows.items():
+        b = Branch(int(visit))
+        b.attempt = int(attempt)
+        b.task_id = task_id
+        b.wake_at = wake_at
+        b.waiting = bool(waiting)
+        if payload is not None:
+            tp = spec.step(name).payload_type
+            b.payload = structure(payload["v"], tp) if tp is not None else None
+        out[name] = b
+    return out

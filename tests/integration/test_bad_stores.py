@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from statemachine_orch import Ctx, SqliteStore, StoreError, VirtualClock, Workflow, after, human_task, step
+from statemachine_orch._store_sqlite import SCHEMA_VERSION
 from tests.integration.helpers import open_engine
 
 if TYPE_CHECKING:
@@ -256,7 +257,7 @@ def test_a_store_from_a_newer_schema_is_refused(db_path: Path, clock: VirtualClo
     before = digest(db_path)
     err = refusal(db_path)
     expected = (
-        f"cannot use {db_path}: its schema version is 99, newer than this library's 2; "
+        f"cannot use {db_path}: its schema version is 99, newer than this library's {SCHEMA_VERSION}; "
         "upgrade statemachine-orch to use it"
     )
     assert (str(db_path), expected) == (err.path, str(err))
