@@ -13,7 +13,8 @@ scratch (no example database) and reports the medians over ``--runs`` runs of:
 
 - examples per second, and the instances and actions those examples ran;
 - the time (and examples) until every edge of the workflow had been taken;
-- ``paths()``: how many paths, and how long enumerating them takes.
+- ``paths()``: how many paths, and how long enumerating them takes; also for
+  generated workflows with 3 and 5 forks of 4 branches (``paths()`` only).
 """
 
 from __future__ import annotations
@@ -139,6 +140,10 @@ def main() -> int:
             f"{name:<14}{med['examples_per_s']:>11.1f}{med['instances_per_s']:>13.0f}{med['actions_per_s']:>11.0f}"
             f"{med['coverage']:>10.0%}{med['full_s']:>14.2f}{med['full_examples']:>11.0f}{count:>8}{paths_s * 1000:>12.1f}"
         )
+    for forks in (3, 5):
+        forked = generated_workflow(f"BenchForks{forks}", forked=True, forks=forks, width=4)
+        count, paths_s = paths_timing(forked, args.runs)
+        print(f"paths() of {forks} forks x 4 branches (one nested): {count} paths in {paths_s * 1000:.1f} ms")
     return 0
 
 

@@ -11,6 +11,10 @@ waiting on an open task or ended, history consistent with the machine. Modelling
 bugs fail too: no edge to take after a step, a loop with no exit, a compensation
 that cannot absorb the transient faults its retry policy is meant for, a failing
 ``assert`` in a step.
+
+Forked instances wait on several things at once (one per branch): the checks read
+every current step, the fork, branch and join events of the history, and the
+saga over the global order in which the steps of all branches completed.
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ class InvariantViolation(AssertionError):
     (each rule and what it did) as ``__notes__``.
 
     Attributes:
-        rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``,
+        rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``, ``"join-never-fires"``,
             ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
             ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
             ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``,
@@ -369,10 +373,22 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                 clock.jump_to(now)  # wakes the engine's timer task
                 await asyncio.sleep(0)
                 continue
-            backoffs = [i.wake_at for i in pending if i.wake_at is not None and i.status is not InstanceStatus.WAITING]
+            backoffs = [i.wake_at for i in pending if i.wake_at is not None and self._backing_off(i.id, i.status)]
             if not backoffs:
                 return
             clock.jump_to(min(backoffs))
+
+    def _backing_off(self, instance_id: str, status: InstanceStatus) -> bool:
+        """Whether the instance's timer is a retry's backoff (a plain step waits for nothing else)."""
+        if status is not InstanceStatus.WAITING:
+            return True
+        wf = self.engine.workflow(instance_id)
+        raw: object = getattr(wf, STATE_ATTRIBUTE, "")
+        if isinstance(raw, str):
+            return False
+        # Inside a fork, one branch may back off while another waits on a task.
+        spec = spec_of(wf)
+        return any(spec.has_step(n) and spec.step(n).kind is StepKind.STEP for n in _active_steps(raw))
 
     def _violate(self, rule_id: str, instance_id: str, step: str | None, message: str) -> None:
         self._violations.append(_Violation(rule_id, instance_id, step, message))
@@ -536,23 +552,47 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         info = self.engine.info(instance_id)
         wf = self.engine.workflow(instance_id)
         spec = spec_of(wf)
-        state: str = getattr(wf, STATE_ATTRIBUTE, "")
+        raw: object = getattr(wf, STATE_ATTRIBUTE, "")
+        state = _state_text(raw)
+        active = _active_steps(raw)
         status = info.status
         history = self.engine.history(instance_id)
-        # Every instance is waiting on an open task or ended.
+        # Every instance is waiting on something open, or ended.
         if not status.is_terminal:
-            tasks = self.engine.tasks(instance_id=instance_id)
-            waiting_kind = spec.has_step(state) and spec.step(state).kind is not StepKind.STEP
-            if status is not InstanceStatus.WAITING or not waiting_kind:
-                msg = f"idle engine, but {track.name} is {status.value} at {state}: not waiting, not ended"
-                self._violate("stuck", instance_id, state, msg)
-            elif spec.step(state).kind is StepKind.HUMAN_TASK and [t.step for t in tasks] != [state]:
-                msg = f"{track.name} waits at {state} but its open tasks are {[t.step for t in tasks]}"
-                self._violate("stuck", instance_id, state, msg)
+            self._check_waiting(instance_id, track, spec, raw, active, status)
         # History is consistent with the machine.
-        self._check_history(instance_id, track, spec, state, status, history)
+        self._check_history(instance_id, track, spec, state, active, status, history)
         # The saga guarantee.
         self._check_saga(instance_id, track, spec, status, history)
+
+    def _check_waiting(
+        self,
+        instance_id: str,
+        track: _Track,
+        spec: WorkflowSpec,
+        raw: object,
+        active: list[str],
+        status: InstanceStatus,
+    ) -> None:
+        state = _state_text(raw)
+        if isinstance(raw, list) and not active:
+            msg = (
+                f"idle engine, but every branch of {track.name} arrived ({state}) and the join did not fire: "
+                "a join that can never fire"
+            )
+            self._violate("stuck", instance_id, None, msg)
+            return
+        running = [n for n in active if not spec.has_step(n) or spec.step(n).kind is StepKind.STEP]
+        if status is not InstanceStatus.WAITING or running or not active:
+            where = ", ".join(running) or state
+            msg = f"idle engine, but {track.name} is {status.value} at {where}: not waiting, not ended"
+            self._violate("stuck", instance_id, (running or active or [state])[0], msg)
+            return
+        tasks = sorted(t.step for t in self.engine.tasks(instance_id=instance_id))
+        humans = sorted(n for n in active if spec.step(n).kind is StepKind.HUMAN_TASK)
+        if tasks != humans:
+            msg = f"{track.name} waits at {', '.join(active)} but its open tasks are {tasks}"
+            self._violate("stuck", instance_id, (humans or active)[0], msg)
 
     def _check_history(
         self,
@@ -560,33 +600,31 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         track: _Track,
         spec: WorkflowSpec,
         state: str,
+        active: list[str],
         status: InstanceStatus,
         history: list[HistoryEvent],
     ) -> None:
-        replayed = spec.initial
+        replay = _Replay(spec)
         for e in history:
-            if e.kind is not _K.TRANSITION:
-                continue
-            source, dest = e.step or "", e.detail or ""
-            ok = source == replayed and (
-                (dest == COMPLETED and spec.step(source).final) or any(x.dest == dest for x in spec.outgoing(source))
-            )
-            if not ok:
-                msg = f"history has the transition {source} -> {dest} while the machine was at {replayed}"
-                self._violate("history", instance_id, source, msg)
+            problem = replay.apply(e)
+            if problem is not None:
+                self._violate("history", instance_id, e.step, f"history has {problem}")
                 return
-            replayed = dest
+        replayed = replay.where()
         expected = _TERMINAL_STATE_STATUS.get(state)
-        if spec.has_step(state):
-            consistent = replayed == state and status in (InstanceStatus.RUNNING, InstanceStatus.WAITING)
+        if active or spec.has_step(state):
+            consistent = sorted(replay.active) == sorted(active) and status in (
+                InstanceStatus.RUNNING,
+                InstanceStatus.WAITING,
+            )
         elif state == COMPLETED:
             consistent = replayed == COMPLETED and status is InstanceStatus.COMPLETED
         else:
-            consistent = state in LIFECYCLE_STATES and spec.has_step(replayed)
-            consistent = consistent and (expected is None or status is expected)
+            consistent = state in LIFECYCLE_STATES and all(spec.has_step(n) for n in replay.active)
+            consistent = consistent and bool(replay.active) and (expected is None or status is expected)
         if not consistent:
             msg = f"{track.name} is at {state} ({status.value}), but its transitions lead to {replayed}"
-            self._violate("history", instance_id, replayed, msg)
+            self._violate("history", instance_id, next(iter(replay.active), None), msg)
 
     def _check_saga(
         self,
@@ -745,6 +783,131 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._touched[instance_id] = None
         self._run(self.engine.signal(instance_id, action.message))
         self._after_rule()
+
+
+def _leaves(state: object) -> list[str]:
+    """The leaf paths of a machine state: itself, or inside a fork every leaf of its (nested) lists."""
+    if isinstance(state, str):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [leaf for item in cast("Iterable[object]", state) for leaf in _leaves(item)]
+    return [str(state)]
+
+
+def _active_steps(state: object) -> list[str]:
+    """The steps a machine state stands for: a branch's ``@start`` / ``@done`` and lifecycle states stand for none."""
+    names = [leaf.rpartition(".")[2] for leaf in _leaves(state)]
+    return [n for n in names if not n.startswith("@")]
+
+
+def _state_text(state: object) -> str:
+    if isinstance(state, str):
+        return state
+    return "[" + ", ".join(_leaves(state)) + "]"
+
+
+class _Replay:
+    """
+    The history's transitions replayed against the spec: which steps are current.
+
+    Outside forks one step is current; a fork's transitions into its branches
+    replace it by each branch's first step, ``branch_done`` removes a branch's last
+    step, and ``joined`` (once every branch started has arrived) makes the join
+    current.
+    """
+
+    def __init__(self, spec: WorkflowSpec) -> None:
+        self.spec = spec
+        self.active: list[str] = [spec.initial]
+        self.completed = False
+        # Per fork being run: the branches started, those skipped, those arrived.
+        self.forks: dict[str, tuple[set[str], set[str], set[str]]] = {}
+
+    def where(self) -> str:
+        """The current steps, as text."""
+        if self.completed:
+            return COMPLETED
+        return ", ".join(self.active) or "nowhere"
+
+    def apply(self, e: HistoryEvent) -> str | None:
+        """Replay *e*; what is wrong with it, if anything."""
+        kind = e.kind
+        source, dest = e.step or "", e.detail or ""
+        if kind is _K.TRANSITION:
+            fork = self.spec.fork(source)
+            if fork is not None and any(r.name == dest for r in fork.regions) and self._entering(fork.step):
+                return self._enter(source, dest, started=True)
+            return self._move(source, dest)
+        if kind is _K.BRANCH_SKIPPED:
+            return self._enter(source, dest, started=False)
+        if kind is _K.BRANCH_DONE:
+            return self._arrive(source, dest)
+        if kind is _K.JOINED:
+            return self._join(source, dest)
+        return None
+
+    def _entering(self, fork: str) -> bool:
+        return fork in self.forks or fork in self.active
+
+    def _move(self, source: str, dest: str) -> str | None:
+        spec = self.spec
+        if source not in self.active:
+            return f"the transition {source} -> {dest} while the machine was at {self.where()}"
+        ok = (dest == COMPLETED and spec.step(source).final) or any(
+            x.dest == dest and not x.join for x in spec.outgoing(source)
+        )
+        if not ok:
+            return f"the transition {source} -> {dest}, no edge of the spec (the machine was at {self.where()})"
+        self.active.remove(source)
+        if dest == COMPLETED:
+            self.completed = True
+        else:
+            self.active.append(dest)
+        return None
+
+    def _enter(self, fork: str, branch: str, started: bool) -> str | None:
+        spec = self.spec.fork(fork)
+        what = "started" if started else "skipped"
+        if spec is None or not any(r.name == branch for r in spec.regions):
+            return f"the branch {branch} {what} by {fork}, which is no branch of a fork"
+        if fork not in self.forks:
+            if fork not in self.active:
+                return f"the branch {branch} {what} by the fork {fork} while the machine was at {self.where()}"
+            self.active.remove(fork)
+            self.forks[fork] = (set(), set(), set())
+        began, skipped, _ = self.forks[fork]
+        if branch in began or branch in skipped:
+            return f"the branch {branch} of the fork {fork} {what} twice"
+        region = next(r for r in spec.regions if r.name == branch)
+        if not started and region.edge.guard is None:
+            return f"the unguarded branch {branch} of the fork {fork} skipped"
+        (began if started else skipped).add(branch)
+        if started:
+            self.active.append(branch)
+        return None
+
+    def _arrive(self, last: str, join: str) -> str | None:
+        held = self.spec.branch_of(last)
+        if held is None or last not in self.active:
+            return f"the branch done at {last} (into {join}) while the machine was at {self.where()}"
+        fork, region = held
+        if fork.join != join or last not in region.ends or fork.step not in self.forks:
+            return f"the branch {region.name} done at {last} into {join}, not an end of a branch of a running fork"
+        self.active.remove(last)
+        self.forks[fork.step][2].add(region.name)
+        return None
+
+    def _join(self, fork: str, join: str) -> str | None:
+        spec = self.spec.fork(fork)
+        if spec is None or spec.join != join or fork not in self.forks:
+            return f"the join of {fork} into {join} while the machine was at {self.where()}"
+        began, skipped, arrived = self.forks.pop(fork)
+        every = {r.name for r in spec.regions}
+        if began != arrived or began | skipped != every:
+            waiting = ", ".join(sorted((every - skipped) - arrived))
+            return f"the join of {fork} into {join} before every branch started arrived (not yet: {waiting})"
+        self.active.append(join)
+        return None
 
 
 def _check_coverage(machine: type[WorkflowStateMachine]) -> None:

@@ -4,9 +4,9 @@ Issue 4's gallery of deliberately buggy workflows: WorkflowMachine finds each wi
 Each test runs the generated machine from scratch (no example database) within the
 default hypothesis budget and checks that the shrunk counterexample names the step
 at fault. Two entries of the issue's gallery are not here: a join that can never
-fire (joins do not exist yet: a multi-source ``@after`` is a definition error) and
-the timeout half of "an invariant broken after a form answer and a timeout", which
-lives in ``test_gallery_timers.py`` now that timers exist.
+fire, in ``test_gallery_forks.py`` with the other forked workflows, and the timeout
+half of "an invariant broken after a form answer and a timeout", which lives in
+``test_gallery_timers.py``.
 """
 
 from __future__ import annotations
