@@ -24,17 +24,20 @@ from ._clock import VirtualClock as VirtualClock
 from ._ctx import Ctx as Ctx
 from ._decorators import Compensation as Compensation
 from ._decorators import Migration as Migration
+from ._decorators import ResultHandler as ResultHandler
 from ._decorators import Step as Step
 from ._decorators import after as after
 from ._decorators import goto as goto
 from ._decorators import human_task as human_task
 from ._decorators import migration as migration
 from ._decorators import step as step
+from ._decorators import subflow as subflow
 from ._decorators import timer as timer
 from ._decorators import wait_for as wait_for
 from ._diagram import mermaid as mermaid
 from ._engine import Engine as Engine
 from ._engine import machine_of as machine_of
+from ._errors import ChildWorkflowFailed as ChildWorkflowFailed
 from ._errors import DefinitionProblem as DefinitionProblem
 from ._errors import GuardError as GuardError
 from ._errors import InstanceFinished as InstanceFinished
@@ -89,6 +92,7 @@ from ._workflow import Workflow as Workflow
 from ._workflow import spec_of as spec_of
 
 __all__ = [
+    "ChildWorkflowFailed",
     "Clock",
     "Compensation",
     "CompensationSpec",
@@ -117,6 +121,7 @@ __all__ = [
     "OrchError",
     "Progress",
     "RecoveryReport",
+    "ResultHandler",
     "Retry",
     "Service",
     "ServiceNotFound",
@@ -156,6 +161,7 @@ __all__ = [
     "paths",
     "spec_of",
     "step",
+    "subflow",
     "timer",
     "wait_for",
 ]

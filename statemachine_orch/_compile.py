@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 import attrs
 
 from ._checks import structural_problems
-from ._decorators import Compensation, EdgeMark, Migration, Step
+from ._decorators import Compensation, EdgeMark, Migration, ResultHandler, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._forks import analyse_forks
 from ._invariant import collect_invariants
@@ -70,6 +70,7 @@ class _Builder:
         self.problems: list[DefinitionProblem] = []
         self.steps: dict[str, Step[Any, Any, Any]] = {}
         self.comps: dict[str, Compensation[Any, Any]] = {}
+        self.results: dict[str, ResultHandler[Any, Any]] = {}
         self.migrations: list[Migration[Any, Any]] = [v for v in vars(cls).values() if isinstance(v, Migration)]
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
@@ -77,9 +78,12 @@ class _Builder:
                     self.steps[attr] = value
                 elif isinstance(value, Compensation):
                     self.comps[attr] = value
+                elif isinstance(value, ResultHandler):
+                    self.results[attr] = value
                 else:
                     self.steps.pop(attr, None)
                     self.comps.pop(attr, None)
+                    self.results.pop(attr, None)
         self.step_names: dict[int, str] = {id(s): n for n, s in self.steps.items()}
 
     def problem(self, step: str | None, rule: str, message: str) -> None:
@@ -163,6 +167,15 @@ class _Builder:
             if id(c.step) not in self.step_names:
                 msg = f"is declared as the compensation of {_describe(c.step)}, which is not a step of {self.name}"
                 self.problem(cname, "compensation-not-a-step", msg)
+        for name, s in self.steps.items():
+            if s.options.kind is StepKind.SUBFLOW:
+                if name in out:
+                    msg = (
+                        "is a subflow step with its own compensation; a subflow is undone by its child's "
+                        "compensations: drop this one"
+                    )
+                    self.problem(name, "subflow-compensation", msg)
+                out[name] = CompensationSpec(f"{name}.child", _undo_child, is_async=True, retry=COMPENSATION_RETRY)
         return out
 
     def signature(self, name: str, fn: Callable[..., Any], count: int, shape: str) -> None:
@@ -178,8 +191,34 @@ class _Builder:
 
     def step_spec(self, name: str, s: Step[Any, Any, Any], comp: CompensationSpec | None) -> StepSpec:
         o = s.options
-        is_async = inspect.iscoroutinefunction(s.fn)
+        fn: Callable[..., Any] = s.fn
+        is_async = inspect.iscoroutinefunction(fn)
         task = None
+        child: type | None = None
+        start: Callable[..., Any] | None = None
+        handlers = [h for h in s.results if self.results.get(h.name) is h]
+        if handlers and o.kind is not StepKind.SUBFLOW:
+            msg = f"has an @{name}.on_result handler ({handlers[0].name}), but only a @subflow step has a child result"
+            self.problem(name, "result-not-subflow", msg)
+        if o.kind is StepKind.SUBFLOW:
+            self.signature(name, fn, 2, "(self, ctx)")
+            spec_of_child: object = getattr(o.child, "__orch_spec__", None)
+            if not isinstance(o.child, type) or spec_of_child is None or o.child is self.cls:
+                what = "the workflow itself" if o.child is self.cls else _describe(o.child)
+                msg = f"@subflow({what}) needs another concrete Workflow class as its child"
+                self.problem(name, "subflow-not-a-workflow", msg)
+            else:
+                child = o.child
+            if len(handlers) > 1:
+                names = ", ".join(h.name for h in handlers)
+                self.problem(
+                    name, "result-twice", f"has {len(handlers)} on_result handlers ({names}); one takes the child"
+                )
+            start = fn
+            fn = handlers[0].fn if handlers else _keep_child
+            if handlers:
+                self.signature(handlers[0].name, fn, 3, "(self, ctx, child)")
+            is_async = inspect.iscoroutinefunction(fn)
         if o.kind is StepKind.HUMAN_TASK:
             if o.form is None:
                 self.signature(name, s.fn, 2, "(self, ctx)")
@@ -214,7 +253,7 @@ class _Builder:
         return StepSpec(
             name=name,
             kind=o.kind,
-            fn=s.fn,
+            fn=fn,
             is_async=is_async,
             initial=o.initial,
             final=o.final,
@@ -226,6 +265,8 @@ class _Builder:
             delay=o.delay,
             message=o.message if isinstance(o.message, type) else None,
             fork=o.fork,
+            child=child,
+            start=start,
         )
 
     def ref(self, site: str, obj: object, where: str) -> str | None:
@@ -332,6 +373,14 @@ def _field_types(cls: type) -> dict[str, object]:
 
 def _never(_: object) -> bool:
     return False
+
+
+def _keep_child(_wf: object, _ctx: object, _child: object) -> None:
+    """A subflow step without an on_result handler: the child's end is all it waits for."""
+
+
+async def _undo_child(_wf: object, _ctx: object) -> None:  # pragma: no cover - the engine runs the child's own
+    """Stands for a subflow step's compensation: the engine compensates the child instead."""
 
 
 def _is_step(obj: object) -> TypeGuard[Step[Any, Any, Any]]:

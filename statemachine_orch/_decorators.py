@@ -1,8 +1,8 @@
 """
 The decorators of the DSL.
 
-``step``, ``human_task``, ``timer``, ``wait_for``, ``after``, ``goto``,
-``.compensation`` and ``migration``.
+``step``, ``human_task``, ``timer``, ``wait_for``, ``subflow``, ``after``,
+``goto``, ``.compensation``, ``.on_result`` and ``migration``.
 
 Decorators only *mark*: they wrap the method in a :class:`Step` (or
 :class:`Compensation`) carrying small frozen records. The compiler
@@ -23,7 +23,7 @@ import attrs
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._retry import Retry
 from ._spec import StepKind
-from ._types import R2, F, P, R_co, W
+from ._types import R2, RS, C, F, P, R_co, W
 
 if TYPE_CHECKING:
     from typing import Self
@@ -51,6 +51,7 @@ class StepOptions:
     delay: float | None = None
     message: object | None = None
     fork: bool = False
+    child: object | None = None
 
 
 @attrs.frozen
@@ -113,6 +114,8 @@ class Step(Generic[W, P, R_co]):
     """The ``@after``/``@goto`` marks on it, top-down."""
     compensations: list[Compensation[W, Any]]
     """The compensations declared for it (one is valid)."""
+    results: list[ResultHandler[W, Any]]
+    """The ``.on_result`` handlers declared for it (one is valid, on a subflow step)."""
 
     def __init__(self, fn: Callable[..., R_co], options: StepOptions) -> None:
         self.fn = fn
@@ -122,6 +125,7 @@ class Step(Generic[W, P, R_co]):
         # Edges declared on this step, top-down: @after marks (into it) and @goto marks (out of it).
         self.edges = []
         self.compensations = []
+        self.results = []
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -174,6 +178,62 @@ class Step(Generic[W, P, R_co]):
         if fn is None:
             return mark
         return mark(fn)
+
+    def on_result(self, fn: Callable[[W, Ctx, R_co], None], /) -> ResultHandler[W, R_co]:
+        """
+        Declare the method that receives the finished child of a ``@subflow`` step.
+
+        It runs once the child instance completed, with the child's workflow
+        object (its final variables): ``(self, ctx, child: ChildWorkflow) -> None``;
+        copy what the parent needs into its own fields there.
+
+        Args:
+            fn: The method.
+
+        Returns:
+            A :class:`ResultHandler`, stored in the class under the method's name.
+
+        .. versionadded:: 0.2.0
+        """
+        handler: ResultHandler[W, R_co] = ResultHandler(fn, self)
+        self.results.append(handler)
+        return handler
+
+
+class ResultHandler(Generic[W, R_co]):
+    """
+    What a ``@subflow`` step does with its finished child: ``@ship.on_result``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    __slots__ = ("fn", "name", "step")
+
+    fn: Callable[..., None]
+    """The method as written."""
+    name: str
+    """Its name in the class."""
+
+    def __init__(self, fn: Callable[..., None], step: Step[W, Any, Any]) -> None:
+        self.fn = fn
+        self.step: Step[W, Any, Any] = step
+        self.name = fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ResultHandler {self.name} of step {self.step.name}>"
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: W, objtype: type | None = None) -> Callable[[Ctx, R_co], None]: ...
+    def __get__(self, obj: W | None, objtype: type | None = None) -> Self | Callable[[Ctx, R_co], None]:
+        if obj is None:
+            return self
+        bound: Callable[[Ctx, R_co], None] = self.fn.__get__(obj, objtype)
+        return bound
 
 
 class Compensation(Generic[W, R_co]):
@@ -376,7 +436,7 @@ def after(
     when: Callable[[W], bool] | None = None,
     on_error: ExcTypes | None = None,
     timeout: timedelta | float | None = None,
-) -> Callable[[Step[W, P, R2]], Step[W, P, R2]]:
+) -> Callable[[Step[W, P, RS]], Step[W, P, RS]]:
     """
     Declare an edge into the decorated step from an earlier step.
 
@@ -401,7 +461,7 @@ def after(
     .. versionadded:: 0.1.0
     """
 
-    def mark(dest: Step[W, P, R2]) -> Step[W, P, R2]:
+    def mark(dest: Step[W, P, RS]) -> Step[W, P, RS]:
         _edge_decorator(dest, "@after")
         # Decorators apply bottom-up; inserting at the front keeps `edges` in the
         # top-down order the user reads, which is the order guards are tried in.
@@ -417,7 +477,7 @@ def goto(
     /,
     *,
     when: Callable[[W], bool] | None = None,
-) -> Callable[[Step[W, P, R2]], Step[W, P, R2]]:
+) -> Callable[[Step[W, P, RS]], Step[W, P, RS]]:
     """
     Declare a back edge (a loop) from the decorated step to an earlier *target*.
 
@@ -433,7 +493,7 @@ def goto(
     .. versionadded:: 0.1.0
     """
 
-    def mark(src: Step[W, P, R2]) -> Step[W, P, R2]:
+    def mark(src: Step[W, P, RS]) -> Step[W, P, RS]:
         _edge_decorator(src, "@goto")
         src.edges.insert(0, EdgeMark((src,), target, when, None, back=True))
         return src
@@ -468,6 +528,45 @@ def timer(
     options = StepOptions(StepKind.TIMER, initial=initial, final=final, retry=retry, delay=_seconds(delay))
 
     def mark(f: Callable[[W, Ctx], R2]) -> Step[W, [Ctx], R2]:
+        return _make_step(f, options)
+
+    return mark
+
+
+def subflow(
+    child: type[C],
+    *,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], C]], Step[W, [Ctx], C]]:
+    """
+    Declare a step that runs a child workflow and waits for it to end.
+
+    The method ``(self, ctx) -> ChildWorkflow`` builds the child from the parent's
+    variables; the engine starts it as an instance of its own (id
+    ``<parent id>/<visit>``, started in the same commit that parks the parent)
+    and the parent waits, durably, without holding a worker. When the child
+    completes, the step's ``@x.on_result`` handler (if any) receives it and the
+    parent moves on; when the child fails, the step fails with
+    :class:`ChildWorkflowFailed` (routable with ``on_error``; a retry starts a new
+    child). Compensating the step compensates the child through the child's own
+    compensations; cancelling the parent cancels the child.
+
+    Args:
+        child: The child workflow class.
+        initial: The instance starts here.
+        final: Completing this step completes the instance.
+        retry: Retry policy: each attempt starts a new child.
+
+    Returns:
+        A decorator making a :class:`Step`.
+
+    .. versionadded:: 0.2.0
+    """
+    options = StepOptions(StepKind.SUBFLOW, initial=initial, final=final, retry=retry, child=child)
+
+    def mark(f: Callable[[W, Ctx], C]) -> Step[W, [Ctx], C]:
         return _make_step(f, options)
 
     return mark

@@ -30,6 +30,7 @@ import structlog
 from ._clock import Clock, SystemClock, VirtualClock
 from ._ctx import Ctx
 from ._errors import (
+    ChildWorkflowFailed,
     InstanceFinished,
     InstanceNotFound,
     InstanceStateError,
@@ -207,6 +208,16 @@ class Engine:
             # however many are in flight.
             self._enqueue_id(instance_id)
             resumed += 1
+        for info in self.store.infos(InstanceStatus.WAITING, None):
+            # A parent whose child ended while no engine ran hears of it now.
+            cls = self.registry.resolve(info.workflow, info.version)
+            spec = cls.__orch_spec__ if cls is not None else None
+            if spec is None or info.id in self._live or info.id in self._queued_ids:
+                continue
+            if not any(spec.has_step(s) and spec.step(s).child is not None for s in info.steps):
+                continue
+            self._enqueue_id(info.id)
+            resumed += 1
         for instance_id in self.store.signalled():
             if instance_id in self._live:
                 continue
@@ -286,7 +297,7 @@ class Engine:
         self._enqueue(rec)
         return Handle(self, rec.id)
 
-    def _create(self, workflow: object) -> InstanceRecord:
+    def _create(self, workflow: object, instance_id: str | None = None, parent: str | None = None) -> InstanceRecord:
         if not isinstance(workflow, Workflow) or type(workflow).__orch_abstract__:
             msg = f"start() needs an instance of a concrete Workflow subclass, got {workflow!r}"
             raise TypeError(msg)
@@ -301,7 +312,9 @@ class Engine:
             self.registry.register(cls)
         setattr(workflow, STATE_ATTRIBUTE, spec.initial)
         now = self._now()
-        rec = InstanceRecord(f"{self._prefix}-{next(self._ids):x}", workflow, spec, cls.__orch_machine__, now)
+        rec_id = instance_id if instance_id is not None else f"{self._prefix}-{next(self._ids):x}"
+        rec = InstanceRecord(rec_id, workflow, spec, cls.__orch_machine__, now)
+        rec.parent = parent
         rec.history.append(new_event(HistoryEvent, (now, _K.INSTANCE_STARTED, None, 0, spec.label)))
         if self._subscribers:
             self._publish(rec.id, rec.history[-1])
@@ -543,6 +556,10 @@ class Engine:
         rec = self._get(instance_id)
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, "cancel")
+        self._request_cancel(rec, reason, compensate=compensate)
+        return await self._wait_for(instance_id, terminal_only=True)
+
+    def _request_cancel(self, rec: InstanceRecord, reason: str, *, compensate: bool) -> None:
         if rec.cancel is None and active_steps(rec.state):
             rec.cancel = (reason, compensate)
             self._note(rec, _K.CANCEL_REQUESTED, None, 0, reason or None)
@@ -554,7 +571,6 @@ class Engine:
                 worker.cancel()
             elif worker is None:
                 self._enqueue(rec)
-        return await self._wait_for(instance_id, terminal_only=True)
 
     async def retry_compensation(self, instance_id: str) -> InstanceStatus:
         """
@@ -776,10 +792,10 @@ class Engine:
             self._orphans.add(instance_id)
             _log.error("orphaned_instance", instance_id=instance_id, error=str(exc))
 
-    async def _save(self, rec: InstanceRecord) -> None:
-        """Commit *rec*; with a group-committing store, together with other instances' changes."""
+    async def _save(self, rec: InstanceRecord, *more: InstanceRecord) -> None:
+        """Commit *rec* (and *more*, in the same transaction); with a group-committing store, with others' changes."""
         if not self._group:
-            self._commit((rec,))
+            self._commit((rec, *more))
             return
         if self._batch is None:
             self._batch = []
@@ -788,6 +804,7 @@ class Engine:
         done = self._batch_done
         assert done is not None  # noqa: S101 - created with the batch
         self._batch.append(rec)
+        self._batch.extend(more)
         await asyncio.shield(done)
 
     def _flush(self) -> None:
@@ -1080,7 +1097,136 @@ class Engine:
                 self._set_status(rec, _STATUS_OF_STATE[state])
                 if rec.history:
                     await self._save(rec)
+                if rec.parent is not None:
+                    self._child_ended(rec)
                 return
+
+    # ----------------------------------------------------------------- child workflows
+
+    def children(self, instance_id: str) -> list[InstanceInfo]:
+        """
+        The instances started by *instance_id*'s ``@subflow`` steps, oldest first.
+
+        Their own histories hold their steps; the parent's history names each
+        child in its ``child_started`` / ``child_finished`` entries.
+        """
+        prefix = f"{instance_id}/"
+        return sorted(
+            (i for i in self.instances() if i.parent == instance_id and i.id.startswith(prefix)),
+            key=lambda i: i.created_at,
+        )
+
+    def _child_info(self, child_id: str) -> InstanceInfo | None:
+        rec = self._live.get(child_id)
+        return rec.info() if rec is not None else self.store.info(child_id)
+
+    async def _child_wait(self, rec: InstanceRecord, step: StepSpec, tok: Branch | None) -> bool:
+        """Start the child of a subflow step, or see whether it ended; True while the step waits."""
+        t: InstanceRecord | Branch = rec if tok is None else tok
+        child_id = _child_id(rec, t)
+        info = self._child_info(child_id)
+        if info is None:
+            ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, t.attempt, (rec.id, t.visit, ""))
+            start = step.start
+            assert start is not None  # noqa: S101 - subflow steps always have one
+            try:
+                if self.before_attempt is not None:
+                    self.before_attempt(ctx)
+                child: object = start(rec.wf, ctx)
+                if step.child is None or not isinstance(child, step.child):
+                    expected = step.child.__qualname__ if step.child is not None else "a workflow"
+                    msg = f"{step.name} must return a new {expected} to start as its child, got {child!r}"
+                    raise TypeError(msg)
+                crec = self._create(child, child_id, rec.id)
+            except Exception as exc:  # noqa: BLE001 - user code: the step's failure
+                return await self._step_failed(rec, step, t.attempt, exc, tok)
+            self._live[child_id] = crec
+            self._note(rec, _K.CHILD_STARTED, step.name, t.attempt, child_id)
+            self._waits(rec, tok)
+            await self._save(rec, crec)
+            self._enqueue(crec)
+            return True
+        if not info.status.is_terminal:
+            if self._waits(rec, tok):
+                await self._save(rec)
+            return True
+        self._note(rec, _K.CHILD_FINISHED, step.name, t.attempt, f"{child_id} {info.status.value}")
+        if tok is None:
+            self._set_status(rec, InstanceStatus.RUNNING)
+        else:
+            tok.waiting = False
+        if info.status is InstanceStatus.COMPLETED:
+            t.payload = self.workflow(child_id)
+            return False
+        return await self._step_failed(
+            rec, step, t.attempt, ChildWorkflowFailed(child_id, info.status, info.error), tok
+        )
+
+    def _waits(self, rec: InstanceRecord, tok: Branch | None) -> bool:
+        """Mark the instance (or branch) waiting; True when that is a change."""
+        if tok is not None:
+            changed = not tok.waiting
+            tok.waiting = True
+            return changed
+        if rec.status is InstanceStatus.WAITING:
+            return False
+        self._set_status(rec, InstanceStatus.WAITING)
+        return True
+
+    def _child_ended(self, child: InstanceRecord) -> None:
+        """A child reached its end: its parent's subflow step may go on."""
+        assert child.parent is not None  # noqa: S101 - called for children only
+        try:
+            parent = self._get_or_orphan(child.parent)
+        except InstanceNotFound:
+            return
+        if parent is None:
+            return
+        if parent.status is InstanceStatus.WAITING or (parent.branches and not parent.status.is_terminal):
+            self._resume(parent)
+        else:
+            self._unpin(parent)
+
+    def _cancel_child(self, child_id: str, why: str, *, compensate: bool = True) -> None:
+        try:
+            child = self._get_or_orphan(child_id)
+        except InstanceNotFound:
+            return
+        if child is None:
+            return
+        if child.status.is_terminal:
+            self._unpin(child)
+            return
+        self._request_cancel(child, why, compensate=compensate)
+
+    async def _undo_child(self, rec: InstanceRecord, name: str, visit: int) -> None:
+        """Compensate a subflow step: the completed child runs its own compensations."""
+        attempts = rec.spec.step(name).retry.attempts
+        ids = [f"{rec.id}/{visit}"] + [f"{rec.id}/{visit}.{a}" for a in range(2, attempts + 1)]
+        for child_id in ids:
+            info = self._child_info(child_id)
+            if info is None or info.status is InstanceStatus.FAILED:
+                continue
+            child = self._get(child_id)
+            if info.status is InstanceStatus.COMPLETED:
+                child.error = child.cause = f"compensated by its parent {rec.id}"
+                _trigger(child, "undo")
+            elif info.status is InstanceStatus.COMPENSATION_FAILED:
+                _trigger(child, "retry_compensation")
+                child.comp_attempt = 1
+            elif info.status is InstanceStatus.CANCELLED:
+                self._unpin(child)
+                return  # undone already (before a crash, or by a retry of this compensation)
+            if child.worker is None and not info.status.is_terminal:
+                self._unpin(child)
+            elif info.status.is_terminal:
+                self._set_status(child, InstanceStatus.COMPENSATING)
+                await self._save(child)
+                self._enqueue(child)
+            status = await self._wait_for(child_id, terminal_only=True)
+            if status is not InstanceStatus.CANCELLED:
+                raise ChildWorkflowFailed(child_id, status, self.info(child_id).error)
+            return
 
     # ----------------------------------------------------------------- forks
 
@@ -1122,9 +1268,11 @@ class Engine:
     def _leave_fork(self, rec: InstanceRecord, why: str) -> None:
         """The instance leaves its fork for good: cancel the branches, their tasks and timers."""
         self._cancel_branches(rec, why, keep=asyncio.current_task())
-        for branch in rec.branches.values():
+        for name, branch in rec.branches.items():
             if branch.task_id is not None:
                 self._close_task(rec, why, branch)
+            if branch.waiting and rec.spec.step(name).child is not None:
+                self._cancel_child(_child_id(rec, branch), why)
             branch.wake_at = None
         rec.branches = {}
         rec.wake_at = None
@@ -1222,7 +1370,11 @@ class Engine:
     def _runnable(self, rec: InstanceRecord, name: str, branch: Branch) -> bool:
         if not branch.waiting or branch.woken or branch.payload is not NO_PAYLOAD:
             return True
-        return rec.spec.step(name).kind is StepKind.WAIT_FOR and self._message_arrived(rec, name)
+        kind = rec.spec.step(name).kind
+        if kind is StepKind.SUBFLOW:
+            info = self._child_info(_child_id(rec, branch))
+            return info is None or info.status.is_terminal
+        return kind is StepKind.WAIT_FOR and self._message_arrived(rec, name)
 
     async def _branch_turn(self, rec: InstanceRecord, name: str, branch: Branch) -> None:
         """One move of one branch: wait, or run one attempt of its step."""
@@ -1236,6 +1388,9 @@ class Engine:
     async def _branch_wait(self, rec: InstanceRecord, branch: Branch, step: StepSpec) -> None:
         """Enter or re-check a branch's waiting step (as :meth:`_wait` does outside forks)."""
         woken, branch.woken = branch.woken, False
+        if step.kind is StepKind.SUBFLOW:
+            await self._child_wait(rec, step, branch)
+            return
         name = step.name
         timeout = next((e for e in rec.spec.outgoing(name) if e.is_timeout), None)
         if step.kind is StepKind.TIMER:
@@ -1293,6 +1448,8 @@ class Engine:
     async def _wait(self, rec: InstanceRecord, step: StepSpec) -> bool:
         """Enter or re-check a waiting step; True when the instance stays parked."""
         woken, rec.woken = rec.woken, False
+        if step.kind is StepKind.SUBFLOW:
+            return await self._child_wait(rec, step, None)
         timeout = next((e for e in rec.spec.outgoing(step.name) if e.is_timeout), None)
         if step.kind is StepKind.TIMER:
             if woken:
@@ -1501,6 +1658,9 @@ class Engine:
         assert rec.cancel is not None  # noqa: S101 - checked by the caller
         reason, compensate = rec.cancel
         self._close_task(rec, "cancelled")
+        state = rec.state
+        if state.__class__ is str and rec.spec.has_step(state) and rec.spec.step(state).child is not None:
+            self._cancel_child(_child_id(rec, rec), f"its parent was cancelled: {reason}", compensate=compensate)
         if rec.branches:
             self._leave_fork(rec, f"cancelled: {reason}" if reason else "cancelled")
         rec.wake_at = None
@@ -1524,7 +1684,9 @@ class Engine:
             try:
                 if self.before_attempt is not None:
                     self.before_attempt(ctx)
-                if comp.is_async:
+                if spec.step(name).child is not None:
+                    await self._undo_child(rec, name, visit)
+                elif comp.is_async:
                     await comp.fn(rec.wf, ctx)
                 else:
                     comp.fn(rec.wf, ctx)
@@ -1566,6 +1728,11 @@ def _trigger(rec: InstanceRecord, event: str, *args: object) -> bool:
 def _event(rec: InstanceRecord, kind: str, step: str) -> str:
     """The name of a step's event: shared in a flat machine, the step's own with forks."""
     return f"{kind}@{step}" if rec.spec.has_forks else kind
+
+
+def _child_id(rec: InstanceRecord, tok: InstanceRecord | Branch) -> str:
+    """The id of the child a subflow step starts: stable across re-runs of one visit and attempt."""
+    return f"{rec.id}/{tok.visit}" + (f".{tok.attempt}" if tok.attempt > 1 else "")
 
 
 def _in_fork(rec: InstanceRecord) -> bool:

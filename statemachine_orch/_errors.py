@@ -221,6 +221,28 @@ class WorkflowFailed(OrchError):
         super().__init__(msg)
 
 
+class ChildWorkflowFailed(OrchError):
+    """
+    The failure of a ``@subflow`` step whose child instance did not complete.
+
+    Route it with ``on_error=ChildWorkflowFailed``; otherwise the parent fails and
+    compensates.
+
+    Attributes:
+        child_id: The child instance.
+        status: How the child ended (``failed``, ``cancelled`` or ``compensation_failed``).
+        reason: The child's error.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, child_id: str, status: InstanceStatus, reason: str | None) -> None:
+        self.child_id = child_id
+        self.status = status
+        self.reason = reason
+        super().__init__(f"child {child_id} ended {status.value}: {reason}")
+
+
 class TaskError(OrchError):
     """
     Base of the errors of ``complete_task``; nothing was changed when one is raised.

@@ -43,9 +43,10 @@ class InstanceInfo:
             earliest, inside a fork).
         steps: Every current step: several inside a fork, one per branch still running.
         in_fork: Whether the instance is inside a fork's parallel branches.
+        parent: The instance whose ``@subflow`` step started this one, if any.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 ``steps`` and ``in_fork``.
+    .. versionchanged:: 0.2.0 ``steps``, ``in_fork`` and ``parent``.
     """
 
     id: str
@@ -59,6 +60,7 @@ class InstanceInfo:
     wake_at: float | None = None
     steps: tuple[str, ...] = ()
     in_fork: bool = False
+    parent: str | None = None
 
 
 @attrs.frozen
@@ -156,6 +158,7 @@ class InstanceRecord:
         "id",
         "in_step",
         "machine",
+        "parent",
         "payload",
         "poke",
         "runners",
@@ -196,6 +199,7 @@ class InstanceRecord:
     branches: dict[str, Branch]
     runners: dict[str, Any] | None
     poke: Any
+    parent: str | None
 
     def __init__(self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float) -> None:
         self.id = instance_id
@@ -228,6 +232,7 @@ class InstanceRecord:
         self.branches = _EMPTY_BRANCHES
         self.runners = None
         self.poke = None
+        self.parent = None  # the instance whose subflow step started this one
 
     def add_saga(self, step: str, visit: int) -> None:
         """Record a completion of a compensable step."""
@@ -278,6 +283,7 @@ class InstanceRecord:
                 open_task=self.task_id,
                 wake_at=self.wake_at,
                 steps=(step,) if step is not None else (),
+                parent=self.parent,
             )
         steps = tuple(active_steps(state))
         tasks = [b.task_id for b in self.branches.values() if b.task_id is not None]
@@ -293,4 +299,5 @@ class InstanceRecord:
             wake_at=self.wake_at,
             steps=steps,
             in_fork=True,
+            parent=self.parent,
         )

@@ -213,6 +213,8 @@ def _lifecycle(running: list[str]) -> list[dict[str, Any]]:
         {"trigger": "compensated", "source": CANCELLING, "dest": CANCELLED},
         {"trigger": "compensation_error", "source": [COMPENSATING, CANCELLING], "dest": COMPENSATION_FAILED},
         {"trigger": "retry_compensation", "source": COMPENSATION_FAILED, "dest": COMPENSATING},
+        # A completed child whose parent is compensated: undo its own completed steps.
+        {"trigger": "undo", "source": COMPLETED, "dest": CANCELLING},
     ]
 
 

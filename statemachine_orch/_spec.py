@@ -36,6 +36,8 @@ class StepKind(enum.Enum):
     """Waits a fixed delay, durably."""
     WAIT_FOR = "wait_for"
     """Waits for an external message (a signal)."""
+    SUBFLOW = "subflow"
+    """Starts a child workflow and waits for it to end."""
 
     @property
     def waits(self) -> bool:
@@ -126,13 +128,15 @@ class StepSpec:
     delay: float | None = None
     message: type | None = None
     fork: bool = False
+    child: type | None = None
+    start: Callable[..., Any] | None = attrs.field(default=None, repr=False)
 
     @property
     def payload_type(self) -> type | None:
-        """The type of what the method receives besides ctx: the form or the message."""
+        """The type of what the method receives besides ctx: the form, the message or the child."""
         if self.task is not None:
             return self.task.form
-        return self.message
+        return self.message if self.message is not None else self.child
 
 
 @attrs.frozen
@@ -372,6 +376,7 @@ def _fingerprint(spec: WorkflowSpec) -> str:
         f"step {s.name} {s.kind.value} initial={s.initial} final={s.final} "
         f"undo={s.compensation.name if s.compensation else None} payload={_type_label(s.payload_type)}"
         + (" fork" if s.fork else "")
+        + (f" child={s.child.__qualname__}" if s.child is not None else "")
         for s in spec.steps
     ]
     parts += [

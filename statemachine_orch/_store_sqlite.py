@@ -113,13 +113,17 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [
         # Inside a fork: each branch's current step visit (attempt, visit, task, timer, payload).
         "ALTER TABLE instances ADD COLUMN branches TEXT",
+        # The instance whose subflow step started this one.
+        "ALTER TABLE instances ADD COLUMN parent TEXT",
+        "CREATE INDEX instances_parent ON instances(parent) WHERE parent IS NOT NULL",
     ],
 }
 
 _UPSERT = """
 INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
-    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches,
+    parent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.version,
     fingerprint = excluded.fingerprint,
     state = excluded.state, status = excluded.status, variables = excluded.variables,
@@ -134,7 +138,7 @@ _INSERT_HISTORY = "INSERT INTO history (instance_id, seq, at, kind, step, attemp
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 """Compact JSON, with one encoder built once."""
 
-_INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at"
+_INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent"
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -355,7 +359,7 @@ class SqliteStore:
             branches = _dumps(_branch_rows(rec))
             task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
             state = _dumps(state)
-        elif rec.payload is not NO_PAYLOAD:
+        elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
             tp = spec.step(state).payload_type if spec.has_step(state) else None
             payload = _dumps({"v": unstructure(rec.payload, tp)})
         if rec.history:
@@ -393,6 +397,7 @@ class SqliteStore:
             rec.created_at,
             now,
             branches,
+            rec.parent,
         )
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
@@ -450,14 +455,14 @@ class SqliteStore:
         """
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
-            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches "
-            "FROM instances WHERE id = ?",
+            "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, "
+            "parent FROM instances WHERE id = ?",
             (instance_id,),
         ).fetchone()
         if row is None:
             return None
         (workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-        (task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches) = row[10:]
+        (task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, parent) = row[10:]
         cls, spec = self._spec(instance_id, workflow, version, fingerprint)
         wf = structure(json.loads(variables), cls)
         in_fork = state.startswith("[")
@@ -474,6 +479,7 @@ class SqliteStore:
         rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
         rec.wake_at = wake_at
         rec.history_len = history_len
+        rec.parent = parent
         if in_fork:
             rec.task_id = None
             rec.branches = _branches_of(spec, json.loads(branches or "{}"))
@@ -484,7 +490,7 @@ class SqliteStore:
 
     @staticmethod
     def _info(row: tuple[Any, ...]) -> InstanceInfo:
-        instance_id, workflow, version, status, state, created_at, error, task_id, wake_at = row
+        instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent = row
         in_fork = state.startswith("[")
         steps = tuple(active_steps(json.loads(state) if in_fork else state))
         return InstanceInfo(
@@ -499,6 +505,7 @@ class SqliteStore:
             wake_at=wake_at,
             steps=steps,
             in_fork=in_fork,
+            parent=parent,
         )
 
     @_reads
@@ -681,7 +688,8 @@ def _branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
     out: dict[str, list[object]] = {}
     for name, b in rec.branches.items():
         payload = None
-        if b.payload is not NO_PAYLOAD:
+        # A subflow's finished child is not stored: it is read again from its own row.
+        if b.payload is not NO_PAYLOAD and spec.step(name).child is None:
             payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
         out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
     return out

@@ -11,14 +11,20 @@ W = TypeVar("W")
 P = ParamSpec("P")
 """The parameters of a step method after ``self``."""
 
-R_co = TypeVar("R_co", bound="Awaitable[None] | None", covariant=True)
-"""What a step method returns: ``None`` (sync) or an awaitable of ``None`` (async)."""
+R_co = TypeVar("R_co", covariant=True)
+"""What a step method returns: ``None`` (sync), an awaitable of ``None`` (async), or a subflow's child."""
 
 R2 = TypeVar("R2", bound="Awaitable[None] | None")
 """Return type of a step or compensation method being decorated."""
 
 F = TypeVar("F")
 """The form type of a human task."""
+
+RS = TypeVar("RS")
+"""What an existing step's method returns, as ``@after``/``@goto`` pass it through."""
+
+C = TypeVar("C")
+"""The child workflow class of a subflow step."""
 
 Guard: TypeAlias = "Callable[[Any], bool]"
 """A guard as stored in the spec: called with the workflow instance."""

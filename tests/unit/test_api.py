@@ -18,6 +18,7 @@ import pytest
 import statemachine_orch
 
 EXPECTED_EXPORTS = {
+    "ChildWorkflowFailed",
     "Clock",
     "Compensation",
     "CompensationSpec",
@@ -46,6 +47,7 @@ EXPECTED_EXPORTS = {
     "OrchError",
     "Progress",
     "RecoveryReport",
+    "ResultHandler",
     "Retry",
     "Service",
     "ServiceNotFound",
@@ -85,6 +87,7 @@ EXPECTED_EXPORTS = {
     "paths",
     "spec_of",
     "step",
+    "subflow",
     "timer",
     "wait_for",
 }

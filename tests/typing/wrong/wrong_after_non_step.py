@@ -36,10 +36,10 @@ class OrderProcess(Workflow):
     def done(self, ctx: Ctx) -> None:
         self.amount = 3
 
-    @after(start)  # E: "FunctionType" is not assignable to "Step[Self@OrderProcess, P@after, R2@after]"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess,
+    @after(start)  # E: "FunctionType" is not assignable to "Step[Self@OrderProcess, P@after, RS@after]"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess,
     def forgot_step_decorator(self, ctx: Ctx) -> None:
         self.amount = 4
 
-    @goto(start)  # E: "FunctionType" is not assignable to "Step[Self@OrderProcess, P@goto, R2@goto]"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess,
+    @goto(start)  # E: "FunctionType" is not assignable to "Step[Self@OrderProcess, P@goto, RS@goto]"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess,
     def forgot_step_decorator_too(self, ctx: Ctx) -> None:
         self.amount = 5
