@@ -40,3 +40,8 @@ bench: dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache orders.db orders.db-* orders.db.lock
+
+# The parallel-branches example: flight, hotel and car booked at once (trips.db, recreated each run)
+.PHONY: trip
+trip: install
+	$(BIN)/python examples/trip_booking.py
