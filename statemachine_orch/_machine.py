@@ -113,6 +113,63 @@ class ForkMachine(HierarchicalMachine):
     paths: dict[str, str]
     region_paths: dict[str, tuple[str, ...]]
     compounds: dict[str, str]
+    sibling_moves: dict[str, tuple[str, str, list[tuple[str, list[Any]]]]]
+    fast = True
+    """Take sibling-leaf moves straight from the transition table (see :meth:`trigger_event`)."""
+
+    def index_sibling_moves(self) -> None:
+        """
+        Find the events whose every transition moves one leaf to a sibling leaf.
+
+        For each (one source state, leaf destinations in the source's own parent),
+        keep the machine's own registered transitions: their conditions and
+        destinations are what :meth:`trigger_event` applies. Entering or leaving
+        a compound state is never indexed.
+        """
+        moves: dict[str, tuple[str, str, list[tuple[str, list[Any]]]]] = {}
+        for name, event in self.events.items():
+            if len(event.transitions) != 1:
+                continue
+            [(source, transitions)] = event.transitions.items()
+            parent = source.rpartition(".")[0]
+            dests = [(str(t.dest), list(t.conditions)) for t in transitions]
+            if self.get_state(source).states or any(
+                d.rpartition(".")[0] != parent or self.get_state(d).states for d, _ in dests
+            ):
+                continue
+            moves[name] = (parent, source, dests)
+        self.sibling_moves = moves
+
+    def trigger_event(self, model: Any, trigger: str, *args: Any, **kwargs: Any) -> bool:
+        """
+        Fire *trigger* for *model*.
+
+        ``HierarchicalMachine.trigger_event`` walks the whole state tree of the
+        model and rebuilds it for each event: inside a fork of N branches every
+        event costs O(N). A step's own events move one leaf to a sibling leaf of
+        the same region with no callbacks, so the machine takes those from its
+        own transition table: the first transition whose conditions all hold
+        replaces the leaf where it stands in the state list (the same state the
+        full walk reaches; ``tests/unit/test_fork_machine.py`` compares the two).
+        Every other event, and a model not in the event's source state, goes the
+        full way.
+        """
+        move = self.sibling_moves.get(trigger) if self.fast and not kwargs else None
+        if move is None:
+            return bool(super().trigger_event(model, trigger, *args, **kwargs))
+        parent, source, dests = move
+        state: Any = getattr(model, STATE_ATTRIBUTE)
+        where = _find_leaf(state, source) if parent else None
+        if where is None and state != source:
+            return bool(super().trigger_event(model, trigger, *args, **kwargs))
+        for dest, conditions in dests:
+            if all(c.func(*args) == c.target for c in conditions):
+                if where is None:
+                    setattr(model, STATE_ATTRIBUTE, dest)
+                else:
+                    where[0][where[1]] = dest
+                return True
+        return False
 
 
 START = "@start"
@@ -201,7 +258,23 @@ def build_hierarchical(spec: WorkflowSpec) -> ForkMachine:
     machine.paths = paths
     machine.region_paths = region_paths
     machine.compounds = compounds
+    machine.index_sibling_moves()
     return machine
+
+
+def _find_leaf(state: Any, leaf: str) -> tuple[list[Any], int] | None:
+    """Where *leaf* stands in a (nested) state list: the list holding it and its index."""
+    if not isinstance(state, list):
+        return None
+    stack: list[list[Any]] = [state]  # pyright: ignore[reportUnknownArgumentType]
+    while stack:
+        items = stack.pop()
+        for i, item in enumerate(items):
+            if item == leaf:
+                return items, i
+            if isinstance(item, list):
+                stack.append(item)  # pyright: ignore[reportUnknownArgumentType]
+    return None
 
 
 def _lifecycle(running: list[str]) -> list[dict[str, Any]]:
