@@ -1316,7 +1316,10 @@ class Engine:
             rec.poke = None
             pending = [t for t in runners.values() if not t.done()]
             for t in pending:
-                t.cancel()
+                # A step cancelled already (a sibling failed, the instance was
+                # cancelled) may be finishing its cleanup: let it, once.
+                if not t.cancelling():
+                    t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
@@ -1340,7 +1343,8 @@ class Engine:
                 try:
                     ok = _trigger(rec, f"enter@{branch}", wf)
                 except Exception as exc:  # noqa: BLE001 - a guard raised
-                    self._fail(rec, f"{fork}: the guard of the branch {branch} raised {type(exc).__name__}: {exc}")
+                    why = f"{fork}: the guard of the branch {branch} raised {type(exc).__name__}: {exc}"
+                    self._fail(rec, why, fork)
                     return True
                 if ok:
                     entered[fork] += 1
@@ -1350,7 +1354,7 @@ class Engine:
                     self._note(rec, _K.BRANCH_SKIPPED, fork, 0, branch)
             for fork, count in entered.items():
                 if not count:
-                    self._fail(rec, str(NoEdgeEnabled(spec.name, fork)))
+                    self._fail(rec, str(NoEdgeEnabled(spec.name, fork)), fork)
                     return True
             self._sync_branches(rec)
             return True
@@ -1580,12 +1584,12 @@ class Engine:
         try:
             moved = _trigger(rec, _event(rec, "next", name), wf)
         except Exception as exc:  # noqa: BLE001 - a guard raised
-            self._fail(rec, f"{name}: a guard raised {type(exc).__name__}: {exc}")
+            self._fail(rec, f"{name}: a guard raised {type(exc).__name__}: {exc}", name)
         else:
             if moved:
                 self._moved(rec, name, before)
             else:
-                self._fail(rec, str(NoEdgeEnabled(rec.spec.name, name)))
+                self._fail(rec, str(NoEdgeEnabled(rec.spec.name, name)), name)
         await self._save(rec)
         return False
 
@@ -1640,14 +1644,13 @@ class Engine:
         ):
             self._moved(rec, step.name, before)
         else:
-            self._fail(rec, f"{step.name}: {error}")
+            self._fail(rec, f"{step.name}: {error}", step.name)
         await self._save(rec)
         return False
 
-    def _fail(self, rec: InstanceRecord, error: str) -> None:
+    def _fail(self, rec: InstanceRecord, error: str, step: str) -> None:
         rec.error = rec.cause = error
-        state = rec.state
-        self._note(rec, _K.INSTANCE_FAILED, state if type(state) is str else ",".join(active_steps(state)), 0, error)
+        self._note(rec, _K.INSTANCE_FAILED, step, 0, error)
         if rec.branches:
             self._leave_fork(rec, f"a sibling branch failed: {error}")
         _trigger(rec, "fail")
