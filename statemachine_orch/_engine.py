@@ -1032,9 +1032,10 @@ class Engine:
                 continue
             if rec.branches and rec.wake_at is not None and rec.wake_at <= now:
                 # Inside a fork: wake the due branches; the others keep their timers.
+                # A woken branch keeps its due time until it runs: a sibling may
+                # commit first, and a restart must still find the timer.
                 for b in rec.branches.values():
                     if b.wake_at is not None and b.wake_at <= now:
-                        b.wake_at = None
                         b.woken = True
                 _sync_wake(rec)
                 self._resume(rec)
@@ -1095,7 +1096,10 @@ class Engine:
                     return
             else:
                 self._set_status(rec, _STATUS_OF_STATE[state])
-                if rec.history:
+                stray_timer = rec.wake_at is not None
+                if stray_timer:
+                    rec.wake_at = None  # an ended instance has no timer: a stored one would fire forever
+                if rec.history or stray_timer:
                     await self._save(rec)
                 if rec.parent is not None:
                     self._child_ended(rec)
@@ -1244,6 +1248,7 @@ class Engine:
         if not steps:
             if branches:
                 rec.branches = {}
+                rec.wake_at = None  # the branches' timers went with them
             return
         if not branches:
             branches = rec.branches = {}
@@ -1253,6 +1258,7 @@ class Engine:
             if name not in branches:
                 rec.visit += 1
                 branches[name] = Branch(rec.visit)
+        _sync_wake(rec)
 
     def _cancel_branches(self, rec: InstanceRecord, why: str, *, keep: object = None) -> None:
         """Cancel the steps in flight of the fork's branches (but *keep*'s)."""
@@ -1372,6 +1378,9 @@ class Engine:
         return False
 
     def _runnable(self, rec: InstanceRecord, name: str, branch: Branch) -> bool:
+        if not branch.woken and branch.wake_at is not None and branch.wake_at <= self.clock.now():
+            branch.woken = True  # due (after a restart, before the timer loop saw it)
+            _sync_wake(rec)
         if not branch.waiting or branch.woken or branch.payload is not NO_PAYLOAD:
             return True
         kind = rec.spec.step(name).kind
@@ -1383,6 +1392,9 @@ class Engine:
     async def _branch_turn(self, rec: InstanceRecord, name: str, branch: Branch) -> None:
         """One move of one branch: wait, or run one attempt of its step."""
         step = rec.spec.step(name)
+        if branch.woken:
+            branch.wake_at = None  # its timer is consumed now; the next commit says so
+            _sync_wake(rec)
         if step.kind.waits and branch.payload is NO_PAYLOAD:
             await self._branch_wait(rec, branch, step)
             return
@@ -1744,8 +1756,8 @@ def _in_fork(rec: InstanceRecord) -> bool:
 
 
 def _sync_wake(rec: InstanceRecord) -> None:
-    """Inside a fork, the record's timer is its branches' earliest."""
-    rec.wake_at = min((b.wake_at for b in rec.branches.values() if b.wake_at is not None), default=None)
+    """Inside a fork, the record's timer is its branches' earliest not yet woken."""
+    rec.wake_at = min((b.wake_at for b in rec.branches.values() if b.wake_at is not None and not b.woken), default=None)
 
 
 def _poke(rec: InstanceRecord) -> None:

@@ -2,11 +2,10 @@
 The forked workflow and worker of the fork crash test: ``python -m tests.crash.fork_worker DB MODE [N]``.
 
 ``FeCrashFork``: reserve (undoable), then a fork of two branches. One branch
-packs and labels (async steps; labelling fails for good for every fourth
-order); the other waits on a clerk's task, then records the verdict. (No retry
-in a branch here: a branch's retry that comes due just before a crash is lost,
-see ``test_branch_retry_due_when_a_sibling_commits_survives_a_restart`` in
-``tests/integration/test_forks_sqlite.py``.)
+packs (every third order's first attempt fails and is retried after a backoff,
+while the other branch runs) and labels (async steps; labelling fails for good
+for every fourth order); the other waits on a clerk's task, then records the
+verdict.
 ``ship`` joins them. Every step that changes something outside is undoable and
 logs its effect under its idempotency key before the engine commits (see
 ``crash_flow.effect``).
@@ -32,6 +31,7 @@ from statemachine_orch import (
     Ctx,
     Engine,
     NonRetryableError,
+    Retry,
     SqliteStore,
     TaskError,
     Workflow,
@@ -78,10 +78,13 @@ class FeCrashFork(Workflow, name="FeCrashFork", version="1"):
         """Start both branches."""
 
     @after(split)
-    @step
+    @step(retry=Retry(attempts=3, initial=0.02))
     async def pack(self, ctx: Ctx) -> None:
-        """Pack."""
+        """Pack; every third order's packer is busy on the first attempt."""
         await asyncio.sleep(_pause(self.n, 2))
+        if self.n % 3 == 1 and ctx.attempt == 1:
+            msg = "packer busy"
+            raise ConnectionError(msg)
         effect("pack", ctx)
 
     @pack.compensation

@@ -120,7 +120,7 @@ def _check_store(db: Path, effects: Path) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [11, 12, 13])
 def test_sigkill_mid_fork_loses_nothing_and_repeats_nothing(tmp_path: Path, seed: int) -> None:
     """Forked orders survive repeated SIGKILLs of their worker and finish as if nothing happened."""
     db = tmp_path / "forks.db"

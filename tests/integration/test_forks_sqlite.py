@@ -281,15 +281,6 @@ class FeRetryRestart(Workflow, name="FeRetryRestart", version="1"):
     def join(self, ctx: Ctx) -> None: ...
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a branch's retry timer that fires while a sibling branch runs is cleared (branch.wake_at = None, "
-        "woken=True only in memory, _fire_due) before the retry attempt commits; the sibling's commit in that "
-        "window stores the branch waiting with no wake time, so after a restart (graceful or kill -9) _runnable "
-        "says no, the instance parks WAITING with wake_at None and never finishes"
-    ),
-)
 def test_branch_retry_due_when_a_sibling_commits_survives_a_restart(db_path: Path, run: Runner) -> None:
     """A branch whose retry came due just before a stop runs that retry after the restart, and the join fires."""
     clock = VirtualClock(autojump=False)
@@ -311,7 +302,11 @@ def test_branch_retry_due_when_a_sibling_commits_survives_a_restart(db_path: Pat
             await engine.recover()
             status = await asyncio.wait_for(engine.wait_instance(iid), 2)
             history = engine.history(iid)
+            await asyncio.wait_for(engine.wait_idle(), 2)  # no stray timer left behind to fire forever
+            stored = engine.store.info(iid)
         assert InstanceStatus.COMPLETED == status
         assert [("split", "join")] == [(e.step, e.detail) for e in of_kind(history, K.JOINED)]
+        assert stored is not None
+        assert stored.wake_at is None, "an ended instance keeps no timer"
 
     run(scenario())
