@@ -1252,7 +1252,8 @@ class Engine:
             return
         if not branches:
             branches = rec.branches = {}
-        for name in [n for n in branches if n not in steps]:
+        current = set(steps)
+        for name in [n for n in branches if n not in current]:
             del branches[name]
         for name in steps:
             if name not in branches:

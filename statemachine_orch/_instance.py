@@ -94,18 +94,17 @@ def active_steps(state: object) -> list[str]:
     return out
 
 
-def leaves(state: object) -> list[str]:
+def leaves(state: Any) -> list[str]:
     """The leaf paths of a machine state, nested lists flattened."""
     if isinstance(state, str):
         return [state]
     out: list[str] = []
-    stack: list[Any] = [state]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
+    item: Any
+    for item in state:
+        if item.__class__ is str:
             out.append(item)
         else:
-            stack.extend(reversed(item))
+            out.extend(leaves(item))
     return out
 
 

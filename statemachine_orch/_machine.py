@@ -114,31 +114,54 @@ class ForkMachine(HierarchicalMachine):
     region_paths: dict[str, tuple[str, ...]]
     compounds: dict[str, str]
     sibling_moves: dict[str, tuple[str, str, list[tuple[str, list[Any]]]]]
+    fork_entries: dict[str, tuple[str, list[str]]]
+    joins: dict[str, tuple[str, str]]
     fast = True
-    """Take sibling-leaf moves straight from the transition table (see :meth:`trigger_event`)."""
+    """Take a fork's own moves straight from the transition table (see :meth:`trigger_event`)."""
 
-    def index_sibling_moves(self) -> None:
+    def index_moves(self) -> None:
         """
-        Find the events whose every transition moves one leaf to a sibling leaf.
+        Index the events :meth:`trigger_event` applies from the transition table.
 
-        For each (one source state, leaf destinations in the source's own parent),
-        keep the machine's own registered transitions: their conditions and
-        destinations are what :meth:`trigger_event` applies. Entering or leaving
-        a compound state is never indexed.
+        Three shapes, each an event with one source state and transitions
+        registered on this machine: a leaf to a sibling leaf (the steps' own
+        ``next@``/``error@``/``timeout@``, a branch's ``enter@``/``skip@``; kept
+        with their conditions, in order); a leaf into a parallel state with no
+        condition (``next@`` of a fork step: every region at its initial state);
+        a parallel state to a sibling leaf with no condition (``join@``).
         """
         moves: dict[str, tuple[str, str, list[tuple[str, list[Any]]]]] = {}
+        entries: dict[str, tuple[str, list[str]]] = {}
+        joins: dict[str, tuple[str, str]] = {}
         for name, event in self.events.items():
             if len(event.transitions) != 1:
                 continue
             [(source, transitions)] = event.transitions.items()
             parent = source.rpartition(".")[0]
             dests = [(str(t.dest), list(t.conditions)) for t in transitions]
-            if self.get_state(source).states or any(
-                d.rpartition(".")[0] != parent or self.get_state(d).states for d, _ in dests
-            ):
+            if any(d.rpartition(".")[0] != parent for d, _ in dests):
                 continue
-            moves[name] = (parent, source, dests)
+            src_state = self.get_state(source)
+            dest_states = [self.get_state(d) for d, _ in dests]
+            if not src_state.states and not any(d.states for d in dest_states):
+                moves[name] = (parent, source, dests)
+                continue
+            if len(dests) != 1 or dests[0][1]:
+                continue
+            dest, dest_state = dests[0][0], dest_states[0]
+            # A parallel state's initial is the list of its regions (typed str in transitions' stubs).
+            dest_initial: object = dest_state.initial
+            src_initial: object = src_state.initial
+            if not src_state.states and isinstance(dest_initial, list):
+                regions = [str(r) for r in dest_initial]  # pyright: ignore[reportUnknownVariableType]
+                starts = [f"{dest}.{r}.{self.get_state(f'{dest}.{r}').initial}" for r in regions]
+                if all(not self.get_state(leaf).states for leaf in starts):
+                    entries[name] = (source, starts)
+            elif isinstance(src_initial, list) and not dest_state.states:
+                joins[name] = (source, dest)
         self.sibling_moves = moves
+        self.fork_entries = entries
+        self.joins = joins
 
     def trigger_event(self, model: Any, trigger: str, *args: Any, **kwargs: Any) -> bool:
         """
@@ -146,30 +169,87 @@ class ForkMachine(HierarchicalMachine):
 
         ``HierarchicalMachine.trigger_event`` walks the whole state tree of the
         model and rebuilds it for each event: inside a fork of N branches every
-        event costs O(N). A step's own events move one leaf to a sibling leaf of
-        the same region with no callbacks, so the machine takes those from its
-        own transition table: the first transition whose conditions all hold
-        replaces the leaf where it stands in the state list (the same state the
-        full walk reaches; ``tests/unit/test_fork_machine.py`` compares the two).
-        Every other event, and a model not in the event's source state, goes the
-        full way.
+        event costs O(N), an instance O(N²). The events of this machine's own
+        shapes (see :meth:`index_moves`: a step's moves, entering a fork, its
+        join) have no callbacks, so the machine takes them from its own
+        transition table: the first transition whose conditions all hold changes
+        the state list where the source stands (the same state the full walk
+        reaches; ``tests/unit/test_fork_machine.py`` compares the two on random
+        event sequences). Every other event, and a model not in the event's
+        source state, goes the full way.
         """
-        move = self.sibling_moves.get(trigger) if self.fast and not kwargs else None
-        if move is None:
+        if not self.fast or kwargs:
             return bool(super().trigger_event(model, trigger, *args, **kwargs))
-        parent, source, dests = move
         state: Any = getattr(model, STATE_ATTRIBUTE)
-        where = _find_leaf(state, source) if parent else None
-        if where is None and state != source:
-            return bool(super().trigger_event(model, trigger, *args, **kwargs))
-        for dest, conditions in dests:
-            if all(c.func(*args) == c.target for c in conditions):
-                if where is None:
-                    setattr(model, STATE_ATTRIBUTE, dest)
-                else:
-                    where[0][where[1]] = dest
+        move = self.sibling_moves.get(trigger)
+        if move is not None:
+            parent, source, dests = move
+            where = _find_leaf(state, source) if parent else None
+            if where is not None or state == source:
+                for dest, conditions in dests:
+                    if all(c.func(*args) == c.target for c in conditions):
+                        _put(model, where, dest)
+                        return True
+                return False
+        entry = self.fork_entries.get(trigger)
+        if entry is not None:
+            source, starts = entry
+            where = _find_leaf(state, source)
+            if where is not None or state == source:
+                _put(model, where, list(starts))
                 return True
-        return False
+        join = self.joins.get(trigger)
+        if join is not None:
+            source, dest = join
+            found = _find_compound(state, source + ".")
+            if found is not None:
+                _put(model, found or None, dest)
+                return True
+        return bool(super().trigger_event(model, trigger, *args, **kwargs))
+
+
+def _put(model: Any, where: tuple[list[Any], int] | None, value: object) -> None:
+    """Set the state (*where* is None) or the item of the state list at *where*."""
+    if where is None:
+        setattr(model, STATE_ATTRIBUTE, value)
+    else:
+        where[0][where[1]] = value
+
+
+def _find_compound(state: Any, prefix: str) -> tuple[list[Any], int] | tuple[()] | None:
+    """
+    Where the leaves of the parallel state *prefix* stand.
+
+    ``()`` for the whole state, else the list holding their sublist and its
+    index; None when the parallel state is not active.
+    """
+
+    def inside(item: Any) -> bool:
+        return all(leaf.startswith(prefix) for leaf in leaves_of(item))
+
+    if not isinstance(state, list):
+        return None
+    if inside(state):
+        return ()
+    stack: list[list[Any]] = [state]  # pyright: ignore[reportUnknownArgumentType]
+    while stack:
+        items = stack.pop()
+        for i, item in enumerate(items):
+            if isinstance(item, list):
+                if inside(item):
+                    return items, i
+                stack.append(item)  # pyright: ignore[reportUnknownArgumentType]
+    return None
+
+
+def leaves_of(state: Any) -> list[str]:
+    """The leaf paths of a state list (nested lists flattened)."""
+    if isinstance(state, str):
+        return [state]
+    out: list[str] = []
+    for item in state:
+        out.extend(leaves_of(item))
+    return out
 
 
 START = "@start"
@@ -258,7 +338,7 @@ def build_hierarchical(spec: WorkflowSpec) -> ForkMachine:
     machine.paths = paths
     machine.region_paths = region_paths
     machine.compounds = compounds
-    machine.index_sibling_moves()
+    machine.index_moves()
     return machine
 
 

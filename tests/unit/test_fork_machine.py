@@ -1,9 +1,9 @@
 """
-The fork machine's shortcut for sibling-leaf moves reaches the same states as ``transitions``' full walk.
+The fork machine's shortcuts reach the same states as ``transitions``' full walk.
 
 ``ForkMachine.trigger_event`` takes a step's own events (one leaf to a sibling
-leaf) from the machine's transition table instead of walking the whole state
-tree; every other event goes the full way. Hypothesis fires random event
+leaf), entering a fork and its join from the machine's transition table instead
+of walking the whole state tree; every other event goes the full way. Hypothesis fires random event
 sequences at two copies of one instance, one through the shortcut and one
 through ``HierarchicalMachine.trigger_event``, and compares every result.
 """
@@ -84,16 +84,21 @@ def fire(wf: FmNested, event: str, *, fast: bool, error: bool) -> object:
         MACHINE.fast = True
 
 
-def test_the_step_events_of_branches_are_indexed_and_compound_moves_are_not() -> None:
+def test_the_forks_own_moves_are_indexed_and_the_rest_goes_the_full_way() -> None:
     moves = MACHINE.sibling_moves
     assert "next@x1" in moves, "a step inside a nested branch moves to its region's @done"
     assert "enter@b1" in moves
     assert "skip@b1" in moves
     assert "error@b1" in moves
-    assert "next@split" not in moves, "entering a parallel state goes the full way"
-    assert "next@inner" not in moves
-    assert "join@split" not in moves
-    assert "fail" not in moves, "several sources: the full way"
+    assert MACHINE.fork_entries["next@split"] == (
+        "split",
+        ["split@fork.inner@branch.@start", "split@fork.b1@branch.@start"],
+    )
+    assert "next@inner" in MACHINE.fork_entries, "a fork nested in a branch"
+    assert MACHINE.joins["join@inner"] == ("split@fork.inner@branch.inner@fork", "split@fork.inner@branch.inner_join")
+    assert MACHINE.joins["join@split"] == ("split@fork", "done")
+    indexed = set(moves) | set(MACHINE.fork_entries) | set(MACHINE.joins)
+    assert not {"fail", "cancel", "abandon", "compensated"} & indexed, "several sources: the full way"
 
 
 def enabled(state: object) -> list[str]:
