@@ -1114,11 +1114,7 @@ class Engine:
         Their own histories hold their steps; the parent's history names each
         child in its ``child_started`` / ``child_finished`` entries.
         """
-        prefix = f"{instance_id}/"
-        return sorted(
-            (i for i in self.instances() if i.parent == instance_id and i.id.startswith(prefix)),
-            key=lambda i: i.created_at,
-        )
+        return [self._child_info(i.id) or i for i in self.store.children(instance_id)]
 
     def _child_info(self, child_id: str) -> InstanceInfo | None:
         rec = self._live.get(child_id)
@@ -1186,7 +1182,10 @@ class Engine:
             return
         if parent is None:
             return
-        if parent.status is InstanceStatus.WAITING or (parent.branches and not parent.status.is_terminal):
+        waits = parent.status is InstanceStatus.WAITING or (parent.branches and not parent.status.is_terminal)
+        # A compensating parent parked without a timer waits for a child to undo itself.
+        undoing = parent.status is InstanceStatus.COMPENSATING and parent.wake_at is None
+        if waits or undoing:
             self._resume(parent)
         else:
             self._unpin(parent)
@@ -1203,34 +1202,62 @@ class Engine:
             return
         self._request_cancel(child, why, compensate=compensate)
 
-    async def _undo_child(self, rec: InstanceRecord, name: str, visit: int) -> None:
-        """Compensate a subflow step: the completed child runs its own compensations."""
+    def _children_running(self, rec: InstanceRecord) -> bool:
+        """Whether a child of *rec* has not ended yet (one cancelled with it may still be undoing itself)."""
+        for child in self.store.children(rec.id):
+            info = self._child_info(child.id)
+            if info is not None and not info.status.is_terminal:
+                return True
+        return False
+
+    def _child_undo(self, rec: InstanceRecord, name: str, visit: int, attempt: int) -> tuple[str, str]:
+        """
+        Where the undo of a subflow step's child stands, for compensation attempt *attempt*.
+
+        ``("kick", id)``: start it (the child completed, or an earlier attempt's undo
+        failed); ``("running", id)``: it runs; ``("done", id)``: the child is undone, or
+        never completed (a failed child undid itself); ``("failed", id)``: this
+        attempt's undo failed.
+        """
         attempts = rec.spec.step(name).retry.attempts
         ids = [f"{rec.id}/{visit}"] + [f"{rec.id}/{visit}.{a}" for a in range(2, attempts + 1)]
-        for child_id in ids:
+        # The step completed, so its last child did: earlier attempts' children failed.
+        for child_id in reversed(ids):
             info = self._child_info(child_id)
-            if info is None or info.status is InstanceStatus.FAILED:
+            if info is None:
                 continue
-            child = self._get(child_id)
-            if info.status is InstanceStatus.COMPLETED:
-                child.error = child.cause = f"compensated by its parent {rec.id}"
-                _trigger(child, "undo")
-            elif info.status is InstanceStatus.COMPENSATION_FAILED:
-                _trigger(child, "retry_compensation")
-                child.comp_attempt = 1
-            elif info.status is InstanceStatus.CANCELLED:
-                self._unpin(child)
-                return  # undone already (before a crash, or by a retry of this compensation)
-            if child.worker is None and not info.status.is_terminal:
-                self._unpin(child)
-            elif info.status.is_terminal:
-                self._set_status(child, InstanceStatus.COMPENSATING)
-                await self._save(child)
-                self._enqueue(child)
-            status = await self._wait_for(child_id, terminal_only=True)
-            if status is not InstanceStatus.CANCELLED:
-                raise ChildWorkflowFailed(child_id, status, self.info(child_id).error)
-            return
+            status = info.status
+            if status in (InstanceStatus.CANCELLED, InstanceStatus.FAILED):
+                return "done", child_id
+            if status is InstanceStatus.COMPLETED:
+                return "kick", child_id
+            if status is InstanceStatus.COMPENSATION_FAILED:
+                ours = self._get(child_id).cause == _undo_marker(rec, attempt)
+                return ("failed" if ours else "kick"), child_id
+            return "running", child_id
+        return "done", ""
+
+    async def _kick_child_undo(self, rec: InstanceRecord, undo: tuple[str, str], attempt: int) -> bool:
+        """Start the child's undo (True: the parent parks until it ends), or raise its failure."""
+        word, child_id = undo
+        if word == "done":
+            return False
+        child = self._get(child_id)
+        if word == "failed":
+            self._unpin(child)
+            raise ChildWorkflowFailed(child_id, child.status, child.error)
+        marker = _undo_marker(rec, attempt)
+        if child.status is InstanceStatus.COMPLETED:
+            child.error = child.cause = marker
+            _trigger(child, "undo")
+        else:
+            child.cause = marker
+            _trigger(child, "retry_undo")
+            child.comp_attempt = 1
+        self._set_status(child, InstanceStatus.COMPENSATING)
+        await self._save(child)
+        self._enqueue(child)
+        return True
 
     # ----------------------------------------------------------------- forks
 
@@ -1687,25 +1714,36 @@ class Engine:
         await self._save(rec)
 
     async def _compensate(self, rec: InstanceRecord) -> bool:
-        """Run the compensations newest first; True when parked on a retry timer."""
+        """Run the compensations newest first; True when parked (a retry timer, a child undoing itself)."""
         rec.woken = False
         spec = rec.spec
+        if spec.has_subflows and self._children_running(rec):
+            # A child cancelled with its parent undoes its own steps first: they are
+            # newer. The parent parks without a worker; the child's end resumes it.
+            return True
         while rec.saga:
             name, visit = rec.saga[-1]
             comp = spec.step(name).compensation
             assert comp is not None  # noqa: S101 - only steps with one enter the saga
             attempt = rec.comp_attempt
+            undo = self._child_undo(rec, name, visit, attempt) if spec.step(name).child is not None else None
+            if undo is not None and undo[0] == "running":
+                return True
             ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name)
-            self._note(rec, _K.COMPENSATION_STARTED, name, attempt, comp.name)
+            if undo is None or undo[0] == "kick":
+                self._note(rec, _K.COMPENSATION_STARTED, name, attempt, comp.name)
             try:
-                if self.before_attempt is not None:
-                    self.before_attempt(ctx)
-                if spec.step(name).child is not None:
-                    await self._undo_child(rec, name, visit)
-                elif comp.is_async:
-                    await comp.fn(rec.wf, ctx)
+                if undo is not None:
+                    if await self._kick_child_undo(rec, undo, attempt):
+                        await self._save(rec)
+                        return True
                 else:
-                    comp.fn(rec.wf, ctx)
+                    if self.before_attempt is not None:
+                        self.before_attempt(ctx)
+                    if comp.is_async:
+                        await comp.fn(rec.wf, ctx)
+                    else:
+                        comp.fn(rec.wf, ctx)
             except Exception as exc:  # noqa: BLE001 - user code
                 error = f"{type(exc).__name__}: {exc}"
                 self._note(rec, _K.COMPENSATION_FAILED, name, attempt, error)
@@ -1744,6 +1782,11 @@ def _trigger(rec: InstanceRecord, event: str, *args: object) -> bool:
 def _event(rec: InstanceRecord, kind: str, step: str) -> str:
     """The name of a step's event: shared in a flat machine, the step's own with forks."""
     return f"{kind}@{step}" if rec.spec.has_forks else kind
+
+
+def _undo_marker(parent: InstanceRecord, attempt: int) -> str:
+    """What a child undone by its parent records as its cause (the attempt tells a retry from a failure)."""
+    return f"compensated by its parent {parent.id}" + (f" (attempt {attempt})" if attempt > 1 else "")
 
 
 def _child_id(rec: InstanceRecord, tok: InstanceRecord | Branch) -> str:

@@ -18,6 +18,11 @@ Events:
     compensated         @compensating → @failed, @cancelling → @cancelled
     compensation_error  @compensating | @cancelling → @compensation_failed
     retry_compensation  @compensation_failed → @compensating
+    undo                @completed → @cancelling  (a child whose parent is compensated)
+    retry_undo          @compensation_failed → @cancelling  (that, again)
+
+Classes with forks compile to :class:`ForkMachine` instead (hierarchical, with
+per-step event names); see its docstring.
 """
 
 from __future__ import annotations
@@ -366,8 +371,10 @@ def _lifecycle(running: list[str]) -> list[dict[str, Any]]:
         {"trigger": "compensated", "source": CANCELLING, "dest": CANCELLED},
         {"trigger": "compensation_error", "source": [COMPENSATING, CANCELLING], "dest": COMPENSATION_FAILED},
         {"trigger": "retry_compensation", "source": COMPENSATION_FAILED, "dest": COMPENSATING},
-        # A completed child whose parent is compensated: undo its own completed steps.
+        # A completed child whose parent is compensated: undo its own completed steps
+        # (again, after that failed, when the parent's compensation retries).
         {"trigger": "undo", "source": COMPLETED, "dest": CANCELLING},
+        {"trigger": "retry_undo", "source": COMPENSATION_FAILED, "dest": CANCELLING},
     ]
 
 

@@ -333,6 +333,11 @@ class WorkflowSpec:
         return self._outgoing.get(name, ())
 
     @property
+    def has_subflows(self) -> bool:
+        """Whether any step starts a child workflow."""
+        return any(s.child is not None for s in self.steps)
+
+    @property
     def has_forks(self) -> bool:
         """Whether any step forks into parallel branches."""
         return bool(self.forks)

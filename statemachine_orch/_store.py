@@ -59,6 +59,10 @@ class Store(Protocol):
         """Snapshots of the committed instances, optionally filtered."""
         ...
 
+    def children(self, parent_id: str) -> list[InstanceInfo]:
+        """Snapshots of the instances started by *parent_id*'s subflow steps, oldest first."""
+        ...
+
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The committed history of an instance, oldest first."""
         ...
@@ -228,6 +232,10 @@ class MemoryStore:
             for r in self._records.values()
             if (status is None or r.status is status) and (workflow is None or r.spec.name == workflow)
         ]
+
+    def children(self, parent_id: str) -> list[InstanceInfo]:
+        """The instance's children, oldest first."""
+        return [r.info() for r in self._records.values() if r.parent == parent_id]
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The instance's filed history."""

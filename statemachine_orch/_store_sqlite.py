@@ -530,6 +530,14 @@ class SqliteStore:
         return [self._info(r) for r in rows]
 
     @_reads
+    def children(self, parent_id: str) -> list[InstanceInfo]:
+        """The instance's children, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_INFO_COLUMNS} FROM instances WHERE parent = ? ORDER BY created_at", (parent_id,)
+        )
+        return [self._info(r) for r in rows]
+
+    @_reads
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The committed history, oldest first."""
         rows = self._db.execute(

@@ -474,15 +474,8 @@ class ScSlowForkOrder(Workflow, name="ScSlowForkOrder", version="1"):
 
 
 SLOW: list[type[Workflow]] = [ScSlowOrder, ScSlowForkOrder, ScSlowParcel]
-NOT_AWAITED = (
-    "BUG: a parent that cancels the child it waits on (engine.cancel(parent), or a sibling branch failing) "
-    "does not wait for the child's cancellation: it runs its own, older compensations at once (release before "
-    "the child's unpack: not newest first) and ends terminal while the child is still compensating; a completed "
-    "child, by contrast, is awaited (_undo_child). _apply_cancel/_leave_fork call _cancel_child and go on."
-)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_AWAITED)
 def test_cancelling_a_parent_waits_for_its_child_to_be_undone_first(db_path: Path, run: Runner) -> None:
     """engine.cancel(parent) returns once the child it waited on is cancelled; the child's undo runs first."""
     clock = VirtualClock(autojump=False)
@@ -504,7 +497,6 @@ def test_cancelling_a_parent_waits_for_its_child_to_be_undone_first(db_path: Pat
     assert ["reserve", "pack", "unpack", "release"] == probe.log, "the child's (newer) undo before the parent's"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_AWAITED)
 def test_a_failing_sibling_branch_waits_for_the_cancelled_child_before_the_parent_ends(
     db_path: Path, run: Runner
 ) -> None:

@@ -275,3 +275,83 @@ def test_subflow_of_something_that_is_not_a_workflow_is_a_definition_error() -> 
 
     message = "@subflow(dict (type)) needs another concrete Workflow class as its child"
     assert [DefinitionProblem("SfBadChild", "b", "subflow-not-a-workflow", message)] == list(err.value.problems)
+
+
+def test_parents_undo_their_children_without_holding_workers(run: Runner, clock: VirtualClock) -> None:
+    """With one worker, failing parents still undo their completed children: a parent parks while its child undoes."""
+    UNDONE.clear()
+
+    async def scenario() -> list[InstanceStatus]:
+        async with Engine(clock=clock, concurrency=1) as engine:
+            handles = [await engine.start(SfOrder(parcel=f"p{i}", fail_billing=True)) for i in range(3)]
+            statuses = [await engine.wait_instance(h.instance_id) for h in handles]
+            children = [c.status for h in handles for c in engine.children(h.instance_id)]
+            return statuses + children
+
+    statuses = run(scenario())
+    assert statuses == [InstanceStatus.FAILED] * 3 + [InstanceStatus.CANCELLED] * 3
+    assert sorted(UNDONE) == sorted([f"unpack p{i}" for i in range(3)] + [f"unpick p{i}" for i in range(3)])
+
+
+UNDO_TRIES: list[str] = []
+
+
+class SfStubbornParcel(Workflow):
+    """A child whose undo fails its first three attempts (its own retry policy's all)."""
+
+    @step(initial=True)
+    def pack(self, ctx: Ctx) -> None: ...
+
+    @pack.compensation
+    def unpack(self, ctx: Ctx) -> None:
+        UNDO_TRIES.append(ctx.instance_id)
+        if len(UNDO_TRIES) <= 3:
+            msg = "warehouse offline"
+            raise ConnectionError(msg)
+
+    @after(pack)
+    @step(final=True)
+    def seal(self, ctx: Ctx) -> None: ...
+
+
+class SfStubbornOrder(Workflow):
+    """A parent that fails after its child completed."""
+
+    @subflow(SfStubbornParcel, initial=True)
+    def ship(self, ctx: Ctx) -> SfStubbornParcel:
+        return SfStubbornParcel()
+
+    @after(ship)
+    @step(final=True)
+    def bill(self, ctx: Ctx) -> None:
+        msg = "billing is down"
+        raise RuntimeError(msg)
+
+
+def test_a_childs_failed_undo_is_retried_by_the_parents_compensation_policy(
+    run: Runner, new_engine: EngineFactory
+) -> None:
+    UNDO_TRIES.clear()
+
+    async def scenario() -> tuple[InstanceStatus, InstanceStatus, list[tuple[EventKind, str | None, int]]]:
+        async with new_engine() as engine:
+            handle = await engine.start(SfStubbornOrder())
+            status = await engine.wait_instance(handle.instance_id)
+            [child] = engine.children(handle.instance_id)
+            undo = [
+                (e.kind, e.step, e.attempt)
+                for e in handle.history()
+                if e.kind.value.startswith("compensation") or e.kind is K.RETRY_SCHEDULED
+            ]
+            return status, child.status, undo
+
+    status, child, undo = run(scenario())
+    assert (status, child) == (InstanceStatus.FAILED, InstanceStatus.CANCELLED)
+    assert len(UNDO_TRIES) == 4, "the child's three attempts, then one more when the parent retried"
+    assert undo == [
+        (K.COMPENSATION_STARTED, "ship", 1),
+        (K.COMPENSATION_FAILED, "ship", 1),
+        (K.RETRY_SCHEDULED, "ship", 2),
+        (K.COMPENSATION_STARTED, "ship", 2),
+        (K.COMPENSATION_COMPLETED, "ship", 2),
+    ]
