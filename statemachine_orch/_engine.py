@@ -1116,6 +1116,30 @@ class Engine:
         """
         return [self._child_info(i.id) or i for i in self.store.children(instance_id)]
 
+    def tree(self, instance_id: str) -> str:
+        """
+        The instance and its children, recursively: one line each, indented by depth.
+
+        Each line reads ``<id> <workflow> <status>`` and, for a child, the parent's
+        step that started it (``ship ->``); the children's own histories hold
+        their steps.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        lines: list[str] = []
+
+        def add(info: InstanceInfo, depth: int, via: str) -> None:
+            lines.append(f"{'  ' * depth}{via}{info.id} {info.workflow} {info.status.value}")
+            started = {
+                e.detail: e.step for e in self.history(info.id) if e.kind is _K.CHILD_STARTED and e.detail is not None
+            }
+            for child in self.children(info.id):
+                add(child, depth + 1, f"{started.get(child.id, '?')} -> ")
+
+        add(self.info(instance_id), 0, "")
+        return "\n".join(lines)
+
     def _child_info(self, child_id: str) -> InstanceInfo | None:
         rec = self._live.get(child_id)
         return rec.info() if rec is not None else self.store.info(child_id)

@@ -106,19 +106,30 @@ def kinds(history: list[object]) -> list[tuple[object, object, object]]:
 
 
 def test_the_parent_waits_for_its_child_and_takes_its_result(run: Runner, new_engine: EngineFactory) -> None:
-    async def scenario() -> tuple[InstanceStatus, str, list[str], list[tuple[EventKind, str | None, str | None]]]:
+    async def scenario() -> tuple[
+        InstanceStatus, str, list[str], list[tuple[EventKind, str | None, str | None]], str, str
+    ]:
         async with new_engine() as engine:
             handle = await engine.start(SfOrder(parcel="p1"))
             order = await handle.result()
             children = engine.children(handle.instance_id)
             history = [(e.kind, e.step, e.detail) for e in handle.history()]
-            return handle.status, order.tracking, [f"{c.id} {c.status.value}" for c in children], history
+            shown = engine.tree(handle.instance_id)
+            return (
+                handle.status,
+                order.tracking,
+                [f"{c.id} {c.status.value}" for c in children],
+                history,
+                shown,
+                handle.instance_id,
+            )
 
-    status, tracking, children, history = run(scenario())
+    status, tracking, children, history, tree, parent = run(scenario())
     assert status is InstanceStatus.COMPLETED
     assert tracking == "T-p1", "the on_result handler copied the child's variable"
     [child] = children
     assert child.endswith(" completed")
+    assert tree == f"{parent} SfOrder completed\n  ship -> {child.split()[0]} SfParcel completed"
     child_id = child.split()[0]
     assert (K.CHILD_STARTED, "ship", child_id) in history
     assert (K.CHILD_FINISHED, "ship", f"{child_id} completed") in history
