@@ -88,6 +88,10 @@ class TooManyPaths(ValueError):
     """
 
 
+def _no_labels() -> dict[str, str]:
+    return {}
+
+
 @attrs.frozen
 class Branch:
     """
@@ -114,6 +118,7 @@ class Branch:
     cut: bool = False
     forks: tuple[ForkVisit, ...] = ()
     _trail: tuple[_Token, ...] = attrs.field(default=(), repr=False, eq=False, alias="trail")
+    _labels: _Labels = attrs.field(factory=_no_labels, repr=False, eq=False, alias="labels")
 
     @property
     def started(self) -> bool:
@@ -128,11 +133,12 @@ class Branch:
     def __str__(self) -> str:
         """``[guard] first -> second``; ``first ...`` when cut short; ``[not guard] first skipped``."""
         head = f"[{self.guard}] " if self.guard is not None else ""
+        name = self._labels.get(self.name, self.name)
         if not self.started:
-            return f"{head}{self.name} skipped"
+            return f"{head}{name} skipped"
         if self.cut:
-            return f"{head}{self.name} ..."
-        return head + _render(self.name, self._trail)
+            return f"{head}{name} ..."
+        return head + _render(self.name, self._trail, self._labels)
 
 
 @attrs.frozen
@@ -181,13 +187,29 @@ class _End:
 _Token = tuple[EdgeSpec | None, tuple[GuardOutcome, ...], str] | ForkVisit | _End
 
 
-def _render(first: str, trail: tuple[_Token, ...]) -> str:
-    parts = [first]
+_Labels = dict[str, str]
+"""How a path prints a step or compensation that is not shown by its name: a subflow step and its undo."""
+
+
+def _labels_of(spec: WorkflowSpec) -> _Labels:
+    """``ship (child: Parcel)`` for each subflow step; ``child Parcel of ship`` for its compensation."""
+    labels: _Labels = {}
+    for s in spec.steps:
+        if s.child is not None:
+            child = spec_of(s.child).name
+            labels[s.name] = f"{s.name} (child: {child})"
+            if s.compensation is not None:
+                labels[s.compensation.name] = f"child {child} of {s.name}"
+    return labels
+
+
+def _render(first: str, trail: tuple[_Token, ...], labels: _Labels) -> str:
+    parts = [labels.get(first, first) if labels else first]
     for token in trail:
         if isinstance(token, tuple):
             edge, outcomes, dest = token
             parts.append(" -> " if edge is None else _arrow(edge, outcomes))
-            parts.append(dest)
+            parts.append(labels.get(dest, dest) if labels else dest)
         elif isinstance(token, ForkVisit):
             parts.append(f" -> {token}")
         else:
@@ -246,6 +268,7 @@ class Path:
     maybe_undone: tuple[str, ...] = ()
     maybe_compensations: tuple[str, ...] = ()
     _trail: tuple[_Token, ...] | None = attrs.field(default=None, repr=False, eq=False, alias="trail")
+    _labels: _Labels = attrs.field(factory=_no_labels, repr=False, eq=False, alias="labels")
 
     @property
     def last_step(self) -> str:
@@ -266,10 +289,12 @@ class Path:
         """One line: ``a -[guard]-> b -> c => completed``; a fork as ``f -> { b1 -> c | [g] b2 } -> join``."""
         if self._trail is not None:
             return self._str_forked(self._trail)
-        parts = [self.steps[0]]
+        labels = self._labels
+        parts = [labels.get(self.steps[0], self.steps[0])]
         for i, edge in enumerate(self.edges):
             parts.append(_arrow(edge, self._choices[i] if i < len(self._choices) else ()))
-            parts.append(self.steps[i + 1])
+            step = self.steps[i + 1]
+            parts.append(labels.get(step, step))
         text = "".join(parts)
         last = self._choices[len(self.edges)] if len(self._choices) > len(self.edges) else ()
         ending = self.ending
@@ -282,20 +307,21 @@ class Path:
             else:
                 text += " => fails" if ending is Ending.FAILED else " => cancel"
             if self.compensations:
-                text += ", undo " + ", ".join(self.compensations)
+                text += ", undo " + ", ".join(labels.get(c, c) for c in self.compensations)
             text += " => cancelled" if ending is Ending.CANCELLED else " => failed"
         if not self.reachable:
             text = f"[unreachable: {self.unreachable_because}] " + text
         return text
 
     def _str_forked(self, trail: tuple[_Token, ...]) -> str:
-        text = _render(self.steps[0], trail)
+        labels = self._labels
+        text = _render(self.steps[0], trail, labels)
         if self.ending is not Ending.COMPLETED:
             undo: list[str] = []
             if self.compensations:
-                undo.append("undo " + ", ".join(self.compensations))
+                undo.append("undo " + ", ".join(labels.get(c, c) for c in self.compensations))
             if self.maybe_compensations:
-                maybe = ", ".join(self.maybe_compensations)
+                maybe = ", ".join(labels.get(c, c) for c in self.maybe_compensations)
                 undo.append(f"(maybe {maybe})" if undo else f"maybe undo {maybe}")
             if undo:
                 text += ", " + " ".join(undo)
@@ -462,6 +488,7 @@ class _Walker:
         self.back_index = {id(e): i for i, e in enumerate(back)}
         self.plans = {s.name: self._plan(s) for s in spec.steps}
         self.undo_cache: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+        self.labels = _labels_of(spec)
 
     def _plan(self, step: StepSpec) -> _Plan:
         out = self.spec.outgoing(step.name)
@@ -515,6 +542,7 @@ class _Walker:
             f.why_not is None,
             f.why_not,
             f.choices,
+            labels=self.labels,
         )
 
     def _expand(self, f: _Frame, completion: bool = True) -> list[_Frame]:
@@ -724,6 +752,7 @@ class _ForkWalker(_Walker):
             maybe,
             tuple(comp[s] for s in maybe),
             ff.trail,
+            labels=self.labels,
         )
 
     def _follow(
@@ -845,7 +874,7 @@ class _ForkWalker(_Walker):
             guard = at.guards.get(r.name)
             b = arrived.get(r.name)
             if b is None:
-                branches.append(Branch(r.name, guard, ()))
+                branches.append(Branch(r.name, guard, (), labels=self.labels))
                 continue
             steps += b.steps[:-1]
             edges += b.edges
@@ -855,7 +884,9 @@ class _ForkWalker(_Walker):
             # The step before the join may have evaluated guards to get there: keep them, arrow only.
             into = (last[0], last[1], "") if isinstance(last, tuple) and last[1] else None
             trail = (*b.trail[:-1], into) if into is not None else b.trail[:-1]
-            branches.append(Branch(r.name, guard, b.steps[:-1], forks=_forks_in(trail), trail=trail))
+            branches.append(
+                Branch(r.name, guard, b.steps[:-1], forks=_forks_in(trail), trail=trail, labels=self.labels)
+            )
         visit = ForkVisit(fork.step, fork.join, tuple(branches))
         return _FFrame(
             fork.join,
@@ -878,9 +909,17 @@ class _ForkWalker(_Walker):
             start = self._enter(at, r, facts, f.loops, why)
             for b in self._run(start, fork.join, arrivals=False, endings=True):
                 branches = tuple(
-                    Branch(o.name, at.guards.get(o.name), b.steps, b.ending, forks=_forks_in(b.trail), trail=b.trail)
+                    Branch(
+                        o.name,
+                        at.guards.get(o.name),
+                        b.steps,
+                        b.ending,
+                        forks=_forks_in(b.trail),
+                        trail=b.trail,
+                        labels=self.labels,
+                    )
                     if o is r
-                    else Branch(o.name, at.guards.get(o.name), (), cut=o in at.started)
+                    else Branch(o.name, at.guards.get(o.name), (), cut=o in at.started, labels=self.labels)
                     for o in fork.regions
                 )
                 yield _FFrame(
@@ -925,7 +964,12 @@ class _Analysis:
         self.writes: dict[str, frozenset[str] | None] = {}
         self.compensation: dict[str, str] = {}
         for s in spec.steps:
-            self.writes[s.name] = _writes(s.fn, self.fields, self.immutable)
+            writes = _writes(s.fn, self.fields, self.immutable)
+            if s.start is not None and writes is not None:
+                # A subflow step also runs the method that builds its child.
+                start = _writes(s.start, self.fields, self.immutable)
+                writes = None if start is None else writes | start
+            self.writes[s.name] = writes
             if s.compensation is not None:
                 self.compensation[s.name] = s.compensation.name
         self.reads: dict[int, frozenset[str] | None] = {}

@@ -15,11 +15,19 @@ that cannot absorb the transient faults its retry policy is meant for, a failing
 Forked instances wait on several things at once (one per branch): the checks read
 every current step, the fork, branch and join events of the history, and the
 saga over the global order in which the steps of all branches completed.
+
+Children of ``@subflow`` steps run on the same engine and are instances of the
+story like their parents (``i1/1``): their tasks, messages and timers are the
+story's actions, their faults come from the parent's plan (``ship/pack``), every
+check runs on them, and the rules across a parent and its children too (a
+completed parent's child never undone, a compensated parent's completed child
+undone once, no child left running by an ended parent).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import unittest
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, cast
@@ -41,6 +49,7 @@ from statemachine_orch._machine import STATE_ATTRIBUTE
 from statemachine_orch._services import ServiceRegistry
 from statemachine_orch._spec import (
     CANCELLED,
+    COMPENSATING,
     COMPENSATION_FAILED,
     COMPLETED,
     FAILED,
@@ -80,6 +89,8 @@ _CHECKED_AFTER = (
     _K.TASK_COMPLETED,
     _K.COMPENSATION_COMPLETED,
 )
+_ENDED = frozenset(s.value for s in InstanceStatus if s.is_terminal)
+_UNDONE_STATES = (COMPENSATING, CANCELLED, COMPENSATION_FAILED)
 _TERMINAL_STATE_STATUS = {
     COMPLETED: InstanceStatus.COMPLETED,
     FAILED: InstanceStatus.FAILED,
@@ -125,9 +136,9 @@ class InvariantViolation(AssertionError):
             ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
             ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
             ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``,
-            ``"hung"``.
-        workflow: The workflow's name.
-        instance: The instance's name in the story (``i1``, ``i2``...).
+            ``"child-saga"``, ``"orphan-child"``, ``"hung"``.
+        workflow: The name of the failing instance's workflow (a child's, when it is a child).
+        instance: The instance's name in the story (``i1``, ``i2``...; a child of ``i1``: ``i1/1``).
         step: The step the failure is about.
 
     .. versionadded:: 0.1.0
@@ -172,6 +183,15 @@ class _Config:
     allow_no_edge: frozenset[str]
     require_coverage: float | None
     errors: Mapping[str, Callable[[str], BaseException]]
+    tree: tuple[tuple[type[Any], WorkflowSpec], ...] = ()
+    """The workflow and the children its ``@subflow`` steps start (and theirs), each once, the workflow first."""
+    explicit_max: bool = False
+
+    def max_for(self, spec: WorkflowSpec) -> int:
+        """The runaway-loop bound of an instance of *spec* (a child's own default, unless one was given)."""
+        if spec is self.spec or self.explicit_max:
+            return self.max_transitions
+        return max(200, 20 * len(spec.steps))
 
 
 @attrs.define
@@ -195,6 +215,12 @@ class _Track:
     noted: int = 0
     last_step: str | None = None
     injected: list[str] = attrs.field(factory=list[str])
+    spec: WorkflowSpec | None = None
+    parent: str | None = None
+    """A child's parent (its id), and the parent's subflow step that started it."""
+    via: str | None = None
+    started_step: str | None = None
+    """The step whose ``step_started`` is the instance's latest event (a subflow step then runs its handler)."""
 
 
 @attrs.frozen
@@ -230,7 +256,7 @@ class Complete:
 @attrs.frozen
 class Cancel:
     """
-    Cancel one of the waiting instances: 0 the newest, 1 the one before... (if there are that many).
+    Cancel one of the waiting instances the story started: 0 the newest, 1 the one before... (if there are that many).
 
     .. versionadded:: 0.1.0
     """
@@ -260,7 +286,21 @@ class FireTimers:
     """
 
 
-Action = Start | Complete | Cancel | Send | FireTimers
+@attrs.frozen
+class CancelChild:
+    """
+    Cancel one of the waiting children (of ``@subflow`` steps), as an operator would: 0 the newest...
+
+    Its parent's subflow step then fails with ``ChildWorkflowFailed``.
+
+    .. versionadded:: 0.3.0
+    """
+
+    instance: int
+    compensate: bool
+
+
+Action = Start | Complete | Cancel | CancelChild | Send | FireTimers
 """What a step of a generated story does."""
 
 
@@ -300,6 +340,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             MemoryStore(),
             services=cfg.services(),
             clock=self.clock,
+            # One worker: a parent waiting on its child (or on its child's undo) holds none.
             concurrency=1,
             before_attempt=self._before_attempt,
         )
@@ -397,12 +438,16 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         track = self._tracks.get(ctx.instance_id)
         if track is None:
             return
-        if not ctx.compensating and (track.runaway or track.since_wait > self.config.max_transitions):
+        limit = self._limit(track)
+        if not ctx.compensating and (track.runaway or track.since_wait > limit):
             if not track.runaway:
                 track.runaway = True
                 self._runaway(ctx.instance_id, ctx.step)
-            msg = f"{track.name} made more than {self.config.max_transitions} transitions without waiting"
+            msg = f"{track.name} made more than {limit} transitions without waiting"
             raise RunawayLoop(msg)
+        if not ctx.compensating and track.started_step == ctx.step and self._spec(track).step(ctx.step).child:
+            # A subflow step's attempt met its fault when it started the child; this is its on_result handler.
+            return
         plan = track.faults.get(ctx.step)
         if not plan or ctx.attempt > len(plan):
             return
@@ -418,18 +463,27 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         build = self.config.errors[fault.removeprefix(RAISE)]
         raise build(what)
 
+    def _limit(self, track: _Track) -> int:
+        return self.config.max_for(self._spec(track))
+
+    def _spec(self, track: _Track) -> WorkflowSpec:
+        return track.spec if track.spec is not None else self.config.spec
+
     def _on_event(self, instance_id: str, event: HistoryEvent) -> None:
         self._recorder(instance_id, event)
         kind = event.kind
-        if kind is _K.INSTANCE_STARTED and self._pending is not None:
+        if kind is _K.INSTANCE_STARTED and self._pending is not None and "/" not in instance_id:
             started_as, faults = self._pending
             self._pending = None
-            name = f"i{len(self._tracks) + 1}"
-            self._tracks[instance_id] = _Track(name, started_as, faults)
+            roots = sum(1 for t in self._tracks.values() if t.parent is None)
+            self._tracks[instance_id] = _Track(f"i{roots + 1}", started_as, faults, spec=self.config.spec)
         track = self._tracks.get(instance_id)
         if track is None:
             return
         self._touched[instance_id] = None
+        track.started_step = event.step if kind is _K.STEP_STARTED else None
+        if kind is _K.CHILD_STARTED and event.step is not None and event.detail is not None:
+            self._child_started(instance_id, track, event.step, event.detail)
         if kind is _K.TRANSITION:
             track.since_wait += 1
         elif kind is _K.TASK_CREATED:
@@ -449,6 +503,19 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._violate("missing-service", instance_id, event.step, msg)
         if kind in _CHECKED_AFTER:
             self._check_invariants(instance_id, event, track)
+
+    def _child_started(self, parent_id: str, parent: _Track, step: str, child_id: str) -> None:
+        """Follow a child like the story's own instances: its faults are its parent's plan for *step*."""
+        if child_id in self._tracks:
+            return
+        prefix = f"{step}/"
+        faults = {k.removeprefix(prefix): v for k, v in parent.faults.items() if k.startswith(prefix)}
+        name = parent.name + child_id.removeprefix(parent_id)
+        wf = self.engine.workflow(child_id)
+        self._tracks[child_id] = _Track(
+            name, repr(wf), faults, spec=spec_of(wf), parent=parent_id, via=step, cancel=None
+        )
+        self._touched[child_id] = None
 
     def _check_invariants(self, instance_id: str, event: HistoryEvent, track: _Track) -> None:
         wf = self.engine.workflow(instance_id)
@@ -477,11 +544,20 @@ class WorkflowStateMachine(RuleBasedStateMachine):
     def _after_rule(self) -> None:
         anomalies = self._recorder.anomalies[self._anomalies_seen :]
         self._anomalies_seen = len(self._recorder.anomalies)
+        allowed = self.config.allow_no_edge
         for a in anomalies:
-            if a.instance_id in self._tracks and not (
-                a.rule == "no-edge-enabled" and a.step in self.config.allow_no_edge
-            ):
+            track = self._tracks.get(a.instance_id)
+            if track is None:
+                continue
+            qualified = f"{self._spec(track).name}.{a.step}"
+            if not (a.rule == "no-edge-enabled" and (a.step in allowed or qualified in allowed)):
                 self._violate(a.rule, a.instance_id, a.step, a.message)
+        # A child's end moves its parent on, and a parent's end its children: check the whole family.
+        for instance_id in list(self._touched):
+            track = self._tracks[instance_id]
+            while track.parent is not None and track.parent in self._tracks:
+                self._touched[track.parent] = None
+                track = self._tracks[track.parent]
         for instance_id in self._touched:
             self._check_idle(instance_id)
             if self.engine.info(instance_id).status is InstanceStatus.WAITING:
@@ -505,27 +581,43 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         track.noted = len(history)
 
     def _describe(self, instance_id: str, event: HistoryEvent) -> str:
-        return event.describe().replace(instance_id, self._tracks[instance_id].name)
+        return self._names(event.describe(), instance_id)
+
+    def _names(self, text: str, instance_id: str) -> str:
+        """*text* with the instance's id, and those of its family, replaced by their names in the story."""
+        track = self._tracks[instance_id]
+        text = text.replace(instance_id, track.name)
+        while track.parent is not None and track.parent in self._tracks:
+            parent_id, track = track.parent, self._tracks[track.parent]
+            text = text.replace(parent_id, track.name)
+        return text
 
     def _error(self, v: _Violation) -> InvariantViolation:
         track = self._tracks[v.instance_id]
         info = self.engine.info(v.instance_id)
         wf = self.engine.workflow(v.instance_id)
         state = getattr(wf, STATE_ATTRIBUTE, None)
+        spec = self._spec(track)
         lines = [
-            f"{self.config.spec.name}: {v.message} [{v.rule}]",
+            f"{spec.name}: {v.message} [{v.rule}]",
             f"instance {track.name} = {track.started_as}",
         ]
+        if track.parent is not None:
+            parent = self._tracks[track.parent]
+            lines.append(f"child of {parent.name} ({parent.started_as}), started by its step {track.via}")
         if track.faults:
             lines.append(f"fault plan: {track.faults!r}")
         lines.append(f"state reached: {state} (status {info.status.value})")
         if info.error:
-            lines.append(f"error: {info.error.replace(v.instance_id, track.name)}")
-        lines.append(f"history of {track.name}:")
-        lines += [f"  {self._describe(v.instance_id, e)}" for e in self.engine.history(v.instance_id)]
-        return InvariantViolation(
-            "\n".join(lines), rule=v.rule, workflow=self.config.spec.name, instance=track.name, step=v.step
-        )
+            lines.append(f"error: {self._names(info.error, v.instance_id)}")
+        family = [v.instance_id]
+        if track.parent is not None:
+            family.append(track.parent)
+        family += [i for i, t in self._tracks.items() if t.parent == v.instance_id]
+        for instance_id in family:
+            lines.append(f"history of {self._tracks[instance_id].name}:")
+            lines += [f"  {self._describe(instance_id, e)}" for e in self.engine.history(instance_id)]
+        return InvariantViolation("\n".join(lines), rule=v.rule, workflow=spec.name, instance=track.name, step=v.step)
 
     def _runaway(self, instance_id: str, step: str) -> None:
         history = self.engine.history(instance_id)
@@ -541,7 +633,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         cycle = " -> ".join([e.step or "?" for e in recent[-8:]] + [step])
         source = next(iter(taken))[0] if taken else step
         msg = (
-            f"{self._tracks[instance_id].name} made more than {self.config.max_transitions} transitions "
+            f"{self._tracks[instance_id].name} made more than {self._limit(self._tracks[instance_id])} transitions "
             f"without waiting on a task or ending; a loop with no exit for these inputs: {loops or cycle} "
             f"(last: {cycle})"
         )
@@ -557,13 +649,23 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         active = _active_steps(raw)
         status = info.status
         history = self.engine.history(instance_id)
+        replay = _Replay(spec, instance_id)
+        wrong: tuple[HistoryEvent, str] | None = None
+        for e in history:
+            problem = replay.apply(e)
+            if problem is not None:
+                wrong = (e, problem)
+                break
         # Every instance is waiting on something open, or ended.
         if not status.is_terminal:
-            self._check_waiting(instance_id, track, spec, raw, active, status)
+            self._check_waiting(instance_id, track, spec, raw, active, status, None if wrong else replay)
         # History is consistent with the machine.
-        self._check_history(instance_id, track, spec, state, active, status, history)
+        self._check_history(instance_id, track, spec, state, active, status, replay, wrong)
         # The saga guarantee.
         self._check_saga(instance_id, track, spec, status, history)
+        # A parent's children: undone when (and only when) it is, never left running.
+        if replay.started:
+            self._check_children(instance_id, track, status, history)
 
     def _check_waiting(
         self,
@@ -573,6 +675,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         raw: object,
         active: list[str],
         status: InstanceStatus,
+        replay: _Replay | None,
     ) -> None:
         state = _state_text(raw)
         if isinstance(raw, list) and not active:
@@ -593,6 +696,24 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if tasks != humans:
             msg = f"{track.name} waits at {', '.join(active)} but its open tasks are {tasks}"
             self._violate("stuck", instance_id, (humans or active)[0], msg)
+            return
+        for name in active:
+            if spec.step(name).kind is not StepKind.SUBFLOW or replay is None:
+                continue
+            child_id = replay.open_children.get(name)
+            child = self.engine.info(child_id) if child_id is not None else None
+            if child is None:
+                msg = f"idle engine, but {track.name} waits at its subflow step {name}, which started no child"
+            elif child.status.is_terminal:
+                msg = (
+                    f"idle engine, but {track.name} waits at its subflow step {name} on its child "
+                    f"{self._names(child.id, instance_id)}, which ended {child.status.value}: its end never "
+                    "resumed the parent"
+                )
+            else:
+                continue
+            self._violate("stuck", instance_id, name, msg)
+            return
 
     def _check_history(
         self,
@@ -602,14 +723,13 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         state: str,
         active: list[str],
         status: InstanceStatus,
-        history: list[HistoryEvent],
+        replay: _Replay,
+        wrong: tuple[HistoryEvent, str] | None,
     ) -> None:
-        replay = _Replay(spec)
-        for e in history:
-            problem = replay.apply(e)
-            if problem is not None:
-                self._violate("history", instance_id, e.step, f"history has {problem}")
-                return
+        if wrong is not None:
+            event, problem = wrong
+            self._violate("history", instance_id, event.step, f"history has {self._names(problem, instance_id)}")
+            return
         replayed = replay.where()
         expected = _TERMINAL_STATE_STATUS.get(state)
         if active or spec.has_step(state):
@@ -619,6 +739,9 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             )
         elif state == COMPLETED:
             consistent = replayed == COMPLETED and status is InstanceStatus.COMPLETED
+        elif replay.completed:
+            # Only a completed child is compensated after its end: undone by its parent.
+            consistent = track.parent is not None and state in _UNDONE_STATES and (expected in (None, status))
         else:
             consistent = state in LIFECYCLE_STATES and all(spec.has_step(n) for n in replay.active)
             consistent = consistent and bool(replay.active) and (expected is None or status is expected)
@@ -656,12 +779,21 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                 f"injected into it ({len(injected)} transient) are fewer than its retry policy's "
                 f"{policy} attempts absorb; its attempts: " + "; ".join(f"#{e.attempt} {e.detail}" for e in attempts)
             )
-            self._violate("compensation-failed", instance_id, comp_step, msg)
+            self._violate("compensation-failed", instance_id, comp_step, self._names(msg, instance_id))
             if undone != expected[: len(undone)]:
                 msg = f"compensations ran for {undone}, which is not the start of {expected} (newest first)"
                 self._violate("saga", instance_id, comp_step, msg)
             return
-        if status is InstanceStatus.FAILED or (status is InstanceStatus.CANCELLED and track.cancel):
+        cancel = track.cancel
+        if status is InstanceStatus.CANCELLED and cancel is None and track.parent is not None:
+            # Cancelled by its parent (cancelled, or failing), or undone by the parent's compensation.
+            parent = self.engine.info(track.parent).status
+            if parent in (InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.COMPLETED):
+                msg = f"{track.name} ended cancelled, but nobody cancelled it (its parent is {parent.value})"
+                self._violate("saga", instance_id, None, msg)
+                return
+            cancel = any(e.kind is _K.STATUS_CHANGED and e.detail == "compensating" for e in history)
+        if status is InstanceStatus.FAILED or (status is InstanceStatus.CANCELLED and cancel):
             if undone != expected:
                 msg = (
                     f"{track.name} ended {status.value}: the compensations of the completed steps "
@@ -669,12 +801,80 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                 )
                 self._violate("saga", instance_id, (undone or expected or [None])[0], msg)
             return
-        if status is InstanceStatus.CANCELLED and track.cancel is None:
+        if status is InstanceStatus.CANCELLED and cancel is None:
             msg = f"{track.name} ended cancelled, but nobody cancelled it"
             self._violate("saga", instance_id, None, msg)
         if undone:
             msg = f"{track.name} is {status.value}, yet compensations ran for {undone}"
             self._violate("saga", instance_id, undone[0], msg)
+
+    def _check_children(
+        self, instance_id: str, track: _Track, status: InstanceStatus, history: list[HistoryEvent]
+    ) -> None:
+        """
+        The cross-instance rules of a parent, once it ended.
+
+        Completed: none of its completed children was undone. Failed, or cancelled with
+        compensation: each child whose subflow step completed was undone once (ended
+        ``cancelled`` through its own compensations). Ended in any way: no child runs on.
+        """
+        if not status.is_terminal or status is InstanceStatus.COMPENSATION_FAILED:
+            return
+        # Per child: the subflow step that started it, and whether that step completed with it.
+        started: dict[str, str] = {}
+        finished: dict[str, str] = {}
+        used: dict[str, None] = {}
+        last_done: dict[str, str] = {}
+        for e in history:
+            step, detail = e.step or "", e.detail or ""
+            if e.kind is _K.CHILD_STARTED:
+                started[detail] = step
+            elif e.kind is _K.CHILD_FINISHED:
+                child_id, _, how = detail.rpartition(" ")
+                finished[child_id] = how
+                if how == InstanceStatus.COMPLETED.value:
+                    last_done[step] = child_id
+            elif e.kind is _K.STEP_COMPLETED and step in last_done:
+                used[last_done.pop(step)] = None
+        compensated = status is InstanceStatus.FAILED or (status is InstanceStatus.CANCELLED and track.cancel)
+        for child_id, step in started.items():
+            child = self.engine.info(child_id)
+            name = self._names(child_id, instance_id)
+            child_history = self.engine.history(child_id)
+            undos = sum(
+                1
+                for a, b in itertools.pairwise(child_history)
+                if a.kind is _K.STATUS_CHANGED
+                and a.detail == InstanceStatus.COMPLETED.value
+                and b.kind is _K.STATUS_CHANGED
+                and b.detail == InstanceStatus.COMPENSATING.value
+            )
+            if not child.status.is_terminal:
+                msg = (
+                    f"{track.name} ended {status.value}, but its child {name} (started by {step}) is still "
+                    f"{child.status.value}"
+                )
+                self._violate("orphan-child", instance_id, step, msg)
+            elif status is InstanceStatus.COMPLETED and undos:
+                msg = f"{track.name} completed, but its completed child {name} (started by {step}) was undone"
+                self._violate("child-saga", instance_id, step, msg)
+            elif compensated and child_id in used and (undos != 1 or child.status is not InstanceStatus.CANCELLED):
+                msg = (
+                    f"{track.name} ended {status.value} and compensated, so its child {name}, whose completion "
+                    f"{step} took, must be undone once and end cancelled; it was undone {undos} times and ended "
+                    f"{child.status.value}"
+                )
+                self._violate("child-saga", instance_id, step, msg)
+            elif status is InstanceStatus.CANCELLED and track.cancel is False and finished.get(child_id) is None:
+                child_comp = any(
+                    e.kind is _K.STATUS_CHANGED and e.detail == InstanceStatus.COMPENSATING.value for e in child_history
+                )
+                if child_comp:
+                    msg = (
+                        f"{track.name} was cancelled without compensation, but its child {name} "
+                        f"(started by {step}), cancelled with it, ran its compensations"
+                    )
+                    self._violate("child-saga", instance_id, step, msg)
 
     # ------------------------------------------------------------------ actions
 
@@ -684,7 +884,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._start(action)
         elif isinstance(action, Complete):
             self._complete(action)
-        elif isinstance(action, Cancel):
+        elif isinstance(action, (Cancel, CancelChild)):
             self._cancel(action)
         elif isinstance(action, Send):
             self._send(action)
@@ -692,8 +892,17 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._fire_timers()
 
     def open_tasks(self, step: str) -> list[Task]:
-        """The open tasks at *step* of the story's instances (as of the end of the last action)."""
-        return [t for t in self._open_tasks_now if t.step == step]
+        """
+        The open tasks at *step* of the story's instances (as of the end of the last action).
+
+        A step of a child workflow is named ``Child.step``.
+        """
+        return [t for t in self._open_tasks_now if self._step_key(t.instance_id, t.step) == step]
+
+    def _step_key(self, instance_id: str, step: str) -> str:
+        """How actions name *step* of the instance: plain for the tested workflow, ``Child.step`` for a child's."""
+        spec = self._spec(self._tracks[instance_id])
+        return step if spec is self.config.spec else f"{spec.name}.{step}"
 
     def waiting_instances(self) -> list[str]:
         """Ids of the story's instances that wait (as of the end of the last action)."""
@@ -706,7 +915,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
     def _start(self, action: Start) -> None:
         started_as = repr(action.workflow)
         self._pending = (started_as, action.faults)
-        name = f"i{len(self._tracks) + 1}"
+        name = f"i{sum(1 for t in self._tracks.values() if t.parent is None) + 1}"
         faults = f" with faults {action.faults!r}" if action.faults else ""
         note(f"{name} = start {started_as}{faults}")
         self._run(self.engine.start(action.workflow))
@@ -738,23 +947,24 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         except TaskNotAuthorized:
             note(f"    {track.name}  refused, as it must be")
         else:
-            msg = f"{who!r} completed the task at {step}, which only {actors(self._task_spec(step))[:-1]} may"
+            task_spec = self._spec(track).step(task.step).task
+            assert task_spec is not None  # noqa: S101 - tasks belong to human-task steps
+            msg = f"{who!r} completed the task at {step}, which only {actors(task_spec)[:-1]} may"
             self._violate("unauthorised-completion", instance_id, step, msg)
         if self._snapshot(instance_id) != before:
             msg = f"the refused completion of the task at {step} by {who!r} changed the instance"
             self._violate("unauthorised-completion", instance_id, step, msg)
         self._after_rule()
 
-    def _task_spec(self, step: str) -> Any:
-        return self.config.spec.step(step).task
-
     def _snapshot(self, instance_id: str) -> tuple[object, ...]:
         info = self.engine.info(instance_id)
         tasks = tuple((t.id, t.status) for t in self.engine.tasks(instance_id=instance_id))
         return (info.status, info.step, len(self.engine.history(instance_id)), tasks)
 
-    def _cancel(self, action: Cancel) -> None:
-        instance_id = self._waiting_target(action.instance)
+    def _cancel(self, action: Cancel | CancelChild) -> None:
+        children = isinstance(action, CancelChild)
+        waiting = [i for i in self._waiting_now if (self._tracks[i].parent is not None) is children]
+        instance_id = waiting[-1 - action.instance] if action.instance < len(waiting) else None
         if instance_id is None:
             return
         track = self._tracks[instance_id]
@@ -816,12 +1026,16 @@ class _Replay:
     current.
     """
 
-    def __init__(self, spec: WorkflowSpec) -> None:
+    def __init__(self, spec: WorkflowSpec, instance_id: str) -> None:
         self.spec = spec
+        self.instance_id = instance_id
         self.active: list[str] = [spec.initial]
         self.completed = False
         # Per fork being run: the branches started, those skipped, those arrived.
         self.forks: dict[str, tuple[set[str], set[str], set[str]]] = {}
+        # Per subflow step: the child it waits on (started, not finished); every child started, by step.
+        self.open_children: dict[str, str] = {}
+        self.started: dict[str, str] = {}
 
     def where(self) -> str:
         """The current steps, as text."""
@@ -833,7 +1047,15 @@ class _Replay:
         """Replay *e*; what is wrong with it, if anything."""
         kind = e.kind
         source, dest = e.step or "", e.detail or ""
+        if kind is _K.CHILD_STARTED:
+            return self._child_started(source, dest)
+        if kind is _K.CHILD_FINISHED:
+            return self._child_finished(source, dest)
         if kind is _K.TRANSITION:
+            open_child = self.open_children.get(source)
+            if open_child is not None and not any(x.dest == dest and x.is_timeout for x in self.spec.outgoing(source)):
+                return f"the transition {source} -> {dest} while its child {open_child} had not finished"
+            self.open_children.pop(source, None)
             fork = self.spec.fork(source)
             if fork is not None and any(r.name == dest for r in fork.regions) and self._entering(fork.step):
                 return self._enter(source, dest, started=True)
@@ -844,6 +1066,27 @@ class _Replay:
             return self._arrive(source, dest)
         if kind is _K.JOINED:
             return self._join(source, dest)
+        return None
+
+    def _child_started(self, step: str, child_id: str) -> str | None:
+        spec = self.spec
+        if step not in self.active or not spec.has_step(step) or spec.step(step).kind is not StepKind.SUBFLOW:
+            return f"a child {child_id} started by {step} while the machine was at {self.where()}"
+        if step in self.open_children:
+            return f"a second child {child_id} started by {step}, whose child {self.open_children[step]} runs"
+        if not child_id.startswith(f"{self.instance_id}/") or child_id in self.started:
+            return f"a child {child_id} started by {step}: not a new id under its parent's"
+        self.started[child_id] = step
+        self.open_children[step] = child_id
+        return None
+
+    def _child_finished(self, step: str, detail: str) -> str | None:
+        child_id, _, how = detail.rpartition(" ")
+        if self.open_children.get(step) != child_id:
+            return f"the child {child_id} of {step} finished, but {step} was not waiting on it"
+        if how not in _ENDED:
+            return f"the child {child_id} of {step} finished {how}, which is no end"
+        del self.open_children[step]
         return None
 
     def _entering(self, fork: str) -> bool:
@@ -948,7 +1191,9 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     generated messages, let time pass until timers fire, cancel waiting
     instances, and inject faults into step and compensation attempts. A broken
     invariant or a modelling bug raises :class:`InvariantViolation`, shrunk to the
-    shortest story; the built-in checks are listed on ``dsl/testing.md``.
+    shortest story; the built-in checks are listed on ``dsl/testing.md``. The
+    children of ``@subflow`` steps run in the same stories: their tasks are
+    completed (as ``"Child.step"``), their steps get faults, they are checked too.
 
     Args:
         workflow: The workflow class.
@@ -956,7 +1201,8 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             without a default drawn from its type (floats finite), and at and
             around the constants guards compare it with.
         forms: Strategies for forms, keyed by human-task step (``Wf.approve``, or its
-            name) or by form type; default: drawn from the declared form type.
+            name; ``"Child.step"`` for a child's) or by form type; default: drawn
+            from the declared form type.
         messages: Strategies for the messages ``@wait_for`` steps take, keyed by type;
             default: drawn from the type. Messages go to waiting instances.
         services: The services steps call: a mapping or registry (shared by every
@@ -972,7 +1218,8 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             before it counts as a loop with no exit (default: 20 per step, at least
             200).
         allow_no_edge: Steps after which "no edge enabled" is intended: the instance
-            then fails and compensates on purpose, and it is not reported.
+            then fails and compensates on purpose, and it is not reported (a child's
+            step as ``Child.step`` or the step object).
 
     Returns:
         A :class:`WorkflowStateMachine` subclass with ``TestCase`` and ``coverage``.
@@ -993,15 +1240,10 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
         def make_services() -> ServiceRegistry | Mapping[str, object] | None:
             return shared
 
-    subflows = [s.name for s in spec.steps if s.kind is StepKind.SUBFLOW]
-    if subflows:
-        msg = (
-            f"WorkflowMachine does not run workflows with @subflow steps yet ({spec.name}: {', '.join(subflows)}); "
-            "test the child class on its own, and the parent with paths() and engine tests"
-        )
-        raise NotImplementedError(msg)
+    tree = _tree(workflow, spec)
+    specs = [sp for _, sp in tree]
     errors: dict[str, Callable[[str], BaseException]] = {}
-    for edge in spec.edges:
+    for edge in (e for sp in specs for e in sp.edges):
         for exc_type in edge.on_error:
             build = make_error(exc_type)
             if build is not None:
@@ -1011,29 +1253,37 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
         spec=spec,
         services=make_services,
         max_transitions=max_transitions if max_transitions is not None else max(200, 20 * len(spec.steps)),
-        allow_no_edge=frozenset(s if isinstance(s, str) else s.name for s in allow_no_edge),
+        allow_no_edge=frozenset(_allowed(s, tree) for s in allow_no_edge),
         require_coverage=require_coverage,
         errors=errors,
+        tree=tree,
+        explicit_max=max_transitions is not None,
     )
-    start_inputs = inputs if inputs is not None else input_strategy(workflow, spec)
+    start_inputs = inputs if inputs is not None else input_strategy(workflow, spec, specs[1:])
     plans = fault_plans(spec, errors) if faults else st.just(cast("FaultPlan", {}))
     actions: list[st.SearchStrategy[Action]] = [st.builds(Start, workflow=start_inputs, faults=plans)]
     form_overrides = dict(forms or {})
-    for s in spec.steps:
-        task = s.task
-        if s.kind is not StepKind.HUMAN_TASK or task is None:
-            continue
-        by_step = next((v for k, v in form_overrides.items() if _names_step(k, s.name)), None)
-        by_type = form_overrides.get(task.form) if task.form is not None else None
-        form = by_step or by_type or form_strategy(task)
-        actions.append(st.builds(Complete, step=st.just(s.name), task=_PICK, form=form, by=_people(task)))
-    message_types = sorted({s.message for s in spec.steps if s.message is not None}, key=lambda t: t.__name__)
+    for cls, sp in tree:
+        for s in sp.steps:
+            task = s.task
+            if s.kind is not StepKind.HUMAN_TASK or task is None:
+                continue
+            key = s.name if sp is spec else f"{sp.name}.{s.name}"
+            by_step = next((v for k, v in form_overrides.items() if _names_step(k, key, s.name, cls)), None)
+            by_type = form_overrides.get(task.form) if task.form is not None else None
+            form = by_step or by_type or form_strategy(task)
+            actions.append(st.builds(Complete, step=st.just(key), task=_PICK, form=form, by=_people(task)))
+    message_types = sorted({s.message for sp in specs for s in sp.steps if s.message is not None}, key=_type_name)
     for message_type in message_types:
         message = (messages or {}).get(message_type) or st.from_type(cast("type[Any]", message_type))
         actions.append(st.builds(Send, instance=_PICK, message=message))
-    if any(e.is_timeout for e in spec.edges) or any(s.kind is StepKind.TIMER for s in spec.steps):
+    if any(e.is_timeout for sp in specs for e in sp.edges) or any(
+        s.kind is StepKind.TIMER for sp in specs for s in sp.steps
+    ):
         actions.append(st.just(FireTimers()))
     actions.append(st.builds(Cancel, instance=_PICK, compensate=st.booleans()))
+    if len(tree) > 1:
+        actions.append(st.builds(CancelChild, instance=_PICK, compensate=st.booleans()))
 
     def do(self: WorkflowStateMachine, action: Action) -> None:
         self.apply(action)
@@ -1066,8 +1316,37 @@ def _people(task: TaskSpec) -> st.SearchStrategy[Actor]:
     return st.sampled_from([*allowed, *allowed, *allowed, intruder])
 
 
-def _names_step(key: object, name: str) -> bool:
-    return key == name or (isinstance(key, Step) and key.name == name)
+def _names_step(key: object, qualified: str, name: str, owner: type[Any]) -> bool:
+    """Whether a ``forms=`` key names the step: ``Wf.step``, its name, or ``"Child.step"`` for a child's."""
+    if isinstance(key, Step):
+        return key.name == name and key.owner == owner.__qualname__
+    return key == qualified
+
+
+def _type_name(tp: type) -> str:
+    return tp.__name__
+
+
+def _tree(workflow: type[Any], spec: WorkflowSpec) -> tuple[tuple[type[Any], WorkflowSpec], ...]:
+    """*workflow* and every workflow its ``@subflow`` steps start, and theirs, each once, breadth first."""
+    found: dict[type[Any], WorkflowSpec] = {workflow: spec}
+    queue = [spec]
+    while queue:
+        for s in queue.pop(0).steps:
+            if s.child is not None and s.child not in found:
+                found[s.child] = spec_of(s.child)
+                queue.append(found[s.child])
+    return tuple(found.items())
+
+
+def _allowed(step: Step[Any, Any, Any] | str, tree: tuple[tuple[type[Any], WorkflowSpec], ...]) -> str:
+    """An ``allow_no_edge=`` entry as the name checks compare: ``step``, or ``Child.step`` for a child's."""
+    if isinstance(step, str):
+        return step
+    for cls, sp in tree[1:]:
+        if step.owner == cls.__qualname__:
+            return f"{sp.name}.{step.name}"
+    return step.name
 
 
 def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:
@@ -1105,6 +1384,7 @@ def _public_module() -> None:
         Start,
         Complete,
         Cancel,
+        CancelChild,
         Send,
         FireTimers,
     ):

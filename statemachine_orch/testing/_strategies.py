@@ -15,7 +15,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import attrs
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from statemachine_orch._paths import guard_constants
 from statemachine_orch._spec import TaskSpec, WorkflowSpec
+from statemachine_orch._workflow import spec_of
 
 OK = "ok"
 TRANSIENT = "transient"
@@ -60,14 +61,21 @@ def resolve_annotation(tp: object, owner: type[Any]) -> object:
     return hints["value"]
 
 
-def input_strategy(workflow: type[Any], spec: WorkflowSpec) -> st.SearchStrategy[Any]:
+def input_strategy(
+    workflow: type[Any], spec: WorkflowSpec, related: Sequence[WorkflowSpec] = ()
+) -> st.SearchStrategy[Any]:
     """
     New instances of *workflow*: every field without a default drawn from its type.
 
     A field that guards compare with constants is also drawn at and right around
     them (``wf.weight < 10`` makes 9, 10 and 11 likely): guard gaps hide there.
+    So are the constants the guards of the *related* workflows (its children)
+    compare a field of the same name with: a parent often hands a field on as it is.
     """
     constants = guard_constants(spec)
+    for other in related:
+        for name, found in guard_constants(other).items():
+            constants.setdefault(name, set()).update(found)
     required: dict[str, st.SearchStrategy[Any]] = {}
     for f in spec.fields:
         if f.has_default:
@@ -171,10 +179,24 @@ def fault_plans(spec: WorkflowSpec, errors: Mapping[str, object]) -> st.SearchSt
 
     Half the instances run without faults (that is where the deep edges are), the
     other half with a plan; a plan shrinks to fewer entries, then to shorter ones.
+    The children of ``@subflow`` steps get entries of their own (``step/child_step``).
 
     Args:
         spec: The workflow.
         errors: The names of the ``on_error`` exception types that can be built.
+    """
+    # Measured: this shape (an optional entry per step) lets the shrinker delete whole
+    # actions of a story; padding a sampled_from with "no fault" entries did not.
+    plans = st.fixed_dictionaries({}, optional=_optional_faults(spec, errors)).map(dict)
+    return st.one_of(st.just(cast("FaultPlan", {})), plans)
+
+
+def _optional_faults(spec: WorkflowSpec, errors: Mapping[str, object]) -> dict[str, st.SearchStrategy[tuple[str, ...]]]:
+    """
+    The plan entries *spec* may have, by step or compensation name.
+
+    A ``@subflow`` step's child has its own entries, its names prefixed with the
+    step's (``ship/pack``): they apply to every child that step starts.
     """
     optional: dict[str, st.SearchStrategy[tuple[str, ...]]] = {}
     for s in spec.steps:
@@ -182,11 +204,13 @@ def fault_plans(spec: WorkflowSpec, errors: Mapping[str, object]) -> st.SearchSt
         optional[s.name] = st.sampled_from(_step_plans(s.retry.attempts, [TRANSIENT, *routed]))
     for s in spec.steps:
         comp = s.compensation
-        if comp is not None and comp.retry.attempts > 1:
+        # A subflow step's compensation is its child's own: faults go into those.
+        if comp is not None and comp.retry.attempts > 1 and s.child is None:
             # Never more transient faults than the policy absorbs: a failure is then the compensation's own.
             budget = comp.retry.attempts - 1
             optional[comp.name] = st.sampled_from([(TRANSIENT,) * n for n in sorted({1, min(budget, 2), budget})])
-    # Measured: this shape (an optional entry per step) lets the shrinker delete whole
-    # actions of a story; padding a sampled_from with "no fault" entries did not.
-    plans = st.fixed_dictionaries({}, optional=optional).map(dict)
-    return st.one_of(st.just(cast("FaultPlan", {})), plans)
+    for s in spec.steps:
+        if s.child is not None:
+            for name, plan in _optional_faults(spec_of(s.child), errors).items():
+                optional[f"{s.name}/{name}"] = plan
+    return optional
