@@ -1323,14 +1323,14 @@ class Engine:
                 branch.cancelled = why
             task.cancel()
 
-    def _leave_fork(self, rec: InstanceRecord, why: str) -> None:
+    def _leave_fork(self, rec: InstanceRecord, why: str, *, compensate: bool = True) -> None:
         """The instance leaves its fork for good: cancel the branches, their tasks and timers."""
         self._cancel_branches(rec, why, keep=asyncio.current_task())
         for name, branch in rec.branches.items():
             if branch.task_id is not None:
                 self._close_task(rec, why, branch)
             if branch.waiting and rec.spec.step(name).child is not None:
-                self._cancel_child(_child_id(rec, branch), why)
+                self._cancel_child(_child_id(rec, branch), why, compensate=compensate)
             branch.wake_at = None
         rec.branches = {}
         rec.wake_at = None
@@ -1729,7 +1729,7 @@ class Engine:
         if state.__class__ is str and rec.spec.has_step(state) and rec.spec.step(state).child is not None:
             self._cancel_child(_child_id(rec, rec), f"its parent was cancelled: {reason}", compensate=compensate)
         if rec.branches:
-            self._leave_fork(rec, f"cancelled: {reason}" if reason else "cancelled")
+            self._leave_fork(rec, f"cancelled: {reason}" if reason else "cancelled", compensate=compensate)
         rec.wake_at = None
         rec.payload = NO_PAYLOAD
         rec.error = rec.cause = f"cancelled: {reason}" if reason else "cancelled"

@@ -297,11 +297,6 @@ class WmVenue(Workflow, version="1"):
     def done(self, ctx: Ctx) -> None: ...
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: cancel(compensate=False) of a parent inside a fork compensates the child a branch waits on "
-    "(_leave_fork calls _cancel_child without compensate=); outside forks the child is abandoned too",
-)
 def test_a_parent_cancelled_without_compensation_in_a_fork_abandons_its_child() -> None:
     engine = virtual_engine(record_coverage=False)
 
