@@ -208,16 +208,11 @@ class Engine:
             # however many are in flight.
             self._enqueue_id(instance_id)
             resumed += 1
-        for info in self.store.infos(InstanceStatus.WAITING, None):
+        for instance_id in self.store.waiting_parents():
             # A parent whose child ended while no engine ran hears of it now.
-            cls = self.registry.resolve(info.workflow, info.version)
-            spec = cls.__orch_spec__ if cls is not None else None
-            if spec is None or info.id in self._live or info.id in self._queued_ids:
-                continue
-            if not any(spec.has_step(s) and spec.step(s).child is not None for s in info.steps):
-                continue
-            self._enqueue_id(info.id)
-            resumed += 1
+            if instance_id not in self._live and instance_id not in self._queued_ids:
+                self._enqueue_id(instance_id)
+                resumed += 1
         for instance_id in self.store.signalled():
             if instance_id in self._live:
                 continue

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from ._history import HistoryEvent, new_event
 from ._instance import EMPTY as _EMPTY
+from ._status import InstanceStatus
 from ._tasks import Task, TaskStatus
 
 if TYPE_CHECKING:
     from ._instance import InstanceInfo, InstanceRecord, Signal
     from ._registry import WorkflowRegistry
-    from ._status import InstanceStatus
 
 
 class Store(Protocol):
@@ -61,6 +61,10 @@ class Store(Protocol):
 
     def children(self, parent_id: str) -> list[InstanceInfo]:
         """Snapshots of the instances started by *parent_id*'s subflow steps, oldest first."""
+        ...
+
+    def waiting_parents(self) -> list[str]:
+        """Waiting instances with a child that has ended (recovery resumes them)."""
         ...
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
@@ -236,6 +240,20 @@ class MemoryStore:
     def children(self, parent_id: str) -> list[InstanceInfo]:
         """The instance's children, oldest first."""
         return [r.info() for r in self._records.values() if r.parent == parent_id]
+
+    def waiting_parents(self) -> list[str]:
+        """Waiting instances with an ended child."""
+        records = self._records
+        return sorted(
+            {
+                r.parent
+                for r in records.values()
+                if r.parent is not None
+                and r.status.is_terminal
+                and (p := records.get(r.parent)) is not None
+                and p.status is InstanceStatus.WAITING
+            }
+        )
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The instance's filed history."""

@@ -538,6 +538,16 @@ class SqliteStore:
         return [self._info(r) for r in rows]
 
     @_reads
+    def waiting_parents(self) -> list[str]:
+        """Waiting instances with an ended child."""
+        rows = self._db.execute(
+            "SELECT DISTINCT p.id FROM instances c JOIN instances p ON p.id = c.parent "
+            "WHERE c.parent IS NOT NULL AND c.status IN ('completed', 'failed', 'cancelled', 'compensation_failed') "
+            "AND p.status = 'waiting'"
+        )
+        return [r[0] for r in rows]
+
+    @_reads
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The committed history, oldest first."""
         rows = self._db.execute(
