@@ -1480,18 +1480,13 @@ class Engine:
             self._moved(rec, name, before)
             await self._save(rec)
             return
-        if step.kind is StepKind.WAIT_FOR:
-            message_type = step.message
-            assert message_type is not None  # noqa: S101 - wait_for steps always have one
-            for sig in self.store.signals(rec.id):
-                if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
-                    rec.add_consumed_signal(sig.seq)
-                    branch.payload = sig.message
-                    branch.wake_at = None
-                    branch.waiting = False
-                    _sync_wake(rec)
-                    self._note(rec, _K.MESSAGE_RECEIVED, name, 0, message_type.__name__)
-                    return
+        if step.kind is StepKind.WAIT_FOR and (message := self._take_message(rec, step)) is not NO_PAYLOAD:
+            branch.payload = message
+            branch.wake_at = None
+            branch.waiting = False
+            _sync_wake(rec)
+            self._note(rec, _K.MESSAGE_RECEIVED, name, 0, _type_label(step.message))
+            return
         if branch.waiting:
             return
         if step.kind is StepKind.HUMAN_TASK:
@@ -1507,6 +1502,16 @@ class Engine:
         await self._save(rec)
 
     # ----------------------------------------------------------------- waiting steps
+
+    def _take_message(self, rec: InstanceRecord, step: StepSpec) -> object:
+        """Consume the oldest stored message a ``@wait_for`` step takes (``NO_PAYLOAD``: none); the caller notes it."""
+        message_type = step.message
+        assert message_type is not None  # noqa: S101 - wait_for steps always have one
+        for sig in self.store.signals(rec.id):
+            if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
+                rec.add_consumed_signal(sig.seq)
+                return sig.message
+        return NO_PAYLOAD
 
     async def _wait(self, rec: InstanceRecord, step: StepSpec) -> bool:
         """Enter or re-check a waiting step; True when the instance stays parked."""
@@ -1536,17 +1541,12 @@ class Engine:
             self._moved(rec, step.name)
             await self._save(rec)
             return False
-        if step.kind is StepKind.WAIT_FOR:
-            message_type = step.message
-            assert message_type is not None  # noqa: S101 - wait_for steps always have one
-            for sig in self.store.signals(rec.id):
-                if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
-                    rec.add_consumed_signal(sig.seq)
-                    rec.payload = sig.message
-                    rec.wake_at = None
-                    self._set_status(rec, InstanceStatus.RUNNING)
-                    self._note(rec, _K.MESSAGE_RECEIVED, step.name, 0, message_type.__name__)
-                    return False
+        if step.kind is StepKind.WAIT_FOR and (message := self._take_message(rec, step)) is not NO_PAYLOAD:
+            rec.payload = message
+            rec.wake_at = None
+            self._set_status(rec, InstanceStatus.RUNNING)
+            self._note(rec, _K.MESSAGE_RECEIVED, step.name, 0, _type_label(step.message))
+            return False
         if rec.status is InstanceStatus.WAITING:
             return True
         if step.kind is StepKind.HUMAN_TASK:
@@ -1899,6 +1899,10 @@ def _check_form(task: Task, form: object) -> None:
     if not isinstance(form, expected):
         msg = f"the form must be an instance of {expected.__name__}, got {form!r} ({type(form).__name__})"
         raise TaskFormError(task.id, msg)
+
+
+def _type_label(tp: type | None) -> str:
+    return tp.__name__ if tp is not None else "?"
 
 
 def _type_name(tp: type) -> str:

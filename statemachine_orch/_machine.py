@@ -51,6 +51,16 @@ from ._spec import (
 
 STATE_ATTRIBUTE = "_orch_state"
 
+# Every workflow machine: no model of its own (instances are passed to each
+# trigger), no auto transitions, conditions called with the trigger's arguments.
+_SHARED: dict[str, Any] = {
+    "model": None,
+    "initial": CREATED,
+    "auto_transitions": False,
+    "send_event": False,
+    "model_attribute": STATE_ATTRIBUTE,
+}
+
 
 def build_machine(spec: WorkflowSpec) -> Machine:
     """Compile *spec* into its shared machine (no models): hierarchical when it forks."""
@@ -78,16 +88,7 @@ def build_machine(spec: WorkflowSpec) -> Machine:
         )
         transitions.extend({"trigger": "timeout", "source": s.name, "dest": e.dest} for e in out if e.is_timeout)
     transitions += _lifecycle(steps)
-    return Machine(
-        model=None,
-        states=[*LIFECYCLE_STATES, *steps],
-        transitions=transitions,
-        initial=CREATED,
-        auto_transitions=False,
-        send_event=False,
-        model_attribute=STATE_ATTRIBUTE,
-        name=spec.name,
-    )
+    return Machine(states=[*LIFECYCLE_STATES, *steps], transitions=transitions, name=spec.name, **_SHARED)
 
 
 class _State(NestedState):
@@ -330,16 +331,7 @@ def build_hierarchical(spec: WorkflowSpec) -> ForkMachine:
         )
     running = [*top, *(compounds[f.step] for f in spec.forks if f.parent is None)]
     transitions += _lifecycle(running)
-    machine = ForkMachine(
-        model=None,
-        states=[*LIFECYCLE_STATES, *top, *tops],
-        transitions=transitions,
-        initial=CREATED,
-        auto_transitions=False,
-        send_event=False,
-        model_attribute=STATE_ATTRIBUTE,
-        name=spec.name,
-    )
+    machine = ForkMachine(states=[*LIFECYCLE_STATES, *top, *tops], transitions=transitions, name=spec.name, **_SHARED)
     machine.paths = paths
     machine.region_paths = region_paths
     machine.compounds = compounds
