@@ -334,13 +334,15 @@ class Engine:
         Raises:
             InstanceNotFound: No instance has this id.
         """
-        rec = self._live.get(instance_id)
-        if rec is not None:
-            return rec.info()
-        info = self.store.info(instance_id)
+        info = self._find_info(instance_id)
         if info is None:
             raise InstanceNotFound(instance_id)
         return info
+
+    def _find_info(self, instance_id: str) -> InstanceInfo | None:
+        """A snapshot of the live record, else of the stored one, else None."""
+        rec = self._live.get(instance_id)
+        return rec.info() if rec is not None else self.store.info(instance_id)
 
     def instances(
         self, status: InstanceStatus | None = None, workflow: type[Workflow] | str | None = None
@@ -1109,7 +1111,7 @@ class Engine:
         Their own histories hold their steps; the parent's history names each
         child in its ``child_started`` / ``child_finished`` entries.
         """
-        return [self._child_info(i.id) or i for i in self.store.children(instance_id)]
+        return [self._find_info(i.id) or i for i in self.store.children(instance_id)]
 
     def tree(self, instance_id: str) -> str:
         """
@@ -1135,15 +1137,11 @@ class Engine:
         add(self.info(instance_id), 0, "")
         return "\n".join(lines)
 
-    def _child_info(self, child_id: str) -> InstanceInfo | None:
-        rec = self._live.get(child_id)
-        return rec.info() if rec is not None else self.store.info(child_id)
-
     async def _child_wait(self, rec: InstanceRecord, step: StepSpec, tok: Branch | None) -> bool:
         """Start the child of a subflow step, or see whether it ended; True while the step waits."""
         t: InstanceRecord | Branch = rec if tok is None else tok
         child_id = _child_id(rec, t)
-        info = self._child_info(child_id)
+        info = self._find_info(child_id)
         if info is None:
             ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, t.attempt, (rec.id, t.visit, ""))
             start = step.start
@@ -1224,7 +1222,7 @@ class Engine:
     def _children_running(self, rec: InstanceRecord) -> bool:
         """Whether a child of *rec* has not ended yet (one cancelled with it may still be undoing itself)."""
         for child in self.store.children(rec.id):
-            info = self._child_info(child.id)
+            info = self._find_info(child.id)
             if info is not None and not info.status.is_terminal:
                 return True
         return False
@@ -1242,7 +1240,7 @@ class Engine:
         ids = [f"{rec.id}/{visit}"] + [f"{rec.id}/{visit}.{a}" for a in range(2, attempts + 1)]
         # The step completed, so its last child did: earlier attempts' children failed.
         for child_id in reversed(ids):
-            info = self._child_info(child_id)
+            info = self._find_info(child_id)
             if info is None:
                 continue
             status = info.status
@@ -1326,10 +1324,8 @@ class Engine:
                 self._close_task(rec, why, branch)
             if branch.waiting and rec.spec.step(name).child is not None:
                 self._cancel_child(_child_id(rec, branch), why, compensate=compensate)
-            branch.wake_at = None
         rec.branches = {}
         rec.wake_at = None
-        rec.task_id = None
 
     async def _drive_fork(self, rec: InstanceRecord) -> bool:
         """Run the runnable branches of a fork together; True when every branch waits."""
@@ -1432,7 +1428,7 @@ class Engine:
             return True
         kind = rec.spec.step(name).kind
         if kind is StepKind.SUBFLOW:
-            info = self._child_info(_child_id(rec, branch))
+            info = self._find_info(_child_id(rec, branch))
             return info is None or info.status.is_terminal
         return kind is StepKind.WAIT_FOR and self._message_arrived(rec, name)
 

@@ -34,6 +34,7 @@ from transitions import Machine
 from transitions.extensions.nesting import HierarchicalMachine, NestedState
 
 from ._errors import GuardError
+from ._instance import leaves
 from ._spec import (
     CANCELLED,
     CANCELLING,
@@ -231,7 +232,7 @@ def _find_compound(state: Any, prefix: str) -> tuple[list[Any], int] | tuple[()]
     """
 
     def inside(item: Any) -> bool:
-        return all(leaf.startswith(prefix) for leaf in leaves_of(item))
+        return all(leaf.startswith(prefix) for leaf in leaves(item))
 
     if not isinstance(state, list):
         return None
@@ -246,16 +247,6 @@ def _find_compound(state: Any, prefix: str) -> tuple[list[Any], int] | tuple[()]
                     return items, i
                 stack.append(item)  # pyright: ignore[reportUnknownArgumentType]
     return None
-
-
-def leaves_of(state: Any) -> list[str]:
-    """The leaf paths of a state list (nested lists flattened)."""
-    if isinstance(state, str):
-        return [state]
-    out: list[str] = []
-    for item in state:
-        out.extend(leaves_of(item))
-    return out
 
 
 START = "@start"

@@ -279,6 +279,7 @@ class WorkflowSpec:
     forks: tuple[ForkSpec, ...] = ()
     _fork_of: Mapping[str, ForkSpec] = attrs.field(init=False, repr=False, eq=False)
     _branch_of: Mapping[str, tuple[ForkSpec, RegionSpec]] = attrs.field(init=False, repr=False, eq=False)
+    _has_subflows: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         """Index steps, edges and branches by name once."""
@@ -290,6 +291,8 @@ class WorkflowSpec:
                 for name in r.steps:
                     branch_of[name] = (f, r)
         object.__setattr__(self, "_branch_of", MappingProxyType(branch_of))
+        # Read on every compensation run: computed once.
+        object.__setattr__(self, "_has_subflows", any(s.child is not None for s in self.steps))
         by_name = {s.name: s for s in self.steps}
         outgoing: dict[str, list[EdgeSpec]] = {s.name: [] for s in self.steps}
         for e in self.edges:
@@ -335,7 +338,7 @@ class WorkflowSpec:
     @property
     def has_subflows(self) -> bool:
         """Whether any step starts a child workflow."""
-        return any(s.child is not None for s in self.steps)
+        return self._has_subflows
 
     @property
     def has_forks(self) -> bool:
