@@ -18,22 +18,15 @@ first; and each undo was performed under a single idempotency key.
 
 from __future__ import annotations
 
-import os
-import random
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from statemachine_orch import EventKind, InstanceStatus, SqliteStore, WorkflowRegistry
-from tests.crash.crash_flow import EFFECTS_ENV
 from tests.crash.fork_worker import FeCrashFork
-from tests.crash.procs import finish, kill
+from tests.crash.procs import crash_loop
 
-ROOT = Path(__file__).resolve().parents[2]
 ORDERS = 40
 KILLS = 10
 
@@ -41,38 +34,6 @@ pytestmark = pytest.mark.slow
 
 K = EventKind
 UNDO = {"reserve": "release", "pack": "unpack", "label": "unlabel", "record": "unrecord"}
-
-
-def _spawn(db: Path, effects: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, EFFECTS_ENV: str(effects), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "tests.crash.fork_worker", str(db), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _crash_loop(db: Path, effects: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    seeder = _spawn(db, effects, "seed", str(ORDERS))
-    _, err = finish(seeder, 60)
-    assert seeder.returncode == 0, err
-    for _ in range(KILLS):
-        proc = _spawn(db, effects, "work")
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("recovered"), f"worker did not start: {line!r}"
-            time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            kill(proc)
-    final = _spawn(db, effects, "work")
-    out, err = finish(final, 60)
-    assert final.returncode == 0, err
-    assert "ALL DONE" in out
 
 
 def _check_store(db: Path, effects: Path) -> None:
@@ -125,5 +86,5 @@ def test_sigkill_mid_fork_loses_nothing_and_repeats_nothing(tmp_path: Path, seed
     """Forked orders survive repeated SIGKILLs of their worker and finish as if nothing happened."""
     db = tmp_path / "forks.db"
     effects = tmp_path / "effects.log"
-    _crash_loop(db, effects, seed)
+    crash_loop("tests.crash.fork_worker", db, effects, seed=seed, count=ORDERS, kills=KILLS, max_pause=0.25)
     _check_store(db, effects)

@@ -12,61 +12,19 @@ effect performed (at least once) under its stable idempotency key.
 
 from __future__ import annotations
 
-import os
-import random
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from statemachine_orch import EventKind, InstanceStatus, SqliteStore, WorkflowRegistry, spec_of
-from tests.crash.crash_flow import EFFECTS_ENV, CrashFlow
-from tests.crash.procs import finish, kill
+from tests.crash.crash_flow import CrashFlow
+from tests.crash.procs import crash_loop
 
-ROOT = Path(__file__).resolve().parents[2]
 INSTANCES = 40
 KILLS = 12
 
 pytestmark = pytest.mark.slow
-
-
-def _spawn(db: Path, effects: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, EFFECTS_ENV: str(effects), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.crash.worker", str(db), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_ready(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("recovered"), f"worker did not start: {line!r} {proc.stderr and proc.stderr.read()}"
-
-
-def _crash_loop(db: Path, effects: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    seeder = _spawn(db, effects, "seed", str(INSTANCES))
-    _, err = finish(seeder, 60)
-    assert seeder.returncode == 0, err
-    for _ in range(KILLS):
-        proc = _spawn(db, effects, "run")
-        try:
-            _wait_ready(proc)
-            time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            kill(proc)
-    final = _spawn(db, effects, "run")
-    out, err = finish(final, 120)
-    assert final.returncode == 0, err
-    assert "ALL DONE" in out
 
 
 def _check_store(db: Path, effects: Path) -> None:
@@ -116,5 +74,15 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, seed: int) -> No
     """Instances survive repeated SIGKILLs of their worker and finish as if nothing happened."""
     db = tmp_path / "crash.db"
     effects = tmp_path / "effects.log"
-    _crash_loop(db, effects, seed)
+    crash_loop(
+        "tests.crash.worker",
+        db,
+        effects,
+        seed=seed,
+        count=INSTANCES,
+        kills=KILLS,
+        max_pause=0.25,
+        work=("run",),
+        final_timeout=120,
+    )
     _check_store(db, effects)

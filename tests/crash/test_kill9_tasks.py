@@ -15,22 +15,15 @@ idempotency key.
 
 from __future__ import annotations
 
-import os
-import random
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from statemachine_orch import EventKind, InstanceStatus, SqliteStore, WorkflowRegistry
-from tests.crash.crash_flow import EFFECTS_ENV
-from tests.crash.procs import finish, kill
+from tests.crash.procs import crash_loop
 from tests.crash.task_worker import TaskFlow
 
-ROOT = Path(__file__).resolve().parents[2]
 ORDERS = 120
 KILLS = 10
 BATCH = 12
@@ -39,38 +32,6 @@ BATCH = 12
 pytestmark = pytest.mark.slow
 
 K = EventKind
-
-
-def _spawn(db: Path, effects: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, EFFECTS_ENV: str(effects), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "tests.crash.task_worker", str(db), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _crash_loop(db: Path, effects: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    seeder = _spawn(db, effects, "seed", str(ORDERS))
-    _, err = finish(seeder, 60)
-    assert seeder.returncode == 0, err
-    for _ in range(KILLS):
-        proc = _spawn(db, effects, "work", str(BATCH))
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("recovered"), f"worker did not start: {line!r}"
-            time.sleep(rng.uniform(0.0, 0.06))
-        finally:
-            kill(proc)
-    final = _spawn(db, effects, "work")
-    out, err = finish(final, 120)
-    assert final.returncode == 0, err
-    assert "ALL DONE" in out
 
 
 def _expected(n: int) -> InstanceStatus:
@@ -125,5 +86,15 @@ def test_sigkill_while_completing_tasks_and_compensating_loses_nothing(tmp_path:
     """Completions and withdrawals interrupted by SIGKILL still end every order as if nothing happened."""
     db = tmp_path / "tasks.db"
     effects = tmp_path / "effects.log"
-    _crash_loop(db, effects, seed)
+    crash_loop(
+        "tests.crash.task_worker",
+        db,
+        effects,
+        seed=seed,
+        count=ORDERS,
+        kills=KILLS,
+        max_pause=0.06,
+        work=("work", str(BATCH)),
+        final_timeout=120,
+    )
     _check_store(db, effects)

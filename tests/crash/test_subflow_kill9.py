@@ -20,19 +20,13 @@ performed under a single idempotency key (issue 5).
 
 from __future__ import annotations
 
-import os
-import random
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from statemachine_orch import EventKind, HistoryEvent, InstanceInfo, InstanceStatus, SqliteStore, WorkflowRegistry
-from tests.crash.crash_flow import EFFECTS_ENV
-from tests.crash.procs import finish, kill
+from tests.crash.procs import crash_loop
 from tests.crash.subflow_worker import (
     WORKFLOWS,
     ScCrashOrder,
@@ -42,7 +36,6 @@ from tests.crash.subflow_worker import (
     needs_check,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 ORDERS = 30
 KILLS = 10
 
@@ -56,38 +49,6 @@ LOGGED = {"reserve", "fallback", "bill", "done", "prepare", "produce", "seal"}
 """The steps that log an effect (``ship`` starts a child, ``check`` takes a form: nothing outside)."""
 Effect = tuple[str, str]
 """An effect line: ``(kind, idempotency key)``."""
-
-
-def _spawn(db: Path, effects: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, EFFECTS_ENV: str(effects), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-X", "faulthandler", "-m", "tests.crash.subflow_worker", str(db), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _crash_loop(db: Path, effects: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    seeder = _spawn(db, effects, "seed", str(ORDERS))
-    _, err = finish(seeder, 60)
-    assert seeder.returncode == 0, err
-    for _ in range(KILLS):
-        proc = _spawn(db, effects, "work")
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("recovered"), f"worker did not start: {line!r}"
-            time.sleep(rng.uniform(0.0, 0.2))
-        finally:
-            kill(proc)
-    final = _spawn(db, effects, "work")
-    out, err = finish(final, 60)
-    assert final.returncode == 0, err
-    assert "ALL DONE" in out
 
 
 def _done(history: list[HistoryEvent], who: str) -> list[str]:
@@ -210,5 +171,5 @@ def test_sigkill_around_child_workflows_loses_nothing_and_repeats_nothing(tmp_pa
     """Parents and their children survive repeated SIGKILLs of their worker and finish as if nothing happened."""
     db = tmp_path / "subflows.db"
     effects = tmp_path / "effects.log"
-    _crash_loop(db, effects, seed)
+    crash_loop("tests.crash.subflow_worker", db, effects, seed=seed, count=ORDERS, kills=KILLS, max_pause=0.2)
     _check_store(db, effects)
