@@ -8,8 +8,13 @@ counters, timer), its new history rows, its changed tasks and the signals it
 consumed. The engine batches the commits of concurrent instances into one call
 (group commit), so one fsync covers many transitions.
 
-One engine process uses a file at a time: a lock file next to it (``flock``,
-released by the kernel when the process dies, even by SIGKILL) says so.
+One engine process uses a file at a time: on Linux it holds an exclusive
+``flock`` on the database file itself, so the lock belongs to the file (its
+inode) however it is reached (a symbolic link, a hard link), and the kernel
+releases it when the process dies, even by SIGKILL. (Linux keeps ``flock`` locks
+apart from the POSIX locks SQLite takes on the same file; BSD and macOS do not,
+so there the ``flock`` is on ``<real path>.lock`` beside the file.) A network
+file system is not supported: SQLite's WAL mode needs shared memory.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import functools
 import json
 import os
 import sqlite3
+import stat
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -158,6 +166,46 @@ def _reads(method: Callable[Concatenate[SqliteStore, _P], _T]) -> Callable[Conca
     return read
 
 
+_FLOCK_THE_FILE = sys.platform == "linux"
+"""Whether the one-engine flock can be on the database file itself: on BSD and
+macOS an exclusive flock would also block this process's own SQLite (its POSIX
+locks), so there it is on a lock file beside the file's real path instead, which
+a hard link or deleting that lock file gets round."""
+
+_held_guard = threading.Lock()
+_held: dict[tuple[int, int], list[int]] = {}
+"""The files (device, inode) this process holds a store on, each with descriptors
+of that file to close only when the store closes: closing any descriptor of a file
+drops every POSIX lock the process has on it, SQLite's included."""
+
+
+_LOCKS_FIELDS = 6
+"""The fields of a /proc/locks line up to the file: number, class, mode, access, pid, device:inode."""
+
+
+def _holder_pid(st: os.stat_result) -> str:
+    """The pid of the process holding the flock on the file *st* describes, from Linux's /proc/locks, or "?"."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:  # noqa: PTH123 - a /proc file
+            lines = f.read().splitlines()
+    except OSError:
+        return "?"
+    exact = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    same_inode: set[str] = set()
+    for line in lines:
+        # "3: FLOCK  ADVISORY  WRITE 7138 fe:00:2147121 0 EOF" (a waiter's line has "->" after the number)
+        fields = line.split()
+        if len(fields) < _LOCKS_FIELDS or fields[1] != "FLOCK" or fields[3] != "WRITE":
+            continue
+        pid, file_id = fields[4], fields[5]
+        if file_id == exact:
+            return pid
+        if file_id.rsplit(":", 1)[-1] == str(st.st_ino):
+            same_inode.add(pid)
+    # Overlay file systems report another device than the one /proc/locks shows.
+    return same_inode.pop() if len(same_inode) == 1 else "?"
+
+
 FaultPoint = Literal["before_commit", "after_commit"]
 """Where ``SqliteStore.fault`` is called: inside the transaction before ``COMMIT``
 (raising there makes the commit fail), or after ``COMMIT`` succeeded (raising
@@ -170,6 +218,11 @@ class SqliteStore:
 
     Args:
         path: The database file; created with its schema when missing.
+        create: Whether a new, empty store may be made. ``None`` (the default):
+            a missing file is created, but an existing empty (0-byte) file is
+            refused, since it is more likely a store that was truncated than a
+            new one. ``True``: also make a new store in an existing empty file.
+            ``False``: open an existing store only; a missing file is refused.
         synchronous: SQLite's ``synchronous`` setting: ``"FULL"`` (default: a
             commit survives power loss) or ``"NORMAL"`` (survives a crash of the
             process, faster).
@@ -178,8 +231,9 @@ class SqliteStore:
             exception it raises is injected there.
 
     Raises:
-        StoreError: The file is used by another engine, read-only, not a
-            statemachine-orch database, corrupt, or from a newer version.
+        StoreError: The file is used by another engine (reached by any name:
+            the lock is on the file itself), read-only, empty (see *create*),
+            not a statemachine-orch database, corrupt, or from a newer version.
 
     .. versionadded:: 0.1.0
     """
@@ -192,6 +246,7 @@ class SqliteStore:
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         check: bool = False,
+        create: bool | None = None,
         fault: Callable[[FaultPoint], None] | None = None,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
@@ -200,11 +255,21 @@ class SqliteStore:
         self.path: str = str(path)
         self.fault: Callable[[FaultPoint], None] | None = fault
         self._registry = default_registry
-        self._lock_fd = self._lock()
+        self._lock_fds, self._file_id, created = self._lock(create)
         try:
+            if created is None and create is not True and os.fstat(self._lock_fds[0]).st_size == 0:
+                msg = (
+                    "the file is empty (0 bytes), not a store: was it truncated? "
+                    "Pass create=True to make a new store in it"
+                )
+                raise self._fail(msg)
             self._db = self._open(synchronous, check=check)
         except BaseException:
-            os.close(self._lock_fd)
+            if created is not None:
+                # Leave no empty file behind: the next open would refuse it.
+                with contextlib.suppress(OSError):
+                    os.unlink(created)  # noqa: PTH108
+            self._unlock()
             raise
 
     # ----------------------------------------------------------------- opening
@@ -213,24 +278,89 @@ class SqliteStore:
         detail = f": {exc}" if exc is not None else ""
         return StoreError(f"cannot use {self.path}: {what}{detail}", self.path)
 
-    def _lock(self) -> int:
-        lock_path = self.path + ".lock"
+    def _busy(self, pid: object) -> StoreError:
+        return self._fail(f"it is used by another engine process (pid {pid}); one engine per SQLite file")
+
+    def _lock(self, create: bool | None) -> tuple[list[int], tuple[int, int], str | None]:
+        """
+        Take the one-engine lock: an exclusive flock on the database file itself (Linux).
+
+        Returns the descriptors to close when the store closes (the database
+        file's first), the file's (device, inode) and the path of the file when
+        this call created it.
+        """
+        with _held_guard:
+            try:
+                st: os.stat_result | None = os.stat(self.path)  # noqa: PTH116
+            except FileNotFoundError:
+                st = None
+            except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+                raise self._fail("its path cannot be followed", exc) from None
+            # Never open (and later close) a descriptor of a file this process holds:
+            # that close would drop SQLite's POSIX locks on it.
+            if st is not None and (st.st_dev, st.st_ino) in _held:
+                raise self._busy(os.getpid())
+            fd, created = self._open_file(exists=st is not None, create=create)
+            st = os.fstat(fd)
+            file_id = (st.st_dev, st.st_ino)
+            if file_id in _held:  # the path was changed to a held file meanwhile
+                _held[file_id].append(fd)
+                raise self._busy(os.getpid())
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise self._fail("it is not a regular file")
+            fds = [fd] if _FLOCK_THE_FILE else [fd, self._lock_file(fd)]
+            try:
+                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder_pid(st) if _FLOCK_THE_FILE else os.pread(fds[-1], 32, 0).decode(errors="replace")
+                for each in fds:
+                    os.close(each)
+                raise self._busy(holder.strip() or "?") from None
+            if not _FLOCK_THE_FILE:
+                os.ftruncate(fds[-1], 0)
+                os.pwrite(fds[-1], str(os.getpid()).encode(), 0)
+            _held[file_id] = []
+            return fds, file_id, created
+
+    def _lock_file(self, fd: int) -> int:
+        """Where flock would block SQLite (BSD, macOS): a lock file beside the file's real path."""
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError as exc:
-            raise self._fail("its directory does not exist", exc) from None
+            return os.open(os.path.realpath(self.path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise self._fail("cannot create its lock file (is the directory read-only?)", exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            msg = f"it is used by another engine process (pid {holder}); one engine per SQLite file"
-            raise self._fail(msg) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        return fd
+            raise self._fail("cannot create its lock file (is the directory read-only?)", exc) from None
+
+    def _open_file(self, *, exists: bool, create: bool | None) -> tuple[int, str | None]:
+        """A read-only descriptor of the database file (for its lock), creating the file if allowed."""
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO does not hang the open
+        if not exists:
+            if create is False:
+                raise self._fail("the file does not exist (create=False opens an existing store only)")
+            target = os.path.realpath(self.path)  # through a dangling symlink: the file it names
+            try:
+                return os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o644), target
+            except FileExistsError:
+                pass  # another process made it meanwhile: open it
+            except FileNotFoundError as exc:
+                raise self._fail("its directory does not exist", exc) from None
+            except OSError as exc:
+                raise self._fail("cannot create it (is the directory read-only?)", exc) from None
+        try:
+            return os.open(self.path, flags), None
+        except OSError as exc:
+            raise self._fail("cannot open it", exc) from None
+
+    def _unlock(self) -> None:
+        """Release the one-engine lock: close the locked descriptors and any parked ones."""
+        with _held_guard:
+            if not self._lock_fds:
+                return
+            parked = _held.pop(self._file_id, [])
+            for fd in (*self._lock_fds, *parked):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._lock_fds = []
 
     def _open(self, synchronous: str, *, check: bool) -> sqlite3.Connection:
         path = Path(self.path)
@@ -296,11 +426,10 @@ class SqliteStore:
         self._registry = registry
 
     def close(self) -> None:
-        """Close the database and release the lock file."""
+        """Close the database, then release the one-engine lock (closing twice does nothing more)."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        with contextlib.suppress(OSError):
-            os.close(self._lock_fd)
+        self._unlock()
 
     def __enter__(self) -> Self:
         """Use as a context manager: closes on exit."""

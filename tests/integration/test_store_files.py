@@ -1,0 +1,295 @@
+"""
+Issue 8: the SQLite store holds under races, faults and bad input.
+
+One engine per database file however the file is reached: by its path, a
+symbolic link or a hard link, and whatever is deleted beside it. A file that is
+empty, damaged or carries a nonsense schema version is refused with a
+:class:`StoreError` naming it, never a raw exception and never silently made a
+new, empty store; a damaged row read later is a StoreError too. An id that
+cannot be stored (a lone surrogate) reads as "no such instance or task", and
+error text that is not valid UTF-8 is stored rather than wedging the instance.
+"""
+
+# STYLE.md rule 33: tests assert `expected == actual`, which ruff calls a Yoda condition.
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from statemachine_orch import (
+    Ctx,
+    InstanceStatus,
+    SqliteStore,
+    StoreError,
+    VirtualClock,
+    Workflow,
+    after,
+    human_task,
+    step,
+)
+from tests.integration.helpers import open_engine
+
+if TYPE_CHECKING:
+    from tests.conftest import Runner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HOLD = """
+import sys
+from statemachine_orch import SqliteStore
+store = SqliteStore(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.read()
+store.close()
+"""
+"""A process that holds the store open until its stdin closes."""
+
+TRY_OPEN = """
+import sys
+from statemachine_orch import SqliteStore, StoreError
+try:
+    SqliteStore(sys.argv[1]).close()
+except StoreError as err:
+    print(err.path)
+    print(err)
+    sys.exit(3)
+print("OPENED")
+"""
+"""A process that tries to open the store: prints the StoreError it gets (exit 3), or OPENED."""
+
+ON_LINUX = pytest.mark.skipif(
+    sys.platform != "linux", reason="the lock is on the file itself on Linux only (elsewhere on <real path>.lock)"
+)
+"""Hard links and deleted lock files: held off only where the lock is on the database file itself."""
+
+ALIASES = ["symlink", pytest.param("hardlink", marks=ON_LINUX)]
+
+BUSY = "cannot use {path}: it is used by another engine process (pid {pid}); one engine per SQLite file"
+
+
+class Ticket(Workflow):
+    """Open a ticket, then wait for support."""
+
+    @step(initial=True)
+    def open_ticket(self, ctx: Ctx) -> None: ...
+
+    @after(open_ticket)
+    @human_task(candidate_groups=("support",), final=True)
+    def handle(self, ctx: Ctx) -> None: ...
+
+
+class Garbled(Workflow):
+    """A step failing with a message that is not valid UTF-8 (a lone surrogate)."""
+
+    @step(initial=True, final=True)
+    def go(self, ctx: Ctx) -> None:
+        msg = "bad \ud800 text"
+        raise ValueError(msg)
+
+
+PINNED: list[type[Workflow]] = [Ticket, Garbled]
+"""This module's workflows, pinned in every engine: other test modules define classes of the same names."""
+
+
+def python(code: str, *args: str) -> list[str]:
+    """The command running *code* with this interpreter, from the repository root."""
+    return [sys.executable, "-c", code, *args]
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_store(path: Path, clock: VirtualClock, run: Runner, tickets: int = 3) -> list[str]:
+    """A real store with *tickets* instances waiting on their task, closed cleanly (WAL checkpointed)."""
+
+    async def scenario() -> list[str]:
+        async with open_engine(path, clock, workflows=PINNED) as engine:
+            ids: list[str] = []
+            for _ in range(tickets):
+                handle = await engine.start(Ticket())
+                await handle.wait_idle()
+                ids.append(handle.instance_id)
+            return ids
+
+    return run(scenario())
+
+
+def refusal(path: Path, *, check: bool = False, create: bool | None = None) -> StoreError:
+    """The StoreError opening *path* gives."""
+    with pytest.raises(StoreError) as err:
+        SqliteStore(path, check=check, create=create)
+    return err.value
+
+
+def open_elsewhere(path: Path) -> list[str]:
+    """Another process's attempt to open *path*: its exit code, then what it printed."""
+    other = subprocess.run(
+        python(TRY_OPEN, str(path)), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert other.returncode in (0, 3), other.stderr
+    return [str(other.returncode), *other.stdout.splitlines()]
+
+
+@contextlib.contextmanager
+def held_elsewhere(path: Path) -> Generator[int]:
+    """Another process holds a store open on *path* for the block; yields its pid."""
+    holder = subprocess.Popen(
+        python(HOLD, str(path)), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert "ready\n" == holder.stdout.readline()
+        yield holder.pid
+    finally:
+        holder.communicate("", timeout=60)
+
+
+def alias(kind: str, path: Path) -> Path:
+    """A second name for the file *path*: a symbolic link or a hard link beside it."""
+    other = path.with_name("current.db")
+    if kind == "symlink":
+        other.symlink_to(path)
+    else:
+        other.hardlink_to(path)
+    return other
+
+
+# --------------------------------------------------------------------------- one engine per file
+
+
+@pytest.mark.parametrize("kind", ALIASES)
+def test_another_process_reaching_a_file_in_use_by_another_name_is_refused(db_path: Path, kind: str) -> None:
+    """Issue 8: a store in use is refused to another process that opens it by a symlink or a hard link."""
+    SqliteStore(db_path).close()
+    other_name = alias(kind, db_path)
+    with SqliteStore(db_path):
+        attempt = open_elsewhere(other_name)
+    assert ["3", str(other_name), BUSY.format(path=other_name, pid=os.getpid())] == attempt
+    assert ["0", "OPENED"] == open_elsewhere(other_name)
+
+
+@pytest.mark.parametrize("kind", ALIASES)
+def test_a_file_another_process_holds_by_another_name_is_refused_naming_it(db_path: Path, kind: str) -> None:
+    """Issue 8: a file another process holds through a link is refused here by its own path, naming that pid."""
+    SqliteStore(db_path).close()
+    other_name = alias(kind, db_path)
+    with held_elsewhere(other_name) as holder:
+        err = refusal(db_path)
+    assert (str(db_path), BUSY.format(path=db_path, pid=holder)) == (err.path, str(err))
+    with SqliteStore(other_name) as store:
+        assert [] == store.infos(None, None)
+
+
+@ON_LINUX
+def test_deleting_files_beside_a_store_in_use_lets_no_other_process_in(db_path: Path) -> None:
+    """Issue 8: the one-engine lock is the database file's own: deleting a `<path>.lock` beside it changes nothing."""
+    SqliteStore(db_path).close()
+    with SqliteStore(db_path):
+        db_path.with_name(db_path.name + ".lock").unlink(missing_ok=True)
+        beside = sorted(p.name for p in db_path.parent.iterdir())
+        attempt = open_elsewhere(db_path)
+    assert ["orch.db", "orch.db-shm", "orch.db-wal"] == beside
+    assert ["3", str(db_path), BUSY.format(path=db_path, pid=os.getpid())] == attempt
+
+
+def sqlite_locks_of_this_process(path: Path) -> list[str]:
+    """The POSIX (SQLite's) locks this process holds on *path*, as /proc/locks lists them."""
+    st = path.stat()
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    locks: list[str] = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "POSIX" and fields[4] == str(os.getpid()) and fields[5] == file_id:
+            locks.append(" ".join(fields[1:]))
+    return sorted(locks)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+@pytest.mark.parametrize("kind", ALIASES)
+def test_a_second_store_in_this_process_by_another_name_is_refused_and_harms_nothing(
+    db_path: Path, clock: VirtualClock, run: Runner, kind: str
+) -> None:
+    """Issue 8: this process's second store on a file in use, by a link, is refused; the first keeps its locks."""
+    [ticket] = make_store(db_path, clock, run, tickets=1)
+    other_name = alias(kind, db_path)
+
+    async def scenario() -> tuple[StoreError, list[str], list[str], InstanceStatus]:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            await engine.recover()
+            engine.history(ticket)  # a read: SQLite now holds its locks on the file
+            before = sqlite_locks_of_this_process(db_path)
+            err = refusal(other_name)
+            after_refusal = sqlite_locks_of_this_process(db_path)
+            [task] = engine.tasks(user="ann", groups=["support"])
+            await engine.complete_task(task.id, user="ann", groups=["support"])
+            await engine.wait_instance(ticket)
+            return err, before, after_refusal, engine.info(ticket).status
+
+    err, before, after_refusal, status = run(scenario())
+    assert (str(other_name), BUSY.format(path=other_name, pid=os.getpid())) == (err.path, str(err))
+    assert before, "SQLite holds no lock on an open WAL database: this test shows nothing"
+    # Closing any descriptor of the file would have dropped them: POSIX locks belong to the process.
+    assert before == after_refusal
+    assert InstanceStatus.COMPLETED == status
+
+
+# --------------------------------------------------------------------------- empty, missing, nonsense
+
+
+def test_a_store_truncated_to_nothing_is_refused_not_made_new(db_path: Path, clock: VirtualClock, run: Runner) -> None:
+    """Issue 8: a store file truncated to 0 bytes is refused (its instances are gone), unless create=True."""
+    make_store(db_path, clock, run, tickets=3)
+    with db_path.open("r+b") as f:
+        f.truncate(0)
+    err = refusal(db_path, check=True)
+    expected = (
+        f"cannot use {db_path}: the file is empty (0 bytes), not a store: was it truncated? "
+        "Pass create=True to make a new store in it"
+    )
+    assert (str(db_path), expected) == (err.path, str(err))
+    assert (0, ["orch.db"]) == (db_path.stat().st_size, sorted(p.name for p in db_path.parent.iterdir()))
+    assert expected == str(refusal(db_path, create=False))
+    with SqliteStore(db_path, create=True) as store:
+        assert [] == store.infos(None, None)
+    with SqliteStore(db_path) as store:  # a store now, no longer empty
+        assert [] == store.infos(None, None)
+
+
+def test_an_empty_file_becomes_a_store_only_when_asked(tmp_path: Path) -> None:
+    """Issue 8: an existing empty file is not taken for a new store by default; create=True makes one."""
+    path = tmp_path / "empty.db"
+    path.touch()
+    err = refusal(path)
+    assert str(err).startswith(f"cannot use {path}: the file is empty (0 bytes)"), str(err)
+    with SqliteStore(path, create=True) as store:
+        assert [] == store.infos(None, None)
+
+
+def test_create_false_opens_only_an_existing_store(tmp_path: Path) -> None:
+    """Issue 8: SqliteStore(path, create=False) refuses a missing file and creates nothing; by default one is made."""
+    path = tmp_path / "typo.db"
+    err = refusal(path, create=False)
+    expected = f"cannot use {path}: the file does not exist (create=False opens an existing store only)"
+    assert (str(path), expected) == (err.path, str(err))
+    assert [] == list(tmp_path.iterdir())
+    SqliteStore(path).close()
+    with SqliteStore(path, create=False) as store:
+        assert [] == store.infos(None, None)
+
+
+def test_a_path_with_a_nul_byte_is_refused(tmp_path: Path) -> None:
+    """Issue 8: a path SQLite and the OS cannot take is a StoreError naming it, not a raw ValueError."""
+    path = tmp_path / "a\0b.db"
+    err = refusal(path)
+    assert (str(path), f"cannot use {path}: its path cannot be followed: embedded null byte") == (err.path, str(err))
