@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
-from ._errors import StoreError, UnknownWorkflowVersion
+from ._errors import OrchError, StoreError, UnknownWorkflowVersion
 from ._history import EventKind, HistoryEvent
 from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, Signal, active_steps
 from ._machine import STATE_ATTRIBUTE
@@ -153,14 +153,24 @@ _T = TypeVar("_T")
 
 
 def _reads(method: Callable[Concatenate[SqliteStore, _P], _T]) -> Callable[Concatenate[SqliteStore, _P], _T]:
-    """Turn an SQLite error during a read into a StoreError naming the file."""
+    """Turn an error during a read (SQLite's, or a row that cannot be decoded) into a StoreError naming the file."""
 
     @functools.wraps(method)
     def read(self: SqliteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return method(self, *args, **kwargs)
+        except OrchError:
+            raise  # typed already (UnknownWorkflowVersion)
         except sqlite3.Error as exc:
             msg = f"cannot use {self.path}: reading it failed ({method.__name__}): {exc}"
+            raise StoreError(msg, self.path) from exc
+        except Exception as exc:
+            # A damaged row: JSON that does not parse, an unknown status or kind, a
+            # value of the wrong shape for its type.
+            msg = (
+                f"cannot use {self.path}: reading it failed ({method.__name__}): "
+                f"a stored row is damaged ({type(exc).__name__}: {exc})"
+            )
             raise StoreError(msg, self.path) from exc
 
     return read
@@ -234,6 +244,7 @@ class SqliteStore:
         StoreError: The file is used by another engine (reached by any name:
             the lock is on the file itself), read-only, empty (see *create*),
             not a statemachine-orch database, corrupt, or from a newer version.
+            A row found damaged when read later is a StoreError too.
 
     .. versionadded:: 0.1.0
     """
@@ -390,6 +401,11 @@ class SqliteStore:
         except StoreError:
             db.close()
             raise
+        except Exception as exc:
+            # e.g. SQLite's message about a damaged schema quotes bytes that are not UTF-8
+            db.close()
+            what = f"it is not a statemachine-orch database or it is corrupt: {type(exc).__name__}: {exc}"
+            raise self._fail(what) from exc
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
@@ -399,7 +415,11 @@ class SqliteStore:
             current = 0
             if has_meta:
                 row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                current = int(row[0]) if row else 0
+                try:
+                    current = int(row[0]) if row else 0
+                except (TypeError, ValueError):
+                    msg = f"its schema version {row[0]!r} (table meta) is not a number: it is corrupt"
+                    raise self._fail(msg) from None
             if current > SCHEMA_VERSION:
                 msg = (
                     f"its schema version is {current}, newer than this library's {SCHEMA_VERSION}; "

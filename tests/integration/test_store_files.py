@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
+import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,12 +33,14 @@ from statemachine_orch import (
     InstanceStatus,
     SqliteStore,
     StoreError,
+    UnknownWorkflowVersion,
     VirtualClock,
     Workflow,
     after,
     human_task,
     step,
 )
+from statemachine_orch._registry import WorkflowRegistry
 from tests.integration.helpers import open_engine
 
 if TYPE_CHECKING:
@@ -293,3 +298,137 @@ def test_a_path_with_a_nul_byte_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "a\0b.db"
     err = refusal(path)
     assert (str(path), f"cannot use {path}: its path cannot be followed: embedded null byte") == (err.path, str(err))
+
+
+def test_a_schema_version_that_is_not_a_number_is_refused(db_path: Path, clock: VirtualClock, run: Runner) -> None:
+    """Issue 8: schema_version 'abc' in the meta table is a StoreError naming it, and the file is left as it was."""
+    make_store(db_path, clock, run)
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
+        db.execute("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'")
+    before = digest(db_path)
+    err = refusal(db_path)
+    expected = f"cannot use {db_path}: its schema version 'abc' (table meta) is not a number: it is corrupt"
+    assert (str(db_path), expected) == (err.path, str(err))
+    assert before == digest(db_path)
+
+
+# --------------------------------------------------------------------------- damaged contents
+
+
+def every_read(store: SqliteStore) -> None:
+    """Read everything the engine can ask of *store*, instance by instance and task by task."""
+    infos = store.infos(None, None)
+    store.infos(InstanceStatus.WAITING, "Ticket")
+    store.open_tasks(None, frozenset(), None)
+    store.open_tasks("ann", frozenset({"support"}), None)
+    store.signalled()
+    store.waiting_parents()
+    store.in_flight()
+    store.due(1e12, 100)
+    store.next_wake(frozenset())
+    for info in infos:
+        store.info(info.id)
+        store.children(info.id)
+        store.history(info.id)
+        store.signals(info.id)
+        store.open_tasks(None, frozenset(), info.id)
+        if info.open_task is not None:
+            store.task(info.open_task)
+        with contextlib.suppress(UnknownWorkflowVersion):  # a damaged name: a typed error of its own
+            store.load(info.id)
+
+
+def flip_bytes(path: Path, rng: random.Random, flips: int) -> None:
+    """Invert *flips* random bytes of the file."""
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        for _ in range(flips):
+            at = rng.randrange(size)
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0xFF]))
+
+
+def test_random_byte_flips_give_a_store_error_or_a_usable_store(
+    tmp_path: Path, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 8: over 200 randomly damaged files, opening (check=True or not) and every read give a StoreError or work."""
+    base = tmp_path / "base.db"
+    make_store(base, clock, run, tickets=30)
+    registry = WorkflowRegistry(PINNED)
+    outcomes: dict[str, int] = {"refused": 0, "read with errors": 0, "read": 0}
+    raw: dict[int, str] = {}
+    for seed in range(200):
+        rng = random.Random(seed)
+        path = tmp_path / "flipped.db"
+        shutil.copyfile(base, path)
+        flip_bytes(path, rng, rng.choice((1, 4, 20, 200)))
+        try:
+            store = SqliteStore(path, check=seed % 4 != 0)
+        except StoreError:
+            outcomes["refused"] += 1
+        except Exception as exc:
+            raw[seed] = f"open: {type(exc).__name__}: {exc}"
+        else:
+            store.attach(registry)
+            try:
+                every_read(store)
+                outcomes["read"] += 1
+            except StoreError:
+                outcomes["read with errors"] += 1
+            except Exception as exc:
+                raw[seed] = f"read: {type(exc).__name__}: {exc}"
+            finally:
+                store.close()
+        for leftover in tmp_path.glob("flipped.db*"):
+            leftover.unlink()
+    assert {} == raw
+    assert all(outcomes.values()), outcomes
+
+
+DAMAGES: list[tuple[str, str, Callable[[SqliteStore, str], object]]] = [
+    ("UPDATE instances SET variables = '{'", "load", lambda store, i: store.load(i)),
+    ("UPDATE instances SET saga = '[1]'", "load", lambda store, i: store.load(i)),
+    ("UPDATE instances SET status = 'bogus'", "info", lambda store, i: store.info(i)),
+    ("UPDATE instances SET state = CAST(x'ff' AS TEXT)", "infos", lambda store, i: store.infos(None, None)),
+    ("UPDATE history SET kind = 'bogus'", "history", lambda store, i: store.history(i)),
+    ("UPDATE tasks SET groups = '['", "open_tasks", lambda store, i: store.open_tasks(None, frozenset(), i)),
+]
+
+
+@pytest.mark.parametrize(("damage", "method", "read"), DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_a_damaged_row_is_a_store_error_when_read(
+    db_path: Path,
+    clock: VirtualClock,
+    run: Runner,
+    damage: str,
+    method: str,
+    read: Callable[[SqliteStore, str], object],
+) -> None:
+    """Issue 8: a row whose contents cannot be decoded is a StoreError naming the file and the read, not a raw error."""
+    [ticket] = make_store(db_path, clock, run, tickets=1)
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
+        db.execute(damage)
+    with SqliteStore(db_path) as store:
+        store.attach(WorkflowRegistry(PINNED))
+        with pytest.raises(StoreError) as err:
+            read(store, ticket)
+    assert str(db_path) == err.value.path
+    assert str(err.value).startswith(f"cannot use {db_path}: reading it failed ({method}): "), str(err.value)
+
+
+def test_a_damaged_variables_row_names_what_is_wrong(db_path: Path, clock: VirtualClock, run: Runner) -> None:
+    """Issue 8: a damaged row's StoreError says that the row is damaged and how."""
+    [ticket] = make_store(db_path, clock, run, tickets=1)
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
+        db.execute("UPDATE instances SET variables = '{'")
+    with SqliteStore(db_path) as store:
+        store.attach(WorkflowRegistry(PINNED))
+        with pytest.raises(StoreError) as err:
+            store.load(ticket)
+    expected = (
+        f"cannot use {db_path}: reading it failed (load): a stored row is damaged (JSONDecodeError: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
+    )
+    assert expected == str(err.value)
