@@ -176,6 +176,24 @@ def _reads(method: Callable[Concatenate[SqliteStore, _P], _T]) -> Callable[Conca
     return read
 
 
+def _encodable(text: str) -> bool:
+    """Whether SQLite can be given *text* (a lone surrogate has no UTF-8 encoding)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(text: str | None) -> str | None:
+    """Free text (an error message, a user name) as SQLite can store it: lone surrogates escaped."""
+    if text is None or _encodable(text):
+        return text
+    return text.encode(errors="backslashreplace").decode()
+
+
 _FLOCK_THE_FILE = sys.platform == "linux"
 """Whether the one-engine flock can be on the database file itself: on BSD and
 macOS an exclusive flock would also block this process's own SQLite (its POSIX
@@ -515,7 +533,7 @@ class SqliteStore:
             base = rec.history_len
             rid = rec.id
             history.extend(
-                (rid, base + i, e.at, e.kind.value, e.step, e.attempt, e.detail)
+                (rid, base + i, e.at, e.kind.value, e.step, e.attempt, _text(e.detail))
                 for i, e in enumerate(rec.history, start=1)
             )
         for task in rec.dirty_tasks:
@@ -538,8 +556,8 @@ class SqliteStore:
             rec.comp_attempt,
             rec.visit,
             task_id,
-            rec.error,
-            rec.cause,
+            _text(rec.error),
+            _text(rec.cause),
             _dumps(rec.cancel) if rec.cancel is not None else None,
             rec.wake_at,
             rec.history_len + len(rec.history),
@@ -564,12 +582,12 @@ class SqliteStore:
                 spec.version,
                 spec.fingerprint,
                 task.step,
-                task.assignee,
+                _text(task.assignee),
                 json.dumps(task.candidate_groups),
                 task.created_at,
                 task.due_at,
                 task.status.value,
-                task.completed_by,
+                _text(task.completed_by),
                 task.completed_at,
                 form,
             ),
@@ -577,7 +595,7 @@ class SqliteStore:
         if task.status is TaskStatus.OPEN:
             db.executemany(
                 "INSERT OR IGNORE INTO task_groups (grp, task_id) VALUES (?, ?)",
-                [(g, task.id) for g in task.candidate_groups],
+                [(_text(g), task.id) for g in task.candidate_groups],
             )
         else:
             db.execute("DELETE FROM task_groups WHERE task_id = ?", (task.id,))
@@ -602,6 +620,8 @@ class SqliteStore:
         Raises:
             UnknownWorkflowVersion: Its version has no registered class.
         """
+        if not _encodable(instance_id):
+            return None  # such an id cannot have been stored
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
             "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, "
@@ -660,6 +680,8 @@ class SqliteStore:
     @_reads
     def info(self, instance_id: str) -> InstanceInfo | None:
         """A snapshot of the committed instance."""
+        if not _encodable(instance_id):
+            return None
         row = self._db.execute(f"SELECT {_INFO_COLUMNS} FROM instances WHERE id = ?", (instance_id,)).fetchone()
         return self._info(row) if row is not None else None
 
@@ -672,6 +694,8 @@ class SqliteStore:
             where.append("status = ?")
             args.append(status.value)
         if workflow is not None:
+            if not _encodable(workflow):
+                return []
             where.append("workflow = ?")
             args.append(workflow)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
@@ -681,6 +705,8 @@ class SqliteStore:
     @_reads
     def children(self, parent_id: str) -> list[InstanceInfo]:
         """The instance's children, oldest first."""
+        if not _encodable(parent_id):
+            return []
         rows = self._db.execute(
             f"SELECT {_INFO_COLUMNS} FROM instances WHERE parent = ? ORDER BY created_at", (parent_id,)
         )
@@ -699,6 +725,8 @@ class SqliteStore:
     @_reads
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The committed history, oldest first."""
+        if not _encodable(instance_id):
+            return []
         rows = self._db.execute(
             "SELECT at, kind, step, attempt, detail FROM history WHERE instance_id = ? ORDER BY seq",
             (instance_id,),
@@ -739,6 +767,8 @@ class SqliteStore:
     @_reads
     def task(self, task_id: str) -> Task | None:
         """The task with this id, if any."""
+        if not _encodable(task_id):
+            return None
         row = self._db.execute(f"SELECT {self._TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return self._task(row) if row is not None else None
 
@@ -747,6 +777,8 @@ class SqliteStore:
         """Open tasks, filtered through the indexes on assignee and groups."""
         cols = self._TASK_COLUMNS
         if instance_id is not None:
+            if not _encodable(instance_id):
+                return []
             rows = self._db.execute(
                 f"SELECT {cols} FROM tasks WHERE instance_id = ? AND status = 'open'",
                 (instance_id,),
@@ -756,12 +788,15 @@ class SqliteStore:
         if user is None:
             rows = self._db.execute(f"SELECT {cols} FROM tasks WHERE status = 'open' ORDER BY created_at")
             return [self._task(r) for r in rows]
+        # A user or group that cannot be encoded matches no task (`assignee = NULL` is never true).
+        groups = frozenset(g for g in groups if _encodable(g))
+        assignee = user if _encodable(user) else None
         marks = ",".join("?" * len(groups))
         by_group = f" UNION SELECT task_id FROM task_groups WHERE grp IN ({marks})" if groups else ""
         rows = self._db.execute(
             f"SELECT {cols} FROM tasks WHERE id IN (SELECT id FROM tasks WHERE assignee = ? AND status = 'open'"
             f"{by_group}) AND status = 'open' ORDER BY created_at",
-            (user, *sorted(groups)),
+            (assignee, *sorted(groups)),
         )
         return [self._task(r) for r in rows]
 
@@ -784,6 +819,8 @@ class SqliteStore:
     @_reads
     def signals(self, instance_id: str) -> list[Signal]:
         """The instance's unconsumed messages, decoded with its workflow's message types."""
+        if not _encodable(instance_id):
+            return []
         row = self._db.execute(
             "SELECT workflow, version, fingerprint FROM instances WHERE id = ?", (instance_id,)
         ).fetchone()

@@ -30,12 +30,16 @@ import pytest
 
 from statemachine_orch import (
     Ctx,
+    Engine,
+    InstanceNotFound,
     InstanceStatus,
     SqliteStore,
+    Store,
     StoreError,
     UnknownWorkflowVersion,
     VirtualClock,
     Workflow,
+    WorkflowFailed,
     after,
     human_task,
     step,
@@ -432,3 +436,72 @@ def test_a_damaged_variables_row_names_what_is_wrong(db_path: Path, clock: Virtu
         "Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
     )
     assert expected == str(err.value)
+
+
+# --------------------------------------------------------------------------- text that is not UTF-8
+
+
+BAD_ID = "\ud800"
+"""A lone surrogate: a Python str that has no UTF-8 encoding."""
+
+
+def test_an_id_that_cannot_be_stored_reads_as_missing(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 8: on both stores, ids, users and groups that are not valid UTF-8 match nothing; no raw error."""
+
+    async def scenario() -> None:
+        engine = Engine(store, clock=clock, workflows=PINNED)
+        try:
+            handle = await engine.start(Ticket())
+            await handle.wait_idle()
+            assert (None, None, None) == (store.info(BAD_ID), store.load(BAD_ID), store.task(BAD_ID))
+            assert ([], [], []) == (store.history(BAD_ID), store.children(BAD_ID), store.signals(BAD_ID))
+            assert [] == store.infos(None, BAD_ID)
+            assert [] == store.open_tasks(None, frozenset(), BAD_ID)
+            support = store.open_tasks("ann", frozenset({"support"}), None)
+            assert 1 == len(support)
+            assert support == store.open_tasks(BAD_ID, frozenset({BAD_ID, "support"}), None)
+            assert [] == store.open_tasks(BAD_ID, frozenset({BAD_ID}), None)
+            with pytest.raises(InstanceNotFound):
+                engine.info(BAD_ID)
+            with pytest.raises(InstanceNotFound):
+                engine.history(BAD_ID)
+            assert support == engine.tasks(user=BAD_ID, groups=[BAD_ID, "support"])
+        finally:
+            await engine.aclose()
+
+    run(scenario())
+
+
+def test_an_error_message_that_is_not_utf8_is_stored(store: Store, clock: VirtualClock, run: Runner) -> None:
+    """Issue 8: a step failing with a message holding a lone surrogate fails the instance on both stores."""
+
+    async def scenario() -> InstanceStatus:
+        engine = Engine(store, clock=clock, workflows=PINNED)
+        try:
+            handle = await engine.start(Garbled())
+            with pytest.raises(WorkflowFailed):
+                await handle.result()
+            info = store.info(handle.instance_id)
+            assert info is not None
+            return info.status
+        finally:
+            await engine.aclose()
+
+    assert InstanceStatus.FAILED == run(scenario())
+
+
+def test_an_error_message_that_is_not_utf8_is_kept_readable(db_path: Path, clock: VirtualClock, run: Runner) -> None:
+    """Issue 8: SQLite keeps such a message with the surrogate written as an escape; it reads back after a restart."""
+
+    async def scenario() -> str:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            handle = await engine.start(Garbled())
+            with pytest.raises(WorkflowFailed):
+                await handle.result()
+            return handle.instance_id
+
+    instance_id = run(scenario())
+    with SqliteStore(db_path) as reopened:
+        info = reopened.info(instance_id)
+    assert info is not None
+    assert "go: ValueError: bad \\ud800 text" == info.error
