@@ -415,9 +415,16 @@ def test_a_parent_whose_child_start_failed_completes_across_a_restart(db_path: P
             handle = await engine.start(FaultParent(disk="child-restart"))
             await asyncio.wait_for(eventually(lambda: disk.failed > 0), GUARD)
             parked = (S.WAITING, S.COMPLETED)
-            await asyncio.wait_for(eventually(lambda: stored(engine, handle.instance_id) in parked), GUARD)
-            status = stored(engine, handle.instance_id)
-            children = [c.workflow for c in engine.store.children(handle.instance_id)]
+            seen: list[tuple[InstanceStatus | None, list[str]]] = []
+
+            def parked_now() -> bool:
+                # Read together: the parent moves on (running again, then completed) once its child ends.
+                status = stored(engine, handle.instance_id)
+                seen.append((status, [c.workflow for c in engine.store.children(handle.instance_id)]))
+                return status in parked
+
+            await asyncio.wait_for(eventually(parked_now), GUARD)
+            status, children = seen[-1]
             return handle.instance_id, status, children
 
     async def second_engine(parent_id: str) -> object:
