@@ -47,6 +47,7 @@ from ._errors import MigrationError as MigrationError
 from ._errors import NoEdgeEnabled as NoEdgeEnabled
 from ._errors import NonRetryableError as NonRetryableError
 from ._errors import OrchError as OrchError
+from ._errors import RecordLoadError as RecordLoadError
 from ._errors import ServiceNotFound as ServiceNotFound
 from ._errors import SignalTypeError as SignalTypeError
 from ._errors import StoreError as StoreError
@@ -56,6 +57,7 @@ from ._errors import TaskFormError as TaskFormError
 from ._errors import TaskNotAuthorized as TaskNotAuthorized
 from ._errors import TaskNotFound as TaskNotFound
 from ._errors import UnknownWorkflowVersion as UnknownWorkflowVersion
+from ._errors import VariableTypeError as VariableTypeError
 from ._errors import WorkflowDefinitionError as WorkflowDefinitionError
 from ._errors import WorkflowFailed as WorkflowFailed
 from ._errors import WorkflowInputError as WorkflowInputError
@@ -120,6 +122,7 @@ __all__ = [
     "NonRetryableError",
     "OrchError",
     "Progress",
+    "RecordLoadError",
     "RecoveryReport",
     "ResultHandler",
     "Retry",
@@ -144,6 +147,7 @@ __all__ = [
     "TaskSpec",
     "TaskStatus",
     "UnknownWorkflowVersion",
+    "VariableTypeError",
     "VirtualClock",
     "Workflow",
     "WorkflowDefinitionError",

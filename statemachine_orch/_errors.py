@@ -6,6 +6,7 @@ The tree::
     OrchError
     ├── WorkflowDefinitionError (also TypeError)   a workflow class is misdeclared
     ├── WorkflowInputError (also TypeError)        bad variables given to start()
+    ├── VariableTypeError (also TypeError)         a step left a variable of the wrong type
     ├── GuardError (also TypeError)                a guard returned a non-bool
     ├── NoEdgeEnabled                              a step finished and no edge could be taken
     ├── NonRetryableError                          raise it in a step: no retry
@@ -18,6 +19,7 @@ The tree::
     ├── UnknownWorkflowVersion (also LookupError)  a stored instance's version has no class
     ├── MigrationError                             migrate() cannot move this instance
     ├── StoreError                                 the store cannot be used or a commit failed
+    │   └── RecordLoadError                        a stored value does not match its declared type
     └── TaskError
         ├── TaskNotFound (also LookupError)
         ├── TaskNotAuthorized                      user is neither assignee nor in a group
@@ -104,6 +106,27 @@ class WorkflowInputError(OrchError, TypeError):
         field_path: The offending field, dotted for nested values (``"items[2].qty"``).
 
     .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, workflow: str, field_path: str, message: str) -> None:
+        self.workflow = workflow
+        self.field_path = field_path
+        super().__init__(f"{workflow}.{field_path}: {message}")
+
+
+class VariableTypeError(OrchError, TypeError):
+    """
+    A step (or a compensation) left a variable whose value does not match its declared type.
+
+    It is that attempt's failure: retried, routed by ``on_error`` or compensated
+    like any other. The variables are put back to what they were before the
+    attempt, so the instance can still be stored and loaded.
+
+    Attributes:
+        workflow: The class name.
+        field_path: The offending field, with the path inside it (``"items[2].qty"``).
+
+    .. versionadded:: 0.3.0
     """
 
     def __init__(self, workflow: str, field_path: str, message: str) -> None:
@@ -293,22 +316,39 @@ class TaskFormError(TaskError, TypeError):
     """
     The form given to ``complete_task`` is not an instance of the task's declared form type.
 
+    Also raised when a field of the form does not hold its declared type (or cannot
+    be stored as JSON).
+
+    Attributes:
+        field_path: The offending field of the form (``"Approval.amount"``), if one.
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0 the fields of the form are checked too; ``field_path``.
     """
+
+    def __init__(self, task_id: str, message: str, *, field_path: str | None = None) -> None:
+        self.field_path = field_path
+        super().__init__(task_id, message)
 
 
 class SignalTypeError(OrchError, TypeError):
     """
     ``Engine.signal`` was given a message that no ``@wait_for`` step of the workflow accepts.
 
+    Either its class is not one a step waits for, or a field of it does not hold
+    its declared type (or cannot be stored as JSON); nothing was stored.
+
     Attributes:
         instance_id: The instance.
+        field_path: The offending field of the message (``"Paid.amount"``), if one.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.3.0 the fields of the message are checked too; ``field_path``.
     """
 
-    def __init__(self, instance_id: str, message: str) -> None:
+    def __init__(self, instance_id: str, message: str, *, field_path: str | None = None) -> None:
         self.instance_id = instance_id
+        self.field_path = field_path
         super().__init__(f"instance {instance_id}: {message}")
 
 
@@ -377,3 +417,43 @@ class StoreError(OrchError):
     def __init__(self, message: str, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)
+
+
+class RecordLoadError(StoreError):
+    """
+    A stored record cannot be read back: a value in it does not match its declared type.
+
+    Written by hand, by older code or by a bug; the engine quarantines the instance
+    (``InstanceInfo.quarantined``) and goes on with the others.
+
+    Attributes:
+        instance_id: The instance the record belongs to, when known.
+        what: What could not be read (``"a stored Parcel"``).
+        field_path: The offending field, with the path inside it (``"Parcel.count"``).
+        detail: What is wrong with it (``"expected int but got None (type=NoneType)"``).
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(
+        self,
+        what: str,
+        field_path: str,
+        detail: str,
+        *,
+        instance_id: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.what = what
+        self.field_path = field_path
+        self.detail = detail
+        self.instance_id = instance_id
+        where = f"instance {instance_id}: " if instance_id is not None else ""
+        at = f"{field_path}: " if field_path else ""
+        super().__init__(f"{where}cannot load {what}: {at}{detail}", path)
+
+    def of_instance(self, instance_id: str, what: str | None = None) -> RecordLoadError:
+        """The same error, naming the instance (and, with *what*, what was read)."""
+        if self.instance_id == instance_id and what is None:
+            return self
+        return RecordLoadError(what or self.what, self.field_path, self.detail, instance_id=instance_id, path=self.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -61,6 +62,11 @@ class EventKind(_IdentityHash, enum.Enum):
     """A subflow step started a child instance (step: the step, detail: the child's id)."""
     CHILD_FINISHED = "child_finished"
     """A child instance ended (step: the subflow step, detail: ``<child id> <status>``)."""
+    INSTANCE_QUARANTINED = "instance_quarantined"
+    """
+    The engine stopped the instance (detail: why): its record cannot be loaded, or its
+    version has no class. Kept by that engine, not in the store. (0.3.0)
+    """
 
 
 class HistoryEvent(NamedTuple):
@@ -92,22 +98,41 @@ class HistoryEvent(NamedTuple):
         return datetime.fromtimestamp(self.at, UTC)
 
     def describe(self) -> str:
-        """One readable line, without the timestamp."""
+        r"""One readable line, without the timestamp (control characters in it escaped: ``\n``)."""
         kind = self.kind
         if kind is EventKind.TRANSITION:
-            return f"transition    {self.step} -> {self.detail}"
+            return f"transition    {self.step} -> {_one_line(self.detail)}"
         parts = [f"{kind.value:<13}"]
         if self.step is not None:
             parts.append(self.step)
         if self.attempt:
             parts.append(f"(attempt {self.attempt})")
         if self.detail is not None:
-            parts.append(f"- {self.detail}")
+            parts.append(f"- {_one_line(self.detail)}")
         return " ".join(parts)
 
     def __str__(self) -> str:
         """``HH:MM:SS.mmm kind step (attempt n) - detail``."""
         return f"{self.when:%H:%M:%S.%f}"[:-3] + "  " + self.describe()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")  # noqa: PLR2004
+
+
+def _one_line(text: str | None) -> str | None:
+    """*text* with its control characters escaped, so that it cannot start a line of its own."""
+    if text is None or _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape, text)
 
 
 _tuple_new: Any = getattr(tuple, "__new__")  # noqa: B009 - typed below; tuple.__new__'s stub is generic

@@ -44,9 +44,15 @@ class InstanceInfo:
         steps: Every current step: several inside a fork, one per branch still running.
         in_fork: Whether the instance is inside a fork's parallel branches.
         parent: The instance whose ``@subflow`` step started this one, if any.
+        quarantined: Why the engine stopped running this instance, if it did: its
+            stored record cannot be loaded (a value of the wrong type, written by
+            hand or by older code), or its workflow version has no registered class.
+            Other instances carry on; fix the record (or register the class) and
+            restart the engine.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0 ``steps``, ``in_fork`` and ``parent``.
+    .. versionchanged:: 0.3.0 ``quarantined``.
     """
 
     id: str
@@ -61,6 +67,7 @@ class InstanceInfo:
     steps: tuple[str, ...] = ()
     in_fork: bool = False
     parent: str | None = None
+    quarantined: str | None = None
 
 
 @attrs.frozen

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import reprlib
 import types
 import typing
 from typing import Any
 
 import attrs
-from cattrs.errors import StructureHandlerNotFoundError
+from cattrs.errors import AttributeValidationNote, IterableValidationNote, StructureHandlerNotFoundError
 from cattrs.preconf.json import make_converter
+
+from ._errors import RecordLoadError
 
 converter = make_converter()
 """The one converter used for everything the stores persist."""
@@ -78,8 +81,93 @@ def _ambiguous_union(tp: object) -> str | None:
 
 
 def structure(value: object, tp: Any) -> Any:
-    """Build a value of type *tp* from its JSON-ready form."""
-    return converter.structure(value, tp)
+    """
+    Build a value of type *tp* from its JSON-ready form.
+
+    Raises:
+        RecordLoadError: *value* does not fit *tp*; the error names the field,
+            the expected type and the value found.
+    """
+    try:
+        return converter.structure(value, tp)
+    except Exception as exc:
+        raise load_error(exc, value, tp) from exc
+
+
+_MISSING: Any = object()
+
+
+def load_error(exc: BaseException, data: object, tp: object) -> RecordLoadError:
+    """The :class:`RecordLoadError` for *exc*, raised by cattrs while structuring *data* as *tp*."""
+    root = type_label(tp)
+    path, expected, leaf = _locate(exc, data, tp)
+    if leaf is _MISSING:
+        detail = f"missing (expected {type_label(expected)})"
+    else:
+        detail = f"expected {type_label(expected)} but got {show(leaf)} (type={type(leaf).__name__})"
+    return RecordLoadError(f"a stored {root}", root + path, detail)
+
+
+def _locate(exc: BaseException, data: object, tp: object) -> tuple[str, object, object]:
+    """Follow cattrs' nested validation errors to the failing leaf: (path, its type, its stored value)."""
+    path = ""
+    expected = tp
+    while True:
+        subs: tuple[BaseException, ...] = getattr(exc, "exceptions", ())
+        if not subs:
+            return path, expected, data
+        exc = subs[0]
+        for note in getattr(exc, "__notes__", ()):
+            if isinstance(note, AttributeValidationNote):
+                if not isinstance(data, dict):
+                    return path, expected, data  # not even an object: the value itself is wrong
+                path += f".{note.name}"
+                expected = note.type
+                data = typing.cast("dict[str, object]", data).get(note.name, _MISSING)
+                break
+            if isinstance(note, IterableValidationNote):
+                key: Any = note.index
+                path += f"[{key!r}]"
+                expected = note.type
+                try:
+                    data = typing.cast("Any", data)[key]
+                except (LookupError, TypeError):
+                    data = _MISSING
+                break
+
+
+def type_label(tp: object) -> str:
+    """A short name for the annotation *tp* (``int``, ``list[Item]``, ``str | None``)."""
+    if tp is None or tp is type(None):
+        return "None"
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(type_label(a) for a in args)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is not None and args:
+        inner = ", ".join("..." if a is Ellipsis else type_label(a) for a in args)
+        return f"{getattr(origin, '__name__', None) or type_label(origin)}[{inner}]"
+    name = getattr(tp, "__name__", None)
+    return name if isinstance(name, str) else repr(tp).replace("typing.", "")
+
+
+_repr = reprlib.Repr()  # keyword arguments only from Python 3.12
+_repr.maxlevel = 3
+_repr.maxdict = 4
+_repr.maxstring = _repr.maxother = 80
+_BIG_INT_BITS = 4096  # ints this long or longer are shown by size, not by their (maybe unprintable) digits
+
+
+def show(value: object) -> str:
+    """A short, safe ``repr`` of *value* for an error message (never raises)."""
+    if isinstance(value, int) and value.bit_length() >= _BIG_INT_BITS:
+        return f"<an int of {value.bit_length()} bits>"
+    try:
+        return _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__, an int too long to print inside a container
+        return f"<a {type(value).__name__}>"
 
 
 def unstructure(value: object, tp: Any = None) -> Any:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import enum
+import re
+import typing
 from collections.abc import Iterable
 
 import attrs
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class TaskStatus(enum.Enum):
@@ -66,3 +70,49 @@ class Task:
         if self.assignee is not None and user == self.assignee:
             return True
         return not set(self.candidate_groups).isdisjoint(groups)
+
+
+def check_user(user: object) -> str:
+    """
+    *user* as given to ``complete_task``: a user name.
+
+    It is recorded in the task and in the history, so it must be a non-empty text
+    that cannot forge a line of its own there.
+
+    Raises:
+        TypeError: *user* is not a ``str`` (``None`` included).
+        ValueError: It is empty or holds a control character (a newline...).
+    """
+    if not isinstance(user, str):
+        msg = f"user= must be the name of who completes the task, a str; got {user!r} ({type(user).__name__})"
+        raise TypeError(msg)
+    if not user or _CONTROL.search(user) is not None:
+        msg = f"user= must be a non-empty name without control characters (newlines...); got {user!r}"
+        raise ValueError(msg)
+    return user
+
+
+def group_names(groups: Iterable[str]) -> tuple[str, ...]:
+    """
+    *groups* as given to ``complete_task`` or ``tasks``: group names.
+
+    One group given as a plain string is that group, not its letters.
+
+    Raises:
+        TypeError: *groups* is not an iterable of ``str`` (``bytes`` included).
+    """
+    if isinstance(groups, str):
+        return (groups,)
+    if isinstance(groups, (bytes, bytearray, memoryview)):
+        msg = f"groups= must be group names (str), not {type(groups).__name__}: got {groups!r}"
+        raise TypeError(msg)
+    try:
+        names = tuple(typing.cast("Iterable[object]", groups))  # a caller's value, of any type
+    except TypeError:
+        msg = f"groups= must be an iterable of group names (str); got {groups!r} ({type(groups).__name__})"
+        raise TypeError(msg) from None
+    for name in names:
+        if not isinstance(name, str):
+            msg = f"groups= must hold group names (str); got {name!r} ({type(name).__name__}) in {groups!r}"
+            raise TypeError(msg)
+    return typing.cast("tuple[str, ...]", names)

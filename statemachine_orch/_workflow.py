@@ -14,11 +14,10 @@ from ._registry import default_registry
 from ._validate import input_validator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from transitions import Machine
 
     from ._spec import WorkflowSpec
+    from ._validate import VariablesValidator
 
 
 @dataclass_transform(eq_default=False, field_specifiers=(attrs.field,))
@@ -52,7 +51,7 @@ class Workflow:
         __orch_spec__: ClassVar[WorkflowSpec]
         __orch_machine__: ClassVar[Machine]
         __orch_abstract__: ClassVar[bool]
-        __orch_validate__: ClassVar[Callable[[object], None]]
+        __orch_validate__: ClassVar[VariablesValidator]
     __orch_abstract__ = True
     # The machine's model attribute: None until the engine starts the instance
     # (a class default, so that reading it on a fresh object is not a failed lookup).
