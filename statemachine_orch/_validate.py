@@ -44,6 +44,7 @@ Checker = Callable[[object], "Found | None"]
 Fast = Callable[[object], bool]
 
 _MISSING: Any = object()
+_GOOD_MAX = 256  # known-good class tuples kept per workflow class
 _INT_FAST = 1 << 4096  # ints smaller than this always print as JSON (Python refuses past 4300 digits)
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # as the SQLite store writes
 
@@ -342,6 +343,8 @@ def _fast_each_flat(
 ) -> Fast:
     """The fast test of a list of attrs objects whose fields all have simple types: one loop, no calls."""
     limit = _INT_FAST
+    if len(expected) in (1, 2, 3):
+        return _fast_each_small(container, cls, get, expected, ints)
 
     def each(v: object) -> bool:
         if type(v) is not container:
@@ -356,6 +359,42 @@ def _fast_each_flat(
             for i in ints:
                 if not -limit < values[i] < limit:  # type: ignore[operator]  # an int: its class was checked
                     return False
+        return True
+
+    return each
+
+
+def _fast_each_small(
+    container: type,
+    cls: type,
+    get: Callable[[object], tuple[object, ...]],
+    expected: tuple[type, ...],
+    ints: tuple[int, ...],
+) -> Fast:
+    """:func:`_fast_each_flat` for records of one to three fields: each field tested inline (a hot path of start())."""
+    limit = _INT_FAST
+    t0, t1, t2 = (*expected, _NoClass, _NoClass)[:3]
+    n0, n1, n2 = (i in ints for i in range(3))
+    size = len(expected)
+
+    def each(v: object) -> bool:
+        if type(v) is not container:
+            return False
+        for item in typing.cast("list[object]", v):
+            if type(item) is not cls:
+                return False
+            values = get(item)
+            a = values[0]
+            if type(a) is not t0 or (n0 and not -limit < a < limit):  # type: ignore[operator]
+                return False
+            if size > 1:
+                b = values[1]
+                if type(b) is not t1 or (n1 and not -limit < b < limit):  # type: ignore[operator]
+                    return False
+                if size > 2:  # noqa: PLR2004 - the third field
+                    c = values[2]
+                    if type(c) is not t2 or (n2 and not -limit < c < limit):  # type: ignore[operator]
+                        return False
         return True
 
     return each
@@ -604,14 +643,30 @@ class VariablesValidator:
     attempt changed (the others were checked before, or loaded by the converter).
     """
 
-    __slots__ = ("_copies", "_copy_at", "_fast", "_fields", "_get", "_indexes", "_n", "_shape", "workflow")
+    __slots__ = (
+        "_copies",
+        "_copy_at",
+        "_deep",
+        "_fast",
+        "_fields",
+        "_good",
+        "_indexes",
+        "_n",
+        "_numeric",
+        "_read",
+        "_shape",
+        "read",
+        "workflow",
+    )
 
     def __init__(self, spec: WorkflowSpec) -> None:
         """Compile the checks of *spec*'s fields."""
         self.workflow = spec.name
         names = tuple(f.name for f in spec.fields)
         self._n = len(names)
-        self._get = _getter(names)
+        self._read = _getter(names)
+        self.read: Callable[[object], tuple[object, ...]] = self._read
+        """``read(wf)``: the variables of *wf*, in declaration order (a snapshot outside strict mode)."""
         shape = _shape([f.type for f in spec.fields], partial=True)
         assert shape is not None  # noqa: S101 - partial shapes always exist
         self._shape = shape
@@ -628,6 +683,12 @@ class VariablesValidator:
         self._copies = tuple(copies)
         self._indexes = tuple(range(self._n))
         self._copy_at = {i: self._n + j for j, (i, _) in enumerate(copies)}
+        # The classes of a tuple of values that passed the full fast test: for the
+        # variables whose class decides (str, bool, int...), the same classes pass
+        # again; the others ("deep": containers, attrs objects...) are looked at anew.
+        self._good: set[tuple[type, ...]] = set()
+        self._deep = tuple(i for i, f in enumerate(spec.fields) if not _class_decides(f.type))
+        self._numeric = tuple(i for i, f in enumerate(spec.fields) if _exact_type(f.type) in (int, float))
 
     def __call__(self, wf: object) -> None:
         """
@@ -637,13 +698,50 @@ class VariablesValidator:
             WorkflowInputError: A variable does not match its declared type, or
                 cannot be stored.
         """
-        values = self._get(wf)
-        if self._shape(values):
+        values = self._read(wf)
+        if self._passes(values, None):
             return
         found = self._mismatches(values, range(self._n), first=True)
         if found:
             _, bad = found[0]
             raise WorkflowInputError(self.workflow, bad.path, bad.describe())
+
+    def _passes(self, values: tuple[object, ...], before: tuple[object, ...] | None) -> bool:
+        """The fast test of *values* (with *before*: of the deep and numeric ones other than before)."""
+        types = tuple(map(type, values))
+        good = self._good
+        if types not in good:
+            if not self._shape(values):
+                return False
+            if len(good) < _GOOD_MAX:
+                good.add(types)
+            return True
+        fast = self._fast
+        for i in self._deep:
+            value = values[i]
+            if (before is None or value is not before[i]) and not fast[i](value):
+                return False
+        for i in self._numeric:
+            value = values[i]
+            if type(value) is int and not -_INT_FAST < value < _INT_FAST:  # an int too long for JSON
+                return False
+        return True
+
+    def settled(self, wf: object, before: tuple[object, ...]) -> bool:
+        """
+        Whether the variables of *wf* after an attempt need no closer look (*before*: :meth:`read` before it).
+
+        The memory store's cheap test (see ``strict`` in :meth:`check_step`): true when
+        every variable holds an object equal to *before*'s, or when those that changed
+        pass the fast test. When false, :meth:`check_step` finds out what is wrong.
+        """
+        values = self._read(wf)
+        try:
+            if values == before:
+                return True
+        except Exception:  # noqa: BLE001 - a value whose == raises (an array): look at each
+            return False
+        return self._passes(values, before)
 
     def _mismatches(
         self, values: tuple[object, ...], which: Iterable[int], *, first: bool
@@ -669,7 +767,7 @@ class VariablesValidator:
         (a list, a dict...), so that such changes are checked and undone too. (Read
         attribute by attribute: touching ``__dict__`` would slow every later access.)
         """
-        values = self._get(wf)
+        values = self.read(wf)
         copies = self._copies
         if not strict or not copies:
             return values
@@ -681,6 +779,7 @@ class VariablesValidator:
         before: tuple[object, ...],
         restore_all: bool = True,
         strict: bool = True,
+        values: tuple[object, ...] | None = None,
     ) -> None:
         """
         Check the variables an attempt gave new values; on a mismatch put them back and raise.
@@ -699,18 +798,16 @@ class VariablesValidator:
                 which keeps the objects themselves and writes nothing) only variables
                 given an unequal object are checked: cheaper, and nothing it lets pass
                 can break that store.
+            values: :meth:`read` after the attempt, when the caller has it already.
 
         Raises:
             VariableTypeError: A variable does not match its declared type, or cannot
                 be stored; it names the first such field.
         """
-        values = self._get(wf)
-        if not strict:
-            try:
-                if values == before:
-                    return  # every variable holds the same (or an equal) object as before
-            except Exception:  # noqa: BLE001, S110 - a value whose == raises (an array): look at each
-                pass
+        if values is None:
+            if not strict and self.settled(wf, before):
+                return
+            values = self._read(wf)
         fast = self._fast
         # The variables holding another object than before (then the strict mode's
         # containers, which can change in place); the fast test for each.
@@ -736,6 +833,11 @@ class VariablesValidator:
         if len(found) > 1:
             msg += f" (also wrong: {', '.join(m.path for _, m in found[1:])})"
         raise VariableTypeError(self.workflow, bad.path, msg)
+
+
+def _class_decides(tp: object) -> bool:
+    """Whether the class of a value alone says it fits *tp* (ints aside: their size is checked apart)."""
+    return _exact_type(tp) is not None or _optional_exact(tp) is not None
 
 
 def _field_fast(tp: object) -> Fast:

@@ -135,7 +135,18 @@ class Tagged(Workflow):
     def tag(self, ctx: Ctx) -> None: ...
 
 
-PINNED = (Crate, Delivery, Claim, Scale, Tagged)
+class Readings(Workflow):
+    """A step that appends a reading of the wrong type to a list in place."""
+
+    readings: list[int] = attrs.field(factory=list[int])
+
+    @step(initial=True, final=True)
+    def read(self, ctx: Ctx) -> None:
+        self.readings.append(1)
+        self.readings.append(cast("int", "two"))
+
+
+PINNED = (Crate, Delivery, Claim, Scale, Tagged, Readings)
 
 
 def _edit(db_path: Path, sql: str, *params: object) -> None:
@@ -287,6 +298,25 @@ def test_a_step_that_leaves_a_wrong_type_keeps_its_record_loadable(
     assert (InstanceStatus.FAILED, 0) == (status, weight)
     assert "weigh: VariableTypeError: Scale.weight: expected int but got None (type=NoneType)" == error
     assert [InstanceStatus.COMPLETED] * 3 == statuses
+
+
+def test_a_list_changed_in_place_to_hold_a_wrong_type_is_checked_and_put_back(
+    db_path: Path, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 8: on a store that writes JSON, a list a step changed in place is checked too, and restored."""
+
+    async def scenario() -> tuple[InstanceStatus, str | None, list[int]]:
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            handle = await engine.start(Readings(readings=[0]))
+            status = await engine.wait_instance(handle.instance_id)
+            error = engine.info(handle.instance_id).error
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            return status, error, cast("Readings", engine.workflow(handle.instance_id)).readings
+
+    status, error, readings = run(scenario())
+    assert InstanceStatus.FAILED == status
+    assert "read: VariableTypeError: Readings.readings[2]: expected int but got 'two' (type=str)" == error
+    assert [0] == readings, "the list as it was before the step"
 
 
 @pytest.mark.parametrize(

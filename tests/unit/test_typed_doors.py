@@ -198,6 +198,33 @@ def test_a_step_that_leaves_a_wrong_type_fails_and_its_variables_are_put_back(
     assert (0, "") == (count, label), "the variables are those from before the step"
 
 
+class Counter(Workflow):
+    """A step that counts past what JSON can hold."""
+
+    count: int = 0
+
+    @step(initial=True, final=True)
+    def count_up(self, ctx: Ctx) -> None:
+        self.count = 10**5000
+
+
+def test_a_step_that_leaves_an_int_too_long_for_json_fails(run: Runner, new_engine: EngineFactory) -> None:
+    """Issue 8: even on the memory store, a variable no JSON store could hold fails the step that set it."""
+
+    async def scenario() -> tuple[InstanceStatus, list[str | None], int]:
+        async with new_engine() as engine:
+            handle = await engine.start(Counter())
+            status, wf = await engine.wait_result(handle.instance_id)
+            failed = [e.detail for e in engine.history(handle.instance_id) if e.kind is EventKind.STEP_FAILED]
+            return status, failed, cast("Counter", wf).count
+
+    status, failed, count = run(scenario())
+    assert (InstanceStatus.FAILED, 0) == (status, count)
+    assert [
+        "VariableTypeError: Counter.count: expected int of at most 4300 digits but got <an int of 16610 bits> (type=int)"
+    ] == failed
+
+
 class Scale(Workflow):
     """Weigh with a retry: the first reading is nothing, the second a number."""
 
