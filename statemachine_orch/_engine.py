@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import os
 from collections import deque
@@ -36,6 +37,7 @@ from ._errors import (
     InstanceStateError,
     MigrationError,
     NoEdgeEnabled,
+    RecordLoadError,
     SignalTypeError,
     StoreError,
     TaskAlreadyCompleted,
@@ -47,7 +49,7 @@ from ._errors import (
 )
 from ._handle import EngineStatistics, Handle, RecoveryReport
 from ._history import EventKind, HistoryEvent, new_event
-from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, active_steps, leaves
+from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, Signal, active_steps, leaves
 from ._machine import DONE, START, STATE_ATTRIBUTE, ForkMachine
 from ._progress import Progress, progress_of
 from ._registry import WorkflowRegistry, default_registry
@@ -59,15 +61,18 @@ from ._spec import (
     COMPENSATION_FAILED,
     COMPLETED,
     FAILED,
+    MigrationSpec,
     StepKind,
     StepSpec,
 )
 from ._status import InstanceStatus
 from ._store import MemoryStore, Store
-from ._tasks import Task, TaskStatus
+from ._tasks import Task, TaskStatus, check_user, group_names
+from ._validate import value_mismatch
 from ._workflow import Workflow, spec_of
 
 W = TypeVar("W", bound=Workflow)
+_R = TypeVar("_R")
 
 _log: Any = structlog.get_logger("statemachine_orch.engine")
 
@@ -84,6 +89,7 @@ _K = EventKind
 _QUEUED: Any = object()  # InstanceRecord.worker while the instance waits for a worker
 _DUE_BATCH = 256  # timers fired per store query
 _RELOAD_DELAY = 0.05  # first wait before reloading an instance whose commit failed
+_RELOAD_DELAY_MAX = 30.0  # the cap of that wait, doubled at each failed commit in a row
 _BUSY_RETRY = 0.005  # wait before looking again at a due timer whose instance is busy
 
 
@@ -129,6 +135,9 @@ class Engine:
         self.registry: WorkflowRegistry = WorkflowRegistry(workflows, parent=default_registry)
         self.store.attach(self.registry)
         self._group = self.store.group_commit
+        # A store that writes JSON needs every changed variable checked strictly; the
+        # memory store keeps the objects themselves (VariablesValidator.check_step).
+        self._strict_vars = not isinstance(self.store, MemoryStore)
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
         self._live: dict[str, InstanceRecord] = {}
@@ -140,12 +149,23 @@ class Engine:
         self._workers: list[asyncio.Task[None]] = []
         self._timer_task: asyncio.Task[None] | None = None
         self._timer_wake: asyncio.Event | None = None
-        self._batch: list[InstanceRecord] | None = None
-        self._batch_done: asyncio.Future[None] | None = None
+        # Group commit: the changes waiting for the next flush, and its outcome (the failed ones, by position).
+        self._batch: list[tuple[InstanceRecord, ...]] | None = None
+        self._batch_done: asyncio.Future[dict[int, StoreError] | None] | None = None
         self._commits = 0
         self._committed_records = 0
         self._active = 0
         self._orphans: set[str] = set()
+        # Why each of those was quarantined, and when: its version has no class, or
+        # its record cannot be loaded (shown by info(), instances() and history()).
+        self._quarantine: dict[str, tuple[float, str]] = {}
+        # Changes handed to an instance's driver by callers (task completions,
+        # cancels, retries, migrations), applied in its next turn, in its commit.
+        self._inbox: dict[str, list[_Command]] = {}
+        # Instances whose commits failed: how many times in a row, and those that
+        # wait out their backoff now (no timer or caller runs them meanwhile).
+        self._failures: dict[str, int] = {}
+        self._held: set[str] = set()
         # Waiters get the record itself, so that result() needs no reload from the store.
         self._waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceRecord]]]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
@@ -158,8 +178,12 @@ class Engine:
     # ----------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
-        """Start the workers and resume what the store holds in flight."""
-        await self.recover()
+        """Start the workers and resume what the store holds in flight (stopping them again if that fails)."""
+        try:
+            await self.recover()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -200,8 +224,8 @@ class Engine:
             if instance_id in self._queued_ids:
                 continue
             if self.registry.resolve(info.workflow, info.version) is None:
-                self._orphans.add(instance_id)
-                _log.error("orphaned_instance", instance_id=instance_id, workflow=info.workflow, version=info.version)
+                why = f"its workflow {info.workflow} version {info.version} has no registered class"
+                self._orphan(instance_id, why, "orphaned_instance", workflow=info.workflow, version=info.version)
                 orphaned.append(instance_id)
                 continue
             # Loaded by the worker that runs it: the first instance resumes at once,
@@ -329,7 +353,7 @@ class Engine:
 
     def info(self, instance_id: str) -> InstanceInfo:
         """
-        A snapshot of one instance.
+        A snapshot of one instance (``quarantined`` says why this engine stopped it, if it did).
 
         Raises:
             InstanceNotFound: No instance has this id.
@@ -342,7 +366,10 @@ class Engine:
     def _find_info(self, instance_id: str) -> InstanceInfo | None:
         """A snapshot of the live record, else of the stored one, else None."""
         rec = self._live.get(instance_id)
-        return rec.info() if rec is not None else self.store.info(instance_id)
+        info = rec.info() if rec is not None else self.store.info(instance_id)
+        if self._quarantine and info is not None and instance_id in self._quarantine:
+            info = attrs.evolve(info, quarantined=self._quarantine[instance_id][1])
+        return info
 
     def instances(
         self, status: InstanceStatus | None = None, workflow: type[Workflow] | str | None = None
@@ -353,6 +380,9 @@ class Engine:
         for rec in self._live.values():
             if name is None or rec.spec.name == name:
                 stored[rec.id] = rec.info()
+        for instance_id, (_, why) in self._quarantine.items():
+            if instance_id in stored:
+                stored[instance_id] = attrs.evolve(stored[instance_id], quarantined=why)
         return [i for i in stored.values() if status is None or i.status is status]
 
     def workflow(self, instance_id: str) -> Any:
@@ -361,12 +391,19 @@ class Engine:
 
         Raises:
             InstanceNotFound: No instance has this id.
+            UnknownWorkflowVersion: Its workflow version has no registered class.
+            StoreError: The store cannot be read, or the record cannot be loaded
+                (:class:`RecordLoadError`, naming the instance and the field: the
+                instance is quarantined).
         """
         return self._peek(instance_id).wf
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """
         Everything that happened to the instance, oldest first.
+
+        An instance this engine quarantined ends with an ``instance_quarantined``
+        entry giving the reason (kept by the engine: its record cannot be written).
 
         Raises:
             InstanceNotFound: No instance has this id.
@@ -375,7 +412,12 @@ class Engine:
         stored = self.store.history(instance_id)
         if rec is None and not stored and self.store.info(instance_id) is None:
             raise InstanceNotFound(instance_id)
-        return stored + rec.history if rec is not None else stored
+        events = stored + rec.history if rec is not None else stored
+        quarantined = self._quarantine.get(instance_id) if self._quarantine else None
+        if quarantined is not None:
+            at, why = quarantined
+            events.append(new_event(HistoryEvent, (at, _K.INSTANCE_QUARANTINED, None, 0, why)))
+        return events
 
     def progress(self, instance_id: str) -> Progress:
         """
@@ -401,7 +443,7 @@ class Engine:
 
     def statistics(self) -> EngineStatistics:
         """What the engine is doing right now."""
-        nxt = self.store.next_wake(frozenset(self._orphans))
+        nxt = self.store.next_wake(self._no_timers())
         return EngineStatistics(
             live=len(self._live),
             active=self._active,
@@ -444,9 +486,18 @@ class Engine:
             TaskNotFound: No such task.
             TaskAlreadyCompleted: It was completed (or cancelled) already.
             TaskNotAuthorized: *user* is not the assignee and in no candidate group.
-            TaskFormError: *form* is not an instance of the declared type.
-            StoreError: The completion could not be committed (nothing changed).
+            TaskFormError: *form* is not an instance of the declared type, or a field
+                of it does not hold its declared type (or cannot be stored as JSON).
+            TypeError: *user* is not a ``str`` (``None`` included), or *groups* is not
+                an iterable of ``str``.
+            ValueError: *user* is empty or holds a control character (a newline...).
+            UnknownWorkflowVersion: The task's instance runs a workflow version that
+                has no registered class here (nothing changed).
+            StoreError: The completion could not be committed (nothing changed), or
+                the instance's record cannot be loaded (:class:`RecordLoadError`: it is
+                quarantined).
         """
+        check_user(user)
         task = self.store.task(task_id)
         if task is None:
             raise TaskNotFound(task_id, "no such task")
@@ -467,38 +518,40 @@ class Engine:
             raise TaskNotAuthorized(task_id, user, msg)
         self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
         _check_form(task, form)
-        rec = self._get(task.instance_id)
-        branch = next((b for b in rec.branches.values() if b.task_id == task.id), None)
-        if branch is None and (rec.task_id != task.id or rec.worker is not None):
-            self._unpin(rec)
-            msg = "its instance is no longer waiting on it"
-            raise TaskAlreadyCompleted(task_id, msg)
-        done = attrs.evolve(
-            task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=self.clock.now(), form=form
-        )
-        rec.add_task(done)
-        tok: InstanceRecord | Branch = rec if branch is None else branch
-        tok.payload = form
-        tok.task_id = None
-        tok.wake_at = None
-        if branch is not None:
-            _sync_wake(rec)
-        self._note(rec, _K.TASK_COMPLETED, task.step, 0, user)
-        self._set_status(rec, InstanceStatus.RUNNING)
+        completed_at = self.clock.now()
+
+        def apply(rec: InstanceRecord) -> Task:
+            # In the driver's turn: the instance may have moved on since the checks above.
+            branch = next((b for b in rec.branches.values() if b.task_id == task.id), None)
+            if branch is None and rec.task_id != task.id:
+                closed = next((t for t in rec.dirty_tasks if t.id == task_id), None) or self.store.task(task_id)
+                if closed is not None and closed.status is not TaskStatus.OPEN:
+                    by = f" by {closed.completed_by!r}" if closed.completed_by else ""
+                    raise TaskAlreadyCompleted(task_id, f"is already {closed.status.value}{by}; a task completes once")
+                raise TaskAlreadyCompleted(task_id, "its instance is no longer waiting on it")
+            done = attrs.evolve(
+                task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=completed_at, form=form
+            )
+            rec.add_task(done)
+            tok: InstanceRecord | Branch = rec if branch is None else branch
+            tok.payload = form
+            tok.task_id = None
+            tok.wake_at = None
+            if branch is not None:
+                _sync_wake(rec)
+            self._note(rec, _K.TASK_COMPLETED, task.step, 0, user)
+            self._set_status(rec, InstanceStatus.RUNNING)
+            return done
+
         try:
-            await self._save_or_reload(rec)
+            return await self._submit(task.instance_id, apply)
         except StoreError:
             stored = self.store.task(task_id)
             if stored is None or stored.status is not TaskStatus.COMPLETED or stored.completed_by != user:
                 raise
             # The completion was written; only its acknowledgement was lost. The
-            # reload scheduled by _save_or_reload runs the instance on.
+            # instance's reload runs it on.
             return stored
-        if branch is None:
-            self._enqueue(rec)
-        else:
-            self._resume(rec)
-        return done
 
     async def signal(self, instance_id: str, message: object) -> None:
         """
@@ -510,7 +563,11 @@ class Engine:
         Raises:
             InstanceNotFound: No instance has this id.
             InstanceFinished: The instance is terminal.
-            SignalTypeError: No ``@wait_for`` step of its workflow takes this type.
+            SignalTypeError: No ``@wait_for`` step of its workflow takes this type, or
+                a field of the message does not hold its declared type (or cannot be
+                stored as JSON); nothing was stored.
+            StoreError: The store cannot be read, or the instance's record cannot be
+                loaded (:class:`RecordLoadError`: it is quarantined).
         """
         rec = self._peek(instance_id)
         if rec.status.is_terminal:
@@ -521,6 +578,10 @@ class Engine:
             names = ", ".join(sorted({t.__name__ for t in accepted})) or "none"
             msg = f"{rec.spec.name} does not wait for {type(message).__name__} (it waits for: {names})"
             raise SignalTypeError(instance_id, msg)
+        bad = value_mismatch(message, declared)
+        if bad is not None:
+            where = declared.__name__ + bad.path
+            raise SignalTypeError(instance_id, f"{where}: {bad.describe()}", field_path=where)
         # Filed under the declared type it matched, so every store decodes it as that type.
         self.store.add_signal(instance_id, _type_name(declared), message)
         waiting_here = any(
@@ -550,24 +611,32 @@ class Engine:
             InstanceNotFound: No instance has this id.
             InstanceFinished: It is already terminal.
         """
-        rec = self._get(instance_id)
+        rec = self._peek(instance_id)
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, "cancel")
-        self._request_cancel(rec, reason, compensate=compensate)
+        await self._request_cancel(instance_id, reason, compensate=compensate)
         return await self._wait_for(instance_id, terminal_only=True)
 
-    def _request_cancel(self, rec: InstanceRecord, reason: str, *, compensate: bool) -> None:
-        if rec.cancel is None and active_steps(rec.state):
-            rec.cancel = (reason, compensate)
-            self._note(rec, _K.CANCEL_REQUESTED, None, 0, reason or None)
-            worker = rec.worker
-            if rec.runners:
-                self._cancel_branches(rec, f"cancelled: {reason}" if reason else "cancelled")
-                _poke(rec)
-            elif rec.in_step and worker is not _QUEUED and worker is not None:
-                worker.cancel()
-            elif worker is None:
-                self._enqueue(rec)
+    def _request_cancel(self, instance_id: str, reason: str, *, compensate: bool) -> asyncio.Future[object]:
+        """Hand a cancel to the instance's driver; the future resolves once it is committed."""
+
+        def apply(rec: InstanceRecord) -> object:
+            if rec.status.is_terminal:
+                raise InstanceFinished(instance_id, rec.status, "cancel")
+            # An instance compensating already is not cancelled again: the caller waits for it.
+            if rec.cancel is None and active_steps(rec.state):
+                rec.cancel = (reason, compensate)
+                self._note(rec, _K.CANCEL_REQUESTED, None, 0, reason or None)
+                if rec.runners:
+                    self._cancel_branches(rec, f"cancelled: {reason}" if reason else "cancelled")
+            return None
+
+        done = self._submit(instance_id, apply, interrupt=True)
+        rec = self._live.get(instance_id)
+        worker: object = rec.worker if rec is not None else None
+        if rec is not None and rec.in_step and worker is not _QUEUED and isinstance(worker, asyncio.Task):
+            worker.cancel()  # the step in flight sees CancelledError; the driver then applies the cancel
+        return done
 
     async def retry_compensation(self, instance_id: str) -> InstanceStatus:
         """
@@ -584,16 +653,18 @@ class Engine:
             InstanceNotFound: No instance has this id.
             InstanceStateError: The instance is not ``compensation_failed``.
         """
-        rec = self._get(instance_id)
-        if rec.state != COMPENSATION_FAILED:
-            self._unpin(rec)
-            msg = f"is {rec.status.value}, not compensation_failed: there is no failed compensation to retry"
-            raise InstanceStateError(instance_id, rec.status, msg)
-        _trigger(rec, "retry_compensation")
-        rec.comp_attempt = 1
-        self._set_status(rec, InstanceStatus.COMPENSATING)
-        await self._save_or_reload(rec)
-        self._enqueue(rec)
+        self._peek(instance_id)
+
+        def apply(rec: InstanceRecord) -> object:
+            if rec.state != COMPENSATION_FAILED:
+                msg = f"is {rec.status.value}, not compensation_failed: there is no failed compensation to retry"
+                raise InstanceStateError(instance_id, rec.status, msg)
+            _trigger(rec, "retry_compensation")
+            rec.comp_attempt = 1
+            self._set_status(rec, InstanceStatus.COMPENSATING)
+            return None
+
+        await self._submit(instance_id, apply)
         return await self._wait_for(instance_id, terminal_only=True)
 
     async def migrate(self, instance_id: str, to: type[Workflow]) -> InstanceInfo:
@@ -611,63 +682,51 @@ class Engine:
             MigrationError: No migration from its version, it is busy or terminal,
                 or the migration returned something unusable.
         """
-        rec = self._peek(instance_id)
         new_spec = spec_of(to)
-        if isinstance(rec.state, list):
-            raise MigrationError(
-                instance_id, "is inside a fork's branches; migrate it before the fork or after the join"
-            )
-        if rec.status.is_terminal or not rec.spec.has_step(rec.state):
-            raise MigrationError(instance_id, f"is {rec.status.value}: a finished instance is not migrated")
-        if rec.worker is not None:
+        current = self._peek(instance_id)
+        migration = _migration_for(current, to)
+        if current.worker is not None:
+            # Refused at once rather than queued behind a step that may take long.
             raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
-        found = [
-            m for m in new_spec.migrations if m.source_version == rec.spec.version and new_spec.name == rec.spec.name
-        ]
-        if not found:
-            msg = f"{to.__qualname__} declares no @migration from {rec.spec.name} version {rec.spec.version}"
-            raise MigrationError(instance_id, msg)
-        rec = self._get(instance_id)
-        old_state = rec.state
-        try:
-            new_wf, new_state = found[0].fn(rec.wf, old_state)
-        except Exception as exc:
-            self._forget(rec)
-            msg = f"migration {found[0].name} raised {type(exc).__name__}: {exc}"
-            raise MigrationError(instance_id, msg) from exc
-        if not isinstance(new_wf, to) or not new_spec.has_step(new_state):
-            self._forget(rec)
-            expected = f"({to.__qualname__}(...), a step of it)"
-            msg = f"migration {found[0].name} must return {expected}, got ({new_wf!r}, {new_state!r})"
-            raise MigrationError(instance_id, msg)
-        missing = [s for s, _ in rec.saga if not new_spec.has_step(s) or new_spec.step(s).compensation is None]
-        if missing:
-            self._forget(rec)
-            version = new_spec.version
-            msg = f"completed steps {missing} have no compensation in version {version}; it could not undo them"
-            raise MigrationError(instance_id, msg)
-        keep_task = new_state == old_state and new_spec.step(new_state).kind is StepKind.HUMAN_TASK
-        if rec.task_id is not None and not keep_task:
-            self._close_task(rec, "migrated")
-        elif rec.task_id is not None and (kept := self.store.task(rec.task_id)) is not None:
-            rec.add_task(attrs.evolve(kept, form_type=new_spec.step(new_state).payload_type))
-        if not keep_task and rec.status is InstanceStatus.WAITING:
-            self._set_status(rec, InstanceStatus.RUNNING)
-            rec.wake_at = None
-        setattr(new_wf, STATE_ATTRIBUTE, new_state)
-        rec.visit += 1  # a new visit: a task the new step opens must not reuse the cancelled one's id
-        rec.wf = new_wf
-        rec.spec = new_spec
-        rec.machine = to.__orch_machine__
-        self.registry.register(to)
-        self._note(rec, _K.MIGRATED, new_state, 0, f"version {found[0].source_version} -> {new_spec.version}")
-        await self._save_or_reload(rec)
-        info = rec.info()
-        if rec.status is InstanceStatus.RUNNING and rec.wake_at is None:
-            self._enqueue(rec)
-        else:
-            self._unpin(rec)
-        return info
+
+        def apply(rec: InstanceRecord) -> InstanceInfo:
+            _migration_for(rec, to)  # again, in the driver's turn: it may have moved on
+            if rec.status is not InstanceStatus.WAITING and rec.wake_at is None:
+                raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
+            old_state = rec.state
+            try:
+                # A copy: a migration that fails half-way leaves the instance as it was.
+                new_wf, new_state = migration.fn(copy.deepcopy(rec.wf), old_state)
+            except Exception as exc:
+                msg = f"migration {migration.name} raised {type(exc).__name__}: {exc}"
+                raise MigrationError(instance_id, msg) from exc
+            if not isinstance(new_wf, to) or not new_spec.has_step(new_state):
+                expected = f"({to.__qualname__}(...), a step of it)"
+                msg = f"migration {migration.name} must return {expected}, got ({new_wf!r}, {new_state!r})"
+                raise MigrationError(instance_id, msg)
+            missing = [s for s, _ in rec.saga if not new_spec.has_step(s) or new_spec.step(s).compensation is None]
+            if missing:
+                version = new_spec.version
+                msg = f"completed steps {missing} have no compensation in version {version}; it could not undo them"
+                raise MigrationError(instance_id, msg)
+            keep_task = new_state == old_state and new_spec.step(new_state).kind is StepKind.HUMAN_TASK
+            if rec.task_id is not None and not keep_task:
+                self._close_task(rec, "migrated")
+            elif rec.task_id is not None and (kept := self.store.task(rec.task_id)) is not None:
+                rec.add_task(attrs.evolve(kept, form_type=new_spec.step(new_state).payload_type))
+            if not keep_task and rec.status is InstanceStatus.WAITING:
+                self._set_status(rec, InstanceStatus.RUNNING)
+                rec.wake_at = None
+            setattr(new_wf, STATE_ATTRIBUTE, new_state)
+            rec.visit += 1  # a new visit: a task the new step opens must not reuse the cancelled one's id
+            rec.wf = new_wf
+            rec.spec = new_spec
+            rec.machine = to.__orch_machine__
+            self.registry.register(to)
+            self._note(rec, _K.MIGRATED, new_state, 0, f"version {migration.source_version} -> {new_spec.version}")
+            return rec.info()
+
+        return await self._submit(instance_id, apply)
 
     # ----------------------------------------------------------------- waiting
 
@@ -704,7 +763,7 @@ class Engine:
     def _is_idle(self) -> bool:
         if self._active:
             return False
-        nxt = self.store.next_wake(frozenset(self._orphans))
+        nxt = self.store.next_wake(self._no_timers())
         if nxt is None:
             return True
         # A virtual clock that does not jump only moves when the test moves it:
@@ -719,8 +778,9 @@ class Engine:
         """Wait as :meth:`_wait_for`; also return the workflow object, when the turn that ended had it."""
         info = self.info(instance_id)
         rec = self._live.get(instance_id)
+        # A turn in progress may have ended the instance in memory only: wait for its commit.
         running = rec is not None and rec.worker is not None
-        if info.status.is_terminal or (not terminal_only and info.status is InstanceStatus.WAITING and not running):
+        if not running and (info.status.is_terminal or (not terminal_only and info.status is InstanceStatus.WAITING)):
             return info.status, rec.wf if rec is not None else None
         fut: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
@@ -764,45 +824,78 @@ class Engine:
 
     def _peek(self, instance_id: str) -> InstanceRecord:
         """The live record, or a fresh load that is not kept: for reading."""
-        rec = self._live.get(instance_id) or self.store.load(instance_id)
+        rec = self._live.get(instance_id)
         if rec is None:
-            raise InstanceNotFound(instance_id)
+            try:
+                rec = self.store.load(instance_id)
+            except RecordLoadError as exc:
+                # A record no engine can load: quarantine it, name it, never crash a loop on it.
+                err = exc.of_instance(instance_id)
+                self._orphan(instance_id, err)
+                raise err from exc
+            if rec is None:
+                raise InstanceNotFound(instance_id)
         return rec
 
     def _unpin(self, rec: InstanceRecord) -> None:
         """Drop a record from memory once nothing runs it and all of it is committed."""
-        if rec.worker is None and not rec.history and self._live.get(rec.id) is rec:
+        if rec.worker is None and not rec.history and rec.id not in self._inbox and self._live.get(rec.id) is rec:
             del self._live[rec.id]
 
     def _get_or_orphan(self, instance_id: str) -> InstanceRecord | None:
-        """The live record, or None (and a log line, once) when its version has no class."""
+        """The live record, or None (and a log line, once) when its version has no class or it cannot be loaded."""
         if instance_id in self._orphans:
             return None
         try:
             return self._get(instance_id)
         except UnknownWorkflowVersion as exc:
-            self._orphan(instance_id, exc)
+            self._orphan(instance_id, exc, "orphaned_instance")
             return None
+        except RecordLoadError:
+            return None  # quarantined by _peek
 
-    def _orphan(self, instance_id: str, exc: UnknownWorkflowVersion) -> None:
-        if instance_id not in self._orphans:
-            self._orphans.add(instance_id)
-            _log.error("orphaned_instance", instance_id=instance_id, error=str(exc))
+    def _orphan(self, instance_id: str, why: Exception | str, event: str = "quarantined_instance", **log: str) -> None:
+        """
+        Quarantine an instance: no worker or timer runs it again in this engine.
+
+        Once per instance: logged as *event*, and its reason shown by info(),
+        instances() and history() (an instance_quarantined entry).
+        """
+        if instance_id in self._orphans:
+            return
+        self._orphans.add(instance_id)
+        at = self._now()
+        reason = str(why)
+        self._quarantine[instance_id] = (at, reason)
+        _log.error(event, instance_id=instance_id, error=reason, **log)
+        if self._subscribers:
+            self._publish(instance_id, new_event(HistoryEvent, (at, _K.INSTANCE_QUARANTINED, None, 0, reason)))
+
+    def _signals(self, rec: InstanceRecord) -> list[Signal]:
+        """The instance's stored messages; none when they cannot be loaded (then it is quarantined)."""
+        try:
+            return self.store.signals(rec.id)
+        except RecordLoadError as exc:
+            self._orphan(rec.id, exc.of_instance(rec.id))
+            return []
 
     async def _save(self, rec: InstanceRecord, *more: InstanceRecord) -> None:
         """Commit *rec* (and *more*, in the same transaction); with a group-committing store, with others' changes."""
         if not self._group:
             self._commit((rec, *more))
             return
-        if self._batch is None:
-            self._batch = []
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = []
             self._batch_done = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._flush)
         done = self._batch_done
         assert done is not None  # noqa: S101 - created with the batch
-        self._batch.append(rec)
-        self._batch.extend(more)
-        await asyncio.shield(done)
+        index = len(batch)
+        batch.append((rec, *more) if more else (rec,))
+        failed = await asyncio.shield(done)
+        if failed is not None and (exc := failed.get(index)) is not None:
+            raise exc
 
     def _flush(self) -> None:
         batch, done = self._batch, self._batch_done
@@ -810,10 +903,21 @@ class Engine:
         assert batch is not None  # noqa: S101 - scheduled with a batch
         assert done is not None  # noqa: S101
         try:
-            self._commit(tuple(dict.fromkeys(batch)))
+            self._commit(tuple(dict.fromkeys(rec for group in batch for rec in group)))
         except StoreError as exc:
-            done.set_exception(exc)
-            done.exception()  # retrieved here: every waiter gets it through shield
+            if len(batch) == 1:
+                done.set_result({0: exc})
+                return
+            # One record may be what failed (its variables cannot be written): commit
+            # each change alone, so that the others are written once and only its
+            # own callers hear of the failure.
+            failed: dict[int, StoreError] = {}
+            for index, group in enumerate(batch):
+                try:
+                    self._commit(group)
+                except StoreError as alone:
+                    failed[index] = alone
+            done.set_result(failed)
         else:
             done.set_result(None)
 
@@ -827,20 +931,75 @@ class Engine:
             raise StoreError(msg) from exc
         self._commits += 1
         self._committed_records += len(records)
+        if self._failures:
+            for rec in records:
+                self._failures.pop(rec.id, None)
 
-    async def _save_or_reload(self, rec: InstanceRecord) -> None:
-        """
-        Commit a change made from outside a turn; on failure forget it and re-raise.
+    # ----------------------------------------------------------------- the driver's inbox
 
-        The commit may have landed with only its acknowledgement lost: a reload
-        then resumes the instance from whatever the store holds.
+    def _submit(
+        self, instance_id: str, apply: Callable[[InstanceRecord], _R], *, interrupt: bool = False
+    ) -> asyncio.Future[_R]:
         """
+        Hand a change of an instance to its driver; the future resolves once the change is committed.
+
+        *apply* runs in the driver's turn, on the driver's record: it checks that the
+        change still makes sense (raising the caller's typed error, with nothing
+        changed) and makes it. The driver commits it with whatever it moves next.
+        """
+        fut: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
+        self._inbox.setdefault(instance_id, []).append(_Command(apply, fut, interrupt=interrupt))
+        self._wake_driver(instance_id)
+        return fut
+
+    def _wake_driver(self, instance_id: str) -> None:
+        """Make sure a driver will look at the instance's inbox."""
+        if instance_id in self._held or instance_id in self._queued_ids:
+            return  # its reload (after a failed commit), or the worker that loads it, will
+        rec = self._live.get(instance_id)
+        if rec is None:
+            try:
+                rec = self._get(instance_id)
+            except (InstanceNotFound, UnknownWorkflowVersion, StoreError) as exc:
+                for command in self._inbox.pop(instance_id, ()):
+                    if command.done is not None and not command.done.done():
+                        command.done.set_exception(exc)
+                return
+        if rec.worker is None:
+            self._enqueue(rec)
+        else:
+            _poke(rec)  # a fork's driver wakes; a flat one looks at the inbox between moves
+
+    def _interrupting(self, instance_id: str) -> bool:
+        """Whether a caller's change waits that interrupts the step in flight (a cancel)."""
+        return any(c.interrupt for c in self._inbox.get(instance_id, ()))
+
+    async def _apply_inbox(self, rec: InstanceRecord) -> bool:
+        """Apply the changes callers handed to this instance, and commit them in one go; True if any was made."""
+        applied: list[tuple[asyncio.Future[Any], object]] = []
+        for command in self._inbox.pop(rec.id, ()):
+            done, apply = command.done, command.apply
+            if done is None or apply is None or done.done():
+                continue  # a note to look again (this is it), or a caller that gave up waiting
+            try:
+                result = apply(rec)
+            except Exception as exc:  # noqa: BLE001 - the caller's typed error, handed back to it
+                done.set_exception(exc)
+                continue
+            applied.append((done, result))
+        if not applied:
+            return False
         try:
             await self._save(rec)
-        except StoreError:
-            self._forget(rec)
-            asyncio.get_running_loop().call_later(_RELOAD_DELAY, self._reload, rec.id, 1)
+        except StoreError as exc:
+            for fut, _ in applied:
+                if not fut.done():
+                    fut.set_exception(exc)
             raise
+        for fut, result in applied:
+            if not fut.done():
+                fut.set_result(result)
+        return True
 
     def _forget(self, rec: InstanceRecord) -> None:
         """Drop the live record: its next use reloads the committed state."""
@@ -900,7 +1059,7 @@ class Engine:
             try:
                 await self._drive(rec)
             except asyncio.CancelledError:
-                if rec.cancel is None or current.cancelling() > 1:
+                if (rec.cancel is None and not self._interrupting(rec.id)) or current.cancelling() > 1:
                     raise
                 # Our own cancel() interrupted the instance outside a step body: drive again.
                 current.uncancel()
@@ -908,13 +1067,15 @@ class Engine:
                 self._active += 1
                 rec.worker = _QUEUED
             except StoreError as exc:
-                _log.error("commit_failed", instance_id=rec.id, error=str(exc))
                 self._forget(rec)
                 rec.worker = None
                 self._active -= 1
                 # No waiter hears of this turn: its last change was not written. The
-                # reload continues from what the store holds and a later turn reports.
-                asyncio.get_running_loop().call_later(_RELOAD_DELAY, self._reload, rec.id, 1)
+                # reload continues from what the store holds, after a backoff, and a
+                # later turn reports.
+                self._hold(rec.id, exc)
+                if self._active == 0:
+                    self._wake_timers()
                 continue
             finally:
                 if rec.worker is current:
@@ -931,32 +1092,52 @@ class Engine:
             return None
         return rec if rec is not None and rec.worker is None else None
 
-    def _reload(self, instance_id: str, tries: int) -> None:
-        """After a failed commit: continue from whatever the store holds (the commit may have landed)."""
+    def _hold(self, instance_id: str, exc: StoreError) -> None:
+        """
+        A commit of the instance failed: reload it after a backoff that doubles at each failure in a row.
+
+        Meanwhile no timer, caller or worker runs it: faults slow an instance down,
+        never speed it up (a due timer re-fired at once would re-run its step in a
+        tight loop while the disk is full).
+        """
+        failures = self._failures[instance_id] = self._failures.get(instance_id, 0) + 1
+        delay = min(_RELOAD_DELAY * 2 ** (failures - 1), _RELOAD_DELAY_MAX)
+        _log.error("commit_failed", instance_id=instance_id, error=str(exc), failures=failures, retry_in=delay)
+        self._held.add(instance_id)
+        asyncio.get_running_loop().call_later(delay, self._reload, instance_id)
+
+    def _reload(self, instance_id: str) -> None:
+        """After a failed commit and its backoff: go on from what the store holds (the commit may have landed)."""
+        self._held.discard(instance_id)
         if instance_id in self._live:
             return
         try:
             rec = self._get(instance_id)
-        except StoreError:
-            delay = min(_RELOAD_DELAY * 2**tries, 30.0)
-            asyncio.get_running_loop().call_later(delay, self._reload, instance_id, tries + 1)
+        except StoreError as exc:
+            self._hold(instance_id, exc)
             return
-        if (
-            rec.worker is None
-            and (rec.wake_at is None or bool(rec.branches))
-            and rec.status
-            in (
-                InstanceStatus.RUNNING,
-                InstanceStatus.COMPENSATING,
+        except (InstanceNotFound, UnknownWorkflowVersion):
+            self._inbox.pop(instance_id, None)
+            return
+        if rec.worker is None and (
+            instance_id in self._inbox
+            or (
+                (rec.wake_at is None or bool(rec.branches))
+                and rec.status in (InstanceStatus.RUNNING, InstanceStatus.COMPENSATING)
             )
         ):
             self._enqueue(rec)
+        else:
+            self._notify(rec)  # those who waited for the failed turn hear what the store holds
+            self._unpin(rec)
         self._wake_timers()
 
     def _turn_ended(self, rec: InstanceRecord) -> None:
         self._active -= 1
-        if rec.worker is None and rec.status is InstanceStatus.WAITING and self._message_arrived(rec):
-            # A signal came while this turn was committing the wait: consume it now.
+        if rec.worker is None and (
+            rec.id in self._inbox or (rec.status is InstanceStatus.WAITING and self._message_arrived(rec))
+        ):
+            # A caller's change, or a signal, came while this turn was committing: take it now.
             self._enqueue(rec)
         self._notify(rec)
         # Parked or finished and fully committed: from now on it lives in the store.
@@ -975,8 +1156,7 @@ class Engine:
         if not types:
             return False
         return any(
-            s.seq not in rec.consumed_signals and isinstance(s.message, tuple(types))
-            for s in self.store.signals(rec.id)
+            s.seq not in rec.consumed_signals and isinstance(s.message, tuple(types)) for s in self._signals(rec)
         )
 
     # ----------------------------------------------------------------- timers
@@ -995,7 +1175,7 @@ class Engine:
         clock = self.clock
         store = self.store
         while True:
-            nxt = store.next_wake(frozenset(self._orphans))
+            nxt = store.next_wake(self._no_timers())
             if nxt is None:
                 if self._idle_waiters and self._active == 0:
                     self._release_idle_waiters()
@@ -1021,9 +1201,16 @@ class Engine:
             else:
                 await _wait_event(wake, nxt - now)
 
+    def _no_timers(self) -> frozenset[str]:
+        """Instances whose timers do not fire now: orphans, and those waiting out a commit backoff."""
+        return frozenset(self._orphans.union(self._held) if self._held else self._orphans)
+
     def _fire_due(self, instance_ids: list[str], now: float) -> int:
         fired = 0
+        held = self._held
         for instance_id in instance_ids:
+            if instance_id in held:
+                continue  # its reload, after the backoff, sees the timer again
             rec = self._get_or_orphan(instance_id)
             if rec is None:
                 continue
@@ -1068,8 +1255,19 @@ class Engine:
             self._note(rec, _K.STATUS_CHANGED, None, 0, status.value)
 
     async def _drive(self, rec: InstanceRecord) -> None:
-        spec = rec.spec
+        inbox = self._inbox
         while True:
+            if inbox and rec.id in inbox:
+                if not await self._apply_inbox(rec) and rec.status.is_terminal:
+                    return  # every change was refused (it had ended): nothing to drive
+                if (
+                    rec.wake_at is not None
+                    and rec.status is not InstanceStatus.WAITING
+                    and rec.cancel is None
+                    and not rec.branches
+                ):
+                    return  # woken for a caller's change only: it still waits out its retry backoff
+            spec = rec.spec  # a migration may have changed it
             state = rec.state
             if state.__class__ is list:
                 if rec.cancel is not None:
@@ -1160,7 +1358,13 @@ class Engine:
             self._live[child_id] = crec
             self._note(rec, _K.CHILD_STARTED, step.name, t.attempt, child_id)
             self._waits(rec, tok)
-            await self._save(rec, crec)
+            try:
+                await self._save(rec, crec)
+            except StoreError:
+                # The parent's reload must not find a child that exists only in this
+                # process's memory: it would wait for it forever.
+                self._forget(crec)
+                raise
             self._enqueue(crec)
             return True
         if not info.status.is_terminal:
@@ -1217,7 +1421,8 @@ class Engine:
         if child.status.is_terminal:
             self._unpin(child)
             return
-        self._request_cancel(child, why, compensate=compensate)
+        # Not awaited: the child's driver applies it; a failed commit there is its own to retry.
+        self._request_cancel(child.id, why, compensate=compensate).add_done_callback(_retrieved)
 
     def _children_running(self, rec: InstanceRecord) -> bool:
         """Whether a child of *rec* has not ended yet (one cancelled with it may still be undoing itself)."""
@@ -1282,8 +1487,12 @@ class Engine:
         """Something a branch (or the instance) waited for arrived: run it."""
         if rec.worker is None:
             self._enqueue(rec)
+        elif rec.poke is not None and not rec.poke.done():
+            _poke(rec)  # a fork's driver waiting on its branches looks again
         else:
-            _poke(rec)
+            # Its driver is between moves (committing, leaving): a note in its inbox
+            # makes it look again before it lets go of the instance.
+            self._inbox.setdefault(rec.id, []).append(_Command(None, None, interrupt=False))
 
     def _sync_branches(self, rec: InstanceRecord) -> None:
         """Keep one branch record per current step inside forks; a new visit for each new step."""
@@ -1332,8 +1541,11 @@ class Engine:
         loop = asyncio.get_running_loop()
         runners: dict[str, asyncio.Task[None]] = {}
         rec.runners = runners
+        inbox = self._inbox
         try:
             while True:
+                if inbox and rec.id in inbox:
+                    await self._apply_inbox(rec)
                 if not _in_fork(rec) or rec.cancel is not None:
                     return False
                 if self._fork_gates(rec):
@@ -1503,7 +1715,7 @@ class Engine:
         """Consume the oldest stored message a ``@wait_for`` step takes (``NO_PAYLOAD``: none); the caller notes it."""
         message_type = step.message
         assert message_type is not None  # noqa: S101 - wait_for steps always have one
-        for sig in self.store.signals(rec.id):
+        for sig in self._signals(rec):
             if sig.seq not in rec.consumed_signals and isinstance(sig.message, message_type):
                 rec.add_consumed_signal(sig.seq)
                 return sig.message
@@ -1598,6 +1810,9 @@ class Engine:
         self._note(rec, _K.STEP_STARTED, name, attempt, None)
         payload = t.payload
         args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
+        variables = wf.__orch_validate__
+        strict = self._strict_vars
+        kept = variables.snapshot(wf) if strict else variables.read(wf)
         t.in_step = True
         try:
             if self.before_attempt is not None:
@@ -1609,14 +1824,26 @@ class Engine:
                     await _with_timeout(step.fn(*args), step.timeout)
             else:
                 step.fn(*args)
+            # A variable of the wrong type fails the attempt (and is put back) before
+            # anything is committed: the record must stay loadable.
+            if strict or not variables.settled(wf, kept):
+                variables.check_step(wf, kept, tok is None, strict)
         except asyncio.CancelledError:
             t.in_step = False
             current = asyncio.current_task()
-            why = tok.cancelled if tok is not None else (rec.cancel[0] if rec.cancel is not None else None)
-            ours = rec.cancel is not None or (tok is not None and tok.cancelled is not None)
+            why = tok.cancelled if tok is not None else _cancel_reason(rec)
+            ours = (
+                rec.cancel is not None
+                or (tok is not None and tok.cancelled is not None)
+                or (tok is None and self._interrupting(rec.id))
+            )
             if not ours or current is None or current.cancelling() > 1:
                 raise
             current.uncancel()
+            if tok is None and rec.cancel is None:
+                # The cancel that interrupted the step is still in the inbox: apply it first.
+                await self._apply_inbox(rec)
+                why = _cancel_reason(rec)
             self._note(rec, _K.STEP_CANCELLED, name, attempt, why or None)
             return False
         except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
@@ -1753,12 +1980,15 @@ class Engine:
                         await self._save(rec)
                         return True
                 else:
+                    variables = rec.wf.__orch_validate__
+                    kept = variables.snapshot(rec.wf, self._strict_vars)
                     if self.before_attempt is not None:
                         self.before_attempt(ctx)
                     if comp.is_async:
                         await comp.fn(rec.wf, ctx)
                     else:
                         comp.fn(rec.wf, ctx)
+                    variables.check_step(rec.wf, kept, True, self._strict_vars)  # noqa: FBT003
             except Exception as exc:  # noqa: BLE001 - user code
                 error = f"{type(exc).__name__}: {exc}"
                 self._note(rec, _K.COMPENSATION_FAILED, name, attempt, error)
@@ -1784,6 +2014,48 @@ class Engine:
         self._set_status(rec, _STATUS_OF_STATE[rec.state])
         await self._save(rec)
         return False
+
+
+class _Command:
+    """A change of an instance handed by a caller to the instance's driver."""
+
+    __slots__ = ("apply", "done", "interrupt")
+
+    def __init__(
+        self,
+        apply: Callable[[InstanceRecord], Any] | None,
+        done: asyncio.Future[Any] | None,
+        *,
+        interrupt: bool,
+    ) -> None:
+        self.apply = apply
+        self.done = done
+        self.interrupt = interrupt  # a cancel: the step in flight is interrupted for it
+
+
+def _cancel_reason(rec: InstanceRecord) -> str | None:
+    """Why the instance is being cancelled (None: it is not)."""
+    return rec.cancel[0] if rec.cancel is not None else None
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a fire-and-forget command as seen."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _migration_for(rec: InstanceRecord, to: type[Workflow]) -> MigrationSpec:
+    """The ``@migration`` of *to* that moves *rec*, or MigrationError when it cannot be moved."""
+    new_spec = spec_of(to)
+    if isinstance(rec.state, list):
+        raise MigrationError(rec.id, "is inside a fork's branches; migrate it before the fork or after the join")
+    if rec.status.is_terminal or not rec.spec.has_step(rec.state):
+        raise MigrationError(rec.id, f"is {rec.status.value}: a finished instance is not migrated")
+    found = [m for m in new_spec.migrations if m.source_version == rec.spec.version and new_spec.name == rec.spec.name]
+    if not found:
+        msg = f"{to.__qualname__} declares no @migration from {rec.spec.name} version {rec.spec.version}"
+        raise MigrationError(rec.id, msg)
+    return found[0]
 
 
 def _trigger(rec: InstanceRecord, event: str, *args: object) -> bool:
@@ -1873,8 +2145,8 @@ class _Resumed:
 
 
 def _groups(groups: Iterable[str]) -> tuple[str, ...]:
-    # One group given as a plain string is that group, not its letters.
-    return (groups,) if isinstance(groups, str) else tuple(groups)
+    # One group given as a plain string is that group, not its letters; bytes are no groups.
+    return group_names(groups)
 
 
 async def _wait_event(event: asyncio.Event, seconds: float) -> None:
@@ -1895,6 +2167,10 @@ def _check_form(task: Task, form: object) -> None:
     if not isinstance(form, expected):
         msg = f"the form must be an instance of {expected.__name__}, got {form!r} ({type(form).__name__})"
         raise TaskFormError(task.id, msg)
+    bad = value_mismatch(form, expected)
+    if bad is not None:
+        where = expected.__name__ + bad.path
+        raise TaskFormError(task.id, f"{where}: {bad.describe()}", field_path=where)
 
 
 def _type_label(tp: type | None) -> str:

@@ -182,14 +182,23 @@ def test_the_form_of_a_completed_task_not_yet_processed_survives_a_restart(
     db_path: Path, clock: VirtualClock, run: Runner
 ) -> None:
     """Issue 3: a task completed just before the engine stops is processed, with its form, after the restart."""
+    disk_full: list[bool] = []
+
+    def fault(point: str) -> None:
+        if point == "before_commit" and disk_full:
+            raise OSError(28, "No space left on device")
 
     async def scenario() -> tuple[InstanceStatus, str | None, int, InstanceStatus, Approval | None, list[Any]]:
-        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+        async with open_engine(db_path, clock, workflows=PINNED, fault=fault) as engine:
             handle = await engine.start(new_account())
             await handle.wait_idle()
             [task] = engine.tasks(user="manager")
             await engine.complete_task(task.id, user="manager", form=APPROVAL)
-            # The engine stops before any worker picks the instance up.
+            # The completion is written; then the disk fills up and the engine stops
+            # before the instance could record anything more (issue 8: the instance's
+            # own driver applies the completion and runs on in the same turn).
+            disk_full.append(True)
+        disk_full.clear()
         async with open_engine(db_path, clock, workflows=PINNED) as engine:
             stopped = engine.info(handle.instance_id)
             report = await engine.recover()
