@@ -89,7 +89,7 @@ from hypothesis import settings
 from statemachine_orch.testing import WorkflowMachine, paths
 
 TestDoor = WorkflowMachine(Door, require_coverage=1.0).TestCase
-TestDoor.settings = settings(TestDoor.settings, max_examples=20, database=None)
+TestDoor.settings = settings(TestDoor.settings, max_examples=20, database=None, derandomize=True)
 
 
 def test_every_path_is_reachable():
@@ -126,7 +126,7 @@ class Gate(Workflow, version="1"):
 
 
 TestGate = WorkflowMachine(Gate).TestCase
-TestGate.settings = settings(TestGate.settings, database=None)
+TestGate.settings = settings(TestGate.settings, database=None, derandomize=True)
 """
     )
 
