@@ -355,9 +355,10 @@ def test_several_forks_enumerate_well_under_a_second() -> None:
     timings: list[float] = []
     found: list[Path] = []
     for _ in range(3):
-        began = time.perf_counter()
+        # CPU time of this process: a busy machine slows the clock on the wall, not the work done.
+        began = time.process_time()
         found = paths(big)
-        timings.append(time.perf_counter() - began)
+        timings.append(time.process_time() - began)
 
     assert min(timings) < 1.0
     endings = Counter(p.ending for p in found)
