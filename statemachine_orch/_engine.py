@@ -325,7 +325,7 @@ class Engine:
         if getattr(workflow, STATE_ATTRIBUTE, None) is not None:
             msg = "this object was started already; construct a new one for a new instance"
             raise WorkflowInputError(spec.name, "<instance>", msg)
-        cls.__orch_validate__(workflow)
+        cls.__orch_validate__.start(workflow)
         if cls not in self._known:
             self._known.add(cls)
             self.registry.register(cls)
