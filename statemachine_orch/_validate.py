@@ -28,7 +28,7 @@ import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress
-from operator import is_not
+from operator import is_, is_not
 from typing import Any
 
 import attrs
@@ -656,6 +656,7 @@ class VariablesValidator:
         "_pick_checked",
         "_plan",
         "_read",
+        "_same",
         "_shape",
         "read",
         "start",
@@ -684,6 +685,18 @@ class VariablesValidator:
             if copier is not None:
                 copies.append((i, copier))
         self._copies = tuple(copies)
+        # How to tell that such a variable still holds what its copy holds (None: never sure).
+        self._same = tuple(
+            (
+                i,
+                _same_list
+                if copier is _shallow_copy and typing.get_origin(spec.fields[i].type) is list
+                else _same_dict
+                if copier is _shallow_copy and typing.get_origin(spec.fields[i].type) is dict
+                else None,
+            )
+            for i, copier in copies
+        )
         self._indexes = tuple(range(self._n))
         self._copy_at = {i: self._n + j for j, (i, _) in enumerate(copies)}
         # The classes of a tuple of values that passed the full fast test: for the
@@ -808,10 +821,13 @@ class VariablesValidator:
         (a list, a dict...), so that such changes are checked and undone too. (Read
         attribute by attribute: touching ``__dict__`` would slow every later access.)
         """
-        values = self.read(wf)
+        values = self._read(wf)
         copies = self._copies
         if not strict or not copies:
             return values
+        if len(copies) == 1:
+            i, copier = copies[0]
+            return (*values, copier(values[i]))
         return values + tuple([copier(values[i]) for i, copier in copies])
 
     def check_step(
@@ -850,15 +866,18 @@ class VariablesValidator:
                 return
             values = self._read(wf)
         fast = self._fast
-        # The variables holding another object than before (then the strict mode's
-        # containers, which can change in place); the fast test for each.
+        # The variables holding another object than before (then, in strict mode, the
+        # containers changed in place: no longer holding their copy's objects); the
+        # fast test for each.
         suspects: list[int] | None = None
         for i in compress(self._indexes, map(is_not, values, before)):
             if not fast[i](values[i]):
                 suspects = [*(suspects or ()), i]
         if strict:
-            for i, _ in self._copies:
-                if values[i] is before[i] and not fast[i](values[i]):
+            n = self._n
+            for j, (i, same) in enumerate(self._same):
+                value = values[i]
+                if value is before[i] and (same is None or not same(value, before[n + j])) and not fast[i](value):
                     suspects = [*(suspects or ()), i]
         if suspects is None:
             return
@@ -874,6 +893,21 @@ class VariablesValidator:
         if len(found) > 1:
             msg += f" (also wrong: {', '.join(m.path for _, m in found[1:])})"
         raise VariableTypeError(self.workflow, bad.path, msg)
+
+
+def _same_list(value: Any, kept: Any) -> bool:
+    """Whether a list still holds exactly the objects of its copy *kept* (``Any``: no cast() call on this hot path)."""
+    return value.__class__ is list and len(value) == len(kept) and all(map(is_, value, kept))
+
+
+def _same_dict(value: Any, kept: Any) -> bool:
+    """Whether a dict still holds exactly the keys and objects of its copy *kept*."""
+    return (
+        value.__class__ is dict
+        and len(value) == len(kept)
+        and all(map(is_, value, kept))
+        and all(map(is_, value.values(), kept.values()))
+    )
 
 
 def _class_decides(tp: object) -> bool:
