@@ -853,6 +853,11 @@ class Engine:
             return None
         except RecordLoadError:
             return None  # quarantined by _peek
+        except StoreError as exc:
+            # The store could not be read now (I/O): try again later, after a backoff.
+            if instance_id not in self._held:
+                self._hold(instance_id, exc)
+            return None
 
     def _orphan(self, instance_id: str, why: Exception | str, event: str = "quarantined_instance", **log: str) -> None:
         """
@@ -1174,17 +1179,31 @@ class Engine:
         assert wake is not None  # noqa: S101 - created with the loop
         clock = self.clock
         store = self.store
+        failures = 0
         while True:
-            nxt = store.next_wake(self._no_timers())
+            now = clock.now()
+            due: list[str] = []
+            try:
+                nxt = store.next_wake(self._no_timers())
+                if nxt is not None and nxt <= now:
+                    due = store.due(now, _DUE_BATCH)
+            except StoreError as exc:
+                # The timer loop never dies of its store: it retries, slower and slower.
+                failures += 1
+                delay = min(_RELOAD_DELAY * 2 ** (failures - 1), _RELOAD_DELAY_MAX)
+                _log.error("timers_unreadable", error=str(exc), failures=failures, retry_in=delay)
+                wake.clear()
+                await _wait_event(wake, delay)
+                continue
+            failures = 0
             if nxt is None:
                 if self._idle_waiters and self._active == 0:
                     self._release_idle_waiters()
                 wake.clear()
                 await wake.wait()
                 continue
-            now = clock.now()
             if nxt <= now:
-                if self._fire_due(store.due(now, _DUE_BATCH), now):
+                if self._fire_due(due, now):
                     await asyncio.sleep(0)
                 else:
                     # Every due instance is still busy finishing its turn; its next

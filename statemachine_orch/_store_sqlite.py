@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
-from ._errors import OrchError, StoreError, UnknownWorkflowVersion
+from ._errors import OrchError, RecordLoadError, StoreError, UnknownWorkflowVersion
 from ._history import EventKind, HistoryEvent
 from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, Signal, active_steps
 from ._machine import STATE_ATTRIBUTE
@@ -619,6 +619,7 @@ class SqliteStore:
 
         Raises:
             UnknownWorkflowVersion: Its version has no registered class.
+            RecordLoadError: Its row cannot be read back (a value of the wrong type, damaged JSON).
         """
         if not _encodable(instance_id):
             return None  # such an id cannot have been stored
@@ -630,9 +631,22 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             return None
-        (workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-        (task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, parent) = row[10:]
+        workflow, version, fingerprint = row[0], row[1], row[17]
         cls, spec = self._spec(instance_id, workflow, version, fingerprint)
+        try:
+            return self._record(instance_id, row, cls, spec)
+        except OrchError:
+            raise  # typed already (RecordLoadError names the field)
+        except Exception as exc:
+            # A damaged row: the engine quarantines this instance and goes on with the others.
+            detail = f"a stored row is damaged ({type(exc).__name__}: {exc})"
+            raise RecordLoadError(f"a stored {spec.name}", "", detail, instance_id=instance_id, path=self.path) from exc
+
+    @staticmethod
+    def _record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec) -> InstanceRecord:
+        """Build the record of one instance's row."""
+        (_, _, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
+        (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent) = row[10:]
         wf = structure(json.loads(variables), cls)
         in_fork = state.startswith("[")
         setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)

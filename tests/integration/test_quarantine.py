@@ -196,6 +196,32 @@ def test_a_record_edited_to_a_wrong_type_is_quarantined_and_the_others_carry_on(
     assert [(info.id, reason)] == [(e["instance_id"], e["error"]) for e in logged], "logged once"
 
 
+def test_a_row_with_damaged_json_is_quarantined_and_the_others_timers_fire(
+    db_path: Path, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 8: variables that are not JSON at all (damaged bytes) quarantine that instance, not the timer loop."""
+
+    async def scenario() -> tuple[list[InstanceStatus], InstanceInfo]:
+        clock.autojump = False  # every instance stays parked on its timer
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            bad = await engine.start(Crate())
+            good = [await engine.start(Crate()) for _ in range(3)]
+            for handle in (bad, *good):
+                await handle.wait_idle()
+        _edit(db_path, "UPDATE instances SET variables = ? WHERE id = ?", '{"count": 3', bad.instance_id)
+        clock.autojump = True
+        async with open_engine(db_path, clock, workflows=PINNED) as engine:
+            await engine.recover()
+            statuses = [await asyncio.wait_for(engine.wait_instance(h.instance_id), 10) for h in good]
+            return statuses, engine.info(bad.instance_id)
+
+    statuses, info = run(scenario())
+    assert [InstanceStatus.COMPLETED] * 3 == statuses, "the timers of every other instance fire"
+    assert InstanceStatus.WAITING == info.status
+    assert info.quarantined is not None
+    assert info.quarantined.startswith(f"instance {info.id}: cannot load a stored Crate: a stored row is damaged (")
+
+
 def test_an_in_flight_record_that_cannot_be_loaded_does_not_stop_recovery(
     db_path: Path, clock: VirtualClock, run: Runner
 ) -> None:
