@@ -704,6 +704,11 @@ class Engine:
                 expected = f"({to.__qualname__}(...), a step of it)"
                 msg = f"migration {migration.name} must return {expected}, got ({new_wf!r}, {new_state!r})"
                 raise MigrationError(instance_id, msg)
+            try:
+                to.__orch_validate__.start(new_wf)  # typed at this door too: the new version's variables
+            except WorkflowInputError as exc:
+                msg = f"migration {migration.name} returned variables of the wrong type: {exc}"
+                raise MigrationError(instance_id, msg) from exc
             missing = [s for s, _ in rec.saga if not new_spec.has_step(s) or new_spec.step(s).compensation is None]
             if missing:
                 version = new_spec.version
@@ -1118,11 +1123,14 @@ class Engine:
             return
         try:
             rec = self._get(instance_id)
+        except (InstanceNotFound, UnknownWorkflowVersion, RecordLoadError) as exc:
+            # Gone, or quarantined (by _peek): nothing to retry; its callers hear why.
+            for command in self._inbox.pop(instance_id, ()):
+                if command.done is not None and not command.done.done():
+                    command.done.set_exception(exc)
+            return
         except StoreError as exc:
             self._hold(instance_id, exc)
-            return
-        except (InstanceNotFound, UnknownWorkflowVersion):
-            self._inbox.pop(instance_id, None)
             return
         if rec.worker is None and (
             instance_id in self._inbox

@@ -24,7 +24,7 @@ import contextlib
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import pytest
@@ -173,7 +173,25 @@ class OrderV4(Workflow, name="Order", version="4"):
         return OrderV4(amount=old.amount), "vanished_step"
 
 
-VERSIONS: list[type[Workflow]] = [OrderV1, OrderV2, OrderV3, OrderV4]
+class OrderV5(Workflow, name="Order", version="5"):
+    """Version 5: a migration that hands the new version a variable of the wrong type (issue 8)."""
+
+    amount: int
+
+    @step(initial=True)
+    def receive(self, ctx: Ctx) -> None: ...
+
+    @after(receive)
+    @human_task(assignee="manager", form=Approval, final=True)
+    def approve(self, ctx: Ctx, form: Approval) -> None: ...
+
+    @migration(OrderV1)
+    @staticmethod
+    def from_v1(old: OrderV1, step: str) -> tuple[OrderV5, str]:
+        return OrderV5(amount=cast("int", f"{old.amount} EUR")), step
+
+
+VERSIONS: list[type[Workflow]] = [OrderV1, OrderV2, OrderV3, OrderV4, OrderV5]
 
 
 async def park_v1(db_path: Path, clock: VirtualClock, *amounts: int) -> list[str]:
@@ -319,8 +337,16 @@ def unchanged(engine: Engine, order_id: str) -> tuple[str, str, str | None, int]
             ),
         ),
         (OrderV4, -1, "instance ID: migration from_v1 raised ValueError: negative amount"),
+        (
+            OrderV5,
+            10,
+            (
+                "instance ID: migration from_v1 returned variables of the wrong type: "
+                "Order.amount: expected int but got '10 EUR' (type=str)"
+            ),
+        ),
     ],
-    ids=["no-migration", "bad-return", "migration-raises"],
+    ids=["no-migration", "bad-return", "migration-raises", "wrong-type"],
 )
 def test_a_refused_migration_changes_nothing(
     db_path: Path, clock: VirtualClock, run: Runner, target: type[Workflow], amount: int, expected: str
