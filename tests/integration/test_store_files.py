@@ -15,7 +15,6 @@ error text that is not valid UTF-8 is stored rather than wedging the instance.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import shutil
@@ -41,27 +40,14 @@ from statemachine_orch import (
     VirtualClock,
     Workflow,
     WorkflowFailed,
-    after,
-    human_task,
     step,
 )
 from statemachine_orch._registry import WorkflowRegistry
 from tests.integration.helpers import open_engine
+from tests.integration.test_bad_stores import HOLD, ROOT, Ticket, digest, make_store, python
 
 if TYPE_CHECKING:
     from tests.conftest import Runner
-
-ROOT = Path(__file__).resolve().parents[2]
-
-HOLD = """
-import sys
-from statemachine_orch import SqliteStore
-store = SqliteStore(sys.argv[1])
-print("ready", flush=True)
-sys.stdin.read()
-store.close()
-"""
-"""A process that holds the store open until its stdin closes."""
 
 TRY_OPEN = """
 import sys
@@ -86,17 +72,6 @@ ALIASES = ["symlink", pytest.param("hardlink", marks=ON_LINUX)]
 BUSY = "cannot use {path}: it is used by another engine process (pid {pid}); one engine per SQLite file"
 
 
-class Ticket(Workflow):
-    """Open a ticket, then wait for support."""
-
-    @step(initial=True)
-    def open_ticket(self, ctx: Ctx) -> None: ...
-
-    @after(open_ticket)
-    @human_task(candidate_groups=("support",), final=True)
-    def handle(self, ctx: Ctx) -> None: ...
-
-
 class Garbled(Workflow):
     """A step failing with a message that is not valid UTF-8 (a lone surrogate)."""
 
@@ -108,31 +83,6 @@ class Garbled(Workflow):
 
 PINNED: list[type[Workflow]] = [Ticket, Garbled]
 """This module's workflows, pinned in every engine: other test modules define classes of the same names."""
-
-
-def python(code: str, *args: str) -> list[str]:
-    """The command running *code* with this interpreter, from the repository root."""
-    return [sys.executable, "-c", code, *args]
-
-
-def digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def make_store(path: Path, clock: VirtualClock, run: Runner, tickets: int = 3) -> list[str]:
-    """A real store with *tickets* instances waiting on their task, closed cleanly (WAL checkpointed)."""
-
-    async def scenario() -> list[str]:
-        async with open_engine(path, clock, workflows=PINNED) as engine:
-            ids: list[str] = []
-            for _ in range(tickets):
-                handle = await engine.start(Ticket())
-                await handle.wait_idle()
-                ids.append(handle.instance_id)
-            return ids
-
-    return run(scenario())
 
 
 def refusal(path: Path, *, check: bool = False, create: bool | None = None) -> StoreError:
