@@ -1111,7 +1111,7 @@ class Engine:
         tight loop while the disk is full).
         """
         failures = self._failures[instance_id] = self._failures.get(instance_id, 0) + 1
-        delay = min(_RELOAD_DELAY * 2 ** (failures - 1), _RELOAD_DELAY_MAX)
+        delay = _backoff(failures)
         _log.error("commit_failed", instance_id=instance_id, error=str(exc), failures=failures, retry_in=delay)
         self._held.add(instance_id)
         asyncio.get_running_loop().call_later(delay, self._reload, instance_id)
@@ -1198,7 +1198,7 @@ class Engine:
             except StoreError as exc:
                 # The timer loop never dies of its store: it retries, slower and slower.
                 failures += 1
-                delay = min(_RELOAD_DELAY * 2 ** (failures - 1), _RELOAD_DELAY_MAX)
+                delay = _backoff(failures)
                 _log.error("timers_unreadable", error=str(exc), failures=failures, retry_in=delay)
                 wake.clear()
                 await _wait_event(wake, delay)
@@ -2058,6 +2058,11 @@ class _Command:
         self.apply = apply
         self.done = done
         self.interrupt = interrupt  # a cancel: the step in flight is interrupted for it
+
+
+def _backoff(failures: int) -> float:
+    """How long to wait after *failures* failed tries in a row: doubling from _RELOAD_DELAY, capped."""
+    return min(_RELOAD_DELAY * 2.0 ** (failures - 1), _RELOAD_DELAY_MAX)
 
 
 def _cancel_reason(rec: InstanceRecord) -> str | None:
