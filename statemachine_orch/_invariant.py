@@ -3,8 +3,9 @@
 
 The decorator only marks the function (a small frozen record under
 ``__orch_invariant__``); the compiler collects the marks into
-``WorkflowSpec.invariants`` with :func:`collect_invariants`, and consumers (the
-testing toolkit's ``WorkflowMachine``) read them from the spec.
+``WorkflowSpec.invariants`` (records of :class:`InvariantSpec`, which lives with
+the other spec records in ``_spec.py``) with :func:`collect_invariants`, and
+consumers (the testing toolkit's ``WorkflowMachine``) read them from the spec.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from typing import Any, overload
 
 import attrs
 
+from ._decorators import Compensation, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
+from ._spec import InvariantSpec
 from ._status import InstanceStatus
 from ._types import W
+
+# InvariantSpec is re-exported: this module was its home before it joined the other spec records.
+__all__ = ["MARK", "InvariantMark", "InvariantSpec", "collect_invariants", "invariant"]
 
 MARK = "__orch_invariant__"
 _order = itertools.count()
@@ -30,34 +36,6 @@ class InvariantMark:
 
     takes_status: bool
     order: int
-
-
-@attrs.frozen
-class InvariantSpec:
-    """
-    A method marked ``@invariant``, as compiled into the spec.
-
-    Attributes:
-        name: The method's name in the class.
-        fn: The function, called as ``fn(workflow)`` or ``fn(workflow, status)``.
-        takes_status: Whether it takes the instance's :class:`InstanceStatus` too.
-
-    .. versionadded:: 0.1.0
-    """
-
-    name: str
-    fn: Callable[..., bool] = attrs.field(repr=False, eq=False)
-    takes_status: bool
-
-    def holds(self, workflow: object, status: InstanceStatus) -> bool:
-        """
-        Call the invariant on *workflow*, whose instance is in *status*.
-
-        Returns:
-            What the method returned (anything but ``True`` counts as broken).
-        """
-        result: object = self.fn(workflow, status) if self.takes_status else self.fn(workflow)
-        return result is True
 
 
 def _reject(fn: object, message: str) -> WorkflowDefinitionError:
@@ -95,9 +73,6 @@ def invariant(fn: Callable[..., bool], /) -> Callable[..., bool]:
 
     .. versionadded:: 0.1.0
     """
-    # Imported here: _decorators imports _spec, which imports this module.
-    from ._decorators import Compensation, Step  # noqa: PLC0415
-
     marked: object = fn
     if isinstance(marked, (Step, Compensation)):
         msg = "@invariant is applied to a step or compensation; an invariant is a plain method (self) -> bool"

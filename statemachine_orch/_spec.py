@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 
-from ._invariant import InvariantSpec
 from ._retry import Retry
+from ._status import InstanceStatus
 
 
 class StepKind(enum.Enum):
@@ -241,6 +241,34 @@ class MigrationSpec:
     name: str
     source_version: str
     fn: Callable[[Any, str], tuple[Any, str]] = attrs.field(repr=False)
+
+
+@attrs.frozen
+class InvariantSpec:
+    """
+    A method marked ``@invariant``, as compiled into the spec.
+
+    Attributes:
+        name: The method's name in the class.
+        fn: The function, called as ``fn(workflow)`` or ``fn(workflow, status)``.
+        takes_status: Whether it takes the instance's :class:`InstanceStatus` too.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    fn: Callable[..., bool] = attrs.field(repr=False, eq=False)
+    takes_status: bool
+
+    def holds(self, workflow: object, status: InstanceStatus) -> bool:
+        """
+        Call the invariant on *workflow*, whose instance is in *status*.
+
+        Returns:
+            What the method returned (anything but ``True`` counts as broken).
+        """
+        result: object = self.fn(workflow, status) if self.takes_status else self.fn(workflow)
+        return result is True
 
 
 @attrs.frozen
