@@ -1,0 +1,1504 @@
+"""
+``PostgresStore``: the store that several worker processes share (issue 9).
+
+The same contract as :class:`~statemachine_orch.SqliteStore` (``_store.py``'s
+``Store`` protocol and ``docs/design/leases.md``) on a PostgreSQL database, through
+psycopg 3 and a ``psycopg_pool.ConnectionPool``. Each ``commit`` is one transaction
+holding every change of every record passed to it; an instance row is updated only
+while its stored fence is the record's (else :class:`LeaseLost`, nothing written).
+
+Columns mean what they mean in the SQLite store; the JSON values (variables,
+payload, saga, cancel, branches, task groups, forms, messages, command bodies) are
+``jsonb``, encoded and decoded through ``_serialize`` as there, and times are
+``double precision`` seconds since the epoch. Differences a caller can see, all
+due to PostgreSQL:
+
+- ``jsonb`` keeps an object's keys in its own order (shortest first), not in the
+  order they were written: a ``dict`` variable comes back equal but may iterate
+  in another order. (A fork's branches keep their order: they are stored as an
+  array of ``[name, branch]`` pairs.)
+- ``jsonb`` refuses NaN and infinite floats, and strings holding a NUL character
+  or a lone surrogate: a commit of such a variable fails with a ``StoreError``.
+  Free text columns (errors, user names, history details) have those characters
+  escaped (as ``backslash x00``, ``backslash udc80``) instead.
+
+The schema lives in one PostgreSQL schema (``public`` by default) and is versioned
+in its table ``meta``: :func:`upgrade` brings it to :data:`SCHEMA_VERSION` in one
+transaction under an advisory lock, so processes that start together do not race.
+
+Command notifications: ``add_command`` and every commit with an outbox send
+``NOTIFY orch_commands, '<instance id>'``; :meth:`PostgresStore.listen` hears them
+on a connection of its own. The channel is the database's, not the schema's: two
+stores in two schemas of one database hear each other's (harmless) notifications.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, Final, LiteralString, ParamSpec, Self, TypeVar, cast
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.string import TextLoader
+from psycopg_pool import ConnectionPool
+
+from ._errors import (
+    InstanceExists,
+    LeaseLost,
+    OrchError,
+    RecordLoadError,
+    StoreError,
+    TaskAlreadyCompleted,
+    UnknownWorkflowVersion,
+)
+from ._history import EventKind, HistoryEvent
+from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
+from ._machine import STATE_ATTRIBUTE
+from ._registry import WorkflowRegistry, default_registry
+from ._serialize import structure, unstructure
+from ._status import InstanceStatus
+from ._store_sqlite import FaultPoint
+from ._tasks import Task, TaskStatus
+
+if TYPE_CHECKING:
+    from ._spec import WorkflowSpec
+
+__all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "upgrade"]
+
+_log: Any = structlog.get_logger("statemachine_orch.store")
+
+SCHEMA_VERSION: Final = 1
+"""The schema version this library writes (table ``meta``, key ``schema_version``)."""
+
+APPLICATION: Final = "statemachine-orch"
+"""Table ``meta``'s ``application`` value: marks a schema as ours."""
+
+NOTIFY_CHANNEL: Final = "orch_commands"
+"""The channel ``add_command`` and commits with an outbox notify, the payload an instance id."""
+
+# The schema, as the list of statements that upgrade it from one version to the
+# next; a schema at version N runs N+1.. in one transaction (see upgrade()).
+MIGRATIONS: dict[int, list[LiteralString]] = {
+    1: [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # seq: the order rows were written in (SQLite's rowid), which breaks ties of
+        # equal times; owner, lease_until and fence: the lease (docs/design/leases.md).
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            workflow TEXT NOT NULL,
+            version TEXT NOT NULL,
+            fingerprint TEXT,
+            state TEXT NOT NULL,
+            status TEXT NOT NULL,
+            variables JSONB NOT NULL,
+            payload JSONB,
+            saga JSONB NOT NULL,
+            attempt BIGINT NOT NULL,
+            comp_attempt BIGINT NOT NULL,
+            visit BIGINT NOT NULL,
+            task_id TEXT,
+            error TEXT,
+            cause TEXT,
+            cancel JSONB,
+            wake_at DOUBLE PRECISION,
+            history_len BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            branches JSONB,
+            parent TEXT,
+            owner TEXT,
+            lease_until DOUBLE PRECISION,
+            fence BIGINT NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX instances_wake ON instances (wake_at, seq) WHERE wake_at IS NOT NULL",
+        "CREATE INDEX instances_status ON instances (status, created_at)",
+        "CREATE INDEX instances_parent ON instances (parent) WHERE parent IS NOT NULL",
+        # claim_runnable's in-flight instances (their owner died), by lease expiry.
+        (
+            "CREATE INDEX instances_in_flight ON instances (lease_until) "
+            "WHERE status IN ('running', 'compensating') AND wake_at IS NULL"
+        ),
+        # owners(), expire(owner), commanded(owner).
+        "CREATE INDEX instances_owner ON instances (owner) WHERE owner IS NOT NULL",
+        """CREATE TABLE history (
+            instance_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            kind TEXT NOT NULL,
+            step TEXT,
+            attempt BIGINT NOT NULL,
+            detail TEXT,
+            PRIMARY KEY (instance_id, seq)
+        )""",
+        """CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            instance_id TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            version TEXT NOT NULL,
+            fingerprint TEXT,
+            step TEXT NOT NULL,
+            assignee TEXT,
+            groups JSONB NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            due_at DOUBLE PRECISION,
+            status TEXT NOT NULL,
+            completed_by TEXT,
+            completed_at DOUBLE PRECISION,
+            form JSONB
+        )""",
+        "CREATE INDEX tasks_open_assignee ON tasks (assignee) WHERE status = 'open'",
+        "CREATE INDEX tasks_open ON tasks (created_at, seq) WHERE status = 'open'",
+        "CREATE INDEX tasks_instance ON tasks (instance_id)",
+        # Open tasks by group: the primary key; deleting a task's groups: task_groups_task.
+        "CREATE TABLE task_groups (grp TEXT NOT NULL, task_id TEXT NOT NULL, PRIMARY KEY (grp, task_id))",
+        "CREATE INDEX task_groups_task ON task_groups (task_id)",
+        """CREATE TABLE signals (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            instance_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            payload JSONB NOT NULL
+        )""",
+        "CREATE INDEX signals_instance ON signals (instance_id, seq)",
+        """CREATE TABLE commands (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            instance_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body JSONB NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX commands_instance ON commands (instance_id, seq)",
+    ],
+}
+
+_TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signals", "commands")
+
+# ----------------------------------------------------------------- statements
+
+_LIVE: Final = "status NOT IN ('completed', 'failed', 'cancelled', 'compensation_failed')"
+"""SQL: the instance is not terminal."""
+
+# Each commit writes one statement per table whatever the number of records (with
+# group commit, hundreds): the rows go as one array per column, unnest()ed.
+
+_INSERT_NEW: Final = """
+INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
+    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches,
+    parent, owner, lease_until, fence)
+SELECT v.id, v.workflow, v.version, v.fingerprint, v.state, v.status, v.variables::jsonb, v.payload::jsonb,
+    v.saga::jsonb, v.attempt, v.comp_attempt, v.visit, v.task_id, v.error, v.cause, v.cancel::jsonb, v.wake_at,
+    v.history_len, v.created_at, v.updated_at, v.branches::jsonb, v.parent, v.owner, v.lease_until, v.fence
+FROM unnest(%(id)s::text[], %(workflow)s::text[], %(version)s::text[], %(fingerprint)s::text[], %(state)s::text[],
+    %(status)s::text[], %(variables)s::text[], %(payload)s::text[], %(saga)s::text[], %(attempt)s::bigint[],
+    %(comp_attempt)s::bigint[], %(visit)s::bigint[], %(task_id)s::text[], %(error)s::text[], %(cause)s::text[],
+    %(cancel)s::text[], %(wake_at)s::float8[], %(history_len)s::bigint[], %(created_at)s::float8[],
+    %(updated_at)s::float8[], %(branches)s::text[], %(parent)s::text[], %(owner)s::text[],
+    %(lease_until)s::float8[], %(fence)s::bigint[])
+    AS v(id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt, comp_attempt, visit,
+        task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches, parent, owner,
+        lease_until, fence)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+"""New instances' rows, with their leases; an id not returned was taken."""
+
+_UPDATE: Final = """
+UPDATE instances AS t SET workflow = v.workflow, version = v.version, fingerprint = v.fingerprint, state = v.state,
+    status = v.status, variables = v.variables::jsonb, payload = v.payload::jsonb, saga = v.saga::jsonb,
+    attempt = v.attempt, comp_attempt = v.comp_attempt, visit = v.visit, task_id = v.task_id, error = v.error,
+    cause = v.cause, cancel = v.cancel::jsonb, wake_at = v.wake_at, history_len = v.history_len,
+    updated_at = v.updated_at, branches = v.branches::jsonb
+FROM unnest(%(id)s::text[], %(workflow)s::text[], %(version)s::text[], %(fingerprint)s::text[], %(state)s::text[],
+    %(status)s::text[], %(variables)s::text[], %(payload)s::text[], %(saga)s::text[], %(attempt)s::bigint[],
+    %(comp_attempt)s::bigint[], %(visit)s::bigint[], %(task_id)s::text[], %(error)s::text[], %(cause)s::text[],
+    %(cancel)s::text[], %(wake_at)s::float8[], %(history_len)s::bigint[], %(updated_at)s::float8[],
+    %(branches)s::text[], %(fence)s::bigint[])
+    AS v(id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt, comp_attempt, visit,
+        task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence)
+WHERE t.id = v.id AND (v.fence = 0 OR t.fence = v.fence)
+RETURNING t.id
+"""
+"""Stored instances' rows, each fenced (a fence of 0: no check); an id not returned lost its lease (or its row)."""
+
+_UPDATE_KEYS: Final = (
+    *("id", "workflow", "version", "fingerprint", "state", "status", "variables", "payload", "saga", "attempt"),
+    *("comp_attempt", "visit", "task_id", "error", "cause", "cancel", "wake_at", "history_len", "updated_at"),
+    *("branches", "fence"),
+)
+_INSERT_KEYS: Final = (*_UPDATE_KEYS, "created_at", "parent", "owner", "lease_until")
+
+_INSERT_HISTORY: Final = """
+INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
+SELECT * FROM unnest(%s::text[], %s::bigint[], %s::float8[], %s::text[], %s::text[], %s::bigint[], %s::text[])
+"""
+
+_UPSERT_TASKS: Final = """
+INSERT INTO tasks (id, instance_id, workflow, version, fingerprint, step, assignee, groups, created_at, due_at,
+    status, completed_by, completed_at, form)
+SELECT v.id, v.instance_id, v.workflow, v.version, v.fingerprint, v.step, v.assignee, v.groups::jsonb, v.created_at,
+    v.due_at, v.status, v.completed_by, v.completed_at, v.form::jsonb
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+    %s::float8[], %s::float8[], %s::text[], %s::text[], %s::float8[], %s::text[])
+    AS v(id, instance_id, workflow, version, fingerprint, step, assignee, groups, created_at, due_at, status,
+        completed_by, completed_at, form)
+ON CONFLICT (id) DO UPDATE SET instance_id = excluded.instance_id, workflow = excluded.workflow,
+    version = excluded.version, fingerprint = excluded.fingerprint, step = excluded.step,
+    assignee = excluded.assignee, groups = excluded.groups, created_at = excluded.created_at,
+    due_at = excluded.due_at, status = excluded.status, completed_by = excluded.completed_by,
+    completed_at = excluded.completed_at, form = excluded.form
+"""
+
+_INSERT_OUTBOX: Final = """
+INSERT INTO commands (instance_id, kind, body, created_at)
+SELECT v.instance_id, v.kind, v.body::jsonb, v.created_at
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY
+    AS v(instance_id, kind, body, created_at, n)
+ORDER BY v.n
+"""
+
+_INSERT_COMMAND: Final = (
+    "INSERT INTO commands (instance_id, kind, body, created_at) VALUES (%s, %s, %s::jsonb, %s) RETURNING seq"
+)
+
+_NOT_OPEN: Final = "is no longer open; a task completes once"
+
+_NOTIFY: Final = "SELECT pg_notify('orch_commands', %s)"
+_NOTIFY_ALL: Final = "SELECT pg_notify('orch_commands', i) FROM unnest(%s::text[]) AS i"
+
+_LOAD: Final = (
+    "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit, task_id, "
+    "error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, parent, fence "
+    "FROM instances WHERE id = %s"
+)
+
+_INFO_COLUMNS: Final = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent"
+
+_TASK_COLUMNS: Final = (
+    "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
+    "completed_by, completed_at, form, fingerprint"
+)
+
+_CLAIM: Final = f"""
+UPDATE instances SET owner = %(owner)s, lease_until = %(until)s, fence = fence + 1
+WHERE id = %(id)s AND {_LIVE}
+    AND (owner IS NULL OR owner = %(owner)s OR lease_until IS NULL OR lease_until < %(now)s)
+RETURNING fence
+"""
+
+_FREE: Final = "(owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)"
+"""SQL: nobody holds the instance's lease at ``now`` (free, released or expired)."""
+
+# The instances that need a worker, found without locks, each kind through an
+# index of its own: in flight (running or compensating without a timer: its
+# owner died) with a lease never taken, released or expired (a lease is taken or
+# expired only with its lease_until set), a timer due, or commands waiting. Those
+# with no due time first, then by due time: the first `window` of them (a small,
+# known number of rows: the planner then reaches them by primary key), locked as
+# found, skipping rows another transaction holds, checked again and claimed.
+_CLAIM_RUNNABLE: Final = f"""
+WITH candidates AS MATERIALIZED (
+    SELECT id, CASE WHEN bool_or(due IS NULL) THEN NULL ELSE min(due) END AS due FROM (
+        SELECT id, NULL::double precision AS due FROM instances
+            WHERE status IN ('running', 'compensating') AND wake_at IS NULL AND lease_until < %(now)s
+        UNION ALL SELECT id, NULL FROM instances
+            WHERE status IN ('running', 'compensating') AND wake_at IS NULL AND lease_until IS NULL
+        UNION ALL SELECT id, wake_at FROM instances WHERE wake_at <= %(now)s AND {_LIVE} AND {_FREE}
+        UNION ALL SELECT id, NULL FROM instances
+            WHERE id IN (SELECT instance_id FROM commands) AND {_LIVE} AND {_FREE}
+    ) AS found
+    WHERE id <> ALL(%(exclude)s::text[])
+    GROUP BY id
+    ORDER BY due NULLS FIRST, id
+    LIMIT %(window)s
+), picked AS (
+    SELECT i.id, candidates.due FROM instances i JOIN candidates ON candidates.id = i.id
+    WHERE i.{_LIVE} AND (i.owner IS NULL OR i.lease_until IS NULL OR i.lease_until < %(now)s)
+    ORDER BY candidates.due NULLS FIRST, i.id
+    LIMIT %(limit)s
+    FOR UPDATE OF i SKIP LOCKED
+)
+UPDATE instances SET owner = %(owner)s, lease_until = %(until)s, fence = instances.fence + 1
+FROM picked WHERE instances.id = picked.id
+RETURNING instances.id, instances.fence, picked.due
+"""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _dumps(value: object) -> str:
+    """Compact JSON (the SQLite store's encoding; ``jsonb`` normalises it anyway)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _encodable(text: str) -> bool:
+    """Whether PostgreSQL can be given *text*: no NUL character, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(text: str | None) -> str | None:
+    """Free text (an error message, a user name) as PostgreSQL can store it: NUL and lone surrogates escaped."""
+    if text is None or _encodable(text):
+        return text
+    return text.encode(errors="backslashreplace").decode().replace("\x00", "\\x00")
+
+
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:\\.|[^'\\])*'|\S+)", re.IGNORECASE)
+_PASSWORD_URI = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _redact(text: str, password: str | None = None) -> str:
+    """*text* (a connection string, an error message) with every password replaced by ``***``."""
+    if password:
+        text = text.replace(password, "***")
+    return _PASSWORD_URI.sub(r"\1***@", _PASSWORD_KV.sub(r"\1***", text))
+
+
+def _describe(dsn: str, schema: str) -> tuple[str, str | None]:
+    """How errors name the database (never with its password), and the password to keep out of messages."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "a PostgreSQL database (its connection string cannot be parsed)", None
+    password = params.get("password")
+    user = params.get("user")
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = params.get("port")
+    where = f"{host}:{port}" if port else f"{host}"
+    who = f"{user}@" if user else ""
+    name = f"postgresql://{who}{where}/{params.get('dbname') or ''}"
+    if schema != "public":
+        name += f" (schema {schema})"
+    return _redact(name, str(password) if password else None), str(password) if password else None
+
+
+def _advisory_key(schema: str) -> int:
+    """The advisory lock that serialises upgrades of one schema (a signed 64-bit number)."""
+    digest = hashlib.blake2b(f"statemachine-orch schema {schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _search_path(schema: str, *, local: bool = False) -> sql.Composed:
+    return sql.SQL("SET LOCAL search_path TO {}" if local else "SET search_path TO {}").format(sql.Identifier(schema))
+
+
+def upgrade(dsn_or_conn: str | psycopg.Connection[Any], schema: str = "public") -> int:
+    """
+    Create or upgrade the store's tables in *schema* to :data:`SCHEMA_VERSION`.
+
+    One transaction, under a transaction-scoped advisory lock on the schema's name:
+    several processes starting at once upgrade it once, the others wait and then
+    find it current. Running it again does nothing. Given a connection, it runs in
+    that connection's current transaction (a savepoint, when one is open) and
+    leaves it as it found it; given a connection string, it opens and closes a
+    connection of its own.
+
+    Args:
+        dsn_or_conn: A libpq connection string or URI, or an open psycopg connection.
+        schema: The PostgreSQL schema holding the tables (created when missing).
+
+    Returns:
+        The schema version found before the upgrade (0: the schema was empty).
+
+    Raises:
+        StoreError: The database cannot be reached, the schema holds tables of
+            another application, or its schema version is newer than this
+            library's (or not a number).
+
+    .. versionadded:: 0.4.0
+    """
+    if isinstance(dsn_or_conn, str):
+        name, password = _describe(dsn_or_conn, schema)
+        try:
+            conn = psycopg.connect(dsn_or_conn, **_connect_defaults(dsn_or_conn))
+        except psycopg.Error as exc:
+            msg = f"cannot use {name}: cannot connect: {_redact(str(exc), password)}"
+            raise StoreError(msg, name) from None
+        with conn:
+            return _upgrade(conn, schema, name, password)
+    info = dsn_or_conn.info
+    name = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    if schema != "public":
+        name += f" (schema {schema})"
+    return _upgrade(dsn_or_conn, schema, name, None)
+
+
+def _upgrade(conn: psycopg.Connection[Any], schema: str, name: str, password: str | None) -> int:
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_advisory_key(schema),))
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+                # (Only then: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when it exists.)
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(_search_path(schema, local=True))
+            found = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename = ANY(%s)",
+                    (schema, list(_TABLES)),
+                )
+            }
+            current = _current_version(conn, found, name)
+            if current > SCHEMA_VERSION:
+                msg = (
+                    f"cannot use {name}: its schema version is {current}, newer than this library's "
+                    f"{SCHEMA_VERSION}; upgrade statemachine-orch to use it"
+                )
+                raise StoreError(msg, name)
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+            if current < SCHEMA_VERSION:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s), ('application', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION), APPLICATION),
+                )
+    except psycopg.Error as exc:
+        msg = f"cannot use {name}: creating or upgrading its tables failed: {_redact(str(exc), password)}"
+        raise StoreError(msg, name) from None
+    return current
+
+
+def _current_version(conn: psycopg.Connection[Any], found: set[str], name: str) -> int:
+    """The schema's version (0: none of our tables), refusing another application's tables."""
+    if "meta" not in found:
+        if found:
+            msg = (
+                f"cannot use {name}: it holds tables named like the store's ({', '.join(sorted(found))}) "
+                "but no table meta: they belong to another application"
+            )
+            raise StoreError(msg, name)
+        return 0
+    rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('schema_version', 'application')"))
+    if rows.get("application") != APPLICATION:
+        msg = f"cannot use {name}: its table meta is not statemachine-orch's (another application's tables)"
+        raise StoreError(msg, name)
+    try:
+        return int(rows.get("schema_version", "0"))
+    except ValueError:
+        msg = f"cannot use {name}: its schema version {rows.get('schema_version')!r} (table meta) is not a number"
+        raise StoreError(msg, name) from None
+
+
+def _connect_defaults(dsn: str) -> dict[str, Any]:
+    """Keyword arguments for a connection: a connect timeout unless the connection string sets one."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return {}
+    return {} if "connect_timeout" in params else {"connect_timeout": 10}
+
+
+def _reads(method: Callable[Concatenate[PostgresStore, _P], _T]) -> Callable[Concatenate[PostgresStore, _P], _T]:
+    """Turn an error during a read (psycopg's, or a damaged row) into a StoreError naming the database."""
+
+    @functools.wraps(method)
+    def read(self: PostgresStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except OrchError:
+            raise  # typed already (UnknownWorkflowVersion, RecordLoadError)
+        except psycopg.Error as exc:
+            msg = f"cannot use {self.database}: reading it failed ({method.__name__}): {_redact(str(exc))}"
+            raise StoreError(msg, self.database) from exc
+        except Exception as exc:
+            # A damaged row: an unknown status or kind, a value of the wrong shape for its type.
+            msg = (
+                f"cannot use {self.database}: reading it failed ({method.__name__}): "
+                f"a stored row is damaged ({type(exc).__name__}: {exc})"
+            )
+            raise StoreError(msg, self.database) from exc
+
+    return read
+
+
+class PostgresStore:
+    """
+    The store several worker processes share: one PostgreSQL schema, one transaction per commit.
+
+    Requires the ``postgres`` extra (``pip install statemachine-orch[postgres]``).
+    Creating the store creates or upgrades its tables (:func:`upgrade`). Methods
+    may be called from several threads: each call takes a connection of the pool.
+
+    Args:
+        dsn: A libpq connection string or URI (``postgresql://user@host/db``).
+        schema: The PostgreSQL schema holding the tables (created when missing).
+        pool_size: The most connections the store keeps open at once
+            (:meth:`listen` opens one more of its own).
+        timeout: Seconds a call waits for a free connection of the pool.
+        fault: For tests: called with a :data:`~statemachine_orch._store_sqlite.FaultPoint`
+            at each commit; an exception it raises is injected there.
+
+    Raises:
+        StoreError: The database cannot be reached, its schema holds another
+            application's tables, or it was written by a newer version. Errors
+            name the database (never its password), as does :attr:`database`.
+
+    .. versionadded:: 0.4.0
+    """
+
+    group_commit = True
+    leases = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 4,
+        timeout: float = 30.0,
+        fault: Callable[[FaultPoint], None] | None = None,
+    ) -> None:
+        if pool_size < 1:
+            msg = f"PostgresStore(pool_size={pool_size!r}): at least 1"
+            raise ValueError(msg)
+        self.schema: str = schema
+        self.database, self._password = _describe(dsn, schema)
+        """How errors name the database: ``postgresql://user@host:port/dbname``, never its password."""
+        self.fault: Callable[[FaultPoint], None] | None = fault
+        self._dsn = dsn
+        self._registry = default_registry
+        self._listeners: list[_Listener] = []
+        self._closed = False
+        upgrade(dsn, schema)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, **_connect_defaults(dsn)},
+            configure=self._configure,
+            timeout=timeout,
+            name=f"orch-{schema}",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise self._fail("cannot connect", exc) from None
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Set up a new pool connection: the store's schema, and JSON columns read as text (decoded here)."""
+        conn.execute(_search_path(self.schema))
+        for json_type in ("json", "jsonb"):
+            conn.adapters.register_loader(json_type, TextLoader)
+
+    def _fail(self, what: str, exc: BaseException | None = None) -> StoreError:
+        detail = f": {_redact(str(exc), self._password)}" if exc is not None else ""
+        return StoreError(f"cannot use {self.database}: {what}{detail}", self.database)
+
+    def attach(self, registry: WorkflowRegistry) -> None:
+        """Resolve stored workflow versions through *registry*."""
+        self._registry = registry
+
+    def close(self) -> None:
+        """Stop the listeners and close the pool's connections (closing twice does nothing more)."""
+        self._closed = True
+        for listener in list(self._listeners):
+            listener.stop()
+        self._pool.close()
+
+    def __enter__(self) -> Self:
+        """Use as a context manager: closes on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the store."""
+        self.close()
+
+    # ----------------------------------------------------------------- commit
+
+    def commit(self, records: Sequence[InstanceRecord]) -> None:
+        """
+        Write every change of *records* in one transaction.
+
+        Raises:
+            LeaseLost: A stored record's fence is no longer its row's (nothing written).
+            InstanceExists: A new record's id is taken (nothing written).
+            StoreError: Nothing was written (or, with an injected ``after_commit``
+                fault, everything was but the acknowledgement was lost).
+        """
+        now = time.time()
+        batch = _Batch()
+        for rec in records:
+            batch.add(rec, now)
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
+                updated = conn.cursor()
+                inserted = conn.cursor()
+                if batch.stored:
+                    updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
+                if batch.new:
+                    inserted.execute(_INSERT_NEW, _columns(batch.new, _INSERT_KEYS))
+                pipeline.sync()
+                self._check_rows(batch, {r[0] for r in updated.fetchall()} if batch.stored else set(), inserted)
+                batch.write(conn.cursor())
+                pipeline.sync()
+                if self.fault is not None:
+                    self.fault("before_commit")
+        except psycopg.Error as exc:
+            raise self._fail(f"a commit of {len(records)} instance change(s) failed", exc) from exc
+        for rec in records:
+            rec.committed()
+        if self.fault is not None:
+            self.fault("after_commit")
+
+    def _check_rows(self, batch: _Batch, updated: set[str], inserted: psycopg.Cursor[Any]) -> None:
+        """Raise LeaseLost for stored rows whose fence moved, InstanceExists for a taken new id."""
+        lost = list(dict.fromkeys(row["id"] for row in batch.stored if row["id"] not in updated and row["fence"]))
+        if lost:
+            raise LeaseLost(lost, self.database)
+        # A stored, unleased record whose row is gone is written again (as SQLite's upsert does).
+        batch.gone = [row for row in batch.stored if row["id"] not in updated]
+        if batch.new:
+            made = Counter(r[0] for r in inserted.fetchall())
+            for row in batch.new:
+                # Not inserted (the id was taken), or inserted by an earlier record of this call.
+                if made[row["id"]] == 0:
+                    raise InstanceExists(row["id"])
+                made[row["id"]] -= 1
+
+    # ----------------------------------------------------------------- reading
+
+    def _spec(
+        self, instance_id: str, workflow: str, version: str, fingerprint: str | None
+    ) -> tuple[type[Any], WorkflowSpec]:
+        cls = self._registry.resolve(workflow, version, fingerprint)
+        if cls is None:
+            changed = self._registry.has(workflow, version)
+            known = self._registry.versions(workflow)
+            raise UnknownWorkflowVersion(instance_id, workflow, version, known, changed=changed)
+        return cls, cls.__orch_spec__
+
+    def _fetchone(self, query: LiteralString, args: Sequence[object] | Mapping[str, object]) -> tuple[Any, ...] | None:
+        with self._pool.connection() as conn:
+            row: tuple[Any, ...] | None = conn.execute(query, args).fetchone()
+            return row
+
+    def _fetchall(
+        self, query: LiteralString | sql.Composed, args: Sequence[object] | Mapping[str, object] = ()
+    ) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(query, args).fetchall()
+            return rows
+
+    @_reads
+    def load(self, instance_id: str) -> InstanceRecord | None:
+        """
+        The committed state of an instance (its fence included).
+
+        Raises:
+            UnknownWorkflowVersion: Its version has no registered class.
+            RecordLoadError: Its row cannot be read back (a value of the wrong type, damaged JSON).
+        """
+        if not _encodable(instance_id):
+            return None  # such an id cannot have been stored
+        row = self._fetchone(_LOAD, (instance_id,))
+        if row is None:
+            return None
+        workflow, version, fingerprint = row[0], row[1], row[17]
+        cls, spec = self._spec(instance_id, workflow, version, fingerprint)
+        try:
+            return _record(instance_id, row, cls, spec)
+        except OrchError:
+            raise  # typed already (RecordLoadError names the field)
+        except Exception as exc:
+            # A damaged row: the engine quarantines this instance and goes on with the others.
+            detail = f"a stored row is damaged ({type(exc).__name__}: {exc})"
+            raise RecordLoadError(
+                f"a stored {spec.name}", "", detail, instance_id=instance_id, path=self.database
+            ) from exc
+
+    @_reads
+    def info(self, instance_id: str) -> InstanceInfo | None:
+        """A snapshot of the committed instance."""
+        if not _encodable(instance_id):
+            return None
+        row = self._fetchone(f"SELECT {_INFO_COLUMNS} FROM instances WHERE id = %s", (instance_id,))
+        return _info(row) if row is not None else None
+
+    @_reads
+    def infos(self, status: InstanceStatus | None, workflow: str | None) -> list[InstanceInfo]:
+        """Snapshots of the committed instances, oldest first."""
+        if workflow is not None and not _encodable(workflow):
+            return []
+        # One statement per filter: each reaches its rows through the status index, or reads them all.
+        query: LiteralString
+        if status is None and workflow is None:
+            query = f"SELECT {_INFO_COLUMNS} FROM instances ORDER BY created_at, seq"
+        elif workflow is None:
+            query = f"SELECT {_INFO_COLUMNS} FROM instances WHERE status = %(status)s ORDER BY created_at, seq"
+        elif status is None:
+            query = f"SELECT {_INFO_COLUMNS} FROM instances WHERE workflow = %(workflow)s ORDER BY created_at, seq"
+        else:
+            query = (
+                f"SELECT {_INFO_COLUMNS} FROM instances WHERE status = %(status)s AND workflow = %(workflow)s "
+                "ORDER BY created_at, seq"
+            )
+        args = {"status": status.value if status is not None else None, "workflow": workflow}
+        return [_info(r) for r in self._fetchall(query, args)]
+
+    @_reads
+    def children(self, parent_id: str) -> list[InstanceInfo]:
+        """The instance's children, oldest first."""
+        if not _encodable(parent_id):
+            return []
+        rows = self._fetchall(
+            f"SELECT {_INFO_COLUMNS} FROM instances WHERE parent = %s ORDER BY created_at, seq", (parent_id,)
+        )
+        return [_info(r) for r in rows]
+
+    @_reads
+    def waiting_parents(self) -> list[str]:
+        """Waiting instances with an ended child."""
+        rows = self._fetchall(
+            "SELECT DISTINCT p.id FROM instances c JOIN instances p ON p.id = c.parent "
+            "WHERE c.parent IS NOT NULL AND c.status IN ('completed', 'failed', 'cancelled', 'compensation_failed') "
+            "AND p.status = 'waiting' ORDER BY p.id"
+        )
+        return [r[0] for r in rows]
+
+    @_reads
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """The committed history, oldest first."""
+        if not _encodable(instance_id):
+            return []
+        rows = self._fetchall(
+            "SELECT at, kind, step, attempt, detail FROM history WHERE instance_id = %s ORDER BY seq", (instance_id,)
+        )
+        return [HistoryEvent(at, EventKind(kind), step, attempt, detail) for at, kind, step, attempt, detail in rows]
+
+    def _task(self, row: tuple[Any, ...]) -> Task:
+        (task_id, instance_id, workflow, version, step, assignee, groups, created_at, due_at) = row[:9]
+        (status, completed_by, completed_at, form, fingerprint) = row[9:]
+        cls = self._registry.resolve(workflow, version, fingerprint)
+        spec = cls.__orch_spec__ if cls is not None else None
+        task_spec = spec.step(step).task if spec is not None and spec.has_step(step) else None
+        form_type = task_spec.form if task_spec is not None else None
+        value: object = None
+        if form is not None and form_type is not None:
+            value = structure(json.loads(form)["v"], form_type)
+        return Task(
+            id=task_id,
+            instance_id=instance_id,
+            workflow=workflow,
+            step=step,
+            assignee=assignee,
+            candidate_groups=tuple(json.loads(groups)),
+            form_type=form_type,
+            created_at=created_at,
+            due_at=due_at,
+            status=TaskStatus(status),
+            completed_by=completed_by,
+            completed_at=completed_at,
+            form=value,
+        )
+
+    @_reads
+    def task(self, task_id: str) -> Task | None:
+        """The task with this id, if any."""
+        if not _encodable(task_id):
+            return None
+        row = self._fetchone(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,))
+        return self._task(row) if row is not None else None
+
+    @_reads
+    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
+        """Open tasks, oldest first, filtered through the indexes on assignee and groups."""
+        cols = _TASK_COLUMNS
+        if instance_id is not None:
+            if not _encodable(instance_id):
+                return []
+            rows = self._fetchall(
+                f"SELECT {cols} FROM tasks WHERE instance_id = %s AND status = 'open' ORDER BY seq", (instance_id,)
+            )
+            found = [self._task(r) for r in rows]
+            return [t for t in found if user is None or t.may_complete(user, groups)]
+        if user is None:
+            rows = self._fetchall(f"SELECT {cols} FROM tasks WHERE status = 'open' ORDER BY created_at, seq")
+            return [self._task(r) for r in rows]
+        # A user or group that cannot be stored matches no task (`assignee = NULL` is never true).
+        rows = self._fetchall(
+            f"SELECT {cols} FROM tasks WHERE id IN ("
+            "SELECT id FROM tasks WHERE assignee = %s AND status = 'open' "
+            "UNION SELECT task_id FROM task_groups WHERE grp = ANY(%s::text[])"
+            ") AND status = 'open' ORDER BY created_at, seq",
+            (user if _encodable(user) else None, sorted(g for g in groups if _encodable(g))),
+        )
+        return [self._task(r) for r in rows]
+
+    # ----------------------------------------------------------------- signals and timers
+
+    def add_signal(self, instance_id: str, type_name: str, message: object) -> int:
+        """Durably keep a message (its own transaction)."""
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    "INSERT INTO signals (instance_id, type, payload) VALUES (%s, %s, %s::jsonb) RETURNING seq",
+                    (instance_id, type_name, _dumps(unstructure(message))),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise self._fail("a signal could not be stored", exc) from exc
+        assert row is not None  # noqa: S101 - an INSERT ... RETURNING returns its row
+        seq: int = row[0]
+        return seq
+
+    @_reads
+    def signals(self, instance_id: str) -> list[Signal]:
+        """The instance's unconsumed messages, decoded with its workflow's message types."""
+        if not _encodable(instance_id):
+            return []
+        row = self._fetchone("SELECT workflow, version, fingerprint FROM instances WHERE id = %s", (instance_id,))
+        if row is None:
+            return []
+        cls = self._registry.resolve(row[0], row[1], row[2])
+        if cls is None:
+            return []
+        types = {
+            f"{s.message.__module__}.{s.message.__qualname__}": s.message
+            for s in cls.__orch_spec__.steps
+            if s.message is not None
+        }
+        rows = self._fetchall(
+            "SELECT seq, type, payload FROM signals WHERE instance_id = %s ORDER BY seq", (instance_id,)
+        )
+        out: list[Signal] = []
+        for seq, type_name, payload in rows:
+            tp = types.get(type_name)
+            if tp is not None:
+                message: object = structure(json.loads(payload), tp)
+                out.append(Signal(seq, type_name, message))
+        return out
+
+    @_reads
+    def signalled(self) -> list[str]:
+        """Waiting instances with unconsumed messages, the oldest message first."""
+        rows = self._fetchall(
+            "SELECT i.id FROM signals s JOIN instances i ON i.id = s.instance_id WHERE i.status = 'waiting' "
+            "GROUP BY i.id ORDER BY min(s.seq)"
+        )
+        return [r[0] for r in rows]
+
+    @_reads
+    def next_wake(self, exclude: frozenset[str] = frozenset()) -> float | None:
+        """The earliest timer due time of an instance not in *exclude*."""
+        if not exclude:
+            row = self._fetchone("SELECT min(wake_at) FROM instances WHERE wake_at IS NOT NULL", ())
+        else:
+            row = self._fetchone(
+                "SELECT min(wake_at) FROM instances WHERE wake_at IS NOT NULL AND id <> ALL(%s::text[])",
+                (sorted(i for i in exclude if _encodable(i)),),
+            )
+        assert row is not None  # noqa: S101 - an aggregate returns one row
+        value: float | None = row[0]
+        return value
+
+    @_reads
+    def due(self, now: float, limit: int) -> list[str]:
+        """Instances whose timer is due, earliest first."""
+        rows = self._fetchall(
+            "SELECT id FROM instances WHERE wake_at IS NOT NULL AND wake_at <= %s ORDER BY wake_at, seq LIMIT %s",
+            (now, limit),
+        )
+        return [r[0] for r in rows]
+
+    @_reads
+    def in_flight(self) -> list[str]:
+        """Instances that were running or compensating, not parked on a timer."""
+        rows = self._fetchall(
+            "SELECT id FROM instances WHERE status IN ('running', 'compensating') AND wake_at IS NULL "
+            "ORDER BY updated_at, seq"
+        )
+        return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------- leases and commands
+
+    def _write(self, what: str, run: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """Run *run* in one transaction; a psycopg error is a StoreError (nothing written)."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                return run(conn)
+        except psycopg.Error as exc:
+            raise self._fail(f"{what} failed", exc) from exc
+
+    def claim(self, instance_id: str, owner: str, now: float, until: float) -> int | None:
+        """
+        Take the lease of a live instance that is free, expired or *owner*'s: the new fence.
+
+        ``None`` if there is no such instance, it is terminal, or another live owner holds it.
+        """
+        if not _encodable(instance_id):
+            return None
+        args = {"id": instance_id, "owner": owner, "now": now, "until": until}
+
+        def run(conn: psycopg.Connection[Any]) -> int | None:
+            row = conn.execute(_CLAIM, args).fetchone()
+            return int(row[0]) if row is not None else None
+
+        return self._write("claiming an instance", run)
+
+    def claim_runnable(
+        self, owner: str, now: float, until: float, limit: int, exclude: frozenset[str]
+    ) -> list[tuple[str, int]]:
+        """
+        Claim up to *limit* instances that need a worker, each with its new fence.
+
+        Those not in *exclude*, live, whose lease is free or expired, and that are
+        in flight (running or compensating without a timer), have a timer due or
+        have commands waiting; in flight and commanded first, then by due time.
+        Rows another transaction holds locked are skipped (``SKIP LOCKED``), so
+        workers claiming at once never wait for each other nor claim one twice.
+        """
+        if limit <= 0:
+            return []
+        args = {
+            "owner": owner,
+            "now": now,
+            "until": until,
+            "limit": limit,
+            # Room for candidates other workers lock meanwhile (skipped, not waited for).
+            "window": limit * 2 + 8,
+            "exclude": sorted(i for i in exclude if _encodable(i)),
+        }
+
+        def run(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(_CLAIM_RUNNABLE, args).fetchall()
+
+        rows = self._write("claiming runnable instances", run)
+        rows.sort(key=lambda r: (r[2] is not None, r[2] or 0.0, r[0]))
+        return [(r[0], int(r[1])) for r in rows]
+
+    @_reads
+    def commanded(self, owner: str) -> list[str]:
+        """Ids of instances *owner* holds that have commands waiting, the oldest command first."""
+        rows = self._fetchall(
+            "SELECT c.instance_id FROM commands c JOIN instances i ON i.id = c.instance_id WHERE i.owner = %s "
+            "GROUP BY c.instance_id ORDER BY min(c.seq)",
+            (owner,),
+        )
+        return [r[0] for r in rows]
+
+    def renew(self, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+        """Extend *owner*'s leases (id -> fence) to *until*; return the ids whose owner or fence no longer match."""
+        if not fences:
+            return []
+        ids = list(fences)
+        stored = [i for i in ids if _encodable(i)]  # another id cannot have been stored: lost
+        args = {"ids": stored, "fences": [fences[i] for i in stored], "owner": owner, "until": until}
+
+        def run(conn: psycopg.Connection[Any]) -> set[str]:
+            rows = conn.execute(
+                "UPDATE instances SET lease_until = %(until)s "
+                "FROM unnest(%(ids)s::text[], %(fences)s::bigint[]) AS f(id, fence) "
+                "WHERE instances.id = f.id AND instances.fence = f.fence AND instances.owner = %(owner)s "
+                "RETURNING instances.id",
+                args,
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        kept = self._write("renewing leases", run)
+        return [i for i in ids if i not in kept]
+
+    def release(self, owner: str, fences: Mapping[str, int]) -> None:
+        """Give back *owner*'s leases whose fence still matches (owner and lease_until := NULL)."""
+        ids = [i for i in fences if _encodable(i)]
+        if not ids:
+            return
+        args = {"ids": ids, "fences": [fences[i] for i in ids], "owner": owner}
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
+                "UPDATE instances SET owner = NULL, lease_until = NULL "
+                "FROM unnest(%(ids)s::text[], %(fences)s::bigint[]) AS f(id, fence) "
+                "WHERE instances.id = f.id AND instances.fence = f.fence AND instances.owner = %(owner)s",
+                args,
+            )
+
+        self._write("releasing leases", run)
+
+    def expire(self, owner: str) -> int:
+        """Mark every lease of *owner* (a worker found dead) expired (lease_until := 0); return how many."""
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            return conn.execute("UPDATE instances SET lease_until = 0 WHERE owner = %s", (owner,)).rowcount
+
+        return self._write("expiring leases", run)
+
+    @_reads
+    def owners(self) -> list[str]:
+        """The distinct owners holding leases, sorted."""
+        rows = self._fetchall("SELECT DISTINCT owner FROM instances WHERE owner IS NOT NULL ORDER BY owner")
+        return [r[0] for r in rows]
+
+    def add_command(
+        self,
+        instance_id: str,
+        kind: str,
+        body: Mapping[str, object],
+        *,
+        complete: Task | None = None,
+        signal: tuple[str, object] | None = None,
+    ) -> int:
+        """
+        Keep a command for an instance, in one transaction with a task's completion or a signal; its seq.
+
+        With *complete* (a completed :class:`Task`), its row goes from open to
+        completed (who, when, the form); with *signal* (``(type name, message)``), a
+        signal row is kept; then the command row, and ``NOTIFY orch_commands``.
+
+        Raises:
+            TaskAlreadyCompleted: *complete*'s task row is no longer open (nothing written).
+            StoreError: Nothing was written.
+        """
+        task_args: tuple[object, ...] | None = None
+        if complete is not None:
+            if not _encodable(complete.id):
+                raise TaskAlreadyCompleted(complete.id, _NOT_OPEN)  # such an id cannot have been stored
+            form = None
+            if complete.status is TaskStatus.COMPLETED:
+                form = _dumps({"v": unstructure(complete.form, complete.form_type)})
+            task_args = (complete.status.value, _text(complete.completed_by), complete.completed_at, form, complete.id)
+        signal_args = None
+        if signal is not None:
+            signal_args = (instance_id, signal[0], _dumps(unstructure(signal[1])))
+        command_args = (instance_id, kind, _dumps(dict(body)), time.time())
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            if task_args is not None:
+                closed = conn.execute(
+                    "UPDATE tasks SET status = %s, completed_by = %s, completed_at = %s, form = %s::jsonb "
+                    "WHERE id = %s AND status = 'open'",
+                    task_args,
+                ).rowcount
+                if not closed:
+                    raise _NotOpenError
+                conn.execute("DELETE FROM task_groups WHERE task_id = %s", (task_args[-1],))
+            if signal_args is not None:
+                conn.execute("INSERT INTO signals (instance_id, type, payload) VALUES (%s, %s, %s::jsonb)", signal_args)
+            row = conn.execute(_INSERT_COMMAND, command_args).fetchone()
+            conn.execute(_NOTIFY, (instance_id,))
+            assert row is not None  # noqa: S101 - an INSERT ... RETURNING returns its row
+            seq: int = row[0]
+            return seq
+
+        try:
+            return self._write("keeping a command", run)
+        except _NotOpenError:
+            assert complete is not None  # noqa: S101 - raised only when completing
+            raise TaskAlreadyCompleted(complete.id, _NOT_OPEN) from None  # completed or cancelled meanwhile
+
+    @_reads
+    def commands(self, instance_id: str) -> list[Command]:
+        """The instance's unapplied commands, oldest first."""
+        if not _encodable(instance_id):
+            return []
+        rows = self._fetchall(
+            "SELECT seq, kind, body, created_at FROM commands WHERE instance_id = %s ORDER BY seq",
+            (instance_id,),
+        )
+        out: list[Command] = []
+        for seq, kind, body, created_at in rows:
+            decoded = json.loads(body)
+            if not isinstance(decoded, dict):
+                msg = f"the body of command {seq} is not a JSON object"
+                raise TypeError(msg)
+            out.append(Command(seq, instance_id, kind, cast("dict[str, Any]", decoded), created_at))
+        return out
+
+    # ----------------------------------------------------------------- notifications
+
+    def listen(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """
+        Call *callback* with the instance id of every ``orch_commands`` notification.
+
+        A daemon thread with a connection of its own listens; *callback* runs
+        in that thread (an asyncio caller hands the id over with
+        ``loop.call_soon_threadsafe``); an exception it raises is logged and the
+        thread listens on. When the connection is lost the thread reconnects,
+        logging ``listener_lost``: notifications sent meanwhile are not heard (a
+        caller still polls ``claim_runnable`` for them). This method returns once
+        the thread listens, so a notification sent after it returns is heard.
+
+        Returns:
+            A function that stops the thread (and waits for it); calling it again
+            does nothing. :meth:`close` stops every listener.
+
+        Raises:
+            StoreError: The listening connection could not be opened.
+        """
+        if self._closed:
+            raise self._fail("the store is closed")
+        listener = _Listener(self._listen_connection, self._wake, self.database, callback)
+        error = listener.start()
+        if error is not None:
+            raise self._fail("cannot listen for notifications", error)
+        self._listeners.append(listener)
+        return listener.stop
+
+    def _listen_connection(self, wakeup: str) -> psycopg.Connection[Any]:
+        """A connection of its own, listening on ``orch_commands`` and on a listener's *wakeup* channel."""
+        conn = psycopg.connect(self._dsn, autocommit=True, **_connect_defaults(self._dsn))
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(wakeup)))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _wake(self, listener: _Listener) -> None:
+        """End *listener*'s wait at once (a notification on its own channel), and forget it."""
+        with contextlib.suppress(Exception), self._pool.connection(timeout=1.0) as conn:
+            conn.execute("SELECT pg_notify(%s, '')", (listener.wakeup,))
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+
+class _NotOpenError(Exception):
+    """add_command: the task row was not open (rolls the transaction back)."""
+
+
+class _Batch:
+    """The rows one commit writes, gathered from its records, statement by statement."""
+
+    __slots__ = (
+        "commands_gone",
+        "ended",
+        "gone",
+        "history",
+        "new",
+        "outbox",
+        "signals_gone",
+        "stored",
+        "tasks",
+        "tasks_spec",
+    )
+
+    def __init__(self) -> None:
+        self.stored: list[dict[str, Any]] = []
+        self.new: list[dict[str, Any]] = []
+        self.gone: list[dict[str, Any]] = []
+        self.history: list[tuple[object, ...]] = []
+        self.tasks: dict[str, Task] = {}  # the last version of each changed task
+        self.tasks_spec: dict[str, WorkflowSpec] = {}
+        self.signals_gone: list[int] = []
+        self.ended: list[str] = []
+        self.commands_gone: list[tuple[int, str]] = []  # (seq, the instance's id)
+        self.outbox: list[tuple[str, str, str, float]] = []
+
+    def add(self, rec: InstanceRecord, now: float) -> None:
+        """Gather *rec*'s row and its other changes."""
+        spec = rec.spec
+        state = rec.state
+        payload = None
+        branches = None
+        task_id = rec.task_id
+        if state.__class__ is not str:
+            # The branches as [name, branch] pairs: jsonb would not keep an object's key order.
+            branches = _dumps(list(_branch_rows(rec).items()))
+            task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
+            state = _dumps(state)
+        elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
+            tp = spec.step(state).payload_type if spec.has_step(state) else None
+            payload = _dumps({"v": unstructure(rec.payload, tp)})
+        if rec.history:
+            base = rec.history_len
+            rid = rec.id
+            self.history.extend(
+                (rid, base + i, float(e.at), e.kind.value, e.step, e.attempt, _text(e.detail))
+                for i, e in enumerate(rec.history, start=1)
+            )
+        for task in rec.dirty_tasks:
+            self.tasks.pop(task.id, None)  # re-inserted: the order of the last writes
+            self.tasks[task.id] = task
+            self.tasks_spec[task.id] = spec
+        if rec.consumed_signals:
+            self.signals_gone.extend(rec.consumed_signals)
+        if rec.status.is_terminal:
+            self.ended.append(rec.id)  # nobody will consume its signals
+        if rec.consumed_commands:
+            self.commands_gone.extend((seq, rec.id) for seq in rec.consumed_commands)
+        for target, kind, body in rec.outbox:
+            self.outbox.append((target, kind, _dumps(body), now))
+        row: dict[str, Any] = {
+            "id": rec.id,
+            "workflow": spec.name,
+            "version": spec.version,
+            "fingerprint": spec.fingerprint,
+            "state": state,
+            "status": rec.status.value,
+            "variables": _dumps(unstructure(rec.wf)),
+            "payload": payload,
+            "saga": _dumps(rec.saga) if rec.saga else "[]",
+            "attempt": rec.attempt,
+            "comp_attempt": rec.comp_attempt,
+            "visit": rec.visit,
+            "task_id": task_id,
+            "error": _text(rec.error),
+            "cause": _text(rec.cause),
+            "cancel": _dumps(rec.cancel) if rec.cancel is not None else None,
+            "wake_at": _float(rec.wake_at),
+            "history_len": rec.history_len + len(rec.history),
+            "created_at": float(rec.created_at),
+            "updated_at": now,
+            "branches": branches,
+            "parent": rec.parent,
+            "fence": rec.fence,
+        }
+        if rec.stored:
+            self.stored.append(row)
+        else:
+            owner, until = rec.lease if rec.lease is not None else (None, None)
+            row["owner"] = owner
+            row["lease_until"] = _float(until)
+            self.new.append(row)
+
+    def write(self, cur: psycopg.Cursor[Any]) -> None:
+        """Queue every statement but the instance rows' (a pipeline sends them together)."""
+        if self.gone:
+            gone = [{**row, "owner": None, "lease_until": None, "fence": 0} for row in self.gone]
+            cur.execute(_INSERT_NEW, _columns(gone, _INSERT_KEYS))
+        if self.history:
+            cur.execute(_INSERT_HISTORY, list(map(list, zip(*self.history, strict=True))))
+        if self.tasks:
+            rows = [_task_row(t, self.tasks_spec[t.id]) for t in self.tasks.values()]
+            cur.execute(_UPSERT_TASKS, list(map(list, zip(*rows, strict=True))))
+            open_groups = [
+                (_text(g), t.id) for t in self.tasks.values() if t.status is TaskStatus.OPEN for g in t.candidate_groups
+            ]
+            if open_groups:
+                cur.execute(
+                    "INSERT INTO task_groups (grp, task_id) SELECT * FROM unnest(%s::text[], %s::text[]) "
+                    "ON CONFLICT DO NOTHING",
+                    ([g for g, _ in open_groups], [t for _, t in open_groups]),
+                )
+            closed = [t.id for t in self.tasks.values() if t.status is not TaskStatus.OPEN]
+            if closed:
+                cur.execute("DELETE FROM task_groups WHERE task_id = ANY(%s::text[])", (closed,))
+        if self.signals_gone:
+            cur.execute("DELETE FROM signals WHERE seq = ANY(%s::bigint[])", (self.signals_gone,))
+        if self.ended:
+            cur.execute("DELETE FROM signals WHERE instance_id = ANY(%s::text[])", (self.ended,))
+        if self.commands_gone:
+            cur.execute(
+                "DELETE FROM commands c USING unnest(%s::bigint[], %s::text[]) AS g(seq, instance_id) "
+                "WHERE c.seq = g.seq AND c.instance_id = g.instance_id",
+                ([seq for seq, _ in self.commands_gone], [i for _, i in self.commands_gone]),
+            )
+        if self.outbox:
+            cur.execute(_INSERT_OUTBOX, list(map(list, zip(*self.outbox, strict=True))))
+            cur.execute(_NOTIFY_ALL, (list(dict.fromkeys(t for t, _, _, _ in self.outbox)),))
+
+
+def _float(value: float | None) -> float | None:
+    """A time as a float (an int would make psycopg dump its column's array as another type)."""
+    return None if value is None else float(value)
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows as one list per column (for unnest)."""
+    return {key: [row[key] for row in rows] for key in keys}
+
+
+def _task_row(task: Task, spec: WorkflowSpec) -> tuple[object, ...]:
+    form = None
+    if task.status is TaskStatus.COMPLETED:
+        form = _dumps({"v": unstructure(task.form, task.form_type)})
+    return (
+        task.id,
+        task.instance_id,
+        spec.name,
+        spec.version,
+        spec.fingerprint,
+        task.step,
+        _text(task.assignee),
+        _dumps(task.candidate_groups),
+        float(task.created_at),
+        _float(task.due_at),
+        task.status.value,
+        _text(task.completed_by),
+        _float(task.completed_at),
+        form,
+    )
+
+
+def _branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
+    """Each branch of a forked instance as ``[attempt, visit, task, wake_at, waiting, payload]`` (as SQLite's)."""
+    spec = rec.spec
+    out: dict[str, list[object]] = {}
+    for name, b in rec.branches.items():
+        payload = None
+        # A subflow's finished child is not stored: it is read again from its own row.
+        if b.payload is not NO_PAYLOAD and spec.step(name).child is None:
+            payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
+        out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
+    return out
+
+
+def _branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
+    """The branches stored as ``[[name, branch], ...]`` (or, written by hand, as SQLite's object)."""
+    pairs: Any = stored
+    if isinstance(stored, dict):
+        pairs = cast("dict[str, Any]", stored).items()
+    out: dict[str, Branch] = {}
+    for name, (attempt, visit, task_id, wake_at, waiting, payload) in pairs:
+        b = Branch(int(visit))
+        b.attempt = int(attempt)
+        b.task_id = task_id
+        b.wake_at = wake_at
+        b.waiting = bool(waiting)
+        if payload is not None:
+            tp = spec.step(name).payload_type
+            b.payload = structure(payload["v"], tp) if tp is not None else None
+        out[name] = b
+    return out
+
+
+def _record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec) -> InstanceRecord:
+    """Build the record of one instance's row (stored, with its fence)."""
+    (_, _, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
+    (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent, fence) = row[10:]
+    wf = structure(json.loads(variables), cls)
+    in_fork = state.startswith("[")
+    setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)
+    rec = InstanceRecord(instance_id, wf, spec, cls.__orch_machine__, created_at)
+    rec.status = InstanceStatus(status)
+    rec.saga = [(s, int(v)) for s, v in json.loads(saga)]
+    rec.attempt = attempt
+    rec.comp_attempt = comp_attempt
+    rec.visit = visit
+    rec.task_id = task_id
+    rec.error = error
+    rec.cause = cause
+    rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
+    rec.wake_at = wake_at
+    rec.history_len = history_len
+    rec.parent = parent
+    rec.fence = fence
+    rec.stored = True
+    if in_fork:
+        rec.task_id = None
+        rec.branches = _branches_of(spec, json.loads(branches or "[]"))
+    if payload is not None:
+        tp = spec.step(state).payload_type if spec.has_step(state) else None
+        rec.payload = structure(json.loads(payload)["v"], tp) if tp is not None else None
+    return rec
+
+
+def _info(row: tuple[Any, ...]) -> InstanceInfo:
+    instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent = row
+    in_fork = state.startswith("[")
+    steps = tuple(active_steps(json.loads(state) if in_fork else state))
+    return InstanceInfo(
+        id=instance_id,
+        workflow=workflow,
+        version=version,
+        status=InstanceStatus(status),
+        step=steps[0] if steps else None,
+        created_at=created_at,
+        error=error,
+        open_task=task_id,
+        wake_at=wake_at,
+        steps=steps,
+        in_fork=in_fork,
+        parent=parent,
+    )
+
+
+class _Listener:
+    """A daemon thread listening on ``orch_commands`` with a connection of its own (PostgresStore.listen)."""
+
+    _RECONNECT_MAX = 5.0
+    _POLL = 1.0  # seconds between looks at the stop flag, should the wake-up notification be lost
+
+    def __init__(
+        self,
+        connect: Callable[[str], psycopg.Connection[Any]],
+        wake: Callable[[_Listener], None],
+        database: str,
+        callback: Callable[[str], None],
+    ) -> None:
+        self.connect = connect
+        self.wake = wake
+        self.database = database
+        self.callback = callback
+        # A channel of this listener's own: stop() notifies it to end the wait at once.
+        self.wakeup = f"orch_stop_{secrets.token_hex(8)}"
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, name="orch-listener", daemon=True)
+
+    def start(self) -> Exception | None:
+        """Start the thread; return once it listens, or with the error that kept it from connecting."""
+        self.thread.start()
+        self.ready.wait()
+        if self.error is not None:
+            self.thread.join()
+        return self.error
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (but from inside the callback); again: nothing."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.wake(self)
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self.stopping.is_set():
+            try:
+                conn = self.connect(self.wakeup)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, listen() must hear of it, not hang
+                if not self.ready.is_set():
+                    self.error = exc
+                    self.ready.set()
+                    return
+                _log.warning("listener_lost", database=self.database, error=_redact(str(exc)))
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self._RECONNECT_MAX)
+                continue
+            self.ready.set()
+            delay = 0.05
+            try:
+                self._hear(conn)
+            except psycopg.Error as exc:
+                if not self.stopping.is_set():
+                    _log.warning("listener_lost", database=self.database, error=_redact(str(exc)))
+            finally:
+                conn.close()
+
+    def _hear(self, conn: psycopg.Connection[Any]) -> None:
+        while not self.stopping.is_set():
+            # Closed on leaving: a suspended notifies() generator holds the connection's lock.
+            with contextlib.closing(conn.notifies(timeout=self._POLL)) as notes:
+                for note in notes:
+                    if note.channel != NOTIFY_CHANNEL or self.stopping.is_set():
+                        return
+                    try:
+                        self.callback(note.payload)
+                    except Exception as exc:  # noqa: BLE001 - the caller's code must not end the listener
+                        _log.exception("listener_callback_failed", instance_id=note.payload, error=str(exc))
