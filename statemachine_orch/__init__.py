@@ -187,5 +187,12 @@ def __getattr__(name: str) -> Any:
         from importlib.metadata import version  # noqa: PLC0415 - only when asked for
 
         return version("statemachine-orch")
+    if name == "PostgresStore":
+        # psycopg is optional (the `postgres` extra): imported only when the store is asked for.
+        from ._store_postgres import PostgresStore  # noqa: PLC0415
+
+        PostgresStore.__module__ = __name__
+        globals()[name] = PostgresStore
+        return PostgresStore
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

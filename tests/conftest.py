@@ -18,6 +18,8 @@ import pytest
 
 from statemachine_orch import Ctx, Engine, MemoryStore, VirtualClock
 
+pytest_plugins = ["tests.pg"]  # PostgreSQL databases for the tests: pg_dsn, pg_store_dsn (issue 9)
+
 T = TypeVar("T")
 
 SCENARIO_TIMEOUT = 20.0
