@@ -4,38 +4,53 @@
 One SQLite file in WAL mode. Each ``commit`` is one ``BEGIN IMMEDIATE`` …
 ``COMMIT`` transaction holding every change of every record passed to it: the
 instance row (machine state, status, variables as JSON through cattrs, saga,
-counters, timer), its new history rows, its changed tasks and the signals it
-consumed. The engine batches the commits of concurrent instances into one call
-(group commit), so one fsync covers many transitions.
+counters, timer), its new history rows, its changed tasks, the signals and
+commands it consumed, and the commands it sends to other instances. The engine
+batches the commits of concurrent instances into one call (group commit), so one
+fsync covers many transitions.
 
-One engine process uses a file at a time: on Linux it holds an exclusive
-``flock`` on the database file itself, so the lock belongs to the file (its
-inode) however it is reached (a symbolic link, a hard link), and the kernel
-releases it when the process dies, even by SIGKILL. (Linux keeps ``flock`` locks
-apart from the POSIX locks SQLite takes on the same file; BSD and macOS do not,
-so there the ``flock`` is on ``<real path>.lock`` beside the file.) A network
-file system is not supported: SQLite's WAL mode needs shared memory.
+Several processes, and several stores in one process, may use one file at once
+(``docs/design/leases.md``): a worker drives an instance only while it holds
+its lease (``owner``, ``lease_until``), and every commit is fenced (``fence``),
+so a worker that lost its lease writes nothing. Writers take turns on SQLite's
+one write lock: a writer waits for it (``busy_timeout``, then a few seconds of
+retried ``BEGIN IMMEDIATE``) rather than fail. Opening is safe when several
+processes open, create or upgrade one file at once: a new store is built beside
+the path and hard-linked into place, so nobody ever sees it half made, and an
+upgrade runs in one ``BEGIN IMMEDIATE`` transaction that reads the schema
+version again.
+
+One host only: WAL mode keeps its index in shared memory (the ``-shm`` file,
+mapped by every process using the database), so every process must run on the
+machine that holds the file, and a network file system (NFS, SMB, ...) is not
+supported. Workers on several hosts need a database server (PostgreSQL).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
+import secrets
 import sqlite3
 import stat
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar, cast
 
-from ._errors import OrchError, RecordLoadError, StoreError, UnknownWorkflowVersion
+from ._errors import (
+    InstanceExists,
+    LeaseLost,
+    OrchError,
+    RecordLoadError,
+    StoreError,
+    TaskAlreadyCompleted,
+    UnknownWorkflowVersion,
+)
 from ._history import EventKind, HistoryEvent
-from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, Signal, active_steps
+from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
 from ._machine import STATE_ATTRIBUTE
 from ._registry import WorkflowRegistry, default_registry
 from ._serialize import structure, unstructure
@@ -45,7 +60,7 @@ from ._tasks import Task, TaskStatus
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x534D4F52  # "SMOR": marks a file as ours
 
 # The schema, as the list of statements that upgrade a file from one version to
@@ -125,23 +140,109 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE instances ADD COLUMN parent TEXT",
         "CREATE INDEX instances_parent ON instances(parent) WHERE parent IS NOT NULL",
     ],
+    4: [
+        # Leases (docs/design/leases.md): who drives the instance, until when, and
+        # the fence every commit of that driver must match.
+        "ALTER TABLE instances ADD COLUMN owner TEXT",
+        "ALTER TABLE instances ADD COLUMN lease_until REAL",
+        "ALTER TABLE instances ADD COLUMN fence INTEGER NOT NULL DEFAULT 0",
+        # owners(), expire() and commanded() find an owner's leases; the claimable
+        # instances are found through instances_status (in flight), instances_wake
+        # (timer due) and commands_instance (commands waiting).
+        "CREATE INDEX instances_owner ON instances(owner) WHERE owner IS NOT NULL",
+        # Commands: callers write them, an instance's driver applies and deletes them.
+        """CREATE TABLE commands (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            instance_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX commands_instance ON commands(instance_id, seq)",
+    ],
 }
 
-_UPSERT = """
-INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
-    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches,
-    parent)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET workflow = excluded.workflow, version = excluded.version,
-    fingerprint = excluded.fingerprint,
-    state = excluded.state, status = excluded.status, variables = excluded.variables,
-    payload = excluded.payload, saga = excluded.saga, attempt = excluded.attempt,
-    comp_attempt = excluded.comp_attempt, visit = excluded.visit, task_id = excluded.task_id,
-    error = excluded.error, cause = excluded.cause, cancel = excluded.cancel, wake_at = excluded.wake_at,
-    history_len = excluded.history_len, updated_at = excluded.updated_at, branches = excluded.branches
-"""
+_ROW_COLUMNS = (
+    "workflow",
+    "version",
+    "fingerprint",
+    "state",
+    "status",
+    "variables",
+    "payload",
+    "saga",
+    "attempt",
+    "comp_attempt",
+    "visit",
+    "task_id",
+    "error",
+    "cause",
+    "cancel",
+    "wake_at",
+    "history_len",
+    "updated_at",
+    "branches",
+)
+"""The columns every commit of an instance writes, in the order ``_values`` gives them."""
+
+_UPDATE = f"UPDATE instances SET {', '.join(f'{c} = ?' for c in _ROW_COLUMNS)} WHERE id = ?"
+"""An existing row (its owner, lease and fence untouched)."""
+
+_UPDATE_FENCED = f"{_UPDATE} AND fence = ?"
+"""An existing row, only while its fence is the committing worker's."""
+
+_NEW_COLUMNS = (*_ROW_COLUMNS, "id", "created_at", "parent", "owner", "lease_until", "fence")
+_INSERT = f"INSERT INTO instances ({', '.join(_NEW_COLUMNS)}) VALUES ({', '.join('?' * len(_NEW_COLUMNS))})"
+"""A new row (never an upsert: an id that exists is InstanceExists)."""
 
 _INSERT_HISTORY = "INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+_INSERT_COMMAND = "INSERT INTO commands (instance_id, kind, body, created_at) VALUES (?, ?, ?, ?)"
+
+_IDS_IN = "id IN (SELECT value FROM json_each(?))"
+"""SQL: the id is one of a JSON array of ids (one parameter, however many ids)."""
+
+_LIVE = "status NOT IN ('completed', 'failed', 'cancelled', 'compensation_failed')"
+"""SQL: the instance is not terminal."""
+
+_FREE = "(owner IS NULL OR lease_until IS NULL OR lease_until < :now)"
+"""SQL: nobody holds the instance's lease at ``:now`` (free, released or expired)."""
+
+_RUNNABLE = f"""
+SELECT id, fence FROM (
+    SELECT id, fence, 1 AS first, NULL AS wake FROM instances
+        WHERE status IN ('running', 'compensating') AND wake_at IS NULL AND {_FREE}
+    UNION ALL
+    SELECT id, fence, 1, NULL FROM instances
+        WHERE status IN ('running', 'compensating') AND wake_at IS NOT NULL AND state LIKE '[%'
+        AND owner IS NOT NULL AND lease_until < :now
+    UNION ALL
+    SELECT id, fence, 0, wake_at FROM instances WHERE wake_at <= :now AND {_LIVE} AND {_FREE}
+    UNION ALL
+    SELECT id, fence, 1, NULL FROM instances
+        WHERE id IN (SELECT instance_id FROM commands) AND {_LIVE} AND {_FREE}
+){{exclude}}
+GROUP BY id
+ORDER BY CASE WHEN max(first) THEN NULL ELSE min(wake) END, id
+LIMIT :limit
+"""
+_RUNNABLE_ALL = _RUNNABLE.format(exclude="")
+"""The instances that need a worker and whose lease is free: in flight (its driver
+died; inside a fork, a branch may have a timer while another ran: such an instance
+is in flight when its lease expired rather than being given back), timer due, or
+commands waiting; in due order, those with no due time first.
+Each branch reaches its rows through an index (status, wake_at, commands)."""
+
+_RUNNABLE_EXCLUDING = _RUNNABLE.format(exclude="\nWHERE id NOT IN (SELECT value FROM json_each(:exclude))")
+"""The same, but for the ids in the JSON array ``:exclude`` (one parameter, however many)."""
+
+_BUSY_TIMEOUT = 5.0
+"""Seconds SQLite's busy handler lets a statement wait for another connection's lock."""
+
+_BEGIN_RETRY = 5.0
+"""Further seconds a ``BEGIN IMMEDIATE`` that still finds the database busy is retried."""
+
+_NOT_OPEN = "is no longer open; a task completes once"
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 """Compact JSON, with one encoder built once."""
@@ -194,44 +295,29 @@ def _text(text: str | None) -> str | None:
     return text.encode(errors="backslashreplace").decode()
 
 
-_FLOCK_THE_FILE = sys.platform == "linux"
-"""Whether the one-engine flock can be on the database file itself: on BSD and
-macOS an exclusive flock would also block this process's own SQLite (its POSIX
-locks), so there it is on a lock file beside the file's real path instead, which
-a hard link or deleting that lock file gets round."""
-
-_held_guard = threading.Lock()
-_held: dict[tuple[int, int], list[int]] = {}
-"""The files (device, inode) this process holds a store on, each with descriptors
-of that file to close only when the store closes: closing any descriptor of a file
-drops every POSIX lock the process has on it, SQLite's included."""
-
-
-_LOCKS_FIELDS = 6
-"""The fields of a /proc/locks line up to the file: number, class, mode, access, pid, device:inode."""
-
-
-def _holder_pid(st: os.stat_result) -> str:
-    """The pid of the process holding the flock on the file *st* describes, from Linux's /proc/locks, or "?"."""
+def _publish(building: str, target: str) -> None:
+    """Put the finished store *building* at *target* unless a file is there already (then leave that one)."""
     try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:  # noqa: PTH123 - a /proc file
-            lines = f.read().splitlines()
+        os.link(building, target)
+    except FileExistsError:
+        return  # another process made it first: everyone uses that one
     except OSError:
-        return "?"
-    exact = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    same_inode: set[str] = set()
-    for line in lines:
-        # "3: FLOCK  ADVISORY  WRITE 7138 fe:00:2147121 0 EOF" (a waiter's line has "->" after the number)
-        fields = line.split()
-        if len(fields) < _LOCKS_FIELDS or fields[1] != "FLOCK" or fields[3] != "WRITE":
-            continue
-        pid, file_id = fields[4], fields[5]
-        if file_id == exact:
-            return pid
-        if file_id.rsplit(":", 1)[-1] == str(st.st_ino):
-            same_inode.add(pid)
-    # Overlay file systems report another device than the one /proc/locks shows.
-    return same_inode.pop() if len(same_inode) == 1 else "?"
+        # A file system without hard links: copy it in, still never over an existing file.
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return
+        try:
+            data = Path(building).read_bytes()
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target)  # noqa: PTH108
+            raise
+        finally:
+            os.close(fd)
 
 
 FaultPoint = Literal["before_commit", "after_commit"]
@@ -240,12 +326,33 @@ FaultPoint = Literal["before_commit", "after_commit"]
 there loses the acknowledgement of a commit that happened)."""
 
 
+class _Taken(Exception):
+    """A new row's id exists already (raised inside the commit, answered by InstanceExists after the rollback)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__()
+        self.ids = ids
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class SqliteStore:
     """
     The durable default store: one SQLite file (WAL), one transaction per commit.
 
+    Several processes of one host, and several stores in one process, may share
+    the file: workers lease the instances they drive and every commit is fenced
+    (``docs/design/leases.md``). A writer waits for SQLite's one write lock
+    rather than fail (up to about ten seconds). One host only: WAL mode needs
+    memory shared by every process using the file, so the file must not be on a
+    network file system (NFS, SMB, ...).
+
     Args:
-        path: The database file; created with its schema when missing.
+        path: The database file; created with its schema when missing (atomically:
+            processes creating it at once all get the one store).
         create: Whether a new, empty store may be made. ``None`` (the default):
             a missing file is created, but an existing empty (0-byte) file is
             refused, since it is more likely a store that was truncated than a
@@ -259,15 +366,19 @@ class SqliteStore:
             exception it raises is injected there.
 
     Raises:
-        StoreError: The file is used by another engine (reached by any name:
-            the lock is on the file itself), read-only, empty (see *create*),
-            not a statemachine-orch database, corrupt, or from a newer version.
-            A row found damaged when read later is a StoreError too.
+        StoreError: The file is read-only, not a regular file, has several
+            names (hard links: SQLite's WAL is named after the path; a symbolic
+            link is fine), empty (see *create*), not a statemachine-orch
+            database, corrupt, or from a newer version, or stayed locked by
+            other processes too long. A row found damaged when read later is a
+            StoreError too.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.4.0 several processes may share the file (leases, commands).
     """
 
     group_commit = True
+    leases = True
 
     def __init__(
         self,
@@ -284,22 +395,7 @@ class SqliteStore:
         self.path: str = str(path)
         self.fault: Callable[[FaultPoint], None] | None = fault
         self._registry = default_registry
-        self._lock_fds, self._file_id, created = self._lock(create)
-        try:
-            if created is None and create is not True and os.fstat(self._lock_fds[0]).st_size == 0:
-                msg = (
-                    "the file is empty (0 bytes), not a store: was it truncated? "
-                    "Pass create=True to make a new store in it"
-                )
-                raise self._fail(msg)
-            self._db = self._open(synchronous, check=check)
-        except BaseException:
-            if created is not None:
-                # Leave no empty file behind: the next open would refuse it.
-                with contextlib.suppress(OSError):
-                    os.unlink(created)  # noqa: PTH108
-            self._unlock()
-            raise
+        self._db = self._connect(synchronous, check=check, create=create)
 
     # ----------------------------------------------------------------- opening
 
@@ -307,106 +403,96 @@ class SqliteStore:
         detail = f": {exc}" if exc is not None else ""
         return StoreError(f"cannot use {self.path}: {what}{detail}", self.path)
 
-    def _busy(self, pid: object) -> StoreError:
-        return self._fail(f"it is used by another engine process (pid {pid}); one engine per SQLite file")
-
-    def _lock(self, create: bool | None) -> tuple[list[int], tuple[int, int], str | None]:
-        """
-        Take the one-engine lock: an exclusive flock on the database file itself (Linux).
-
-        Returns the descriptors to close when the store closes (the database
-        file's first), the file's (device, inode) and the path of the file when
-        this call created it.
-        """
-        with _held_guard:
-            try:
-                st: os.stat_result | None = os.stat(self.path)  # noqa: PTH116
-            except FileNotFoundError:
-                st = None
-            except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-                raise self._fail("its path cannot be followed", exc) from None
-            # Never open (and later close) a descriptor of a file this process holds:
-            # that close would drop SQLite's POSIX locks on it.
-            if st is not None and (st.st_dev, st.st_ino) in _held:
-                raise self._busy(os.getpid())
-            fd, created = self._open_file(exists=st is not None, create=create)
-            st = os.fstat(fd)
-            file_id = (st.st_dev, st.st_ino)
-            if file_id in _held:  # the path was changed to a held file meanwhile
-                _held[file_id].append(fd)
-                raise self._busy(os.getpid())
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                raise self._fail("it is not a regular file")
-            fds = [fd] if _FLOCK_THE_FILE else [fd, self._lock_file(fd)]
-            try:
-                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _holder_pid(st) if _FLOCK_THE_FILE else os.pread(fds[-1], 32, 0).decode(errors="replace")
-                for each in fds:
-                    os.close(each)
-                raise self._busy(holder.strip() or "?") from None
-            if not _FLOCK_THE_FILE:
-                os.ftruncate(fds[-1], 0)
-                os.pwrite(fds[-1], str(os.getpid()).encode(), 0)
-            _held[file_id] = []
-            return fds, file_id, created
-
-    def _lock_file(self, fd: int) -> int:
-        """Where flock would block SQLite (BSD, macOS): a lock file beside the file's real path."""
+    def _connect(self, synchronous: str, *, check: bool, create: bool | None) -> sqlite3.Connection:
+        """Check the file, make it if it is missing (and allowed), and open it."""
         try:
-            return os.open(os.path.realpath(self.path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            os.close(fd)
-            raise self._fail("cannot create its lock file (is the directory read-only?)", exc) from None
-
-    def _open_file(self, *, exists: bool, create: bool | None) -> tuple[int, str | None]:
-        """A read-only descriptor of the database file (for its lock), creating the file if allowed."""
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO does not hang the open
-        if not exists:
+            st: os.stat_result | None = os.stat(self.path)  # noqa: PTH116
+        except FileNotFoundError:
+            st = None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise self._fail("its path cannot be followed", exc) from None
+        if st is None:
             if create is False:
                 raise self._fail("the file does not exist (create=False opens an existing store only)")
-            target = os.path.realpath(self.path)  # through a dangling symlink: the file it names
-            try:
-                return os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o644), target
-            except FileExistsError:
-                pass  # another process made it meanwhile: open it
-            except FileNotFoundError as exc:
-                raise self._fail("its directory does not exist", exc) from None
-            except OSError as exc:
-                raise self._fail("cannot create it (is the directory read-only?)", exc) from None
-        try:
-            return os.open(self.path, flags), None
-        except OSError as exc:
-            raise self._fail("cannot open it", exc) from None
+            self._create(synchronous)
+        elif not stat.S_ISREG(st.st_mode):  # a directory, a FIFO (never opened: it would hang), a device
+            raise self._fail("it is not a regular file")
+        elif st.st_nlink > 1 and not self._being_made(st):
+            msg = (
+                f"it has {st.st_nlink} names (hard links): SQLite keeps a database's WAL beside the name it is "
+                "opened by, so processes using two names would damage it; remove the other links "
+                "(a symbolic link is fine)"
+            )
+            raise self._fail(msg)
+        elif st.st_size == 0 and create is not True:
+            msg = (
+                "the file is empty (0 bytes), not a store: was it truncated? Pass create=True to make a new store in it"
+            )
+            raise self._fail(msg)
+        return self._open(synchronous, check=check)
 
-    def _unlock(self) -> None:
-        """Release the one-engine lock: close the locked descriptors and any parked ones."""
-        with _held_guard:
-            if not self._lock_fds:
-                return
-            parked = _held.pop(self._file_id, [])
-            for fd in (*self._lock_fds, *parked):
+    def _being_made(self, st: os.stat_result) -> bool:
+        """Whether the file's second name is the one ``_create`` built it under (and is about to remove)."""
+        folder, name = os.path.split(os.path.realpath(self.path))
+        with contextlib.suppress(OSError), os.scandir(folder or ".") as entries:
+            for entry in entries:
+                if entry.name.startswith(f"{name}.new-"):
+                    other = entry.stat(follow_symlinks=False)
+                    if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                        return True
+        return False
+
+    def _create(self, synchronous: str) -> None:
+        """
+        Make a new store at the path: built complete in a file beside it, then hard-linked into place.
+
+        Nobody ever sees the store half made (an empty file would be refused as
+        truncated); of several processes creating it at once, one links its
+        file and the others use that one. A failed creation leaves nothing behind.
+        """
+        target = os.path.realpath(self.path)  # through a dangling symlink: the file it names
+        building = f"{target}.new-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        except FileNotFoundError as exc:
+            raise self._fail("its directory does not exist", exc) from None
+        except OSError as exc:
+            raise self._fail("cannot create it (is the directory read-only?)", exc) from None
+        try:
+            db = sqlite3.connect(building, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+                db.execute(f"PRAGMA synchronous={synchronous}")
+                self._migrate(db)
+            finally:
+                db.close()  # checkpoints the WAL into the file and removes it
+            _publish(building, target)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._fail("cannot create it", exc) from None
+        finally:
+            for leftover in (building, f"{building}-wal", f"{building}-shm", f"{building}-journal"):
                 with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._lock_fds = []
+                    os.unlink(leftover)  # noqa: PTH108
 
     def _open(self, synchronous: str, *, check: bool) -> sqlite3.Connection:
         path = Path(self.path)
         if path.exists() and not os.access(path, os.W_OK):
             raise self._fail("the file is read-only")
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT)
         except sqlite3.Error as exc:
             raise self._fail("SQLite cannot open it", exc) from None
         try:
+            db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
             app_id = db.execute("PRAGMA application_id").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables and app_id != APPLICATION_ID:
                 raise self._fail("it is an SQLite database of another application (not a statemachine-orch store)")
             if check and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise self._fail("PRAGMA quick_check reports corruption")
-            db.execute("PRAGMA journal_mode=WAL")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise self._fail(f"SQLite cannot use WAL mode on it (journal mode {mode!r}): a network file system?")
             db.execute(f"PRAGMA synchronous={synchronous}")
             self._migrate(db)
         except sqlite3.DatabaseError as exc:
@@ -414,7 +500,7 @@ class SqliteStore:
             if "readonly" in str(exc) or "read-only" in str(exc):
                 raise self._fail("the file or its directory is read-only", exc) from None
             if "locked" in str(exc) or "busy" in str(exc):
-                raise self._fail("the database is locked by another process", exc) from None
+                raise self._fail("the database stayed locked by other processes too long", exc) from None
             raise self._fail("it is not a statemachine-orch database or it is corrupt", exc) from None
         except StoreError:
             db.close()
@@ -426,8 +512,30 @@ class SqliteStore:
             raise self._fail(what) from exc
         return db
 
+    @staticmethod
+    def _begin(db: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``: take the write lock, retrying for a few seconds while other writers hold it."""
+        deadline = 0.0
+        pause = 0.001
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + _BEGIN_RETRY
+                elif now >= deadline:
+                    raise
+                time.sleep(pause)  # SQLite's busy handler gave up early: back off, then try again
+                pause = min(pause * 2, 0.05)
+            else:
+                return
+
     def _migrate(self, db: sqlite3.Connection) -> None:
-        db.execute("BEGIN IMMEDIATE")
+        """Bring the schema to this library's version; the version is read inside the write transaction."""
+        self._begin(db)  # another process may be upgrading the file right now: this waits for it
         try:
             has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
             current = 0
@@ -464,10 +572,9 @@ class SqliteStore:
         self._registry = registry
 
     def close(self) -> None:
-        """Close the database, then release the one-engine lock (closing twice does nothing more)."""
+        """Close the database (closing twice does nothing more)."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        self._unlock()
 
     def __enter__(self) -> Self:
         """Use as a context manager: closes on exit."""
@@ -477,6 +584,22 @@ class SqliteStore:
         """Close the store."""
         self.close()
 
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Generator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); SQLite's errors become a StoreError naming the file."""
+        db = self._db
+        try:
+            self._begin(db)
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._fail(f"{what} failed", exc) from exc
+
     # ----------------------------------------------------------------- commit
 
     def commit(self, records: Sequence[InstanceRecord]) -> None:
@@ -484,21 +607,18 @@ class SqliteStore:
         Write every change of *records* in one transaction.
 
         Raises:
+            LeaseLost: A record's fence is not its row's: another worker claimed
+                the instance (nothing was written).
+            InstanceExists: A new record's id is taken (nothing was written).
             StoreError: Nothing was written (or, with an injected ``after_commit``
                 fault, everything was but the acknowledgement was lost).
         """
         db = self._db
         now = time.time()
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._begin(db)
             try:
-                history: list[tuple[object, ...]] = []
-                rows = [self._write(db, rec, now, history) for rec in records]
-                # One statement per table for the whole batch: with group commit a
-                # commit carries hundreds of instances.
-                db.executemany(_UPSERT, rows)
-                if history:
-                    db.executemany(_INSERT_HISTORY, history)
+                self._write_all(db, records, now)
                 if self.fault is not None:
                     self.fault("before_commit")
                 db.execute("COMMIT")
@@ -506,6 +626,8 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        except _Taken as taken:
+            raise InstanceExists(self._taken(taken.ids)) from None
         except sqlite3.Error as exc:
             raise self._fail(f"a commit of {len(records)} instance change(s) failed", exc) from exc
         for rec in records:
@@ -513,10 +635,95 @@ class SqliteStore:
         if self.fault is not None:
             self.fault("after_commit")
 
-    def _write(
-        self, db: sqlite3.Connection, rec: InstanceRecord, now: float, history: list[tuple[object, ...]]
-    ) -> tuple[object, ...]:
-        """Write *rec*'s rare changes (tasks, signals); return its row and add its history rows."""
+    def _write_all(self, db: sqlite3.Connection, records: Sequence[InstanceRecord], now: float) -> None:
+        """Write the records' rows, fenced, then everything else they carry; raise before COMMIT if they may not."""
+        new: list[tuple[object, ...]] = []
+        fenced: list[tuple[object, ...]] = []
+        unfenced: list[tuple[object, ...]] = []
+        history: list[tuple[object, ...]] = []
+        for rec in records:
+            values = self._values(rec, now, history)
+            if not rec.stored:
+                owner, until = rec.lease if rec.lease is not None else (None, None)
+                new.append((*values, rec.id, rec.created_at, rec.parent, owner, until, rec.fence))
+            elif rec.fence:
+                fenced.append((*values, rec.id, rec.fence))
+            else:
+                unfenced.append((*values, rec.id))
+        # One statement per table for the whole batch: with group commit a commit
+        # carries hundreds of instances. A stale fence matches no row, so the
+        # fencing costs nothing unless the count of rows written comes out short.
+        if fenced and db.executemany(_UPDATE_FENCED, fenced).rowcount != len(fenced):
+            lost = self._lost(db, records)
+            if lost:
+                raise LeaseLost(lost, self.path)
+        if unfenced and db.executemany(_UPDATE, unfenced).rowcount != len(unfenced):
+            self._write_again(db, records, now)
+        if new:
+            try:
+                db.executemany(_INSERT, new)
+            except sqlite3.IntegrityError as exc:
+                if "instances.id" not in str(exc):
+                    raise
+                raise _Taken([rec.id for rec in records if not rec.stored]) from exc
+        signals_gone: list[tuple[int]] = []
+        commands_gone: list[tuple[int, str]] = []
+        outbox: list[tuple[str, str, str, float]] = []
+        for rec in records:
+            if rec.dirty_tasks:
+                for task in rec.dirty_tasks:
+                    self._write_task(db, task, rec.spec)
+            if rec.consumed_signals:
+                signals_gone.extend((s,) for s in rec.consumed_signals)
+            if rec.status.is_terminal:
+                db.execute("DELETE FROM signals WHERE instance_id = ?", (rec.id,))  # nobody will consume them
+            if rec.consumed_commands:
+                commands_gone.extend((seq, rec.id) for seq in rec.consumed_commands)
+            if rec.outbox:
+                outbox.extend((target, kind, _dumps(body), now) for target, kind, body in rec.outbox)
+        if signals_gone:
+            db.executemany("DELETE FROM signals WHERE seq = ?", signals_gone)
+        if commands_gone:
+            db.executemany("DELETE FROM commands WHERE seq = ? AND instance_id = ?", commands_gone)
+        if outbox:
+            db.executemany(_INSERT_COMMAND, outbox)
+        if history:
+            db.executemany(_INSERT_HISTORY, history)
+
+    def _lost(self, db: sqlite3.Connection, records: Sequence[InstanceRecord]) -> list[str]:
+        """The fenced records whose row's fence is not theirs (or whose row is gone), each once."""
+        ids = [rec.id for rec in records if rec.stored and rec.fence]
+        fences = dict(db.execute(f"SELECT id, fence FROM instances WHERE {_IDS_IN}", (_dumps(ids),)))
+        lost = {rec.id: None for rec in records if rec.stored and rec.fence and fences.get(rec.id) != rec.fence}
+        return list(lost)
+
+    def _write_again(self, db: sqlite3.Connection, records: Sequence[InstanceRecord], now: float) -> None:
+        """Insert the rows of unleased stored records that are missing (deleted under them), as an upsert did."""
+        ids = [rec.id for rec in records if rec.stored and not rec.fence]
+        found = {r[0] for r in db.execute(f"SELECT id FROM instances WHERE {_IDS_IN}", (_dumps(ids),))}
+        history: list[tuple[object, ...]] = []  # written by the caller already
+        rows = [
+            (*self._values(rec, now, history), rec.id, rec.created_at, rec.parent, None, None, 0)
+            for rec in records
+            if rec.stored and not rec.fence and rec.id not in found
+        ]
+        db.executemany(_INSERT, rows)
+
+    def _taken(self, ids: list[str]) -> str:
+        """Which of the new ids made the INSERT fail (asked after the rollback): one stored, or one given twice."""
+        with contextlib.suppress(sqlite3.Error):
+            row = self._db.execute(f"SELECT id FROM instances WHERE {_IDS_IN} LIMIT 1", (_dumps(ids),)).fetchone()
+            if row is not None:
+                return str(row[0])
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen:
+                return i
+            seen.add(i)
+        return ids[0]
+
+    def _values(self, rec: InstanceRecord, now: float, history: list[tuple[object, ...]]) -> tuple[object, ...]:
+        """*rec*'s row as ``_ROW_COLUMNS``; its pending history rows go to *history*."""
         spec = rec.spec
         state = rec.state
         payload = None
@@ -536,14 +743,7 @@ class SqliteStore:
                 (rid, base + i, e.at, e.kind.value, e.step, e.attempt, _text(e.detail))
                 for i, e in enumerate(rec.history, start=1)
             )
-        for task in rec.dirty_tasks:
-            self._write_task(db, task, spec)
-        if rec.consumed_signals:
-            db.executemany("DELETE FROM signals WHERE seq = ?", [(s,) for s in rec.consumed_signals])
-        if rec.status.is_terminal:
-            db.execute("DELETE FROM signals WHERE instance_id = ?", (rec.id,))  # nobody will consume them
         return (
-            rec.id,
             spec.name,
             spec.version,
             spec.fingerprint,
@@ -561,10 +761,8 @@ class SqliteStore:
             _dumps(rec.cancel) if rec.cancel is not None else None,
             rec.wake_at,
             rec.history_len + len(rec.history),
-            rec.created_at,
             now,
             branches,
-            rec.parent,
         )
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
@@ -617,6 +815,9 @@ class SqliteStore:
         """
         The committed state of an instance.
 
+        The record is ``stored`` and carries the row's fence (a leasing engine
+        sets the fence it claimed the instance with).
+
         Raises:
             UnknownWorkflowVersion: Its version has no registered class.
             RecordLoadError: Its row cannot be read back (a value of the wrong type, damaged JSON).
@@ -626,7 +827,7 @@ class SqliteStore:
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
             "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, "
-            "parent FROM instances WHERE id = ?",
+            "parent, fence FROM instances WHERE id = ?",
             (instance_id,),
         ).fetchone()
         if row is None:
@@ -634,13 +835,17 @@ class SqliteStore:
         workflow, version, fingerprint = row[0], row[1], row[17]
         cls, spec = self._spec(instance_id, workflow, version, fingerprint)
         try:
-            return self._record(instance_id, row, cls, spec)
+            rec = self._record(instance_id, row[:20], cls, spec)
+            # The row exists (its next commit updates it), at the fence it was last claimed with.
+            rec.stored = True
+            rec.fence = int(row[20])
         except OrchError:
             raise  # typed already (RecordLoadError names the field)
         except Exception as exc:
             # A damaged row: the engine quarantines this instance and goes on with the others.
             detail = f"a stored row is damaged ({type(exc).__name__}: {exc})"
             raise RecordLoadError(f"a stored {spec.name}", "", detail, instance_id=instance_id, path=self.path) from exc
+        return rec
 
     @staticmethod
     def _record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec) -> InstanceRecord:
@@ -898,6 +1103,179 @@ class SqliteStore:
             "ORDER BY updated_at"
         )
         return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------- leases and commands
+
+    def claim(self, instance_id: str, owner: str, now: float, until: float) -> int | None:
+        """
+        Take the lease of an instance that is free, expired or *owner*'s; return the new fence.
+
+        ``None``: there is no such instance, or another owner's lease on it is live. A
+        terminal instance may be claimed (a parent undoes its completed child).
+        """
+        if not _encodable(instance_id):
+            return None  # such an id cannot have been stored
+        with self._writing("claiming a lease") as db:
+            row = db.execute("SELECT status, owner, lease_until, fence FROM instances WHERE id = ?", (instance_id,))
+            found = row.fetchone()
+            if found is None:
+                return None
+            _, holder, lease_until, fence = found
+            # A terminal instance may be claimed too: a parent undoes its completed child.
+            if not (holder is None or holder == owner or lease_until is None or lease_until < now):
+                return None
+            fence += 1
+            db.execute(
+                "UPDATE instances SET owner = ?, lease_until = ?, fence = ? WHERE id = ?",
+                (owner, until, fence, instance_id),
+            )
+        new_fence: int = fence
+        return new_fence
+
+    def claim_runnable(
+        self, owner: str, now: float, until: float, limit: int, exclude: frozenset[str]
+    ) -> list[tuple[str, int]]:
+        """
+        Claim up to *limit* instances not in *exclude* that need a worker and whose lease is free or expired.
+
+        They are in flight (status running or compensating, no timer: their driver
+        died), their timer is due, or they have commands waiting; those with no due
+        time first, then in due order. One ``BEGIN IMMEDIATE`` transaction finds and
+        claims them, so two processes never get one instance.
+        """
+        if limit <= 0:
+            return []
+        query = _RUNNABLE_EXCLUDING if exclude else _RUNNABLE_ALL
+        args: dict[str, object] = {"now": now, "limit": limit}
+        if exclude:
+            args["exclude"] = _dumps(sorted(exclude))
+        try:
+            # A plain read first: most polls find nothing, and then take no write lock.
+            if self._db.execute(query, args).fetchone() is None:
+                return []
+        except sqlite3.Error as exc:
+            raise self._fail("reading it failed (claim_runnable)", exc) from exc
+        with self._writing("claiming runnable instances") as db:
+            found: list[tuple[str, int]] = [(i, fence + 1) for i, fence in db.execute(query, args)]
+            db.executemany(
+                "UPDATE instances SET owner = ?, lease_until = ?, fence = ? WHERE id = ?",
+                [(owner, until, fence, i) for i, fence in found],
+            )
+        return found
+
+    @_reads
+    def commanded(self, owner: str) -> list[str]:
+        """Ids of the instances *owner* holds that have commands waiting, oldest command first."""
+        rows = self._db.execute(
+            "SELECT c.instance_id FROM commands c JOIN instances i ON i.id = c.instance_id WHERE i.owner = ? "
+            "GROUP BY c.instance_id ORDER BY min(c.seq)",
+            (owner,),
+        )
+        return [r[0] for r in rows]
+
+    def renew(self, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+        """Extend *owner*'s leases (id -> fence) to *until*; return the ids it no longer holds (taken over)."""
+        if not fences:
+            return []
+        items = list(fences.items())
+        with self._writing("renewing leases") as db:
+            cur = db.executemany(
+                "UPDATE instances SET lease_until = ? WHERE id = ? AND owner = ? AND fence = ?",
+                [(until, i, owner, fence) for i, fence in items],
+            )
+            if cur.rowcount == len(items):
+                return []
+            held = dict(
+                db.execute(
+                    f"SELECT id, fence FROM instances WHERE owner = ? AND {_IDS_IN}",
+                    (owner, _dumps([i for i, _ in items])),
+                ).fetchall()
+            )
+        return [i for i, fence in items if held.get(i) != fence]
+
+    def release(self, owner: str, fences: Mapping[str, int]) -> None:
+        """Give back *owner*'s leases (id -> fence) whose fence still matches."""
+        if not fences:
+            return
+        with self._writing("releasing leases") as db:
+            db.executemany(
+                "UPDATE instances SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ? AND fence = ?",
+                [(i, owner, fence) for i, fence in fences.items()],
+            )
+
+    def expire(self, owner: str) -> int:
+        """Mark every lease of *owner* (a worker found dead) expired; return how many."""
+        with self._writing("expiring leases") as db:
+            count: int = db.execute("UPDATE instances SET lease_until = 0 WHERE owner = ?", (owner,)).rowcount
+        return count
+
+    @_reads
+    def owners(self) -> list[str]:
+        """The owners holding leases (live or expired, not released)."""
+        rows = self._db.execute("SELECT DISTINCT owner FROM instances WHERE owner IS NOT NULL ORDER BY owner")
+        return [r[0] for r in rows]
+
+    def add_command(
+        self,
+        instance_id: str,
+        kind: str,
+        body: Mapping[str, object],
+        *,
+        complete: Task | None = None,
+        signal: tuple[str, object] | None = None,
+    ) -> int:
+        """
+        Keep a command for an instance, with a task's completion or a signal, in one transaction; return its seq.
+
+        Raises:
+            TaskAlreadyCompleted: *complete*'s task row is no longer open (nothing written).
+            StoreError: It could not be written (nothing written).
+        """
+        text = _dumps(dict(body))
+        message = json.dumps(unstructure(signal[1])) if signal is not None else None
+        done: tuple[str, str | None, float | None, str | None, str] | None = None
+        if complete is not None:
+            if not _encodable(complete.id):
+                raise TaskAlreadyCompleted(complete.id, _NOT_OPEN)  # such an id cannot have been stored
+            form = None
+            if complete.status is TaskStatus.COMPLETED:
+                form = json.dumps({"v": unstructure(complete.form, complete.form_type)})
+            done = (complete.status.value, _text(complete.completed_by), complete.completed_at, form, complete.id)
+        with self._writing("storing a command") as db:
+            if done is not None:
+                cur = db.execute(
+                    "UPDATE tasks SET status = ?, completed_by = ?, completed_at = ?, form = ? "
+                    "WHERE id = ? AND status = 'open'",
+                    done,
+                )
+                if cur.rowcount != 1:
+                    raise TaskAlreadyCompleted(done[-1], _NOT_OPEN)  # completed or cancelled meanwhile
+                db.execute("DELETE FROM task_groups WHERE task_id = ?", (done[-1],))
+            if signal is not None:
+                db.execute(
+                    "INSERT INTO signals (instance_id, type, payload) VALUES (?, ?, ?)",
+                    (instance_id, signal[0], message),
+                )
+            seq = db.execute(_INSERT_COMMAND, (instance_id, kind, text, time.time())).lastrowid
+        assert seq is not None  # noqa: S101 - an INSERT always has one
+        return seq
+
+    @_reads
+    def commands(self, instance_id: str) -> list[Command]:
+        """The instance's unapplied commands, oldest first."""
+        if not _encodable(instance_id):
+            return []
+        rows = self._db.execute(
+            "SELECT seq, kind, body, created_at FROM commands WHERE instance_id = ? ORDER BY seq", (instance_id,)
+        )
+        out: list[Command] = []
+        for seq, kind, body, created_at in rows:
+            decoded: object = json.loads(body)
+            if not isinstance(decoded, dict):
+                msg = f"the body of command {seq} is not a JSON object"
+                raise TypeError(msg)
+            out.append(Command(seq, instance_id, kind, cast("dict[str, Any]", decoded), created_at))
+        return out
 
 
 def _branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
