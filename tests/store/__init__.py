@@ -1,0 +1,1 @@
+"""The ``Store`` conformance suite (issue 9): one contract, run on every store."""
