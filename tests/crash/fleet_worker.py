@@ -1,0 +1,102 @@
+"""
+A fleet worker process: ``python -m tests.crash.fleet_worker BACKEND TARGET LEASE SLOW``.
+
+BACKEND is ``sqlite`` (TARGET a file path) or ``pg`` (TARGET a connection
+string). The worker opens the store, runs an ``Engine`` with that *lease* (and a
+short poll) on it, prints ``ready <pid>`` once it has recovered, and runs until
+it is killed. It runs ``TaskFlow`` (tests.crash.task_worker) and ``SlowFlow``
+below, whose step sleeps *SLOW* seconds in this process: the fleet tests give
+the worker they mean to kill or stop a long step, and the survivors a short one.
+
+The engine logs with structlog, INFO and above, one line per event, to stdout
+(the tests read ``lease_lost`` there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from statemachine_orch import Ctx, Engine, SqliteStore, Store, Workflow, after, step
+from tests.crash.crash_flow import EFFECTS_ENV
+from tests.crash.task_worker import TaskFlow
+
+SLOW_ENV = "ORCH_FLEET_SLOW"
+"""How long SlowFlow's step sleeps in this process (seconds)."""
+
+POLL = 0.05
+
+
+def mark(kind: str, ctx: Ctx) -> None:
+    """Append ``<kind> <idempotency key> <attempt> <pid>`` to the effects log (one O_APPEND write)."""
+    fd = os.open(os.environ[EFFECTS_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{kind} {ctx.idempotency_key} {ctx.attempt} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+class SlowFlow(Workflow, name="SlowFlow", version="1"):
+    """One step that takes as long as the worker running it is told to, then a final one."""
+
+    n: int
+
+    @step(initial=True)
+    async def work(self, ctx: Ctx) -> None:
+        """Log its start, wait *SLOW* seconds or until the gate file ``<effects>.gate`` exists, log its end."""
+        mark("begin", ctx)
+        gate = Path(os.environ[EFFECTS_ENV] + ".gate")
+        deadline = time.monotonic() + float(os.environ.get(SLOW_ENV, "0"))
+        while time.monotonic() < deadline and not _open(gate):
+            await asyncio.sleep(0.02)
+        mark("work", ctx)
+
+    @after(work)
+    @step(final=True)
+    async def finish(self, ctx: Ctx) -> None:
+        """The end."""
+        mark("finish", ctx)
+
+
+def _open(gate: Path) -> bool:
+    """Whether the test opened the gate (one cheap stat)."""
+    return gate.exists()
+
+
+def open_store(backend: str, target: str) -> Store:
+    """The store the fleet shares."""
+    if backend == "sqlite":
+        return SqliteStore(target)
+    from statemachine_orch._store_postgres import PostgresStore  # psycopg only when asked
+
+    return PostgresStore(target)
+
+
+async def serve(backend: str, target: str, lease: float) -> None:
+    """Run a worker until killed."""
+    store = open_store(backend, target)
+    engine = Engine(store, workflows=[TaskFlow, SlowFlow], concurrency=32, lease=lease, poll=POLL)
+    await engine.recover()
+    print(f"ready {os.getpid()} {engine.owner}", flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    """Entry point."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+    )
+    backend, target, lease, slow = sys.argv[1:5]
+    os.environ[SLOW_ENV] = slow
+    asyncio.run(serve(backend, target, float(lease)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,521 @@
+"""
+Several worker processes on one database (issue 9, docs/design/leases.md): commands, failover, fencing.
+
+Each test runs ``tests.crash.fleet_worker`` processes on one SQLite file or one
+PostgreSQL database, and drives them from this process through a client engine
+(``Engine(store, concurrency=0)``: it only writes commands). The workers'
+output (structlog lines) goes to a log file per process, read for ``ready`` and
+``lease_lost``; every step body logs ``<kind> <idempotency key> <attempt>
+[<pid>]`` to an effects file before its commit. Every wait is a poll with a
+deadline; no worker outlives its test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statemachine_orch import (
+    Engine,
+    EventKind,
+    HistoryEvent,
+    InstanceStatus,
+    Store,
+    TaskAlreadyCompleted,
+)
+from tests.crash.crash_flow import EFFECTS_ENV
+from tests.crash.fleet_worker import SlowFlow, open_store
+from tests.crash.procs import ROOT, kill
+from tests.crash.task_worker import TaskFlow, Verdict
+
+K = EventKind
+LEASE = 2.0
+"""The lease of the failover and fencing tests (seconds): a stopped worker loses its instances after this long."""
+
+WORKFLOWS = [TaskFlow, SlowFlow]
+
+
+class Worker:
+    """A fleet worker process, its log file, and the owner name it announced."""
+
+    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+        self.owner = ""
+
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+        return self.proc.pid
+
+    def output(self) -> str:
+        """What it logged so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Fleet:
+    """The worker processes of one test, on one store; every one is killed at the end."""
+
+    def __init__(self, backend: str, target: str, tmp: Path) -> None:
+        self.backend = backend
+        self.target = target
+        self.tmp = tmp
+        self.effects = tmp / "effects.log"
+        self.effects.touch()
+        self.workers: list[Worker] = []
+
+    def spawn(self, *, lease: float = LEASE, slow: float = 0.0) -> Worker:
+        """Start a worker (SlowFlow's step takes *slow* seconds in it); it logs to a file of its own."""
+        log = self.tmp / f"worker-{len(self.workers)}.log"
+        env = {**os.environ, EFFECTS_ENV: str(self.effects), "PYTHONPATH": str(ROOT)}
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-X",
+                    "faulthandler",
+                    "-m",
+                    "tests.crash.fleet_worker",
+                    self.backend,
+                    self.target,
+                    str(lease),
+                    str(slow),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        worker = Worker(proc, log)
+        self.workers.append(worker)
+        return worker
+
+    def ready(self, worker: Worker, timeout: float = 60) -> Worker:
+        """Wait until *worker* recovered and announced its owner name."""
+
+        def announced() -> bool:
+            assert worker.proc.poll() is None, f"worker {worker.pid} died: {worker.output()}"
+            return any(line.startswith("ready ") for line in worker.output().splitlines())
+
+        wait_until(announced, timeout, f"worker {worker.pid} to start")
+        line = next(line for line in worker.output().splitlines() if line.startswith("ready "))
+        worker.owner = line.split()[2]
+        return worker
+
+    def kill(self, worker: Worker) -> None:
+        """SIGKILL *worker* and reap it (so that it is not a zombie)."""
+        if worker.proc.returncode is None:
+            os.kill(worker.pid, signal.SIGCONT)  # a stopped process dies as well, but be plain
+            kill(worker.proc)
+
+    def close(self) -> None:
+        """Kill every worker still running."""
+        for worker in self.workers:
+            self.kill(worker)
+
+    def marks(self) -> list[tuple[str, str, int]]:
+        """The effects logged so far: (kind, idempotency key, pid or 0)."""
+        out: list[tuple[str, str, int]] = []
+        for line in self.effects.read_text().splitlines():
+            parts = line.split()
+            out.append((parts[0], parts[1], int(parts[3]) if len(parts) > 3 else 0))
+        return out
+
+    def store(self) -> Store:
+        """A store of this process's own on the fleet's database."""
+        return open_store(self.backend, self.target)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll *condition* until it holds; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+async def await_until(condition: Callable[[], bool], limit: float, what: str) -> None:
+    """As :func:`wait_until` (*limit* seconds), without blocking the event loop."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {limit:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    """Worker processes on a SQLite file, or on a fresh PostgreSQL database (skipped or failed as tests/pg.py says)."""
+    backend: str = request.param
+    target = str(request.getfixturevalue("pg_store_dsn")) if backend == "pg" else str(tmp_path / "fleet.db")
+    if backend == "sqlite":
+        open_store(backend, target).close()  # create the file (and its schema) before several processes open it
+    fleet = Fleet(backend, target, tmp_path)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def client(store: Store) -> Engine:
+    """An engine with no workers: it writes commands for the fleet."""
+    return Engine(store, workflows=WORKFLOWS, concurrency=0, lease=LEASE)
+
+
+def terminal(store: Store, ids: list[str]) -> Callable[[], bool]:
+    """A condition: every instance of *ids* is terminal."""
+
+    def check() -> bool:
+        infos = [store.info(i) for i in ids]
+        return all(info is not None and info.status.is_terminal for info in infos)
+
+    return check
+
+
+# ----------------------------------------------------------------- the order workflow's expected ends
+
+
+def expected_order(n: int) -> InstanceStatus:
+    """Orders ``n % 4 == 0`` are withdrawn (cancelled), ``n % 3 == 0`` rejected (failed), others ship."""
+    if n % 4 == 0:
+        return InstanceStatus.CANCELLED
+    if n % 3 == 0:
+        return InstanceStatus.FAILED
+    return InstanceStatus.COMPLETED
+
+
+def check_order(store: Store, instance_id: str, n: int, effects: list[tuple[str, str, int]]) -> None:
+    """The stored end, history and effects of one order are those of *n*."""
+    info = store.info(instance_id)
+    assert info is not None, f"{instance_id} was lost"
+    expected = expected_order(n)
+    assert expected == info.status, f"{instance_id}: {info.status} ({info.error})"
+    rec = store.load(instance_id)
+    assert rec is not None
+    wf: TaskFlow = rec.wf
+    assert n == wf.n
+    history = store.history(instance_id)
+    kinds = Counter(e.kind for e in history)
+    completed = Counter(e.step for e in history if e.kind is K.STEP_COMPLETED)
+    undone = [e.step for e in history if e.kind is K.COMPENSATION_COMPLETED]
+    assert 1 == kinds[K.INSTANCE_STARTED], instance_id
+    if expected is InstanceStatus.CANCELLED:
+        assert (0, 1) == (kinds[K.TASK_COMPLETED], kinds[K.TASK_CANCELLED]), instance_id
+        assert {"reserve": 1, "charge": 1} == dict(completed), instance_id
+        assert wf.verdict is None, instance_id
+    else:
+        assert (1, 0) == (kinds[K.TASK_COMPLETED], kinds[K.TASK_CANCELLED]), instance_id
+        assert wf.verdict == Verdict(n=n, approve=n % 3 != 0), f"{instance_id}: the form of another order"
+    if expected is InstanceStatus.COMPLETED:
+        assert {"reserve": 1, "charge": 1, "decide": 1, "ship": 1} == dict(completed), instance_id
+        assert [] == undone, instance_id
+    else:
+        assert ["charge", "reserve"] == undone, f"{instance_id}: compensations {undone}"
+    no_double_moves(instance_id, history)
+    keys: dict[str, set[str]] = {}
+    for kind, key, _ in effects:
+        if key.startswith(f"{instance_id}:"):
+            keys.setdefault(kind, set()).add(key)
+    runs = {kind: len(found) for kind, found in keys.items()}
+    want = {"reserve": 1, "charge": 1}
+    if expected is InstanceStatus.COMPLETED:
+        want["ship"] = 1
+    else:
+        want |= {"release": 1, "refund": 1}
+    assert want == runs, f"{instance_id}: effects under distinct idempotency keys {keys}"
+
+
+def no_double_moves(instance_id: str, history: list[HistoryEvent]) -> None:
+    """No transition is in the history twice (a fenced-off worker wrote nothing)."""
+    moves = [(e.step, e.detail) for e in history if e.kind is K.TRANSITION]
+    assert len(moves) == len(set(moves)), f"{instance_id}: a transition applied twice: {moves}"
+
+
+# ----------------------------------------------------------------- 1. commands from another process
+
+
+@pytest.mark.timeout(120)
+def test_commands_from_a_client_process_reach_a_live_worker(fleet: Fleet) -> None:
+    """Starts (one id twice), task completions and a cancel written by a client are applied by the worker."""
+    count = 8
+    fleet.ready(fleet.spawn())
+    ids = [f"order-{n}" for n in range(count)]
+
+    async def main() -> None:
+        store = fleet.store()
+        engine = client(store)
+        try:
+            for n, instance_id in enumerate(ids):
+                first = await engine.start(TaskFlow(n=n), instance_id=instance_id)
+                again = await engine.start(TaskFlow(n=n), instance_id=instance_id)  # a retried start
+                assert first.instance_id == again.instance_id == instance_id
+            await await_until(lambda: len(engine.tasks(user="clerk")) == count, 60, "every order to wait on its clerk")
+            tasks = {t.instance_id: t for t in engine.tasks(user="clerk")}
+            assert set(ids) == set(tasks)
+            cancels: list[Coroutine[Any, Any, InstanceStatus]] = []
+            for n, instance_id in enumerate(ids):
+                if n % 4 == 0:
+                    cancels.append(engine.cancel(instance_id, reason="withdrawn", compensate=True))
+                else:
+                    task = tasks[instance_id]
+                    await engine.complete_task(task.id, user="clerk", form=Verdict(n=n, approve=n % 3 != 0))
+                    with pytest.raises(TaskAlreadyCompleted):
+                        await engine.complete_task(task.id, user="clerk", form=Verdict(n=n, approve=True))
+            ends = await asyncio.wait_for(asyncio.gather(*cancels), 60)
+            assert all(end is InstanceStatus.CANCELLED for end in ends), ends
+            await await_until(terminal(store, ids), 60, "every order to end")
+            effects = fleet.marks()
+            for n, instance_id in enumerate(ids):
+                check_order(store, instance_id, n, effects)
+            assert count == len(store.infos(None, "TaskFlow")), "a second start made a second instance"
+        finally:
+            await engine.aclose()
+            store.close()
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------- 2 and 3. failover and fencing
+
+
+def _hold_all(fleet: Fleet, count: int) -> tuple[Worker, Worker, list[str]]:
+    """
+    Worker A (whose step blocks) takes *count* SlowFlow instances; worker B (quick) starts after.
+
+    Returns A, B and the instance ids, once A runs every one's step and B is ready.
+    """
+    a = fleet.ready(fleet.spawn(slow=120.0))
+    ids = [f"slow-{n}" for n in range(count)]
+
+    async def start() -> None:
+        store = fleet.store()
+        engine = client(store)
+        try:
+            for n, instance_id in enumerate(ids):
+                await engine.start(SlowFlow(n=n), instance_id=instance_id)
+        finally:
+            await engine.aclose()
+            store.close()
+
+    asyncio.run(start())
+    wait_until(
+        lambda: {k.split(":")[0] for kind, k, pid in fleet.marks() if kind == "begin" and pid == a.pid} == set(ids),
+        60,
+        "worker A to run every instance's step",
+    )
+    b = fleet.ready(fleet.spawn(slow=0.0))
+    store = fleet.store()
+    try:
+        assert [a.owner] == store.owners(), "A holds every lease"
+    finally:
+        store.close()
+    return a, b, ids
+
+
+def _taken_over(fleet: Fleet, b: Worker, ids: list[str]) -> Callable[[], bool]:
+    """A condition: worker B runs (or ran) the step of every instance of *ids*."""
+
+    def check() -> bool:
+        begun = {k.split(":")[0] for kind, k, pid in fleet.marks() if kind == "begin" and pid == b.pid}
+        return begun >= set(ids)
+
+    return check
+
+
+def _check_slow(store: Store, ids: list[str], fleet: Fleet, b: Worker) -> None:
+    """Every instance completed, each step completed once (by B: A was killed or fenced off)."""
+    for instance_id in ids:
+        info = store.info(instance_id)
+        assert info is not None
+        assert InstanceStatus.COMPLETED == info.status, f"{instance_id}: {info.status} ({info.error})"
+        history = store.history(instance_id)
+        completed = Counter(e.step for e in history if e.kind is K.STEP_COMPLETED)
+        assert {"work": 1, "finish": 1} == dict(completed), f"{instance_id}: {completed}"
+        assert 1 == Counter(e.kind for e in history)[K.INSTANCE_STARTED]
+        no_double_moves(instance_id, history)
+    finishes = [(k, pid) for kind, k, pid in fleet.marks() if kind == "finish"]
+    assert {k.split(":")[0] for k, _ in finishes} == set(ids)
+    assert all(pid == b.pid for _, pid in finishes), f"a finish ran outside B: {finishes}"
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_of_the_lease_holder_fails_over_at_once(fleet: Fleet) -> None:
+    """The dead worker's instances are taken over (its pid is gone: no lease to wait out) and finish."""
+    a, b, ids = _hold_all(fleet, 6)
+    began = time.monotonic()
+    fleet.kill(a)
+    wait_until(_taken_over(fleet, b, ids), LEASE + 30, "worker B to take the instances over")
+    took = time.monotonic() - began
+    print(f"\n[{fleet.backend}] takeover after SIGKILL: {took:.2f} s (lease {LEASE} s)")
+    store = fleet.store()
+    try:
+        wait_until(terminal(store, ids), 60, "the instances to end")
+        _check_slow(store, ids, fleet, b)
+    finally:
+        store.close()
+    assert took <= LEASE + 2, f"takeover took {took:.2f} s"
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_worker_is_fenced_off_after_its_lease(fleet: Fleet) -> None:
+    """SIGSTOP the holder: its leases expire, B finishes the instances; SIGCONT: A writes nothing, logs lease_lost."""
+    a, b, ids = _hold_all(fleet, 4)
+    began = time.monotonic()
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        wait_until(_taken_over(fleet, b, ids), LEASE + 30, "worker B to take the instances over")
+        took = time.monotonic() - began
+        print(f"\n[{fleet.backend}] takeover after SIGSTOP (lease expiry): {took:.2f} s (lease {LEASE} s)")
+        store = fleet.store()
+        try:
+            wait_until(terminal(store, ids), 60, "the instances to end")
+            _check_slow(store, ids, fleet, b)
+            before = {i: store.history(i) for i in ids}
+        finally:
+            store.close()
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    assert a.proc.poll() is None, a.output()
+    # A wakes: its heartbeat (or its first commit) finds every lease taken over.
+    wait_until(
+        lambda: all(any(f"instance_id={i} " in line + " " for line in _lost_lines(a)) for i in ids),
+        30,
+        "worker A to log lease_lost for every instance",
+    )
+    # Its steps end now; their commits must be refused (fenced off).
+    (fleet.effects.parent / (fleet.effects.name + ".gate")).touch()
+    wait_until(
+        lambda: {k.split(":")[0] for kind, k, pid in fleet.marks() if kind == "work" and pid == a.pid} == set(ids),
+        30,
+        "worker A's stale steps to end",
+    )
+    # Nothing to poll for: A must *not* write. Watch the store for a while.
+    store = fleet.store()
+    try:
+        quiet = time.monotonic() + 1.0
+        while time.monotonic() < quiet:
+            assert before == {i: store.history(i) for i in ids}, "the fenced-off worker wrote"
+            time.sleep(0.1)
+        _check_slow(store, ids, fleet, b)
+        assert [] == [o for o in store.owners() if o == a.owner], "A holds a lease again"
+    finally:
+        store.close()
+    assert a.proc.poll() is None, f"A died: {a.output()}"
+    assert took <= LEASE + 2, f"takeover took {took:.2f} s"
+
+
+def _started(worker: Worker) -> bool:
+    return "ready " in worker.output() or worker.proc.poll() is not None
+
+
+def _lost_lines(worker: Worker) -> list[str]:
+    return [line for line in worker.output().splitlines() if "lease_lost" in line]
+
+
+# ----------------------------------------------------------------- 4. a kill loop
+
+
+def _kill_loop(fleet: Fleet, *, seed: int, orders: int, kills: int) -> None:
+    """Three workers; a client starts orders and acts on their tasks while random workers are SIGKILLed."""
+    rng = random.Random(seed)
+    workers = [fleet.spawn(lease=LEASE) for _ in range(3)]
+    for worker in workers:
+        fleet.ready(worker)
+    ids = [f"order-{n}" for n in range(orders)]
+    killed = 0
+
+    async def main() -> None:
+        nonlocal killed
+        store = fleet.store()
+        engine = client(store)
+        acted: set[str] = set()
+        cancels: list[asyncio.Task[InstanceStatus]] = []
+        started = 0
+
+        async def produce() -> None:
+            nonlocal started
+            for n, instance_id in enumerate(ids):
+                await engine.start(TaskFlow(n=n), instance_id=instance_id)
+                if rng.random() < 0.2:
+                    await engine.start(TaskFlow(n=n), instance_id=instance_id)
+                started += 1
+                await asyncio.sleep(rng.uniform(0, 0.05))
+
+        async def clerk() -> None:
+            while len(acted) < orders:
+                for task in engine.tasks(user="clerk"):
+                    instance_id = task.instance_id
+                    if instance_id in acted:
+                        continue
+                    acted.add(instance_id)
+                    n = int(instance_id.split("-")[1])
+                    if n % 4 == 0:
+                        cancels.append(asyncio.create_task(engine.cancel(instance_id, reason="withdrawn")))
+                    else:
+                        await engine.complete_task(task.id, user="clerk", form=Verdict(n=n, approve=n % 3 != 0))
+                await asyncio.sleep(0.02)
+
+        async def killer() -> None:
+            nonlocal killed
+            while killed < kills:
+                await asyncio.sleep(rng.uniform(0.05, 0.4))
+                index = rng.randrange(len(workers))
+                fleet.kill(workers[index])
+                killed += 1
+                workers[index] = fleet.spawn(lease=LEASE)
+                fresh = workers[index]
+                await await_until(partial(_started, fresh), 60, "a new worker")
+                assert fresh.proc.poll() is None, fresh.output()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(produce(), clerk(), killer()), 90 + kills * 3)
+            for end in await asyncio.wait_for(asyncio.gather(*cancels), 60):
+                assert end is InstanceStatus.CANCELLED
+            await await_until(terminal(store, ids), 60, "every order to end")
+        finally:
+            for task in cancels:
+                task.cancel()
+            await asyncio.gather(*cancels, return_exceptions=True)
+            await engine.aclose()
+            store.close()
+
+    began = time.monotonic()
+    asyncio.run(main())
+    print(f"\n[{fleet.backend}] {orders} orders, {killed} SIGKILLs: {time.monotonic() - began:.1f} s")
+    store = fleet.store()
+    try:
+        effects = fleet.marks()
+        assert orders == len(store.infos(None, "TaskFlow"))
+        for n, instance_id in enumerate(ids):
+            check_order(store, instance_id, n, effects)
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(180)
+def test_kill_loop_of_three_workers_loses_nothing(fleet: Fleet) -> None:
+    """A few SIGKILLs of random workers while a client starts orders and acts on them."""
+    _kill_loop(fleet, seed=11, orders=24, kills=5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_long_kill_loop_of_three_workers_loses_nothing(fleet: Fleet, seed: int) -> None:
+    """At least 100 SIGKILLs of random workers among three."""
+    _kill_loop(fleet, seed=seed, orders=200, kills=100)
