@@ -168,6 +168,12 @@ def in_flight(rec: InstanceRecord) -> None:
     rec.wake_at = None
 
 
+def compensating(rec: InstanceRecord) -> None:
+    """Compensating, no timer: what a driver that died mid-undo leaves."""
+    rec.status = InstanceStatus.COMPENSATING
+    rec.wake_at = None
+
+
 def ended(rec: InstanceRecord) -> None:
     """Completed."""
     rec.status = InstanceStatus.COMPLETED

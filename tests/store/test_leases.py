@@ -28,6 +28,7 @@ from tests.store.flows import (
     W1,
     W2,
     ContractPay,
+    compensating,
     drive,
     ended,
     in_flight,
@@ -77,10 +78,11 @@ def test_a_terminal_instance_can_be_claimed(store: Store, run: Runner) -> None:
 
 def test_claim_runnable_claims_what_needs_a_worker_in_due_order(store: Store, run: Runner) -> None:
     """Issue 9: in flight and commanded first, then due timers earliest first; never excluded, leased, idle or ended."""
-    ids = parked(store, run, [ContractPay() for _ in range(9)])
-    flying, commanded, soon, sooner, excluded, held, idle, done, late = ids
+    ids = parked(store, run, [ContractPay() for _ in range(10)])
+    flying, undoing, commanded, soon, sooner, excluded, held, idle, done, late = ids
     fences = {i: drive(store, i, no_change) for i in ids}
     fences[flying] = drive(store, flying, in_flight)
+    fences[undoing] = drive(store, undoing, compensating)
     for instance_id, at in ((soon, NOW - 5), (sooner, NOW - 7), (excluded, NOW - 9), (held, NOW - 9)):
         fences[instance_id] = drive(store, instance_id, timer_at(at))
     fences[done] = drive(store, done, ended)
@@ -90,7 +92,7 @@ def test_claim_runnable_claims_what_needs_a_worker_in_due_order(store: Store, ru
     claimed = store.claim_runnable(W1, NOW, NOW + LEASE, 10, frozenset({excluded}))
     again = store.claim_runnable(W1, NOW + 1, NOW + LEASE, 10, frozenset({excluded}))
     by_w2 = store.claim_runnable(W2, NOW + 1, NOW + LEASE, 10, frozenset({excluded}))
-    first = sorted([flying, commanded])
+    first = sorted([flying, undoing, commanded])
     assert [(i, fences[i] + 1) for i in [*first, sooner, soon]] == claimed
     assert ([], []) == (again, by_w2), "every candidate is leased and live"
     assert fences[held] + 1 == held_fence
