@@ -16,7 +16,7 @@ Where each layer lives:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
@@ -40,9 +40,11 @@ from ._engine import machine_of as machine_of
 from ._errors import ChildWorkflowFailed as ChildWorkflowFailed
 from ._errors import DefinitionProblem as DefinitionProblem
 from ._errors import GuardError as GuardError
+from ._errors import InstanceExists as InstanceExists
 from ._errors import InstanceFinished as InstanceFinished
 from ._errors import InstanceNotFound as InstanceNotFound
 from ._errors import InstanceStateError as InstanceStateError
+from ._errors import LeaseLost as LeaseLost
 from ._errors import MigrationError as MigrationError
 from ._errors import NoEdgeEnabled as NoEdgeEnabled
 from ._errors import NonRetryableError as NonRetryableError
@@ -66,6 +68,7 @@ from ._handle import Handle as Handle
 from ._handle import RecoveryReport as RecoveryReport
 from ._history import EventKind as EventKind
 from ._history import HistoryEvent as HistoryEvent
+from ._instance import Command as Command
 from ._instance import InstanceInfo as InstanceInfo
 from ._instance import Signal as Signal
 from ._invariant import invariant as invariant
@@ -93,9 +96,13 @@ from ._tasks import TaskStatus as TaskStatus
 from ._workflow import Workflow as Workflow
 from ._workflow import spec_of as spec_of
 
+if TYPE_CHECKING:
+    from ._store_postgres import PostgresStore as PostgresStore  # psycopg is optional: imported when first used
+
 __all__ = [
     "ChildWorkflowFailed",
     "Clock",
+    "Command",
     "Compensation",
     "CompensationSpec",
     "Ctx",
@@ -109,11 +116,13 @@ __all__ = [
     "Handle",
     "HistoryEvent",
     "InProcessService",
+    "InstanceExists",
     "InstanceFinished",
     "InstanceInfo",
     "InstanceNotFound",
     "InstanceStateError",
     "InstanceStatus",
+    "LeaseLost",
     "MemoryStore",
     "Migration",
     "MigrationError",

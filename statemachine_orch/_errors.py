@@ -457,3 +457,42 @@ class RecordLoadError(StoreError):
         if self.instance_id == instance_id and what is None:
             return self
         return RecordLoadError(what or self.what, self.field_path, self.detail, instance_id=instance_id, path=self.path)
+
+
+class LeaseLost(StoreError):
+    """
+    This worker's lease on an instance was taken over; its commit wrote nothing.
+
+    Another worker claimed the instance (this one was paused, partitioned or slow
+    past the lease's expiry) and drives it now from what the store holds. The
+    engine drops its copy and logs ``lease_lost``.
+
+    Attributes:
+        instance_ids: The instances whose fence did not match.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, instance_ids: Sequence[str], path: str | None = None) -> None:
+        self.instance_ids = tuple(instance_ids)
+        names = ", ".join(self.instance_ids)
+        super().__init__(f"lease lost on {names}: another worker claimed it; nothing was written", path)
+
+
+class InstanceExists(OrchError):
+    """
+    An instance with this id exists already; the start wrote nothing.
+
+    ``Engine.start(..., instance_id=...)`` and ``Client.start`` catch it and return
+    the existing instance (a start with a given id is idempotent); it reaches a
+    caller only when the existing instance runs another workflow.
+
+    Attributes:
+        instance_id: The id.
+
+    .. versionadded:: 0.4.0
+    """
+
+    def __init__(self, instance_id: str, message: str = "an instance with this id exists already") -> None:
+        self.instance_id = instance_id
+        super().__init__(f"instance {instance_id}: {message}")

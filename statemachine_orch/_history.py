@@ -67,6 +67,11 @@ class EventKind(_IdentityHash, enum.Enum):
     The engine stopped the instance (detail: why): its record cannot be loaded, or its
     version has no class. Kept by that engine, not in the store. (0.3.0)
     """
+    COMMAND_REJECTED = "command_rejected"
+    """
+    A command from another process no longer applied when its driver took it (detail:
+    the command and why, e.g. ``cancel: instance ... is completed``). (0.4.0)
+    """
 
 
 class HistoryEvent(NamedTuple):

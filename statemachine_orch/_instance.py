@@ -83,6 +83,29 @@ class Signal:
     message: object
 
 
+@attrs.frozen
+class Command:
+    """
+    A change a caller asked of an instance, kept durably until its driver applies it.
+
+    ``kind`` is one of ``complete_task``, ``cancel``, ``retry_compensation``,
+    ``migrate`` and ``wake``; ``body`` is its JSON object (see
+    ``docs/design/leases.md``).
+
+    .. versionadded:: 0.4.0
+    """
+
+    seq: int
+    instance_id: str
+    kind: str
+    body: dict[str, Any]
+    created_at: float
+
+
+COMMAND_KINDS = frozenset({"complete_task", "cancel", "retry_compensation", "migrate", "wake"})
+"""The kinds of :class:`Command`."""
+
+
 def active_steps(state: object) -> list[str]:
     """
     The steps a machine state stands for, in order.
@@ -155,15 +178,19 @@ class InstanceRecord:
         "cancel",
         "cause",
         "comp_attempt",
+        "consumed_commands",
         "consumed_signals",
         "created_at",
         "dirty_tasks",
         "error",
+        "fence",
         "history",
         "history_len",
         "id",
         "in_step",
+        "lease",
         "machine",
+        "outbox",
         "parent",
         "payload",
         "poke",
@@ -171,6 +198,7 @@ class InstanceRecord:
         "saga",
         "spec",
         "status",
+        "stored",
         "task_id",
         "visit",
         "wake_at",
@@ -206,6 +234,11 @@ class InstanceRecord:
     runners: dict[str, Any] | None
     poke: Any
     parent: str | None
+    fence: int
+    lease: tuple[str, float] | None
+    stored: bool
+    consumed_commands: list[int]
+    outbox: list[tuple[str, str, dict[str, object]]]
 
     def __init__(self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float) -> None:
         self.id = instance_id
@@ -239,6 +272,16 @@ class InstanceRecord:
         self.runners = None
         self.poke = None
         self.parent = None  # the instance whose subflow step started this one
+        # Leases (docs/design/leases.md): the fence this record was claimed with (0:
+        # unleased, no check), the (owner, until) a new row is inserted with, and
+        # whether the row exists yet.
+        self.fence = 0
+        self.lease = None
+        self.stored = False
+        # Durable commands applied in this turn (deleted by the next commit), and
+        # commands for other instances (inserted by it): [(instance id, kind, body)].
+        self.consumed_commands = _EMPTY
+        self.outbox = _EMPTY
 
     def add_saga(self, step: str, visit: int) -> None:
         """Record a completion of a compensable step."""
@@ -261,12 +304,29 @@ class InstanceRecord:
         else:
             self.consumed_signals.append(seq)
 
+    def add_consumed_command(self, seq: int) -> None:
+        """Queue the removal of an applied durable command for the next commit."""
+        if self.consumed_commands is _EMPTY:
+            self.consumed_commands = [seq]
+        else:
+            self.consumed_commands.append(seq)
+
+    def send(self, instance_id: str, kind: str, body: dict[str, object]) -> None:
+        """Queue a command for another instance, inserted by the next commit."""
+        if self.outbox is _EMPTY:
+            self.outbox = [(instance_id, kind, body)]
+        else:
+            self.outbox.append((instance_id, kind, body))
+
     def committed(self) -> None:
         """Called by a store once everything pending is written."""
         self.history_len += len(self.history)
         self.history.clear()
         self.dirty_tasks = _EMPTY
         self.consumed_signals = _EMPTY
+        self.consumed_commands = _EMPTY
+        self.outbox = _EMPTY
+        self.stored = True
 
     @property
     def state(self) -> Any:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from ._errors import InstanceExists, LeaseLost, TaskAlreadyCompleted
 from ._history import HistoryEvent, new_event
 from ._instance import EMPTY as _EMPTY
 from ._status import InstanceStatus
 from ._tasks import Task, TaskStatus
 
 if TYPE_CHECKING:
-    from ._instance import InstanceInfo, InstanceRecord, Signal
+    from ._instance import Command, InstanceInfo, InstanceRecord, Signal
     from ._registry import WorkflowRegistry
 
 
@@ -103,6 +105,62 @@ class Store(Protocol):
         """Ids of instances that were running (no timer, no wait) when the store was last used."""
         ...
 
+    # Leases and commands: docs/design/leases.md
+
+    leases: bool
+    """Whether several processes may share this store (then workers lease instances)."""
+
+    def claim(self, instance_id: str, owner: str, now: float, until: float) -> int | None:
+        """Take the lease of an instance (terminal ones too) if free, expired or *owner*'s; return the new fence."""
+        ...
+
+    def claim_runnable(
+        self, owner: str, now: float, until: float, limit: int, exclude: frozenset[str]
+    ) -> list[tuple[str, int]]:
+        """Claim up to *limit* instances that need a worker (in flight, timer due, commands waiting)."""
+        ...
+
+    def commanded(self, owner: str) -> list[str]:
+        """Ids of instances *owner* holds that have commands waiting."""
+        ...
+
+    def renew(self, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+        """Extend *owner*'s leases to *until*; return the ids whose lease was taken over."""
+        ...
+
+    def release(self, owner: str, fences: Mapping[str, int]) -> None:
+        """Give back *owner*'s leases whose fence still matches."""
+        ...
+
+    def expire(self, owner: str) -> int:
+        """Mark every lease of *owner* (a worker found dead) expired; return how many."""
+        ...
+
+    def owners(self) -> list[str]:
+        """The owners holding leases now."""
+        ...
+
+    def add_command(
+        self,
+        instance_id: str,
+        kind: str,
+        body: Mapping[str, object],
+        *,
+        complete: Task | None = None,
+        signal: tuple[str, object] | None = None,
+    ) -> int:
+        """
+        Keep a command for an instance in one transaction (with a task's completion or a signal); return its seq.
+
+        Raises:
+            TaskAlreadyCompleted: *complete*'s task row is no longer open (nothing written).
+        """
+        ...
+
+    def commands(self, instance_id: str) -> list[Command]:
+        """The instance's unapplied commands, oldest first."""
+        ...
+
     def close(self) -> None:
         """Release the store's resources."""
         ...
@@ -157,7 +215,10 @@ class MemoryStore:
 
     __slots__ = (
         "_closed_tasks",
+        "_command_seq",
+        "_commands",
         "_history",
+        "_leases",
         "_open_tasks",
         "_pushed",
         "_records",
@@ -167,6 +228,7 @@ class MemoryStore:
     )
 
     group_commit = False
+    leases = False
 
     def __init__(self) -> None:
         self._records: dict[str, InstanceRecord] = {}
@@ -177,13 +239,40 @@ class MemoryStore:
         self._pushed: dict[str, float] = {}
         self._signals: dict[str, list[Signal]] = {}
         self._signal_seq = itertools.count(1)
+        self._commands: dict[str, list[Command]] = {}
+        self._command_seq = itertools.count(1)
+        self._leases: dict[str, tuple[str | None, float | None, int]] = {}  # id -> (owner, until, fence)
 
     def attach(self, registry: WorkflowRegistry) -> None:
         """Nothing to resolve: records are live objects."""
 
     def commit(self, records: Sequence[InstanceRecord]) -> None:
-        """File each record's pending history, tasks, timer and consumed signals."""
+        """
+        File each record's pending history, tasks, timer, consumed signals and commands.
+
+        Raises:
+            LeaseLost: A record's fence is not the instance's (nothing filed).
+            InstanceExists: A new record's id is taken (nothing filed).
+        """
+        self._check_commit(records)
         for rec in records:
+            if not rec.stored:
+                rec.stored = True
+                if rec.fence:
+                    owner, until = rec.lease if rec.lease is not None else (None, None)
+                    self._leases[rec.id] = (owner, until, rec.fence)
+            if rec.consumed_commands:
+                gone_commands = set(rec.consumed_commands)
+                left = [c for c in self._commands.get(rec.id, ()) if c.seq not in gone_commands]
+                if left:
+                    self._commands[rec.id] = left
+                else:
+                    self._commands.pop(rec.id, None)
+                rec.consumed_commands = _EMPTY
+            if rec.outbox:
+                for target, kind, body in rec.outbox:
+                    self._add_command(target, kind, body)
+                rec.outbox = _EMPTY
             stored = self._history.get(rec.id)
             pending = rec.history
             if stored is None:
@@ -212,6 +301,14 @@ class MemoryStore:
                 rec.consumed_signals = _EMPTY
             if self._signals and rec.status.is_terminal:
                 self._signals.pop(rec.id, None)  # nobody will ever consume them
+
+    def _check_commit(self, records: Sequence[InstanceRecord]) -> None:
+        lost = [r.id for r in records if r.stored and r.fence and self._leases.get(r.id, (None, None, 0))[2] != r.fence]
+        if lost:
+            raise LeaseLost(lost)
+        for r in records:
+            if not r.stored and self._records.get(r.id, r) is not r:
+                raise InstanceExists(r.id)
 
     def _file_task(self, task: Task) -> None:
         if task.status is TaskStatus.OPEN:
@@ -317,6 +414,115 @@ class MemoryStore:
     def in_flight(self) -> list[str]:
         """Nothing survives a restart of a memory store."""
         return []
+
+    # ----------------------------------------------------------------- leases and commands
+
+    def _claimable(self, instance_id: str, owner: str, now: float, *, terminal: bool = False) -> bool:
+        rec = self._records.get(instance_id)
+        if rec is None or (rec.status.is_terminal and not terminal):
+            return False
+        holder, until, _ = self._leases.get(instance_id, (None, None, 0))
+        return holder is None or holder == owner or until is None or until < now
+
+    def _take(self, instance_id: str, owner: str, until: float) -> int:
+        fence = self._leases.get(instance_id, (None, None, 0))[2] + 1
+        self._leases[instance_id] = (owner, until, fence)
+        return fence
+
+    def claim(self, instance_id: str, owner: str, now: float, until: float) -> int | None:
+        """Take the instance's lease if it is free, expired or *owner*'s (terminal or not); the new fence."""
+        if not self._claimable(instance_id, owner, now, terminal=True):
+            return None
+        return self._take(instance_id, owner, until)
+
+    def claim_runnable(
+        self, owner: str, now: float, until: float, limit: int, exclude: frozenset[str]
+    ) -> list[tuple[str, int]]:
+        """Claim the instances that need a worker: in flight, timer due, or commands waiting."""
+        found: list[tuple[float, str]] = []
+        for rec in self._records.values():
+            i = rec.id
+            if i in exclude or not self._claimable(i, owner, now):
+                continue
+            holder, until_now, _ = self._leases.get(i, (None, None, 0))
+            if holder == owner and until_now is not None and until_now >= now:
+                continue  # held by this owner already: it has it
+            wake = rec.wake_at
+            running = rec.status in (InstanceStatus.RUNNING, InstanceStatus.COMPENSATING)
+            # Inside a fork a branch may have a timer while another ran: in flight when
+            # its lease expired (its driver died) rather than being given back.
+            in_flight = running and (wake is None or (bool(rec.branches) and holder is not None))
+            if in_flight or i in self._commands:
+                found.append((float("-inf"), i))
+            elif wake is not None and wake <= now:
+                found.append((wake, i))
+        found.sort()
+        return [(i, self._take(i, owner, until)) for _, i in found[:limit]]
+
+    def commanded(self, owner: str) -> list[str]:
+        """Instances *owner* holds that have commands waiting."""
+        return [i for i in self._commands if self._leases.get(i, (None, None, 0))[0] == owner]
+
+    def renew(self, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+        """Extend *owner*'s leases; the ids it lost."""
+        lost: list[str] = []
+        for i, fence in fences.items():
+            holder, _, stored = self._leases.get(i, (None, None, 0))
+            if holder != owner or stored != fence:
+                lost.append(i)
+            else:
+                self._leases[i] = (owner, until, fence)
+        return lost
+
+    def release(self, owner: str, fences: Mapping[str, int]) -> None:
+        """Give back *owner*'s leases whose fence matches."""
+        for i, fence in fences.items():
+            holder, _, stored = self._leases.get(i, (None, None, 0))
+            if holder == owner and stored == fence:
+                self._leases[i] = (None, None, fence)
+
+    def expire(self, owner: str) -> int:
+        """Expire every lease of *owner*."""
+        mine = [i for i, (holder, _, _) in self._leases.items() if holder == owner]
+        for i in mine:
+            _, _, fence = self._leases[i]
+            self._leases[i] = (owner, 0.0, fence)
+        return len(mine)
+
+    def owners(self) -> list[str]:
+        """The owners holding leases."""
+        return sorted({holder for holder, _, _ in self._leases.values() if holder is not None})
+
+    def add_command(
+        self,
+        instance_id: str,
+        kind: str,
+        body: Mapping[str, object],
+        *,
+        complete: Task | None = None,
+        signal: tuple[str, object] | None = None,
+    ) -> int:
+        """Keep a command (with a task's completion or a signal)."""
+        if complete is not None:
+            current = self.task(complete.id)
+            if current is None or current.status is not TaskStatus.OPEN:
+                raise TaskAlreadyCompleted(complete.id, "is no longer open; a task completes once")
+            self._file_task(complete)
+        if signal is not None:
+            self.add_signal(instance_id, *signal)
+        return self._add_command(instance_id, kind, body)
+
+    def _add_command(self, instance_id: str, kind: str, body: Mapping[str, object]) -> int:
+        from ._instance import Command  # noqa: PLC0415 - import cycle through _instance's typing
+
+        seq = next(self._command_seq)
+        command = Command(seq, instance_id, kind, dict(body), time.time())
+        self._commands.setdefault(instance_id, []).append(command)
+        return seq
+
+    def commands(self, instance_id: str) -> list[Command]:
+        """The instance's unapplied commands, oldest first."""
+        return list(self._commands.get(instance_id, ()))
 
     def records(self) -> Iterable[InstanceRecord]:
         """Every instance record, oldest first."""
