@@ -21,6 +21,7 @@ import contextlib
 import copy
 import itertools
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from typing import Any, Self, TypeVar
@@ -32,9 +33,11 @@ from ._clock import Clock, SystemClock, VirtualClock
 from ._ctx import Ctx
 from ._errors import (
     ChildWorkflowFailed,
+    InstanceExists,
     InstanceFinished,
     InstanceNotFound,
     InstanceStateError,
+    LeaseLost,
     MigrationError,
     NoEdgeEnabled,
     RecordLoadError,
@@ -49,7 +52,7 @@ from ._errors import (
 )
 from ._handle import EngineStatistics, Handle, RecoveryReport
 from ._history import EventKind, HistoryEvent, new_event
-from ._instance import NO_PAYLOAD, Branch, InstanceInfo, InstanceRecord, Signal, active_steps, leaves
+from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps, leaves
 from ._machine import DONE, START, STATE_ATTRIBUTE, ForkMachine
 from ._progress import Progress, progress_of
 from ._registry import WorkflowRegistry, default_registry
@@ -108,6 +111,15 @@ class Engine:
             The testing toolkit injects faults through it.
         workflows: Workflow classes this engine runs, every version whose instances
             may be in the store (default: every class defined in the process).
+        lease: With a store shared by several processes (``SqliteStore``,
+            ``PostgresStore``): how long a claim on an instance lasts without a
+            heartbeat (seconds, default 10; renewed every third of it). A worker
+            that dies is replaced after at most this long: a shorter lease fails
+            over sooner and costs more heartbeat writes.
+        poll: With such a store: how often idle workers look for work others left
+            (instances in flight of a dead worker, due timers, commands from other
+            processes), in seconds (default 0.05; a store that pushes notifications,
+            such as PostgreSQL's LISTEN/NOTIFY, is looked at once a second besides).
 
     Use it inside a running event loop. ``async with Engine(...) as engine``
     recovers what the store holds in flight and stops the workers on exit.
@@ -124,7 +136,12 @@ class Engine:
         concurrency: int = 64,
         before_attempt: Callable[[Ctx], None] | None = None,
         workflows: Iterable[type[Workflow]] = (),
+        lease: float = 10.0,
+        poll: float = 0.05,
     ) -> None:
+        if not lease > 0 or not poll > 0:
+            msg = f"Engine(lease={lease!r}, poll={poll!r}): both must be positive numbers of seconds"
+            raise ValueError(msg)
         self.store: Store = store if store is not None else MemoryStore()
         self.services: ServiceRegistry = (
             services if isinstance(services, ServiceRegistry) else ServiceRegistry(services)
@@ -151,7 +168,7 @@ class Engine:
         self._timer_wake: asyncio.Event | None = None
         # Group commit: the changes waiting for the next flush, and its outcome (the failed ones, by position).
         self._batch: list[tuple[InstanceRecord, ...]] | None = None
-        self._batch_done: asyncio.Future[dict[int, StoreError] | None] | None = None
+        self._batch_done: asyncio.Future[dict[int, StoreError | InstanceExists] | None] | None = None
         self._commits = 0
         self._committed_records = 0
         self._active = 0
@@ -174,6 +191,17 @@ class Engine:
         self._now = self.clock.now
         if isinstance(self.clock, VirtualClock):
             self.clock.subscribe(self._wake_timers)
+        # Leases (docs/design/leases.md): with a store several processes share, this
+        # engine drives an instance only while it holds its lease.
+        self._leasing: bool = bool(getattr(self.store, "leases", False))
+        self._drives = concurrency > 0  # an engine without workers is a client: it only writes commands
+        self.lease = lease
+        self.poll = poll
+        self.owner: str = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._fences: dict[str, int] = {}  # the leases this engine holds: instance id -> fence
+        self._releasing: dict[str, int] = {}  # leases to give back at the next flush
+        self._lease_task: asyncio.Task[None] | None = None
+        self._stop_listening: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -191,15 +219,34 @@ class Engine:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the workers and the timer task; in-flight steps are cancelled."""
-        tasks = [*self._workers, *([self._timer_task] if self._timer_task else [])]
+        """Stop the workers and the timer task; in-flight steps are cancelled; leases are given back."""
+        in_flight = {i for i, r in self._live.items() if r.worker is not None or r.runners}
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        tasks = [*self._workers, *(t for t in (self._timer_task, self._lease_task) if t is not None)]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
         self._timer_task = None
+        self._lease_task = None
         self._ready_event = None
         self._timer_wake = None
+        if self._leasing and (self._fences or self._releasing):
+            # A clean stop hands the instances over at once instead of after the lease:
+            # the parked ones given back, those in flight expired (so that the next
+            # worker resumes them as a dead worker's).
+            held = {**self._fences, **self._releasing}
+            self._fences.clear()
+            self._releasing.clear()
+            self._live.clear()
+            try:
+                self.store.release(self.owner, {i: f for i, f in held.items() if i not in in_flight})
+                if in_flight:
+                    self.store.expire(self.owner)
+            except StoreError as exc:
+                _log.warning("lease_release_failed", owner=self.owner, error=str(exc), leases=len(held))
 
     async def recover(self) -> RecoveryReport:
         """
@@ -213,6 +260,30 @@ class Engine:
             How many instances were resumed, and which could not be (orphans).
         """
         self._ensure_running()
+        if self._leasing:
+            if not self._drives:
+                return RecoveryReport(0, ())
+            # Across processes, recovery is a claim: the instances in flight whose
+            # worker died, due timers and waiting commands (dead workers of this
+            # host are recognised at once; others' leases expire).
+            self._expire_dead_owners()
+            claimed, lost = self._claim_round()
+            # Written while no engine ran, without a command (by an older version): a
+            # child's end, a message. Whoever holds those instances now has them.
+            for instance_id in dict.fromkeys([*self.store.waiting_parents(), *self.store.signalled()]):
+                if instance_id in self._live or instance_id in self._orphans:
+                    continue
+                rec = self._get_or_orphan(instance_id)
+                if rec is None:
+                    continue
+                if rec.worker is None and rec.status is InstanceStatus.WAITING:
+                    self._enqueue(rec)
+                    claimed += 1
+                else:
+                    self._unpin(rec)
+            if claimed or lost:
+                _log.info("recovered", resumed=claimed, orphaned=len(lost))
+            return RecoveryReport(claimed, tuple(lost))
         resumed = 0
         orphaned: list[str] = []
         for info in self.store.infos(InstanceStatus.RUNNING, None) + self.store.infos(
@@ -266,37 +337,89 @@ class Engine:
             return
         self._ready_event = asyncio.Event()
         self._timer_wake = asyncio.Event()
+        if not self._drives:
+            return  # a client: no workers, no timers
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
-        self._timer_task = loop.create_task(self._timer_loop())
+        if self._leasing:
+            self._timer_task = loop.create_task(self._fleet_loop())
+            self._lease_task = loop.create_task(self._heartbeat_loop())
+            listen = getattr(self.store, "listen", None)
+            if listen is not None:
+                wake = self._timer_wake
+
+                def heard(instance_id: str) -> None:  # in the store's listener thread
+                    loop.call_soon_threadsafe(self._heard, instance_id, wake)
+
+                self._stop_listening = listen(heard)
+        else:
+            self._timer_task = loop.create_task(self._timer_loop())
 
     # ----------------------------------------------------------------- starting
 
-    async def start(self, workflow: W) -> Handle[W]:
+    async def start(self, workflow: W, *, instance_id: str | None = None) -> Handle[W]:
         """
         Start a new instance from *workflow* (a new, never started object).
+
+        Args:
+            workflow: The new instance's workflow object (its input variables).
+            instance_id: The id to give it (default: a new unique one). Starting
+                with an id that exists already starts nothing and returns a handle
+                to the existing instance, however many processes try at once: a
+                caller that retries a start after a crash or a timeout gets one
+                instance, never two. Up to 200 printable characters, no ``/``
+                (reserved for child instances).
 
         Returns:
             A :class:`Handle` to follow it.
 
         Raises:
-            WorkflowInputError: A variable does not match its declared type, or the
-                object was started before.
+            WorkflowInputError: A variable does not match its declared type, the
+                object was started before, or *instance_id* is not a usable id.
+            InstanceExists: *instance_id* belongs to an instance of another workflow.
             TypeError: *workflow* is not an instance of a concrete Workflow class.
             StoreError: The store could not record it (nothing was started).
         """
-        rec = self._create(workflow)
+        if instance_id is not None:
+            _check_instance_id(workflow, instance_id)
+            if self._existing(workflow, instance_id):
+                return Handle(self, instance_id)
+        rec = self._create(workflow, instance_id)
         self._live[rec.id] = rec
         try:
             await self._save(rec)
+        except InstanceExists:
+            self._drop_new(rec)
+            setattr(workflow, STATE_ATTRIBUTE, None)  # nothing of it was started
+            self._existing(workflow, rec.id)
+            return Handle(self, rec.id)
         except StoreError:
             if self.store.info(rec.id) is None:
-                del self._live[rec.id]
+                self._drop_new(rec)
                 raise
             # The commit landed and only its acknowledgement was lost: it started.
             rec.committed()
-        self._enqueue(rec)
+        if self._drives:
+            self._enqueue(rec)
+        else:
+            self._live.pop(rec.id, None)  # a client: a worker of the fleet claims it
         return Handle(self, rec.id)
+
+    def _existing(self, workflow: object, instance_id: str) -> bool:
+        """Whether an instance with this id exists (of *workflow*'s workflow: else InstanceExists)."""
+        info = self._find_info(instance_id)
+        if info is None:
+            return False
+        name = type(workflow).__orch_spec__.name if isinstance(workflow, Workflow) else None
+        if name is not None and info.workflow != name:
+            raise InstanceExists(instance_id, f"it is an instance of {info.workflow}, not of {name}")
+        return True
+
+    def _drop_new(self, rec: InstanceRecord) -> None:
+        """Forget a new instance whose first commit did not happen."""
+        if self._live.get(rec.id) is rec:
+            del self._live[rec.id]
+        self._fences.pop(rec.id, None)
 
     def start_nowait(self, workflow: W) -> Handle[W]:
         """
@@ -334,6 +457,11 @@ class Engine:
         rec_id = instance_id if instance_id is not None else f"{self._prefix}-{next(self._ids):x}"
         rec = InstanceRecord(rec_id, workflow, spec, cls.__orch_machine__, now)
         rec.parent = parent
+        if self._leasing and self._drives:
+            # Born leased to this engine: no other worker runs it before it parks.
+            rec.fence = 1
+            rec.lease = (self.owner, now + self.lease)
+            self._fences[rec_id] = 1
         rec.history.append(new_event(HistoryEvent, (now, _K.INSTANCE_STARTED, None, 0, spec.label)))
         if self._subscribers:
             self._publish(rec.id, rec.history[-1])
@@ -519,13 +647,38 @@ class Engine:
         self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
         _check_form(task, form)
         completed_at = self.clock.now()
+        apply = self._complete_apply(task, user, completed_at, form)
+        if self._leasing:
+            done = attrs.evolve(
+                task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=completed_at, form=form
+            )
+            # The task row and the command, in one transaction: a second completion,
+            # from any process, finds the task closed.
+            body = {"task": task.id, "user": user}
+            await self._command(task.instance_id, "complete_task", body, apply, complete=done)
+            return done
+        try:
+            return await self._submit(task.instance_id, apply)
+        except StoreError:
+            stored = self.store.task(task_id)
+            if stored is None or stored.status is not TaskStatus.COMPLETED or stored.completed_by != user:
+                raise
+            # The completion was written; only its acknowledgement was lost. The
+            # instance's reload runs it on.
+            return stored
+
+    def _complete_apply(
+        self, task: Task, user: str, completed_at: float, form: object
+    ) -> Callable[[InstanceRecord], Task]:
+        """The completion of *task*, as its driver applies it."""
+        task_id = task.id
 
         def apply(rec: InstanceRecord) -> Task:
             # In the driver's turn: the instance may have moved on since the checks above.
-            branch = next((b for b in rec.branches.values() if b.task_id == task.id), None)
-            if branch is None and rec.task_id != task.id:
+            branch = next((b for b in rec.branches.values() if b.task_id == task_id), None)
+            if branch is None and rec.task_id != task_id:
                 closed = next((t for t in rec.dirty_tasks if t.id == task_id), None) or self.store.task(task_id)
-                if closed is not None and closed.status is not TaskStatus.OPEN:
+                if closed is not None and closed.status is not TaskStatus.OPEN and not self._leasing:
                     by = f" by {closed.completed_by!r}" if closed.completed_by else ""
                     raise TaskAlreadyCompleted(task_id, f"is already {closed.status.value}{by}; a task completes once")
                 raise TaskAlreadyCompleted(task_id, "its instance is no longer waiting on it")
@@ -543,15 +696,7 @@ class Engine:
             self._set_status(rec, InstanceStatus.RUNNING)
             return done
 
-        try:
-            return await self._submit(task.instance_id, apply)
-        except StoreError:
-            stored = self.store.task(task_id)
-            if stored is None or stored.status is not TaskStatus.COMPLETED or stored.completed_by != user:
-                raise
-            # The completion was written; only its acknowledgement was lost. The
-            # instance's reload runs it on.
-            return stored
+        return apply
 
     async def signal(self, instance_id: str, message: object) -> None:
         """
@@ -583,6 +728,11 @@ class Engine:
             where = declared.__name__ + bad.path
             raise SignalTypeError(instance_id, f"{where}: {bad.describe()}", field_path=where)
         # Filed under the declared type it matched, so every store decodes it as that type.
+        if self._leasing:
+            # With a wake-up for whichever worker holds (or next claims) the instance.
+            self.store.add_command(instance_id, "wake", {}, signal=(_type_name(declared), message))
+            self._kick(instance_id)
+            return
         self.store.add_signal(instance_id, _type_name(declared), message)
         waiting_here = any(
             (m := rec.spec.step(name).message) is not None and isinstance(message, m)
@@ -614,11 +764,15 @@ class Engine:
         rec = self._peek(instance_id)
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, "cancel")
-        await self._request_cancel(instance_id, reason, compensate=compensate)
+        if self._leasing:
+            body = {"reason": reason, "compensate": compensate}
+            await self._command(instance_id, "cancel", body, self._cancel_apply(instance_id, reason, compensate))
+        else:
+            await self._request_cancel(instance_id, reason, compensate=compensate)
         return await self._wait_for(instance_id, terminal_only=True)
 
-    def _request_cancel(self, instance_id: str, reason: str, *, compensate: bool) -> asyncio.Future[object]:
-        """Hand a cancel to the instance's driver; the future resolves once it is committed."""
+    def _cancel_apply(self, instance_id: str, reason: str, compensate: bool) -> Callable[[InstanceRecord], object]:
+        """A cancel, as the instance's driver applies it."""
 
         def apply(rec: InstanceRecord) -> object:
             if rec.status.is_terminal:
@@ -631,12 +785,20 @@ class Engine:
                     self._cancel_branches(rec, f"cancelled: {reason}" if reason else "cancelled")
             return None
 
-        done = self._submit(instance_id, apply, interrupt=True)
+        return apply
+
+    def _request_cancel(self, instance_id: str, reason: str, *, compensate: bool) -> asyncio.Future[object]:
+        """Hand a cancel to the instance's driver; the future resolves once it is committed."""
+        done = self._submit(instance_id, self._cancel_apply(instance_id, reason, compensate), interrupt=True)
+        self._interrupt_step(instance_id)
+        return done
+
+    def _interrupt_step(self, instance_id: str) -> None:
+        """A cancel waits: the step in flight sees CancelledError; the driver then applies the cancel."""
         rec = self._live.get(instance_id)
         worker: object = rec.worker if rec is not None else None
         if rec is not None and rec.in_step and worker is not _QUEUED and isinstance(worker, asyncio.Task):
-            worker.cancel()  # the step in flight sees CancelledError; the driver then applies the cancel
-        return done
+            worker.cancel()
 
     async def retry_compensation(self, instance_id: str) -> InstanceStatus:
         """
@@ -653,7 +815,18 @@ class Engine:
             InstanceNotFound: No instance has this id.
             InstanceStateError: The instance is not ``compensation_failed``.
         """
-        self._peek(instance_id)
+        current = self._peek(instance_id)
+        apply = self._retry_apply(instance_id)
+        if self._leasing:
+            if current.state != COMPENSATION_FAILED:
+                apply(current)  # refused at the door, plainly (raises)
+            await self._command(instance_id, "retry_compensation", {}, apply)
+        else:
+            await self._submit(instance_id, apply)
+        return await self._wait_for(instance_id, terminal_only=True)
+
+    def _retry_apply(self, instance_id: str) -> Callable[[InstanceRecord], object]:
+        """A retry of the failed compensations, as the instance's driver applies it."""
 
         def apply(rec: InstanceRecord) -> object:
             if rec.state != COMPENSATION_FAILED:
@@ -664,8 +837,7 @@ class Engine:
             self._set_status(rec, InstanceStatus.COMPENSATING)
             return None
 
-        await self._submit(instance_id, apply)
-        return await self._wait_for(instance_id, terminal_only=True)
+        return apply
 
     async def migrate(self, instance_id: str, to: type[Workflow]) -> InstanceInfo:
         """
@@ -682,15 +854,27 @@ class Engine:
             MigrationError: No migration from its version, it is busy or terminal,
                 or the migration returned something unusable.
         """
-        new_spec = spec_of(to)
         current = self._peek(instance_id)
-        migration = _migration_for(current, to)
+        _migration_for(current, to)
         if current.worker is not None:
             # Refused at once rather than queued behind a step that may take long.
             raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
+        apply = self._migrate_apply(instance_id, to)
+        if self._leasing:
+            body = {"workflow": spec_of(to).name, "version": spec_of(to).version}
+            applied, info = await self._command(instance_id, "migrate", body, apply, local_only=True)
+            if not applied:
+                raise MigrationError(instance_id, "is running a step in another worker now; migrate it while it waits")
+            result: InstanceInfo = info
+            return result
+        return await self._submit(instance_id, apply)
+
+    def _migrate_apply(self, instance_id: str, to: type[Workflow]) -> Callable[[InstanceRecord], InstanceInfo]:
+        """A migration to *to*, as the instance's driver applies it."""
+        new_spec = spec_of(to)
 
         def apply(rec: InstanceRecord) -> InstanceInfo:
-            _migration_for(rec, to)  # again, in the driver's turn: it may have moved on
+            migration = _migration_for(rec, to)  # again, in the driver's turn: it may have moved on
             if rec.status is not InstanceStatus.WAITING and rec.wake_at is None:
                 raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
             old_state = rec.state
@@ -731,7 +915,7 @@ class Engine:
             self._note(rec, _K.MIGRATED, new_state, 0, f"version {migration.source_version} -> {new_spec.version}")
             return rec.info()
 
-        return await self._submit(instance_id, apply)
+        return apply
 
     # ----------------------------------------------------------------- waiting
 
@@ -789,8 +973,25 @@ class Engine:
             return info.status, rec.wf if rec is not None else None
         fut: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
-        done = await fut
-        return done.status, done.wf
+        if not self._leasing:
+            done = await fut
+            return done.status, done.wf
+        # Another process may drive it: look at the store too, now and then.
+        try:
+            while True:
+                finished, _ = await asyncio.wait({fut}, timeout=max(self.poll, 0.02))
+                if finished:
+                    done = fut.result()
+                    return done.status, done.wf
+                if instance_id in self._live and self._live[instance_id].worker is not None:
+                    continue  # this engine runs it: its driver notifies
+                seen = self.store.info(instance_id)
+                if seen is not None and (
+                    seen.status.is_terminal or (not terminal_only and seen.status is InstanceStatus.WAITING)
+                ):
+                    return seen.status, None
+        finally:
+            fut.cancel()
 
     def _notify(self, rec: InstanceRecord) -> None:
         waiters = self._waiters.get(rec.id)
@@ -820,12 +1021,64 @@ class Engine:
     # ----------------------------------------------------------------- records and commits
 
     def _get(self, instance_id: str) -> InstanceRecord:
-        """The live record, loading it (and keeping it live) if needed: for changes."""
+        """
+        The live record, loading it (and keeping it live) if needed: for changes.
+
+        With a shared store, loading it claims its lease first (raising
+        ``_InstanceBusy`` when another live worker holds it) and takes the commands
+        waiting for it.
+        """
         rec = self._live.get(instance_id)
         if rec is None:
-            rec = self._peek(instance_id)
-            self._live[instance_id] = rec
+            if not self._leasing:
+                rec = self._peek(instance_id)
+                self._live[instance_id] = rec
+                return rec
+            fresh = instance_id not in self._fences and instance_id not in self._releasing
+            fence = self._claim(instance_id)
+            try:
+                rec = self._peek(instance_id)
+                rec.fence = fence
+                self._live[instance_id] = rec
+                self._pull_commands(rec)
+            except BaseException:
+                if fresh and instance_id not in self._live:
+                    self._give_back(instance_id)
+                raise
         return rec
+
+    def _claim(self, instance_id: str) -> int:
+        """The fence of this engine's lease on the instance, claiming it if needed."""
+        fence = self._fences.get(instance_id)
+        if fence is not None:
+            return fence
+        fence = self._releasing.pop(instance_id, None)  # given back but not written yet: keep it
+        if fence is None:
+            now = self._now()
+            fence = self.store.claim(instance_id, self.owner, now, now + self.lease)
+            if fence is None:
+                raise _InstanceBusy(instance_id)
+        self._fences[instance_id] = fence
+        return fence
+
+    def _give_back(self, instance_id: str) -> None:
+        """Release the instance's lease (batched: written at the end of this loop iteration)."""
+        fence = self._fences.pop(instance_id, None)
+        if fence is None:
+            return
+        if not self._releasing:
+            asyncio.get_running_loop().call_soon(self._flush_releases)
+        self._releasing[instance_id] = fence
+
+    def _flush_releases(self) -> None:
+        batch, self._releasing = self._releasing, {}
+        if not batch:
+            return
+        try:
+            self.store.release(self.owner, batch)
+        except StoreError as exc:
+            # They expire by themselves; meanwhile nobody else runs those instances.
+            _log.warning("lease_release_failed", owner=self.owner, error=str(exc), leases=len(batch))
 
     def _peek(self, instance_id: str) -> InstanceRecord:
         """The live record, or a fresh load that is not kept: for reading."""
@@ -843,9 +1096,11 @@ class Engine:
         return rec
 
     def _unpin(self, rec: InstanceRecord) -> None:
-        """Drop a record from memory once nothing runs it and all of it is committed."""
+        """Drop a record from memory once nothing runs it and all of it is committed (its lease goes too)."""
         if rec.worker is None and not rec.history and rec.id not in self._inbox and self._live.get(rec.id) is rec:
             del self._live[rec.id]
+            if self._leasing:
+                self._give_back(rec.id)
 
     def _get_or_orphan(self, instance_id: str) -> InstanceRecord | None:
         """The live record, or None (and a log line, once) when its version has no class or it cannot be loaded."""
@@ -858,6 +1113,8 @@ class Engine:
             return None
         except RecordLoadError:
             return None  # quarantined by _peek
+        except _InstanceBusy:
+            return None  # another worker drives it
         except StoreError as exc:
             # The store could not be read now (I/O): try again later, after a backoff.
             if instance_id not in self._held:
@@ -891,6 +1148,11 @@ class Engine:
 
     async def _save(self, rec: InstanceRecord, *more: InstanceRecord) -> None:
         """Commit *rec* (and *more*, in the same transaction); with a group-committing store, with others' changes."""
+        if self._leasing:
+            for r in (rec, *more):
+                if r.parent is not None and r.status.is_terminal and _ended_now(r):
+                    # The parent may live in another worker: the end and its wake-up are one commit.
+                    r.send(r.parent, "wake", {})
         if not self._group:
             self._commit((rec, *more))
             return
@@ -914,18 +1176,18 @@ class Engine:
         assert done is not None  # noqa: S101
         try:
             self._commit(tuple(dict.fromkeys(rec for group in batch for rec in group)))
-        except StoreError as exc:
+        except (StoreError, InstanceExists) as exc:
             if len(batch) == 1:
                 done.set_result({0: exc})
                 return
-            # One record may be what failed (its variables cannot be written): commit
-            # each change alone, so that the others are written once and only its
-            # own callers hear of the failure.
-            failed: dict[int, StoreError] = {}
+            # One record may be what failed (its variables cannot be written, its
+            # lease was taken over): commit each change alone, so that the others are
+            # written once and only its own callers hear of the failure.
+            failed: dict[int, StoreError | InstanceExists] = {}
             for index, group in enumerate(batch):
                 try:
                     self._commit(group)
-                except StoreError as alone:
+                except (StoreError, InstanceExists) as alone:
                     failed[index] = alone
             done.set_result(failed)
         else:
@@ -934,7 +1196,7 @@ class Engine:
     def _commit(self, records: tuple[InstanceRecord, ...]) -> None:
         try:
             self.store.commit(records)
-        except StoreError:
+        except (StoreError, InstanceExists):
             raise
         except Exception as exc:
             msg = f"commit of {len(records)} instance change(s) failed: {type(exc).__name__}: {exc}"
@@ -948,7 +1210,7 @@ class Engine:
     # ----------------------------------------------------------------- the driver's inbox
 
     def _submit(
-        self, instance_id: str, apply: Callable[[InstanceRecord], _R], *, interrupt: bool = False
+        self, instance_id: str, apply: Callable[[InstanceRecord], _R], *, interrupt: bool = False, seq: int = 0
     ) -> asyncio.Future[_R]:
         """
         Hand a change of an instance to its driver; the future resolves once the change is committed.
@@ -958,7 +1220,13 @@ class Engine:
         changed) and makes it. The driver commits it with whatever it moves next.
         """
         fut: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        self._inbox.setdefault(instance_id, []).append(_Command(apply, fut, interrupt=interrupt))
+        queued = self._inbox.setdefault(instance_id, [])
+        pulled = next((c for c in queued if seq and c.seq == seq), None)
+        if pulled is not None:
+            # Read from the store already (a fresh claim pulls the commands): the caller waits on that one.
+            pulled.apply, pulled.done = apply, fut
+        else:
+            queued.append(_Command(apply, fut, interrupt=interrupt, seq=seq))
         self._wake_driver(instance_id)
         return fut
 
@@ -980,6 +1248,266 @@ class Engine:
         else:
             _poke(rec)  # a fork's driver wakes; a flat one looks at the inbox between moves
 
+    # ----------------------------------------------------------------- commands across processes
+
+    async def _command(
+        self,
+        instance_id: str,
+        kind: str,
+        body: Mapping[str, object],
+        apply: Callable[[InstanceRecord], _R],
+        *,
+        complete: Task | None = None,
+        local_only: bool = False,
+    ) -> tuple[bool, Any]:
+        """
+        A caller's change with a shared store: write it as a command, then apply it here if this engine may.
+
+        The command row (with the task's completion, if any) is one transaction. If
+        this engine holds or can claim the instance, its driver applies the command
+        and the call returns ``(True, result)`` once that is committed (the typed
+        error of a refused command is raised). Otherwise the instance's owner (or
+        the next worker to claim it) applies it: ``(False, None)``. With
+        *local_only* nothing is written unless this engine can claim the instance.
+        """
+        if local_only:
+            try:
+                self._get(instance_id)
+            except _InstanceBusy:
+                return False, None
+            return True, await self._submit(instance_id, apply, interrupt=kind == "cancel")
+        seq = self.store.add_command(instance_id, kind, body, complete=complete)
+        if not self._drives:
+            return False, None
+        try:
+            self._get(instance_id)
+        except _InstanceBusy:
+            return False, None  # its owner hears of it (NOTIFY, or its next poll)
+        fut = self._submit(instance_id, apply, interrupt=kind == "cancel", seq=seq)
+        if kind == "cancel":
+            self._interrupt_step(instance_id)
+        try:
+            return True, await fut
+        except StoreError as exc:
+            if isinstance(exc, RecordLoadError):
+                raise
+            # The command is in the store: the driver's reload (or the worker that took
+            # the instance over) applies it. It was accepted; only its effect is later.
+            _log.warning("command_deferred", instance_id=instance_id, command=kind, error=str(exc))
+            return False, None
+
+    def _pull_commands(self, rec: InstanceRecord) -> bool:
+        """Queue the instance's stored commands for its driver (each once); True if any was new."""
+        try:
+            stored = self.store.commands(rec.id)
+        except StoreError as exc:
+            _log.warning("commands_unreadable", instance_id=rec.id, error=str(exc))
+            return False
+        if not stored:
+            return False
+        queued = self._inbox.setdefault(rec.id, [])
+        known = {c.seq for c in queued if c.seq}
+        known.update(rec.consumed_commands)
+        new = False
+        for command in stored:
+            if command.seq in known:
+                continue
+            new = True
+            apply = self._decode_command(command)
+            queued.append(
+                _Command(apply, None, interrupt=command.kind == "cancel", seq=command.seq, label=command.kind)
+            )
+        if not queued:
+            del self._inbox[rec.id]
+        return new
+
+    def _decode_command(self, command: Command) -> Callable[[InstanceRecord], Any] | None:
+        """The change a stored command asks for (None: a wake-up only, or one that cannot apply any more)."""
+        body = command.body
+        instance_id = command.instance_id
+        kind = command.kind
+        if kind == "cancel":
+            return self._cancel_apply(instance_id, str(body.get("reason", "")), bool(body.get("compensate", True)))
+        if kind == "retry_compensation":
+            return self._retry_apply(instance_id)
+        if kind == "complete_task":
+            task = self.store.task(str(body.get("task")))
+            if task is None:
+                return None
+            return self._complete_apply(task, str(body.get("user")), task.completed_at or self._now(), task.form)
+        if kind == "migrate":
+            cls = self.registry.resolve(str(body.get("workflow")), str(body.get("version")))
+            if cls is None:
+                return None
+            return self._migrate_apply(instance_id, cls)
+        return None
+
+    def _kick(self, instance_id: str) -> None:
+        """A command was written for the instance: make its driver look, if it is (or can be) this engine."""
+        if not self._drives:
+            return
+        rec = self._live.get(instance_id)
+        if rec is None:
+            if instance_id in self._orphans or instance_id in self._held or instance_id in self._queued_ids:
+                return
+            try:
+                rec = self._get(instance_id)  # claims it, and takes its commands
+            except (_InstanceBusy, InstanceNotFound):
+                return  # its owner hears of it (NOTIFY, or its next poll)
+            except StoreError as exc:
+                _log.warning("kick_failed", instance_id=instance_id, error=str(exc))
+                return
+        else:
+            self._pull_commands(rec)
+        self._run_commands(rec)
+
+    def _run_commands(self, rec: InstanceRecord) -> None:
+        """Commands wait for the live *rec*: get its driver to apply them (interrupting a step for a cancel)."""
+        if rec.id not in self._inbox:
+            self._unpin(rec)
+            return
+        if self._interrupting(rec.id):
+            self._interrupt_step(rec.id)
+        if rec.worker is None:
+            self._enqueue(rec)
+        else:
+            _poke(rec)
+
+    def _heard(self, instance_id: str, wake: asyncio.Event | None) -> None:
+        """The store announced a command for *instance_id* (PostgreSQL's NOTIFY)."""
+        if wake is not self._timer_wake:
+            return  # from before a restart of this engine
+        if instance_id in self._live:
+            self._kick(instance_id)
+        elif wake is not None:
+            wake.set()  # the fleet loop claims it
+
+    # ----------------------------------------------------------------- the fleet: claims, leases, failover
+
+    def _claim_round(self) -> tuple[int, list[str]]:
+        """Claim what needs a worker (up to the free workers) and queue it; how many, and the orphans found."""
+        room = self.concurrency - self._active
+        if room <= 0:
+            return 0, []
+        now = self._now()
+        exclude = frozenset(self._live.keys() | self._orphans | self._held | self._queued_ids | self._fences.keys())
+        claimed = self.store.claim_runnable(self.owner, now, now + self.lease, room, exclude)
+        taken = 0
+        orphaned: list[str] = []
+        for instance_id, fence in claimed:
+            self._fences[instance_id] = fence
+            if self._take(instance_id, now):
+                taken += 1
+            elif instance_id in self._orphans:
+                orphaned.append(instance_id)
+        return taken, orphaned
+
+    def _take(self, instance_id: str, now: float) -> bool:
+        """A claimed instance: run it if it needs running (else give its lease back); True if queued."""
+        rec = self._get_or_orphan(instance_id)
+        if rec is None:
+            self._give_back(instance_id)
+            return False
+        if rec.worker is not None:
+            return False
+        if rec.wake_at is not None and rec.wake_at <= now and self._fire_due([instance_id], now):
+            return True
+        if rec.id in self._inbox or (
+            not rec.status.is_terminal
+            and (rec.wake_at is None or bool(rec.branches))
+            and rec.status in (InstanceStatus.RUNNING, InstanceStatus.COMPENSATING)
+        ):
+            self._enqueue(rec)
+            return True
+        self._unpin(rec)
+        return False
+
+    async def _fleet_loop(self) -> None:
+        """With a shared store: claim work (in flight of dead workers, due timers, commands) and fire timers."""
+        wake = self._timer_wake
+        assert wake is not None  # noqa: S101 - created with the loop
+        clock = self.clock
+        store = self.store
+        failures = 0
+        listening = self._stop_listening is not None
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if loop.time() - last_sweep >= (1.0 if listening else self.poll):
+                    last_sweep = loop.time()
+                    self._expire_dead_owners()
+                    for instance_id in store.commanded(self.owner):
+                        rec = self._live.get(instance_id)
+                        if rec is not None and self._pull_commands(rec):
+                            self._run_commands(rec)
+                claimed, _ = self._claim_round()
+                nxt = store.next_wake(self._no_timers())
+            except StoreError as exc:
+                failures += 1
+                delay = _backoff(failures)
+                _log.error("claims_failed", error=str(exc), failures=failures, retry_in=delay)
+                wake.clear()
+                await _wait_event(wake, delay)
+                continue
+            failures = 0
+            if claimed:
+                await asyncio.sleep(0)
+                continue
+            if self._idle_waiters and self._is_idle():
+                self._release_idle_waiters()
+            now = clock.now()
+            virtual = isinstance(clock, VirtualClock) and clock.autojump
+            if virtual and self._active == 0 and nxt is not None and nxt > now:
+                assert isinstance(clock, VirtualClock)  # noqa: S101 - for the type checker
+                clock.jump_to(nxt)
+                continue
+            # Timers of instances others hold, commands of others' instances: look again
+            # after a short poll (a NOTIFY wakes the loop at once).
+            delay = 1.0 if listening else self.poll
+            if nxt is not None and nxt > now:
+                delay = min(delay, nxt - now)
+            wake.clear()
+            await _wait_event(wake, delay)
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew this engine's leases every third of the lease length; drop those taken over."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if not self._fences:
+                continue
+            now = self._now()
+            try:
+                lost = self.store.renew(self.owner, dict(self._fences), now + self.lease)
+            except StoreError as exc:
+                _log.warning("lease_renewal_failed", owner=self.owner, error=str(exc), leases=len(self._fences))
+                continue
+            for instance_id in lost:
+                self._lost(instance_id)
+
+    def _lost(self, instance_id: str) -> None:
+        """Another worker took the instance over: drop this engine's copy (it writes nothing more)."""
+        if self._fences.pop(instance_id, None) is None:
+            return
+        _log.warning("lease_lost", instance_id=instance_id, owner=self.owner)
+        rec = self._live.get(instance_id)
+        if rec is not None and rec.worker is None:
+            del self._live[instance_id]
+        for command in self._inbox.pop(instance_id, ()):
+            if command.done is not None and not command.done.done():
+                command.done.set_exception(LeaseLost([instance_id]))
+
+    def _expire_dead_owners(self) -> None:
+        """Expire at once the leases of this host's workers that died (their pid is gone)."""
+        host = socket.gethostname()
+        for owner in self.store.owners():
+            parts = owner.split(":")
+            if len(parts) != 3 or parts[0] != host or owner == self.owner:  # noqa: PLR2004 - host:pid:random
+                continue
+            if not _pid_alive(parts[1]):
+                expired = self.store.expire(owner)
+                _log.info("dead_worker_expired", owner=owner, leases=expired)
+
     def _interrupting(self, instance_id: str) -> bool:
         """Whether a caller's change waits that interrupts the step in flight (a cancel)."""
         return any(c.interrupt for c in self._inbox.get(instance_id, ()))
@@ -987,18 +1515,30 @@ class Engine:
     async def _apply_inbox(self, rec: InstanceRecord) -> bool:
         """Apply the changes callers handed to this instance, and commit them in one go; True if any was made."""
         applied: list[tuple[asyncio.Future[Any], object]] = []
+        durable = False
         for command in self._inbox.pop(rec.id, ()):
             done, apply = command.done, command.apply
-            if done is None or apply is None or done.done():
+            if command.seq:
+                durable = True
+                rec.add_consumed_command(command.seq)  # applied or refused, in this turn's commit
+            if apply is None or (done is not None and done.done()):
                 continue  # a note to look again (this is it), or a caller that gave up waiting
             try:
                 result = apply(rec)
             except Exception as exc:  # noqa: BLE001 - the caller's typed error, handed back to it
-                done.set_exception(exc)
+                if done is not None:
+                    done.set_exception(exc)
+                else:
+                    # Nobody here waits for it (another process wrote it): the history says why.
+                    self._note(rec, _K.COMMAND_REJECTED, None, 0, f"{command.label}: {exc}")
+                    _log.warning("command_rejected", instance_id=rec.id, command=command.label, error=str(exc))
                 continue
-            applied.append((done, result))
+            if done is not None:
+                applied.append((done, result))
         if not applied:
-            return False
+            # Only commands nobody here waits for: their rows go with the turn's next
+            # commit (or the one at its end), with the move they cause.
+            return durable
         try:
             await self._save(rec)
         except StoreError as exc:
@@ -1068,6 +1608,8 @@ class Engine:
             rec.worker = current
             try:
                 await self._drive(rec)
+                if rec.consumed_commands or rec.outbox:
+                    await self._save(rec)  # commands applied (or refused) with no move to carry them
             except asyncio.CancelledError:
                 if (rec.cancel is None and not self._interrupting(rec.id)) or current.cancelling() > 1:
                     raise
@@ -1076,6 +1618,15 @@ class Engine:
                 self._ready.appendleft(rec)
                 self._active += 1
                 rec.worker = _QUEUED
+            except LeaseLost:
+                # Another worker took it over: it drives the instance from what the store holds.
+                rec.worker = None
+                self._active -= 1
+                self._forget(rec)
+                self._lost(rec.id)
+                if self._active == 0:
+                    self._wake_timers()
+                continue
             except StoreError as exc:
                 self._forget(rec)
                 rec.worker = None
@@ -1123,8 +1674,8 @@ class Engine:
             return
         try:
             rec = self._get(instance_id)
-        except (InstanceNotFound, UnknownWorkflowVersion, RecordLoadError) as exc:
-            # Gone, or quarantined (by _peek): nothing to retry; its callers hear why.
+        except (InstanceNotFound, UnknownWorkflowVersion, RecordLoadError, _InstanceBusy) as exc:
+            # Gone, quarantined (by _peek) or taken over: nothing to retry; its callers hear why.
             for command in self._inbox.pop(instance_id, ()):
                 if command.done is not None and not command.done.done():
                     command.done.set_exception(exc)
@@ -1438,7 +1989,11 @@ class Engine:
         else:
             self._unpin(parent)
 
-    def _cancel_child(self, child_id: str, why: str, *, compensate: bool = True) -> None:
+    def _cancel_child(self, parent: InstanceRecord, child_id: str, why: str, *, compensate: bool = True) -> None:
+        if self._leasing:
+            # The child may run in another worker: a command, written with the parent's next commit.
+            parent.send(child_id, "cancel", {"reason": why, "compensate": compensate})
+            return
         try:
             child = self._get_or_orphan(child_id)
         except InstanceNotFound:
@@ -1481,7 +2036,7 @@ class Engine:
             if status is InstanceStatus.COMPLETED:
                 return "kick", child_id
             if status is InstanceStatus.COMPENSATION_FAILED:
-                ours = self._get(child_id).cause == _undo_marker(rec, attempt)
+                ours = self._peek(child_id).cause == _undo_marker(rec, attempt)
                 return ("failed" if ours else "kick"), child_id
             return "running", child_id
         return "done", ""
@@ -1559,7 +2114,7 @@ class Engine:
             if branch.task_id is not None:
                 self._close_task(rec, why, branch)
             if branch.waiting and rec.spec.step(name).child is not None:
-                self._cancel_child(_child_id(rec, branch), why, compensate=compensate)
+                self._cancel_child(rec, _child_id(rec, branch), why, compensate=compensate)
         rec.branches = {}
         rec.wake_at = None
 
@@ -1972,7 +2527,7 @@ class Engine:
         self._close_task(rec, "cancelled")
         state = rec.state
         if state.__class__ is str and rec.spec.has_step(state) and rec.spec.step(state).child is not None:
-            self._cancel_child(_child_id(rec, rec), f"its parent was cancelled: {reason}", compensate=compensate)
+            self._cancel_child(rec, _child_id(rec, rec), f"its parent was cancelled: {reason}", compensate=compensate)
         if rec.branches:
             self._leave_fork(rec, f"cancelled: {reason}" if reason else "cancelled", compensate=compensate)
         rec.wake_at = None
@@ -2046,7 +2601,7 @@ class Engine:
 class _Command:
     """A change of an instance handed by a caller to the instance's driver."""
 
-    __slots__ = ("apply", "done", "interrupt")
+    __slots__ = ("apply", "done", "interrupt", "label", "seq")
 
     def __init__(
         self,
@@ -2054,10 +2609,65 @@ class _Command:
         done: asyncio.Future[Any] | None,
         *,
         interrupt: bool,
+        seq: int = 0,
+        label: str = "",
     ) -> None:
         self.apply = apply
         self.done = done
         self.interrupt = interrupt  # a cancel: the step in flight is interrupted for it
+        self.seq = seq  # a durable command's row (0: handed over in this process only)
+        self.label = label  # its kind, for the history when it is refused
+
+
+class _InstanceBusy(StoreError):
+    """Another live worker holds the instance's lease: this engine may not change it now."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"instance {instance_id}: another worker holds it now")
+
+
+def _ended_now(rec: InstanceRecord) -> bool:
+    """Whether the record's pending history holds its change to a terminal status."""
+    return any(e.kind is _K.STATUS_CHANGED and InstanceStatus(e.detail).is_terminal for e in rec.history)
+
+
+def _pid_alive(pid_text: str) -> bool:
+    """Whether a process with this pid runs on this host (a zombie counts as dead)."""
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return True  # not ours to judge
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:  # noqa: PTH123 - a /proc file
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+_ID_MAX = 200
+
+
+def _check_instance_id(workflow: object, instance_id: object) -> None:
+    """A caller-given instance id: a printable text without "/" (child ids use it), at most 200 characters."""
+    name = type(workflow).__orch_spec__.name if isinstance(workflow, Workflow) else type(workflow).__name__
+    if not isinstance(instance_id, str):
+        msg = f"instance_id must be a str, got {instance_id!r} ({type(instance_id).__name__})"
+        raise WorkflowInputError(name, "instance_id", msg)
+    if not instance_id or len(instance_id) > _ID_MAX or not instance_id.isprintable() or "/" in instance_id:
+        msg = (
+            f"instance_id must be 1 to {_ID_MAX} printable characters without '/' "
+            f"(reserved for child instances); got {instance_id!r}"
+        )
+        raise WorkflowInputError(name, "instance_id", msg)
 
 
 def _backoff(failures: int) -> float:

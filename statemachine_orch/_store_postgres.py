@@ -290,12 +290,13 @@ _TASK_COLUMNS: Final = (
     "completed_by, completed_at, form, fingerprint"
 )
 
-_CLAIM: Final = f"""
+_CLAIM: Final = """
 UPDATE instances SET owner = %(owner)s, lease_until = %(until)s, fence = fence + 1
-WHERE id = %(id)s AND {_LIVE}
+WHERE id = %(id)s
     AND (owner IS NULL OR owner = %(owner)s OR lease_until IS NULL OR lease_until < %(now)s)
 RETURNING fence
 """
+"""SQL: one instance's lease (terminal ones too: a parent undoes its completed child)."""
 
 _FREE: Final = "(owner IS NULL OR lease_until IS NULL OR lease_until < %(now)s)"
 """SQL: nobody holds the instance's lease at ``now`` (free, released or expired)."""
@@ -314,6 +315,9 @@ WITH candidates AS MATERIALIZED (
             WHERE status IN ('running', 'compensating') AND wake_at IS NULL AND lease_until < %(now)s
         UNION ALL SELECT id, NULL FROM instances
             WHERE status IN ('running', 'compensating') AND wake_at IS NULL AND lease_until IS NULL
+        UNION ALL SELECT id, NULL FROM instances
+            WHERE status IN ('running', 'compensating') AND wake_at IS NOT NULL AND state LIKE '[%%'
+            AND owner IS NOT NULL AND lease_until < %(now)s
         UNION ALL SELECT id, wake_at FROM instances WHERE wake_at <= %(now)s AND {_LIVE} AND {_FREE}
         UNION ALL SELECT id, NULL FROM instances
             WHERE id IN (SELECT instance_id FROM commands) AND {_LIVE} AND {_FREE}
@@ -944,9 +948,9 @@ class PostgresStore:
 
     def claim(self, instance_id: str, owner: str, now: float, until: float) -> int | None:
         """
-        Take the lease of a live instance that is free, expired or *owner*'s: the new fence.
+        Take the lease of an instance (terminal ones too) that is free, expired or *owner*'s: the new fence.
 
-        ``None`` if there is no such instance, it is terminal, or another live owner holds it.
+        ``None`` if there is no such instance, or another live owner holds it.
         """
         if not _encodable(instance_id):
             return None

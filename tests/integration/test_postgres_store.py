@@ -709,7 +709,10 @@ def test_a_fault_before_commit_writes_nothing_and_one_after_commit_loses_only_th
 def test_claim_runnable_claims_what_needs_a_worker_in_order_and_once(
     pg_store_dsn: str, clock: VirtualClock, run: Runner
 ) -> None:
-    """Issue 9: in flight and commanded first, then due timers; never a live lease of another owner, nor idle ones."""
+    """Issue 9: in flight and commanded first, then due timers; never a live lease of another owner, nor idle ones.
+
+    claim() takes a terminal instance too (a parent undoes its completed child); claim_runnable never does.
+    """
     ids = waiting(pg_store_dsn, clock, run, [PgCrate() for _ in range(5)])
     in_flight, due, commanded, idle, ended = ids
     now = time.time()
@@ -738,7 +741,7 @@ def test_claim_runnable_claims_what_needs_a_worker_in_order_and_once(
     assert [(due, fences[due] + 1)] == claimed
     assert [] == by_another, "every lease is w1's and live"
     assert fences[due] + 2 == own_again
-    assert (None, None) == refused
+    assert (None, fences[ended] + 1) == refused
     assert ([commanded], []) == commanded_for
     assert 3 == expired
     assert [(i, fences[i] + 2) for i in first] + [(due, fences[due] + 3)] == after_expiry

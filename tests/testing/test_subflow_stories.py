@@ -244,9 +244,9 @@ def test_a_child_left_running_by_its_cancelled_parent_is_found(monkeypatch: pyte
     """An engine that does not cascade a cancellation without compensation: the child waits on, orphaned."""
     cascade = getattr(Engine, "_cancel_child")  # noqa: B009 - the engine made faulty on purpose
 
-    def cancel_child(self: Engine, child_id: str, why: str, *, compensate: bool = True) -> None:
+    def cancel_child(self: Engine, parent: object, child_id: str, why: str, *, compensate: bool = True) -> None:
         if compensate:
-            cascade(self, child_id, why, compensate=compensate)
+            cascade(self, parent, child_id, why, compensate=compensate)
 
     monkeypatch.setattr(Engine, "_cancel_child", cancel_child)
     err = find_bug(WorkflowMachine(WmOrder))
