@@ -45,3 +45,9 @@ clean:
 .PHONY: trip
 trip: install
 	$(BIN)/python examples/trip_booking.py
+
+# Many workers on one database: PostgreSQL (needs a server, see bench/README.md) and SQLite across processes, failover
+.PHONY: bench-scale
+bench-scale: dev
+	$(BIN)/python -m pip install --quiet -e '.[postgres]' --group dev
+	$(BIN)/python bench/bench_scale.py
