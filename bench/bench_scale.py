@@ -481,6 +481,7 @@ class Sample:
     instances: int
     worker_cpu: float = 0.0  # CPU seconds of the worker processes during the timed part
     machine_busy: float = 0.0  # share of the machine's CPU time busy during the timed part (0..1)
+    first_done: float = float("nan")  # seconds from the first start until the first instance completed
 
     @property
     def inst_s(self) -> float:
@@ -491,21 +492,35 @@ class Sample:
         return self.instances * STEPS / self.seconds
 
 
-def run_sequential(backend: Backend, target: str, schema: str, n: int, prefix: str) -> Sample:
-    """One worker in this process: ``await engine.start(...)``, ``await handle.result()``, next."""
+def run_sequential(backend: Backend, target: str, schema: str, n: int, prefix: str, clients: int = 1) -> Sample:
+    """
+    One worker in this process; *clients* coroutines each ``await engine.start(...)``, ``await handle.result()``, next.
+
+    With one client it is the sequential figure (default concurrency); with 256 the worker has
+    ``concurrency=256`` and its instances never go through a claim (born leased to it).
+    """
 
     async def workload() -> Sample:
         store = open_store(backend, target, schema)
         try:
-            engine = Engine(store, workflows=[OrderProcess], services=new_services())
+            engine = (
+                Engine(store, workflows=[OrderProcess], services=new_services())
+                if clients == 1
+                else Engine(store, workflows=[OrderProcess], services=new_services(), concurrency=clients)
+            )
             async with engine:
                 for i in range(3):  # warm-up
                     await (await engine.start(order(prefix + "w", i))).result()
+                numbers = iter(range(n))
+
+                async def client() -> None:
+                    for i in numbers:
+                        handle = await engine.start(order(prefix, i))
+                        await handle.result()
+
                 b0 = cpu_busy()
                 t0 = time.perf_counter()
-                for i in range(n):
-                    handle = await engine.start(order(prefix, i))
-                    await handle.result()
+                await asyncio.gather(*(client() for _ in range(clients)))
                 seconds = time.perf_counter() - t0
                 b1 = cpu_busy()
         finally:
@@ -549,31 +564,34 @@ def run_fleet(
                 t0 = time.perf_counter()
                 for lo in range(0, n, 256):
                     await asyncio.gather(*(client.start(order(prefix, i)) for i in range(lo, min(n, lo + 256))))
-                t_started = time.perf_counter() - t0
-                await wait_terminal(obs, n + 4, 300)
+                first = await wait_terminal(obs, n + 4, 300, 4) - t0
                 seconds = time.perf_counter() - t0
                 b1 = cpu_busy()
                 cpu1 = sum(proc_cpu(w.proc.pid) for w in fleet)
-            del t_started
-            return seconds, cpu1 - cpu0, (b1[0] - b0[0]) / max(1.0, b1[1] - b0[1]), 0.0
+            return seconds, cpu1 - cpu0, (b1[0] - b0[0]) / max(1.0, b1[1] - b0[1]), first
 
-        seconds, cpu, busy, _ = asyncio.run(start_all())
+        seconds, cpu, busy, first = asyncio.run(start_all())
         check_completed(obs, n + 4)
     finally:
         obs.close()
         for w in fleet:
             w.stop()
         store.close()
-    return Sample(seconds, n, cpu, busy)
+    return Sample(seconds, n, cpu, busy, first)
 
 
-async def wait_terminal(obs: Observer, n: int, within: float) -> None:
+async def wait_terminal(obs: Observer, n: int, within: float, before: int = 0) -> float:
+    """Poll until n instances ended; the perf_counter time at which more than *before* had ended."""
     deadline = time.monotonic() + within
-    while obs.terminal() < n:
+    first = float("nan")
+    while (ended := obs.terminal()) < n:
+        if ended > before and first != first:  # noqa: PLR0124 - NaN: not seen yet
+            first = time.perf_counter()
         if time.monotonic() > deadline:
-            msg = f"only {obs.terminal()} of {n} instances ended within {within} s"
+            msg = f"only {ended} of {n} instances ended within {within} s"
             raise RuntimeError(msg)
         await asyncio.sleep(POLL_S)
+    return time.perf_counter() if first != first else first  # noqa: PLR0124
 
 
 # ---------------------------------------------------------------------------- failover
@@ -771,21 +789,37 @@ def fmt(x: float, digits: int = 0) -> str:
 
 
 def print_table(rows: list[Row], floor: Row) -> None:
-    print(
-        f"| {'store: workload':<52} | {'inst/s':>8} | {'spread':>6} | {'steps/s':>8} | "
-        f"{'÷ floor inst/s':>14} | {'÷ floor steps/s':>15} | {'worker CPU/inst':>15} | {'machine busy':>12} |"
+    head = (
+        "workload",
+        "inst/s",
+        "spread",
+        "steps/s",
+        "/ floor inst/s",
+        "/ floor steps/s",
+        "1st done",
+        "worker CPU/inst",
     )
-    print(f"|{'-' * 54}|{'-' * 10}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|{'-' * 16}:|{'-' * 16}:|{'-' * 13}:|")
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * (len(head) - 1))
     for r in rows:
         if not r.samples:
             continue
-        cpu = median([s.worker_cpu / s.instances * 1e3 for s in r.samples]) if r.kind == "conc" else float("nan")
-        busy = median([s.machine_busy * 100 for s in r.samples]) if r.kind in ("seq", "conc") else float("nan")
-        print(
-            f"| {r.label:<52} | {fmt(median(r.inst())):>8} | {spread(r.inst()):>5.0f}% | {fmt(median(r.steps())):>8} | "
-            f"{paired(r, floor, lambda s: s.inst_s):>13.2f}x | {paired(r, floor, lambda s: s.steps_s):>14.2f}x | "
-            f"{fmt(cpu, 2) + ' ms' if cpu == cpu else '—':>15} | {fmt(busy) + '%' if busy == busy else '—':>12} |"  # noqa: PLR0124
+        cpus = [s.worker_cpu / s.instances * 1e3 for s in r.samples if s.worker_cpu]
+        firsts = [s.first_done for s in r.samples if s.first_done == s.first_done]
+        cells = (
+            r.label,
+            fmt(median(r.inst())),
+            f"{spread(r.inst()):.0f}%",
+            fmt(median(r.steps())),
+            f"{paired(r, floor, lambda s: s.inst_s):.2f}x",
+            f"{paired(r, floor, lambda s: s.steps_s):.2f}x",
+            f"{median(firsts):.2f} s" if firsts else "—",
+            f"{median(cpus):.2f} ms" if cpus else "—",
         )
+        print("| " + " | ".join(cells) + " |")
+    busy = [s.machine_busy * 100 for r in rows if r.kind in ("seq", "conc") for s in r.samples]
+    if busy:
+        print(f"(the machine's CPUs were {min(busy):.0f}-{max(busy):.0f}% busy during these workloads, all processes)")
 
 
 def verdict(ok: bool) -> str:
@@ -855,7 +889,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dbos_python = None if args.no_dbos else find_dbos_python(args.dbos_python)
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=args.tmp))
     print(f"bench_scale: Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {code_version()}")
-    print(f"  {os.cpu_count()} CPUs; sizes {attrs.asdict(sizes)}; files in {tmp}", flush=True)
+    print(
+        f"  {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; sizes {attrs.asdict(sizes)}; files in {tmp}",
+        flush=True,
+    )
     try:
         with fresh_pg(args.pg) as pg:
             with psycopg.connect(pg.dsn) as conn:
@@ -870,6 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Row("pg-w1", "PG: engine, 1 worker process x 256", "conc"),
                 Row("pg-w2", "PG: engine, 2 worker processes x 256", "conc"),
                 Row("pg-w4", "PG: engine, 4 worker processes x 256", "conc"),
+                Row("pg-in", "PG: engine, 1 worker x 256, started in the worker", "conc"),
             ]
             lite_floor = Row("lite-floor", "SQLite: raw sqlite3 floor (WAL, FULL), sequential", "floor")
             lite_rows = [
@@ -878,6 +916,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Row("lite-w1", "SQLite: engine, 1 worker process x 256", "conc"),
                 Row("lite-w2", "SQLite: engine, 2 worker processes x 256", "conc"),
                 Row("lite-w4", "SQLite: engine, 4 worker processes x 256", "conc"),
+                Row("lite-in", "SQLite: engine, 1 worker x 256, started in the worker", "conc"),
             ]
             dbos_note = "not measured: --no-dbos" if args.no_dbos else ""
             if dbos_python is not None:
@@ -909,6 +948,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     schema = pg.new_schema()
                     fleet_row.samples.append(run_fleet(tmp, "pg", pg.dsn, schema, workers, sizes.conc, f"C{run}"))
                     pg.drop_schema(schema)
+                schema = pg.new_schema()
+                pg_rows[6].samples.append(run_sequential("pg", pg.dsn, schema, sizes.conc, f"I{run}", 256))
+                pg.drop_schema(schema)
                 if not args.no_sqlite:
                     print(f"  run {run + 1}/{sizes.runs}: SQLite...", flush=True)
                     path = tmp / f"floor-{run}.db"
@@ -920,6 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         fleet_row.samples.append(
                             run_fleet(tmp, "sqlite", str(path), "", workers, sizes.conc, f"C{run}")
                         )
+                    path = tmp / f"inproc-{run}.db"
+                    lite_rows[5].samples.append(run_sequential("sqlite", str(path), "", sizes.conc, f"I{run}", 256))
             takeovers: list[Takeover] = []
             if not args.no_failover:
                 backends: list[tuple[Backend, str]] = [("pg", pg.dsn)]
