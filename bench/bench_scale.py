@@ -944,7 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pair = [floor_once, seq_once]
                 for f in pair if run % 2 == 0 else pair[::-1]:
                     f()
-                for fleet_row, workers in zip(pg_rows[3:], (1, 2, 4), strict=True):
+                for fleet_row, workers in zip(pg_rows[3:6], (1, 2, 4), strict=True):
                     schema = pg.new_schema()
                     fleet_row.samples.append(run_fleet(tmp, "pg", pg.dsn, schema, workers, sizes.conc, f"C{run}"))
                     pg.drop_schema(schema)
@@ -957,7 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     lite_floor.samples.append(Sample(floor_sqlite(path, sizes.floor), sizes.floor))
                     path = tmp / f"seq-{run}.db"
                     lite_rows[1].samples.append(run_sequential("sqlite", str(path), "", sizes.seq, f"S{run}"))
-                    for fleet_row, workers in zip(lite_rows[2:], (1, 2, 4), strict=True):
+                    for fleet_row, workers in zip(lite_rows[2:5], (1, 2, 4), strict=True):
                         path = tmp / f"fleet-{run}-{workers}.db"
                         fleet_row.samples.append(
                             run_fleet(tmp, "sqlite", str(path), "", workers, sizes.conc, f"C{run}")
