@@ -51,3 +51,10 @@ trip: install
 bench-scale: dev
 	$(BIN)/python -m pip install --quiet -e '.[postgres]' --group dev
 	$(BIN)/python bench/bench_scale.py
+
+# Many workers, one database: 1000 orders over 3 worker processes, one SIGKILLed midway
+# (PostgreSQL at $$ORCH_PG, default postgresql://postgres@127.0.0.1:5432/postgres; database orch_scale_out)
+.PHONY: scale
+scale: install
+	$(BIN)/python -m pip install --quiet -e '.[postgres]'
+	$(BIN)/python examples/scale_out.py
