@@ -191,16 +191,18 @@ async def worker(target: str) -> None:
     print(f"owner {engine.owner}", flush=True)
     run = asyncio.ensure_future(engine.run())
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, run.cancel)  # a clean stop hands the instances over at once
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop hands the instances over at once
+        loop.add_signal_handler(signum, run.cancel)
     parent = os.getppid()
     try:
         while not run.done():
             await asyncio.wait([run], timeout=0.5)
             if os.getppid() != parent:  # the coordinator died without stopping us
                 run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
     finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run  # the engine stops (and gives its leases back) before its store closes
         store.close()
 
 
@@ -231,7 +233,8 @@ async def manager(target: str, orders: int) -> None:
     store = open_store(target)
     try:
         async with Engine(store, concurrency=0) as client:
-            while len(decided) < expected:
+            parent = os.getppid()
+            while len(decided) < expected and os.getppid() == parent:
                 tasks = [t for t in client.tasks(user="manager") if t.instance_id not in decided]
                 for task in tasks:
                     approved = not rejected(order_number(task.instance_id))
@@ -433,6 +436,10 @@ class Coordinator:
                 started = self.clients["starter"].poll() is not None
                 if started and ended == len(infos) and (self.takeover is None or self.takeover.done):
                     return infos
+                dead = [w for w in self.workers if w.proc.poll() is not None and w is not self._victim()]
+                if dead:
+                    print(f"worker {dead[0].index} exited by itself (code {dead[0].proc.returncode})", flush=True)
+                    return infos
                 if self.clients["starter"].poll() not in (None, 0):
                     print("the starter failed", flush=True)
                     return infos
@@ -440,6 +447,9 @@ class Coordinator:
                     print(f"deadline: not every order ended within {self.deadline:g} s", flush=True)
                     return infos
             time.sleep(TICK)
+
+    def _victim(self) -> Worker | None:
+        return self.takeover.victim if self.takeover is not None else None
 
     def _progress(self, elapsed: float, infos: dict[str, InstanceInfo]) -> None:
         counts = Counter(i.status.value for i in infos.values())
@@ -585,6 +595,11 @@ def _coordinating(target: str, label: str, args: argparse.Namespace) -> Generato
         coordinator.store.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the role the command line names; the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -614,9 +629,12 @@ def main(argv: list[str] | None = None) -> int:
                 server = os.environ.get("ORCH_PG") or DEFAULT_SERVER
                 target = fresh_postgres(server, args.pg_database)
                 label = f"PostgreSQL database {args.pg_database}"
+            signal.signal(signal.SIGTERM, _interrupt)  # stopped from outside: stop the children too
             with _coordinating(target, label, args) as coordinator:
                 return coordinator.run()
     except KeyboardInterrupt:
+        if args.role == "run":
+            print("interrupted: every child process stopped", file=sys.stderr)
         return 130
     return 0
 
