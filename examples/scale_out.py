@@ -550,7 +550,7 @@ class Coordinator:
         else:
             moved = f"; {t.moved_id} moved on after {t.moved_on:.2f} s" if t.moved_id is not None else ""
             left = (
-                f"; {t.ended_rows} orders it had just finished still name it as owner (expired lease)"
+                f"; {t.ended_rows} finished order(s) still name it as owner, with an expired lease"
                 if t.ended_rows
                 else ""
             )
