@@ -1197,6 +1197,7 @@ class _Batch:
         "stored",
         "tasks",
         "tasks_spec",
+        "unowned",
     )
 
     def __init__(self) -> None:
@@ -1210,6 +1211,9 @@ class _Batch:
         self.ended: list[str] = []
         self.commands_gone: list[tuple[int, str]] = []  # (seq, the instance's id)
         self.outbox: list[tuple[str, str, str, float]] = []
+        # New instances nobody holds (a client started them): announced like commands,
+        # so that a listening worker claims them at once, not at its next poll.
+        self.unowned: list[str] = []
 
     def add(self, rec: InstanceRecord, now: float) -> None:
         """Gather *rec*'s row and its other changes."""
@@ -1245,6 +1249,8 @@ class _Batch:
             self.commands_gone.extend((seq, rec.id) for seq in rec.consumed_commands)
         for target, kind, body in rec.outbox:
             self.outbox.append((target, kind, _dumps(body), now))
+        if not rec.stored and rec.lease is None:
+            self.unowned.append(rec.id)
         row: dict[str, Any] = {
             "id": rec.id,
             "workflow": spec.name,
@@ -1312,7 +1318,9 @@ class _Batch:
             )
         if self.outbox:
             cur.execute(_INSERT_OUTBOX, list(map(list, zip(*self.outbox, strict=True))))
-            cur.execute(_NOTIFY_ALL, (list(dict.fromkeys(t for t, _, _, _ in self.outbox)),))
+        if self.outbox or self.unowned:
+            targets = [*(t for t, _, _, _ in self.outbox), *self.unowned]
+            cur.execute(_NOTIFY_ALL, (list(dict.fromkeys(targets)),))
 
 
 def _float(value: float | None) -> float | None:
