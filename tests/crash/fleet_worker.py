@@ -7,6 +7,8 @@ short poll) on it, prints ``ready <pid>`` once it has recovered, and runs until
 it is killed. It runs ``TaskFlow`` (tests.crash.task_worker) and ``SlowFlow``
 below, whose step sleeps *SLOW* seconds in this process: the fleet tests give
 the worker they mean to kill or stop a long step, and the survivors a short one.
+It also runs the timer workflows ``TimerFlow`` (one timer, the first step) and
+``TickFlow`` (a short timer visited one to three times in a loop).
 
 The engine logs with structlog, INFO and above, one line per event, to stdout
 (the tests read ``lease_lost`` there).
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from statemachine_orch import Ctx, Engine, SqliteStore, Store, Workflow, after, step
+from statemachine_orch import Ctx, Engine, SqliteStore, Store, Workflow, after, goto, step, timer
 from tests.crash.crash_flow import EFFECTS_ENV
 from tests.crash.task_worker import TaskFlow
 
@@ -64,6 +66,75 @@ class SlowFlow(Workflow, name="SlowFlow", version="1"):
         mark("finish", ctx)
 
 
+TIMER_DELAY = 2.0
+"""TimerFlow's timer (seconds)."""
+
+
+class TimerFlow(Workflow, name="TimerFlow", version="1"):
+    """A timer first (due TIMER_DELAY after the worker that takes the new instance enters it), then the end."""
+
+    n: int
+
+    @timer(TIMER_DELAY, initial=True)
+    async def due(self, ctx: Ctx) -> None:
+        """The timer fired: log it (with the pid of the worker that fired it)."""
+        mark("fire", ctx)
+
+    @after(due)
+    @step(final=True)
+    async def done(self, ctx: Ctx) -> None:
+        """The end."""
+        mark("done", ctx)
+
+
+TICK = 0.1
+"""TickFlow's timer (seconds)."""
+
+
+def tick_visits(n: int) -> int:
+    """How many times TickFlow ``n`` waits on its timer: 1 to 3."""
+    return n % 3 + 1
+
+
+class TickFlow(Workflow, name="TickFlow", version="1"):
+    """A step, then a short timer and a count, looped until the timer was visited ``tick_visits(n)`` times."""
+
+    n: int
+    ticks: int = 0
+
+    def again(self) -> bool:
+        """Whether the timer is visited once more."""
+        return self.ticks < tick_visits(self.n)
+
+    @step(initial=True)
+    async def begin(self, ctx: Ctx) -> None:
+        """The start."""
+        mark("begin", ctx)
+
+    @after(begin)
+    @timer(TICK)
+    async def tick(self, ctx: Ctx) -> None:
+        """The timer fired."""
+        mark("tick", ctx)
+
+    @goto(tick, when=again)
+    @after(tick)
+    @step
+    def count(self, ctx: Ctx) -> None:
+        """Count the visit; back to the timer until there were enough."""
+        self.ticks += 1
+
+    @after(count)
+    @step(final=True)
+    async def end(self, ctx: Ctx) -> None:
+        """The end."""
+        mark("end", ctx)
+
+
+WORKFLOWS: list[type[Workflow]] = [TaskFlow, SlowFlow, TimerFlow, TickFlow]
+"""What a fleet worker runs (and what the tests' client engines know)."""
+
+
 def _open(gate: Path) -> bool:
     """Whether the test opened the gate (one cheap stat)."""
     return gate.exists()
@@ -81,7 +152,7 @@ def open_store(backend: str, target: str) -> Store:
 async def serve(backend: str, target: str, lease: float) -> None:
     """Run a worker until killed."""
     store = open_store(backend, target)
-    engine = Engine(store, workflows=[TaskFlow, SlowFlow], concurrency=32, lease=lease, poll=POLL)
+    engine = Engine(store, workflows=WORKFLOWS, concurrency=32, lease=lease, poll=POLL)
     await engine.recover()
     print(f"ready {os.getpid()} {engine.owner}", flush=True)
     await asyncio.Event().wait()
