@@ -202,6 +202,8 @@ class Engine:
         self._releasing: dict[str, int] = {}  # leases to give back at the next flush
         self._lease_task: asyncio.Task[None] | None = None
         self._stop_listening: Callable[[], None] | None = None
+        self._dead_owners: set[str] = set()  # workers of this host found dead (their leases expired once)
+        self._backlog = False  # the last claim round filled every free worker: there may be more
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -1392,6 +1394,7 @@ class Engine:
         now = self._now()
         exclude = frozenset(self._live.keys() | self._orphans | self._held | self._queued_ids | self._fences.keys())
         claimed = self.store.claim_runnable(self.owner, now, now + self.lease, room, exclude)
+        self._backlog = len(claimed) >= room
         taken = 0
         orphaned: list[str] = []
         for instance_id, fence in claimed:
@@ -1502,9 +1505,12 @@ class Engine:
         host = socket.gethostname()
         for owner in self.store.owners():
             parts = owner.split(":")
-            if len(parts) != 3 or parts[0] != host or owner == self.owner:  # noqa: PLR2004 - host:pid:random
+            if len(parts) != 3 or parts[0] != host or owner in self._dead_owners:  # noqa: PLR2004 - host:pid:random
                 continue
-            if not _pid_alive(parts[1]):
+            if owner != self.owner and not _pid_alive(parts[1]):
+                # Once: a dead worker takes no new lease, and its name may stay on the
+                # rows it ended (their leases are expired, and ended rows are not claimed).
+                self._dead_owners.add(owner)
                 expired = self.store.expire(owner)
                 _log.info("dead_worker_expired", owner=owner, leases=expired)
 
@@ -1698,6 +1704,11 @@ class Engine:
 
     def _turn_ended(self, rec: InstanceRecord) -> None:
         self._active -= 1
+        if self._backlog and self.concurrency - self._active >= max(1, self.concurrency // 8):
+            # Work was left behind at the last claim and workers are free again: claim
+            # now (in batches of an eighth of the workers), not at the next poll.
+            self._backlog = False
+            self._wake_timers()
         if rec.worker is None and (
             rec.id in self._inbox or (rec.status is InstanceStatus.WAITING and self._message_arrived(rec))
         ):
