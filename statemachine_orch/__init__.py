@@ -11,6 +11,7 @@ Where each layer lives:
       ├── input checks (_validate.py), progress (_progress.py), diagrams (_diagram.py)
       ▼
   Engine (_engine.py) ── Store (_store.py: MemoryStore) · Clock (_clock.py)
+      │   layers: _client_api.py ─ _driver*.py ─ _commands.py ─ _runtime.py ─ _records.py ─ _engine_core.py
       └── services (_services.py) · Ctx (_ctx.py) · history (_history.py) · tasks (_tasks.py)
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -11,8 +11,8 @@ from ._status import InstanceStatus
 from ._workflow import Workflow
 
 if TYPE_CHECKING:
-    from ._engine import Engine
     from ._history import HistoryEvent
+    from ._instance import InstanceInfo
     from ._progress import Progress
 
 W = TypeVar("W", bound=Workflow)
@@ -59,6 +59,34 @@ class RecoveryReport:
     orphaned: tuple[str, ...]
 
 
+class EngineView(Protocol):
+    """What a :class:`Handle` asks of its engine (:class:`Engine` provides it)."""
+
+    def info(self, instance_id: str) -> InstanceInfo:
+        """See :meth:`Engine.info`."""
+        ...
+
+    def workflow(self, instance_id: str) -> Any:
+        """See :meth:`Engine.workflow`."""
+        ...
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """See :meth:`Engine.history`."""
+        ...
+
+    def progress(self, instance_id: str) -> Progress:
+        """See :meth:`Engine.progress`."""
+        ...
+
+    async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
+        """See :meth:`Engine.wait_instance`."""
+        ...
+
+    async def wait_result(self, instance_id: str) -> tuple[InstanceStatus, Any]:
+        """See :meth:`Engine.wait_result`."""
+        ...
+
+
 class Handle(Generic[W]):
     """
     A reference to one started instance.
@@ -71,7 +99,7 @@ class Handle(Generic[W]):
     instance_id: str
     """The instance's id."""
 
-    def __init__(self, engine: Engine, instance_id: str) -> None:
+    def __init__(self, engine: EngineView, instance_id: str) -> None:
         self._engine = engine
         self.instance_id = instance_id
 

@@ -32,10 +32,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / PACKAGE
 Graph = dict[str, dict[str, int]]
 """Module -> imported module -> line of the first such import."""
 
-ALLOWED_IN_TYPING_GRAPH = frozenset({f"{PACKAGE}._engine"})
-"""Modules whose cycles the typing graph does not report yet."""
-# issue 9: the engine split removes this. (_handle names Engine in its annotations
-# while _engine imports _handle; delete this exception with the split.)
+ALLOWED_IN_TYPING_GRAPH: frozenset[str] = frozenset()
+"""Modules whose cycles the typing graph does not report yet (none since the engine split, issue 9)."""
 
 
 def module_files() -> dict[str, Path]:

@@ -1,0 +1,507 @@
+"""
+The engine's public API for callers.
+
+Looking at instances (info, instances, history, progress, tasks,
+statistics, children, tree), changing them (complete_task, signal, cancel,
+retry_compensation, migrate: each a command to the instance's driver) and
+waiting for them (the ``wait_*`` methods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from ._driver_forks import DriverForks
+from ._engine_core import K, migration_for
+from ._errors import (
+    InstanceExists,
+    InstanceFinished,
+    InstanceNotFound,
+    MigrationError,
+    SignalTypeError,
+    StoreError,
+    TaskAlreadyCompleted,
+    TaskFormError,
+    TaskNotAuthorized,
+    TaskNotFound,
+)
+from ._handle import EngineStatistics, Handle
+from ._history import HistoryEvent, new_event
+from ._instance import InstanceInfo, InstanceRecord, active_steps
+from ._progress import Progress, progress_of
+from ._spec import (
+    COMPENSATION_FAILED,
+)
+from ._status import InstanceStatus
+from ._tasks import Task, TaskStatus, check_user, group_names
+from ._validate import value_mismatch
+from ._workflow import Workflow, spec_of
+
+
+def _groups(groups: Iterable[str]) -> tuple[str, ...]:
+    # One group given as a plain string is that group, not its letters; bytes are no groups.
+    return group_names(groups)
+
+
+def _check_form(task: Task, form: object) -> None:
+    expected = task.form_type
+    if expected is None:
+        if form is not None:
+            msg = f"takes no form, got {type(form).__name__}"
+            raise TaskFormError(task.id, msg)
+        return
+    if not isinstance(form, expected):
+        msg = f"the form must be an instance of {expected.__name__}, got {form!r} ({type(form).__name__})"
+        raise TaskFormError(task.id, msg)
+    bad = value_mismatch(form, expected)
+    if bad is not None:
+        where = expected.__name__ + bad.path
+        raise TaskFormError(task.id, f"{where}: {bad.describe()}", field_path=where)
+
+
+def _type_name(tp: type) -> str:
+    return f"{tp.__module__}.{tp.__qualname__}"
+
+
+class ClientApi(DriverForks):
+    """The engine's public API for callers (see :class:`Engine`)."""
+
+    def _existing(self, workflow: object, instance_id: str) -> bool:
+        """Whether an instance with this id exists (of *workflow*'s workflow: else InstanceExists)."""
+        info = self._find_info(instance_id)
+        if info is None:
+            return False
+        name = type(workflow).__orch_spec__.name if isinstance(workflow, Workflow) else None
+        if name is not None and info.workflow != name:
+            raise InstanceExists(instance_id, f"it is an instance of {info.workflow}, not of {name}")
+        return True
+
+    def _drop_new(self, rec: InstanceRecord) -> None:
+        """Forget a new instance whose first commit did not happen."""
+        if self._live.get(rec.id) is rec:
+            del self._live[rec.id]
+        self._fences.pop(rec.id, None)
+
+    # ----------------------------------------------------------------- queries
+
+    def handle(self, instance_id: str) -> Handle[Any]:
+        """
+        A handle to an existing instance.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        self.info(instance_id)
+        return Handle(self, instance_id)
+
+    def info(self, instance_id: str) -> InstanceInfo:
+        """
+        A snapshot of one instance (``quarantined`` says why this engine stopped it, if it did).
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        info = self._find_info(instance_id)
+        if info is None:
+            raise InstanceNotFound(instance_id)
+        return info
+
+    def instances(
+        self, status: InstanceStatus | None = None, workflow: type[Workflow] | str | None = None
+    ) -> list[InstanceInfo]:
+        """Snapshots of the instances, optionally only those with *status* / of *workflow*."""
+        name = workflow if isinstance(workflow, str) or workflow is None else spec_of(workflow).name
+        stored = {i.id: i for i in self.store.infos(None, name)}
+        for rec in self._live.values():
+            if name is None or rec.spec.name == name:
+                stored[rec.id] = rec.info()
+        for instance_id, (_, why) in self._quarantine.items():
+            if instance_id in stored:
+                stored[instance_id] = attrs.evolve(stored[instance_id], quarantined=why)
+        return [i for i in stored.values() if status is None or i.status is status]
+
+    def workflow(self, instance_id: str) -> Any:
+        """
+        The instance's workflow object (its variables).
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            UnknownWorkflowVersion: Its workflow version has no registered class.
+            StoreError: The store cannot be read, or the record cannot be loaded
+                (:class:`RecordLoadError`, naming the instance and the field: the
+                instance is quarantined).
+        """
+        return self._peek(instance_id).wf
+
+    def history(self, instance_id: str) -> list[HistoryEvent]:
+        """
+        Everything that happened to the instance, oldest first.
+
+        An instance this engine quarantined ends with an ``instance_quarantined``
+        entry giving the reason (kept by the engine: its record cannot be written).
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        rec = self._live.get(instance_id)
+        stored = self.store.history(instance_id)
+        if rec is None and not stored and self.store.info(instance_id) is None:
+            raise InstanceNotFound(instance_id)
+        events = stored + rec.history if rec is not None else stored
+        quarantined = self._quarantine.get(instance_id) if self._quarantine else None
+        if quarantined is not None:
+            at, why = quarantined
+            events.append(new_event(HistoryEvent, (at, K.INSTANCE_QUARANTINED, None, 0, why)))
+        return events
+
+    def progress(self, instance_id: str) -> Progress:
+        """
+        How far the instance is: steps done, the current step, and the fewest steps left.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        return progress_of(self._peek(instance_id), self.history(instance_id))
+
+    def tasks(
+        self, user: str | None = None, groups: Iterable[str] = (), *, instance_id: str | None = None
+    ) -> list[Task]:
+        """
+        Open human tasks; with *user*, only those that user (member of *groups*) may complete.
+
+        Args:
+            user: Filter to tasks this user may complete.
+            groups: The user's groups (the caller vouches for them).
+            instance_id: Filter to this instance's tasks.
+        """
+        return self.store.open_tasks(user, frozenset(_groups(groups)), instance_id)
+
+    def statistics(self) -> EngineStatistics:
+        """What the engine is doing right now."""
+        nxt = self.store.next_wake(self._no_timers())
+        return EngineStatistics(
+            live=len(self._live),
+            active=self._active,
+            queued=len(self._ready),
+            next_timer_in=None if nxt is None else nxt - self.clock.now(),
+            commits=self._commits,
+            committed_records=self._committed_records,
+        )
+
+    def subscribe(self, callback: Callable[[str, HistoryEvent], None]) -> Callable[[], None]:
+        """
+        Call ``callback(instance_id, event)`` for every history entry from now on.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    # ----------------------------------------------------------------- outside events
+
+    async def complete_task(self, task_id: str, *, user: str, groups: Iterable[str] = (), form: object = None) -> Task:
+        """
+        Complete an open human task; the instance then runs the task's method with *form*.
+
+        Only the assignee or a member of a candidate group may complete it, exactly
+        once, with a form of the declared type. On any error nothing changes.
+
+        Args:
+            task_id: The task.
+            user: Who completes it.
+            groups: The user's groups (the caller vouches for them).
+            form: The filled form, an instance of the task's form type (``None``
+                for a task without a form).
+
+        Returns:
+            The completed task.
+
+        Raises:
+            TaskNotFound: No such task.
+            TaskAlreadyCompleted: It was completed (or cancelled) already.
+            TaskNotAuthorized: *user* is not the assignee and in no candidate group.
+            TaskFormError: *form* is not an instance of the declared type, or a field
+                of it does not hold its declared type (or cannot be stored as JSON).
+            TypeError: *user* is not a ``str`` (``None`` included), or *groups* is not
+                an iterable of ``str``.
+            ValueError: *user* is empty or holds a control character (a newline...).
+            UnknownWorkflowVersion: The task's instance runs a workflow version that
+                has no registered class here (nothing changed).
+            StoreError: The completion could not be committed (nothing changed), or
+                the instance's record cannot be loaded (:class:`RecordLoadError`: it is
+                quarantined).
+        """
+        check_user(user)
+        task = self.store.task(task_id)
+        if task is None:
+            raise TaskNotFound(task_id, "no such task")
+        if task.status is not TaskStatus.OPEN:
+            by = f" by {task.completed_by!r}" if task.completed_by else ""
+            raise TaskAlreadyCompleted(task_id, f"is already {task.status.value}{by}; a task completes once")
+        group_list = _groups(groups)
+        if not task.may_complete(user, group_list):
+            allowed: list[str] = []
+            if task.assignee is not None:
+                allowed.append(f"assignee {task.assignee!r}")
+            if task.candidate_groups:
+                allowed.append(f"members of {', '.join(task.candidate_groups)}")
+            msg = (
+                f"user {user!r} (groups: {', '.join(group_list) or 'none'}) may not complete it; "
+                f"only {' or '.join(allowed)} may"
+            )
+            raise TaskNotAuthorized(task_id, user, msg)
+        self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
+        _check_form(task, form)
+        completed_at = self.clock.now()
+        apply = self._complete_apply(task, user, completed_at, form)
+        if self._leasing:
+            done = attrs.evolve(
+                task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=completed_at, form=form
+            )
+            # The task row and the command, in one transaction: a second completion,
+            # from any process, finds the task closed.
+            body = {"task": task.id, "user": user}
+            await self._command(task.instance_id, "complete_task", body, apply, complete=done)
+            return done
+        try:
+            return await self._submit(task.instance_id, apply)
+        except StoreError:
+            stored = self.store.task(task_id)
+            if stored is None or stored.status is not TaskStatus.COMPLETED or stored.completed_by != user:
+                raise
+            # The completion was written; only its acknowledgement was lost. The
+            # instance's reload runs it on.
+            return stored
+
+    async def signal(self, instance_id: str, message: object) -> None:
+        """
+        Deliver *message* to an instance.
+
+        It is kept durably until a ``@wait_for`` step of its type consumes it:
+        at once when the instance waits there, or when it gets there.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            InstanceFinished: The instance is terminal.
+            SignalTypeError: No ``@wait_for`` step of its workflow takes this type, or
+                a field of the message does not hold its declared type (or cannot be
+                stored as JSON); nothing was stored.
+            StoreError: The store cannot be read, or the instance's record cannot be
+                loaded (:class:`RecordLoadError`: it is quarantined).
+        """
+        rec = self._peek(instance_id)
+        if rec.status.is_terminal:
+            raise InstanceFinished(instance_id, rec.status, f"deliver {type(message).__name__}")
+        accepted = [s.message for s in rec.spec.steps if s.message is not None]
+        declared = next((t for t in accepted if isinstance(message, t)), None)
+        if declared is None:
+            names = ", ".join(sorted({t.__name__ for t in accepted})) or "none"
+            msg = f"{rec.spec.name} does not wait for {type(message).__name__} (it waits for: {names})"
+            raise SignalTypeError(instance_id, msg)
+        bad = value_mismatch(message, declared)
+        if bad is not None:
+            where = declared.__name__ + bad.path
+            raise SignalTypeError(instance_id, f"{where}: {bad.describe()}", field_path=where)
+        # Filed under the declared type it matched, so every store decodes it as that type.
+        if self._leasing:
+            # With a wake-up for whichever worker holds (or next claims) the instance.
+            self.store.add_command(instance_id, "wake", {}, signal=(_type_name(declared), message))
+            self._kick(instance_id)
+            return
+        self.store.add_signal(instance_id, _type_name(declared), message)
+        waiting_here = any(
+            (m := rec.spec.step(name).message) is not None and isinstance(message, m)
+            for name in active_steps(rec.state)
+        )
+        if not waiting_here:
+            return
+        if rec.branches:
+            self._resume(self._get(instance_id))
+        elif rec.status is InstanceStatus.WAITING and rec.worker is None:
+            self._enqueue(self._get(instance_id))
+
+    async def cancel(self, instance_id: str, *, reason: str = "", compensate: bool = True) -> InstanceStatus:
+        """
+        Cancel an instance and wait until it is terminal.
+
+        A step in flight sees ``asyncio.CancelledError``; an open task is cancelled.
+        With *compensate*, the compensations of the completed steps run (newest
+        first) and the instance ends ``cancelled`` (or ``compensation_failed``).
+        Cancelling an instance that is already compensating just waits for it.
+
+        Returns:
+            The terminal status.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            InstanceFinished: It is already terminal.
+        """
+        rec = self._peek(instance_id)
+        if rec.status.is_terminal:
+            raise InstanceFinished(instance_id, rec.status, "cancel")
+        if self._leasing:
+            body = {"reason": reason, "compensate": compensate}
+            await self._command(instance_id, "cancel", body, self._cancel_apply(instance_id, reason, compensate))
+        else:
+            await self._request_cancel(instance_id, reason, compensate=compensate)
+        return await self._wait_for(instance_id, terminal_only=True)
+
+    async def retry_compensation(self, instance_id: str) -> InstanceStatus:
+        """
+        Run again the compensations of a ``compensation_failed`` instance, and wait for the end.
+
+        For an operator, once the cause is fixed: the compensation that failed
+        runs again (with its retries), then the older ones; the instance ends
+        ``failed`` (or ``compensation_failed`` again).
+
+        Returns:
+            The terminal status.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            InstanceStateError: The instance is not ``compensation_failed``.
+        """
+        current = self._peek(instance_id)
+        apply = self._retry_apply(instance_id)
+        if self._leasing:
+            if current.state != COMPENSATION_FAILED:
+                apply(current)  # refused at the door, plainly (raises)
+            await self._command(instance_id, "retry_compensation", {}, apply)
+        else:
+            await self._submit(instance_id, apply)
+        return await self._wait_for(instance_id, terminal_only=True)
+
+    async def migrate(self, instance_id: str, to: type[Workflow]) -> InstanceInfo:
+        """
+        Move an instance to another version of its workflow, through a declared ``@migration``.
+
+        The instance must not be running a step (waiting, or parked on a timer).
+        Its open task is kept when the new version waits on the same human-task
+        step; otherwise the task is cancelled and the new step is entered afresh.
+
+        Returns:
+            The migrated instance's snapshot.
+
+        Raises:
+            MigrationError: No migration from its version, it is busy or terminal,
+                or the migration returned something unusable.
+        """
+        current = self._peek(instance_id)
+        migration_for(current, to)
+        if current.worker is not None:
+            # Refused at once rather than queued behind a step that may take long.
+            raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
+        apply = self._migrate_apply(instance_id, to)
+        if self._leasing:
+            body = {"workflow": spec_of(to).name, "version": spec_of(to).version}
+            applied, info = await self._command(instance_id, "migrate", body, apply, local_only=True)
+            if not applied:
+                raise MigrationError(instance_id, "is running a step in another worker now; migrate it while it waits")
+            result: InstanceInfo = info
+            return result
+        return await self._submit(instance_id, apply)
+
+    # ----------------------------------------------------------------- waiting
+
+    async def wait_result(self, instance_id: str) -> tuple[InstanceStatus, Any]:
+        """
+        Wait until the instance is terminal; return its status and its workflow object.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        status, wf = await self._wait_record(instance_id, terminal_only=True)
+        return status, wf if wf is not None else self.workflow(instance_id)
+
+    async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
+        """
+        Wait until the instance is terminal (or, with ``terminal=False``, waiting).
+
+        Returns:
+            Its status then.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        return await self._wait_for(instance_id, terminal_only=terminal)
+
+    async def wait_idle(self) -> None:
+        """Wait until no instance is running and no timer is pending (all wait or ended)."""
+        self._ensure_running()
+        while not self._is_idle():
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
+    async def _wait_for(self, instance_id: str, *, terminal_only: bool) -> InstanceStatus:
+        return (await self._wait_record(instance_id, terminal_only=terminal_only))[0]
+
+    async def _wait_record(self, instance_id: str, *, terminal_only: bool) -> tuple[InstanceStatus, Any]:
+        """Wait as :meth:`_wait_for`; also return the workflow object, when the turn that ended had it."""
+        info = self.info(instance_id)
+        rec = self._live.get(instance_id)
+        # A turn in progress may have ended the instance in memory only: wait for its commit.
+        running = rec is not None and rec.worker is not None
+        if not running and (info.status.is_terminal or (not terminal_only and info.status is InstanceStatus.WAITING)):
+            return info.status, rec.wf if rec is not None else None
+        fut: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
+        if not self._leasing:
+            done = await fut
+            return done.status, done.wf
+        # Another process may drive it: look at the store too, now and then.
+        try:
+            while True:
+                finished, _ = await asyncio.wait({fut}, timeout=max(self.poll, 0.02))
+                if finished:
+                    done = fut.result()
+                    return done.status, done.wf
+                if instance_id in self._live and self._live[instance_id].worker is not None:
+                    continue  # this engine runs it: its driver notifies
+                seen = self.store.info(instance_id)
+                if seen is not None and (
+                    seen.status.is_terminal or (not terminal_only and seen.status is InstanceStatus.WAITING)
+                ):
+                    return seen.status, None
+        finally:
+            fut.cancel()
+
+    # ----------------------------------------------------------------- child workflows
+
+    def children(self, instance_id: str) -> list[InstanceInfo]:
+        """
+        The instances started by *instance_id*'s ``@subflow`` steps, oldest first.
+
+        Their own histories hold their steps; the parent's history names each
+        child in its ``child_started`` / ``child_finished`` entries.
+        """
+        return [self._find_info(i.id) or i for i in self.store.children(instance_id)]
+
+    def tree(self, instance_id: str) -> str:
+        """
+        The instance and its children, recursively: one line each, indented by depth.
+
+        Each line reads ``<id> <workflow> <status>`` and, for a child, the parent's
+        step that started it (``ship ->``); the children's own histories hold
+        their steps.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+        """
+        lines: list[str] = []
+
+        def add(info: InstanceInfo, depth: int, via: str) -> None:
+            lines.append(f"{'  ' * depth}{via}{info.id} {info.workflow} {info.status.value}")
+            started = {
+                e.detail: e.step for e in self.history(info.id) if e.kind is K.CHILD_STARTED and e.detail is not None
+            }
+            for child in self.children(info.id):
+                add(child, depth + 1, f"{started.get(child.id, '?')} -> ")
+
+        add(self.info(instance_id), 0, "")
+        return "\n".join(lines)
