@@ -39,7 +39,7 @@ bench: dev
 	$(BIN)/python bench/bench_durable.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache orders.db orders.db-* orders.db.lock trips.db trips.db-* trips.db.lock
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache orders.db orders.db-* trips.db trips.db-* scale_out.db scale_out.db-*
 
 # The parallel-branches example: flight, hotel and car booked at once (trips.db, recreated each run)
 .PHONY: trip
