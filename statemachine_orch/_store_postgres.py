@@ -37,14 +37,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import re
 import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Concatenate, Final, LiteralString, ParamSpec, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Final, LiteralString, ParamSpec, Self, TypeVar
 
 import psycopg
 import structlog
@@ -53,6 +52,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
+from . import _store_rows
 from ._errors import (
     InstanceExists,
     LeaseLost,
@@ -60,14 +60,13 @@ from ._errors import (
     RecordLoadError,
     StoreError,
     TaskAlreadyCompleted,
-    UnknownWorkflowVersion,
 )
-from ._history import EventKind, HistoryEvent
-from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
-from ._machine import STATE_ATTRIBUTE
+from ._history import HistoryEvent
+from ._instance import Command, InstanceInfo, InstanceRecord, Signal
 from ._registry import WorkflowRegistry, default_registry
-from ._serialize import structure, unstructure
+from ._serialize import unstructure
 from ._status import InstanceStatus
+from ._store_rows import dumps as _dumps
 from ._store_sqlite import FaultPoint
 from ._tasks import Task, TaskStatus
 
@@ -342,29 +341,14 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _dumps(value: object) -> str:
-    """Compact JSON (the SQLite store's encoding; ``jsonb`` normalises it anyway)."""
-    return json.dumps(value, separators=(",", ":"))
-
-
 def _encodable(text: str) -> bool:
     """Whether PostgreSQL can be given *text*: no NUL character, no lone surrogate."""
-    if "\x00" in text:
-        return False
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return _store_rows.encodable(text, nul=False)
 
 
 def _text(text: str | None) -> str | None:
     """Free text (an error message, a user name) as PostgreSQL can store it: NUL and lone surrogates escaped."""
-    if text is None or _encodable(text):
-        return text
-    return text.encode(errors="backslashreplace").decode().replace("\x00", "\\x00")
+    return _store_rows.storable(text, nul=False)
 
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:\\.|[^'\\])*'|\S+)", re.IGNORECASE)
@@ -688,12 +672,7 @@ class PostgresStore:
     def _spec(
         self, instance_id: str, workflow: str, version: str, fingerprint: str | None
     ) -> tuple[type[Any], WorkflowSpec]:
-        cls = self._registry.resolve(workflow, version, fingerprint)
-        if cls is None:
-            changed = self._registry.has(workflow, version)
-            known = self._registry.versions(workflow)
-            raise UnknownWorkflowVersion(instance_id, workflow, version, known, changed=changed)
-        return cls, cls.__orch_spec__
+        return _store_rows.workflow_class(self._registry, instance_id, workflow, version, fingerprint)
 
     def _fetchone(self, query: LiteralString, args: Sequence[object] | Mapping[str, object]) -> tuple[Any, ...] | None:
         with self._pool.connection() as conn:
@@ -724,7 +703,7 @@ class PostgresStore:
         workflow, version, fingerprint = row[0], row[1], row[17]
         cls, spec = self._spec(instance_id, workflow, version, fingerprint)
         try:
-            return _record(instance_id, row, cls, spec)
+            return _store_rows.record(instance_id, row, cls, spec)
         except OrchError:
             raise  # typed already (RecordLoadError names the field)
         except Exception as exc:
@@ -740,7 +719,7 @@ class PostgresStore:
         if not _encodable(instance_id):
             return None
         row = self._fetchone(f"SELECT {_INFO_COLUMNS} FROM instances WHERE id = %s", (instance_id,))
-        return _info(row) if row is not None else None
+        return _store_rows.info(row) if row is not None else None
 
     @_reads
     def infos(self, status: InstanceStatus | None, workflow: str | None) -> list[InstanceInfo]:
@@ -761,7 +740,7 @@ class PostgresStore:
                 "ORDER BY created_at, seq"
             )
         args = {"status": status.value if status is not None else None, "workflow": workflow}
-        return [_info(r) for r in self._fetchall(query, args)]
+        return [_store_rows.info(r) for r in self._fetchall(query, args)]
 
     @_reads
     def children(self, parent_id: str) -> list[InstanceInfo]:
@@ -771,7 +750,7 @@ class PostgresStore:
         rows = self._fetchall(
             f"SELECT {_INFO_COLUMNS} FROM instances WHERE parent = %s ORDER BY created_at, seq", (parent_id,)
         )
-        return [_info(r) for r in rows]
+        return [_store_rows.info(r) for r in rows]
 
     @_reads
     def waiting_parents(self) -> list[str]:
@@ -791,33 +770,10 @@ class PostgresStore:
         rows = self._fetchall(
             "SELECT at, kind, step, attempt, detail FROM history WHERE instance_id = %s ORDER BY seq", (instance_id,)
         )
-        return [HistoryEvent(at, EventKind(kind), step, attempt, detail) for at, kind, step, attempt, detail in rows]
+        return _store_rows.history(rows)
 
     def _task(self, row: tuple[Any, ...]) -> Task:
-        (task_id, instance_id, workflow, version, step, assignee, groups, created_at, due_at) = row[:9]
-        (status, completed_by, completed_at, form, fingerprint) = row[9:]
-        cls = self._registry.resolve(workflow, version, fingerprint)
-        spec = cls.__orch_spec__ if cls is not None else None
-        task_spec = spec.step(step).task if spec is not None and spec.has_step(step) else None
-        form_type = task_spec.form if task_spec is not None else None
-        value: object = None
-        if form is not None and form_type is not None:
-            value = structure(json.loads(form)["v"], form_type)
-        return Task(
-            id=task_id,
-            instance_id=instance_id,
-            workflow=workflow,
-            step=step,
-            assignee=assignee,
-            candidate_groups=tuple(json.loads(groups)),
-            form_type=form_type,
-            created_at=created_at,
-            due_at=due_at,
-            status=TaskStatus(status),
-            completed_by=completed_by,
-            completed_at=completed_at,
-            form=value,
-        )
+        return _store_rows.task(row, self._registry)
 
     @_reads
     def task(self, task_id: str) -> Task | None:
@@ -879,21 +835,11 @@ class PostgresStore:
         cls = self._registry.resolve(row[0], row[1], row[2])
         if cls is None:
             return []
-        types = {
-            f"{s.message.__module__}.{s.message.__qualname__}": s.message
-            for s in cls.__orch_spec__.steps
-            if s.message is not None
-        }
+        types = _store_rows.message_types(cls.__orch_spec__)
         rows = self._fetchall(
             "SELECT seq, type, payload FROM signals WHERE instance_id = %s ORDER BY seq", (instance_id,)
         )
-        out: list[Signal] = []
-        for seq, type_name, payload in rows:
-            tp = types.get(type_name)
-            if tp is not None:
-                message: object = structure(json.loads(payload), tp)
-                out.append(Signal(seq, type_name, message))
-        return out
+        return _store_rows.signals(rows, types)
 
     @_reads
     def signalled(self) -> list[str]:
@@ -1079,10 +1025,7 @@ class PostgresStore:
         if complete is not None:
             if not _encodable(complete.id):
                 raise TaskAlreadyCompleted(complete.id, _NOT_OPEN)  # such an id cannot have been stored
-            form = None
-            if complete.status is TaskStatus.COMPLETED:
-                form = _dumps({"v": unstructure(complete.form, complete.form_type)})
-            task_args = (complete.status.value, _text(complete.completed_by), complete.completed_at, form, complete.id)
+            task_args = _store_rows.completion(complete, nul=False)
         signal_args = None
         if signal is not None:
             signal_args = (instance_id, signal[0], _dumps(unstructure(signal[1])))
@@ -1121,14 +1064,7 @@ class PostgresStore:
             "SELECT seq, kind, body, created_at FROM commands WHERE instance_id = %s ORDER BY seq",
             (instance_id,),
         )
-        out: list[Command] = []
-        for seq, kind, body, created_at in rows:
-            decoded = json.loads(body)
-            if not isinstance(decoded, dict):
-                msg = f"the body of command {seq} is not a JSON object"
-                raise TypeError(msg)
-            out.append(Command(seq, instance_id, kind, cast("dict[str, Any]", decoded), created_at))
-        return out
+        return _store_rows.commands(instance_id, rows)
 
     # ----------------------------------------------------------------- notifications
 
@@ -1218,25 +1154,8 @@ class _Batch:
     def add(self, rec: InstanceRecord, now: float) -> None:
         """Gather *rec*'s row and its other changes."""
         spec = rec.spec
-        state = rec.state
-        payload = None
-        branches = None
-        task_id = rec.task_id
-        if state.__class__ is not str:
-            # The branches as [name, branch] pairs: jsonb would not keep an object's key order.
-            branches = _dumps(list(_branch_rows(rec).items()))
-            task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
-            state = _dumps(state)
-        elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
-            tp = spec.step(state).payload_type if spec.has_step(state) else None
-            payload = _dumps({"v": unstructure(rec.payload, tp)})
-        if rec.history:
-            base = rec.history_len
-            rid = rec.id
-            self.history.extend(
-                (rid, base + i, float(e.at), e.kind.value, e.step, e.attempt, _text(e.detail))
-                for i, e in enumerate(rec.history, start=1)
-            )
+        # The branches as [name, branch] pairs: jsonb would not keep an object's key order.
+        values = _store_rows.instance_row(rec, now, self.history, nul=False, branch_pairs=True)
         for task in rec.dirty_tasks:
             self.tasks.pop(task.id, None)  # re-inserted: the order of the last writes
             self.tasks[task.id] = task
@@ -1253,26 +1172,8 @@ class _Batch:
             self.unowned.append(rec.id)
         row: dict[str, Any] = {
             "id": rec.id,
-            "workflow": spec.name,
-            "version": spec.version,
-            "fingerprint": spec.fingerprint,
-            "state": state,
-            "status": rec.status.value,
-            "variables": _dumps(unstructure(rec.wf)),
-            "payload": payload,
-            "saga": _dumps(rec.saga) if rec.saga else "[]",
-            "attempt": rec.attempt,
-            "comp_attempt": rec.comp_attempt,
-            "visit": rec.visit,
-            "task_id": task_id,
-            "error": _text(rec.error),
-            "cause": _text(rec.cause),
-            "cancel": _dumps(rec.cancel) if rec.cancel is not None else None,
-            "wake_at": _float(rec.wake_at),
-            "history_len": rec.history_len + len(rec.history),
+            **values,
             "created_at": float(rec.created_at),
-            "updated_at": now,
-            "branches": branches,
             "parent": rec.parent,
             "fence": rec.fence,
         }
@@ -1292,7 +1193,7 @@ class _Batch:
         if self.history:
             cur.execute(_INSERT_HISTORY, list(map(list, zip(*self.history, strict=True))))
         if self.tasks:
-            rows = [_task_row(t, self.tasks_spec[t.id]) for t in self.tasks.values()]
+            rows = [_store_rows.task_row(t, self.tasks_spec[t.id], nul=False) for t in self.tasks.values()]
             cur.execute(_UPSERT_TASKS, list(map(list, zip(*rows, strict=True))))
             open_groups = [
                 (_text(g), t.id) for t in self.tasks.values() if t.status is TaskStatus.OPEN for g in t.candidate_groups
@@ -1331,111 +1232,6 @@ def _float(value: float | None) -> float | None:
 def _columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
     """Rows as one list per column (for unnest)."""
     return {key: [row[key] for row in rows] for key in keys}
-
-
-def _task_row(task: Task, spec: WorkflowSpec) -> tuple[object, ...]:
-    form = None
-    if task.status is TaskStatus.COMPLETED:
-        form = _dumps({"v": unstructure(task.form, task.form_type)})
-    return (
-        task.id,
-        task.instance_id,
-        spec.name,
-        spec.version,
-        spec.fingerprint,
-        task.step,
-        _text(task.assignee),
-        _dumps(task.candidate_groups),
-        float(task.created_at),
-        _float(task.due_at),
-        task.status.value,
-        _text(task.completed_by),
-        _float(task.completed_at),
-        form,
-    )
-
-
-def _branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
-    """Each branch of a forked instance as ``[attempt, visit, task, wake_at, waiting, payload]`` (as SQLite's)."""
-    spec = rec.spec
-    out: dict[str, list[object]] = {}
-    for name, b in rec.branches.items():
-        payload = None
-        # A subflow's finished child is not stored: it is read again from its own row.
-        if b.payload is not NO_PAYLOAD and spec.step(name).child is None:
-            payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
-        out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
-    return out
-
-
-def _branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
-    """The branches stored as ``[[name, branch], ...]`` (or, written by hand, as SQLite's object)."""
-    pairs: Any = stored
-    if isinstance(stored, dict):
-        pairs = cast("dict[str, Any]", stored).items()
-    out: dict[str, Branch] = {}
-    for name, (attempt, visit, task_id, wake_at, waiting, payload) in pairs:
-        b = Branch(int(visit))
-        b.attempt = int(attempt)
-        b.task_id = task_id
-        b.wake_at = wake_at
-        b.waiting = bool(waiting)
-        if payload is not None:
-            tp = spec.step(name).payload_type
-            b.payload = structure(payload["v"], tp) if tp is not None else None
-        out[name] = b
-    return out
-
-
-def _record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec) -> InstanceRecord:
-    """Build the record of one instance's row (stored, with its fence)."""
-    (_, _, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-    (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent, fence) = row[10:]
-    wf = structure(json.loads(variables), cls)
-    in_fork = state.startswith("[")
-    setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)
-    rec = InstanceRecord(instance_id, wf, spec, cls.__orch_machine__, created_at)
-    rec.status = InstanceStatus(status)
-    rec.saga = [(s, int(v)) for s, v in json.loads(saga)]
-    rec.attempt = attempt
-    rec.comp_attempt = comp_attempt
-    rec.visit = visit
-    rec.task_id = task_id
-    rec.error = error
-    rec.cause = cause
-    rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
-    rec.wake_at = wake_at
-    rec.history_len = history_len
-    rec.parent = parent
-    rec.fence = fence
-    rec.stored = True
-    if in_fork:
-        rec.task_id = None
-        rec.branches = _branches_of(spec, json.loads(branches or "[]"))
-    if payload is not None:
-        tp = spec.step(state).payload_type if spec.has_step(state) else None
-        rec.payload = structure(json.loads(payload)["v"], tp) if tp is not None else None
-    return rec
-
-
-def _info(row: tuple[Any, ...]) -> InstanceInfo:
-    instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent = row
-    in_fork = state.startswith("[")
-    steps = tuple(active_steps(json.loads(state) if in_fork else state))
-    return InstanceInfo(
-        id=instance_id,
-        workflow=workflow,
-        version=version,
-        status=InstanceStatus(status),
-        step=steps[0] if steps else None,
-        created_at=created_at,
-        error=error,
-        open_task=task_id,
-        wake_at=wake_at,
-        steps=steps,
-        in_fork=in_fork,
-        parent=parent,
-    )
 
 
 class _Listener:

@@ -38,8 +38,9 @@ import stat
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
+from . import _store_rows
 from ._errors import (
     InstanceExists,
     LeaseLost,
@@ -47,14 +48,15 @@ from ._errors import (
     RecordLoadError,
     StoreError,
     TaskAlreadyCompleted,
-    UnknownWorkflowVersion,
 )
-from ._history import EventKind, HistoryEvent
-from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
-from ._machine import STATE_ATTRIBUTE
+from ._history import HistoryEvent
+from ._instance import Command, InstanceInfo, InstanceRecord, Signal
 from ._registry import WorkflowRegistry, default_registry
-from ._serialize import structure, unstructure
+from ._serialize import unstructure
 from ._status import InstanceStatus
+from ._store_rows import ROW_COLUMNS as _ROW_COLUMNS
+from ._store_rows import dumps as _dumps
+from ._store_rows import encodable as _encodable
 from ._tasks import Task, TaskStatus
 
 if TYPE_CHECKING:
@@ -162,29 +164,6 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_ROW_COLUMNS = (
-    "workflow",
-    "version",
-    "fingerprint",
-    "state",
-    "status",
-    "variables",
-    "payload",
-    "saga",
-    "attempt",
-    "comp_attempt",
-    "visit",
-    "task_id",
-    "error",
-    "cause",
-    "cancel",
-    "wake_at",
-    "history_len",
-    "updated_at",
-    "branches",
-)
-"""The columns every commit of an instance writes, in the order ``_values`` gives them."""
-
 _UPDATE = f"UPDATE instances SET {', '.join(f'{c} = ?' for c in _ROW_COLUMNS)} WHERE id = ?"
 """An existing row (its owner, lease and fence untouched)."""
 
@@ -244,9 +223,6 @@ _BEGIN_RETRY = 5.0
 
 _NOT_OPEN = "is no longer open; a task completes once"
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-"""Compact JSON, with one encoder built once."""
-
 _INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent"
 
 _P = ParamSpec("_P")
@@ -275,24 +251,6 @@ def _reads(method: Callable[Concatenate[SqliteStore, _P], _T]) -> Callable[Conca
             raise StoreError(msg, self.path) from exc
 
     return read
-
-
-def _encodable(text: str) -> bool:
-    """Whether SQLite can be given *text* (a lone surrogate has no UTF-8 encoding)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _text(text: str | None) -> str | None:
-    """Free text (an error message, a user name) as SQLite can store it: lone surrogates escaped."""
-    if text is None or _encodable(text):
-        return text
-    return text.encode(errors="backslashreplace").decode()
 
 
 def _publish(building: str, target: str) -> None:
@@ -722,78 +680,22 @@ class SqliteStore:
             seen.add(i)
         return ids[0]
 
-    def _values(self, rec: InstanceRecord, now: float, history: list[tuple[object, ...]]) -> tuple[object, ...]:
+    @staticmethod
+    def _values(rec: InstanceRecord, now: float, history: list[tuple[object, ...]]) -> tuple[object, ...]:
         """*rec*'s row as ``_ROW_COLUMNS``; its pending history rows go to *history*."""
-        spec = rec.spec
-        state = rec.state
-        payload = None
-        branches = None
-        task_id = rec.task_id
-        if state.__class__ is not str:
-            branches = _dumps(_branch_rows(rec))
-            task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
-            state = _dumps(state)
-        elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
-            tp = spec.step(state).payload_type if spec.has_step(state) else None
-            payload = _dumps({"v": unstructure(rec.payload, tp)})
-        if rec.history:
-            base = rec.history_len
-            rid = rec.id
-            history.extend(
-                (rid, base + i, e.at, e.kind.value, e.step, e.attempt, _text(e.detail))
-                for i, e in enumerate(rec.history, start=1)
-            )
-        return (
-            spec.name,
-            spec.version,
-            spec.fingerprint,
-            state,
-            rec.status.value,
-            _dumps(unstructure(rec.wf)),
-            payload,
-            _dumps(rec.saga) if rec.saga else "[]",
-            rec.attempt,
-            rec.comp_attempt,
-            rec.visit,
-            task_id,
-            _text(rec.error),
-            _text(rec.cause),
-            _dumps(rec.cancel) if rec.cancel is not None else None,
-            rec.wake_at,
-            rec.history_len + len(rec.history),
-            now,
-            branches,
-        )
+        return tuple(_store_rows.instance_row(rec, now, history, nul=True, branch_pairs=False).values())
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
-        form = None
-        if task.status is TaskStatus.COMPLETED:
-            form = json.dumps({"v": unstructure(task.form, task.form_type)})
         db.execute(
             "INSERT OR REPLACE INTO tasks (id, instance_id, workflow, version, fingerprint, step, assignee, "
             "groups, created_at, due_at, status, completed_by, completed_at, form) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                task.id,
-                task.instance_id,
-                spec.name,
-                spec.version,
-                spec.fingerprint,
-                task.step,
-                _text(task.assignee),
-                json.dumps(task.candidate_groups),
-                task.created_at,
-                task.due_at,
-                task.status.value,
-                _text(task.completed_by),
-                task.completed_at,
-                form,
-            ),
+            _store_rows.task_row(task, spec, nul=True, encode=json.dumps),
         )
         if task.status is TaskStatus.OPEN:
             db.executemany(
                 "INSERT OR IGNORE INTO task_groups (grp, task_id) VALUES (?, ?)",
-                [(_text(g), task.id) for g in task.candidate_groups],
+                [(_store_rows.storable(g), task.id) for g in task.candidate_groups],
             )
         else:
             db.execute("DELETE FROM task_groups WHERE task_id = ?", (task.id,))
@@ -803,12 +705,7 @@ class SqliteStore:
     def _spec(
         self, instance_id: str, workflow: str, version: str, fingerprint: str | None
     ) -> tuple[type[Any], WorkflowSpec]:
-        cls = self._registry.resolve(workflow, version, fingerprint)
-        if cls is None:
-            changed = self._registry.has(workflow, version)
-            known = self._registry.versions(workflow)
-            raise UnknownWorkflowVersion(instance_id, workflow, version, known, changed=changed)
-        return cls, cls.__orch_spec__
+        return _store_rows.workflow_class(self._registry, instance_id, workflow, version, fingerprint)
 
     @_reads
     def load(self, instance_id: str) -> InstanceRecord | None:
@@ -835,10 +732,7 @@ class SqliteStore:
         workflow, version, fingerprint = row[0], row[1], row[17]
         cls, spec = self._spec(instance_id, workflow, version, fingerprint)
         try:
-            rec = self._record(instance_id, row[:20], cls, spec)
-            # The row exists (its next commit updates it), at the fence it was last claimed with.
-            rec.stored = True
-            rec.fence = int(row[20])
+            rec = _store_rows.record(instance_id, row, cls, spec)
         except OrchError:
             raise  # typed already (RecordLoadError names the field)
         except Exception as exc:
@@ -847,62 +741,13 @@ class SqliteStore:
             raise RecordLoadError(f"a stored {spec.name}", "", detail, instance_id=instance_id, path=self.path) from exc
         return rec
 
-    @staticmethod
-    def _record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec) -> InstanceRecord:
-        """Build the record of one instance's row."""
-        (_, _, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-        (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent) = row[10:]
-        wf = structure(json.loads(variables), cls)
-        in_fork = state.startswith("[")
-        setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)
-        rec = InstanceRecord(instance_id, wf, spec, cls.__orch_machine__, created_at)
-        rec.status = InstanceStatus(status)
-        rec.saga = [(s, int(v)) for s, v in json.loads(saga)]
-        rec.attempt = attempt
-        rec.comp_attempt = comp_attempt
-        rec.visit = visit
-        rec.task_id = task_id
-        rec.error = error
-        rec.cause = cause
-        rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
-        rec.wake_at = wake_at
-        rec.history_len = history_len
-        rec.parent = parent
-        if in_fork:
-            rec.task_id = None
-            rec.branches = _branches_of(spec, json.loads(branches or "{}"))
-        if payload is not None:
-            tp = spec.step(state).payload_type if spec.has_step(state) else None
-            rec.payload = structure(json.loads(payload)["v"], tp) if tp is not None else None
-        return rec
-
-    @staticmethod
-    def _info(row: tuple[Any, ...]) -> InstanceInfo:
-        instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent = row
-        in_fork = state.startswith("[")
-        steps = tuple(active_steps(json.loads(state) if in_fork else state))
-        return InstanceInfo(
-            id=instance_id,
-            workflow=workflow,
-            version=version,
-            status=InstanceStatus(status),
-            step=steps[0] if steps else None,
-            created_at=created_at,
-            error=error,
-            open_task=task_id,
-            wake_at=wake_at,
-            steps=steps,
-            in_fork=in_fork,
-            parent=parent,
-        )
-
     @_reads
     def info(self, instance_id: str) -> InstanceInfo | None:
         """A snapshot of the committed instance."""
         if not _encodable(instance_id):
             return None
         row = self._db.execute(f"SELECT {_INFO_COLUMNS} FROM instances WHERE id = ?", (instance_id,)).fetchone()
-        return self._info(row) if row is not None else None
+        return _store_rows.info(row) if row is not None else None
 
     @_reads
     def infos(self, status: InstanceStatus | None, workflow: str | None) -> list[InstanceInfo]:
@@ -919,7 +764,7 @@ class SqliteStore:
             args.append(workflow)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self._db.execute(f"SELECT {_INFO_COLUMNS} FROM instances{clause} ORDER BY created_at", args)
-        return [self._info(r) for r in rows]
+        return [_store_rows.info(r) for r in rows]
 
     @_reads
     def children(self, parent_id: str) -> list[InstanceInfo]:
@@ -929,7 +774,7 @@ class SqliteStore:
         rows = self._db.execute(
             f"SELECT {_INFO_COLUMNS} FROM instances WHERE parent = ? ORDER BY created_at", (parent_id,)
         )
-        return [self._info(r) for r in rows]
+        return [_store_rows.info(r) for r in rows]
 
     @_reads
     def waiting_parents(self) -> list[str]:
@@ -950,7 +795,7 @@ class SqliteStore:
             "SELECT at, kind, step, attempt, detail FROM history WHERE instance_id = ? ORDER BY seq",
             (instance_id,),
         )
-        return [HistoryEvent(at, EventKind(kind), step, attempt, detail) for at, kind, step, attempt, detail in rows]
+        return _store_rows.history(rows)
 
     _TASK_COLUMNS = (
         "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
@@ -958,30 +803,7 @@ class SqliteStore:
     )
 
     def _task(self, row: tuple[Any, ...]) -> Task:
-        (task_id, instance_id, workflow, version, step, assignee, groups, created_at, due_at) = row[:9]
-        (status, completed_by, completed_at, form, fingerprint) = row[9:]
-        cls = self._registry.resolve(workflow, version, fingerprint)
-        spec = cls.__orch_spec__ if cls is not None else None
-        task_spec = spec.step(step).task if spec is not None and spec.has_step(step) else None
-        form_type = task_spec.form if task_spec is not None else None
-        value: object = None
-        if form is not None and form_type is not None:
-            value = structure(json.loads(form)["v"], form_type)
-        return Task(
-            id=task_id,
-            instance_id=instance_id,
-            workflow=workflow,
-            step=step,
-            assignee=assignee,
-            candidate_groups=tuple(json.loads(groups)),
-            form_type=form_type,
-            created_at=created_at,
-            due_at=due_at,
-            status=TaskStatus(status),
-            completed_by=completed_by,
-            completed_at=completed_at,
-            form=value,
-        )
+        return _store_rows.task(row, self._registry)
 
     @_reads
     def task(self, task_id: str) -> Task | None:
@@ -1048,21 +870,11 @@ class SqliteStore:
         cls = self._registry.resolve(row[0], row[1], row[2])
         if cls is None:
             return []
-        types = {
-            f"{s.message.__module__}.{s.message.__qualname__}": s.message
-            for s in cls.__orch_spec__.steps
-            if s.message is not None
-        }
+        types = _store_rows.message_types(cls.__orch_spec__)
         rows = self._db.execute(
             "SELECT seq, type, payload FROM signals WHERE instance_id = ? ORDER BY seq", (instance_id,)
         )
-        out: list[Signal] = []
-        for seq, type_name, payload in rows:
-            tp = types.get(type_name)
-            if tp is not None:
-                message: object = structure(json.loads(payload), tp)
-                out.append(Signal(seq, type_name, message))
-        return out
+        return _store_rows.signals(rows, types)
 
     @_reads
     def signalled(self) -> list[str]:
@@ -1237,10 +1049,7 @@ class SqliteStore:
         if complete is not None:
             if not _encodable(complete.id):
                 raise TaskAlreadyCompleted(complete.id, _NOT_OPEN)  # such an id cannot have been stored
-            form = None
-            if complete.status is TaskStatus.COMPLETED:
-                form = json.dumps({"v": unstructure(complete.form, complete.form_type)})
-            done = (complete.status.value, _text(complete.completed_by), complete.completed_at, form, complete.id)
+            done = _store_rows.completion(complete, nul=True, encode=json.dumps)
         with self._writing("storing a command") as db:
             if done is not None:
                 cur = db.execute(
@@ -1268,39 +1077,4 @@ class SqliteStore:
         rows = self._db.execute(
             "SELECT seq, kind, body, created_at FROM commands WHERE instance_id = ? ORDER BY seq", (instance_id,)
         )
-        out: list[Command] = []
-        for seq, kind, body, created_at in rows:
-            decoded: object = json.loads(body)
-            if not isinstance(decoded, dict):
-                msg = f"the body of command {seq} is not a JSON object"
-                raise TypeError(msg)
-            out.append(Command(seq, instance_id, kind, cast("dict[str, Any]", decoded), created_at))
-        return out
-
-
-def _branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
-    """Each branch of a forked instance as ``[attempt, visit, task, wake_at, waiting, payload]``."""
-    spec = rec.spec
-    out: dict[str, list[object]] = {}
-    for name, b in rec.branches.items():
-        payload = None
-        # A subflow's finished child is not stored: it is read again from its own row.
-        if b.payload is not NO_PAYLOAD and spec.step(name).child is None:
-            payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
-        out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
-    return out
-
-
-def _branches_of(spec: WorkflowSpec, rows: dict[str, list[Any]]) -> dict[str, Branch]:
-    out: dict[str, Branch] = {}
-    for name, (attempt, visit, task_id, wake_at, waiting, payload) in rows.items():
-        b = Branch(int(visit))
-        b.attempt = int(attempt)
-        b.task_id = task_id
-        b.wake_at = wake_at
-        b.waiting = bool(waiting)
-        if payload is not None:
-            tp = spec.step(name).payload_type
-            b.payload = structure(payload["v"], tp) if tp is not None else None
-        out[name] = b
-    return out
+        return _store_rows.commands(instance_id, rows)

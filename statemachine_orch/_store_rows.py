@@ -1,0 +1,355 @@
+"""
+The rows of the SQL stores: what ``SqliteStore`` and ``PostgresStore`` both write and read, encoded once.
+
+Pure functions, no SQL: a record as its instance row's values, a task as its
+row, a fork's branches as JSON, and back: a row as an ``InstanceRecord``,
+``InstanceInfo``, ``Task``, ``Command`` or ``Signal``. Each store keeps its own
+statements, transactions and error wrapping. Where the databases differ, a
+keyword says how: ``nul`` (SQLite stores a NUL character, PostgreSQL's text
+cannot), ``branch_pairs`` (``jsonb`` does not keep an object's key order, so
+PostgreSQL stores the branches as ``[name, branch]`` pairs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from ._errors import UnknownWorkflowVersion
+from ._history import EventKind, HistoryEvent
+from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
+from ._machine import STATE_ATTRIBUTE
+from ._serialize import structure, unstructure
+from ._status import InstanceStatus
+from ._tasks import Task, TaskStatus
+
+if TYPE_CHECKING:
+    from ._registry import WorkflowRegistry
+    from ._spec import WorkflowSpec
+
+dumps: Callable[[object], str] = json.JSONEncoder(separators=(",", ":")).encode
+"""Compact JSON, with one encoder built once."""
+
+ROW_COLUMNS = (
+    "workflow",
+    "version",
+    "fingerprint",
+    "state",
+    "status",
+    "variables",
+    "payload",
+    "saga",
+    "attempt",
+    "comp_attempt",
+    "visit",
+    "task_id",
+    "error",
+    "cause",
+    "cancel",
+    "wake_at",
+    "history_len",
+    "updated_at",
+    "branches",
+)
+"""The columns every commit of an instance writes, in the order ``instance_row`` gives them."""
+
+
+def encodable(text: str, *, nul: bool = True) -> bool:
+    """Whether the database can be given *text*: no lone surrogate (it has no UTF-8 encoding), no NUL unless *nul*."""
+    if not nul and "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable(text: str | None, *, nul: bool = True) -> str | None:
+    """Free text (an error message, a user name) as the database can store it: lone surrogates (and NUL) escaped."""
+    if text is None or encodable(text, nul=nul):
+        return text
+    escaped = text.encode(errors="backslashreplace").decode()
+    return escaped if nul else escaped.replace("\x00", "\\x00")
+
+
+def _float(value: float | None) -> float | None:
+    """A time as a float (an int would make psycopg dump its column's array as another type)."""
+    return None if value is None else float(value)
+
+
+# ----------------------------------------------------------------- writing
+
+
+def instance_row(
+    rec: InstanceRecord, now: float, history: list[tuple[object, ...]], *, nul: bool, branch_pairs: bool
+) -> dict[str, Any]:
+    """*rec*'s row as ``ROW_COLUMNS`` (in that order); its pending history rows go to *history*."""
+    spec = rec.spec
+    state = rec.state
+    payload = None
+    branches = None
+    task_id = rec.task_id
+    if state.__class__ is not str:
+        rows = branch_rows(rec)
+        branches = dumps(list(rows.items()) if branch_pairs else rows)
+        task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
+        state = dumps(state)
+    elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
+        tp = spec.step(state).payload_type if spec.has_step(state) else None
+        payload = dumps({"v": unstructure(rec.payload, tp)})
+    if rec.history:
+        base = rec.history_len
+        rid = rec.id
+        history.extend(
+            (rid, base + i, float(e.at), e.kind.value, e.step, e.attempt, storable(e.detail, nul=nul))
+            for i, e in enumerate(rec.history, start=1)
+        )
+    return {
+        "workflow": spec.name,
+        "version": spec.version,
+        "fingerprint": spec.fingerprint,
+        "state": state,
+        "status": rec.status.value,
+        "variables": dumps(unstructure(rec.wf)),
+        "payload": payload,
+        "saga": dumps(rec.saga) if rec.saga else "[]",
+        "attempt": rec.attempt,
+        "comp_attempt": rec.comp_attempt,
+        "visit": rec.visit,
+        "task_id": task_id,
+        "error": storable(rec.error, nul=nul),
+        "cause": storable(rec.cause, nul=nul),
+        "cancel": dumps(rec.cancel) if rec.cancel is not None else None,
+        "wake_at": _float(rec.wake_at),
+        "history_len": rec.history_len + len(rec.history),
+        "updated_at": now,
+        "branches": branches,
+    }
+
+
+def branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
+    """Each branch of a forked instance as ``[attempt, visit, task, wake_at, waiting, payload]``."""
+    spec = rec.spec
+    out: dict[str, list[object]] = {}
+    for name, b in rec.branches.items():
+        payload = None
+        # A subflow's finished child is not stored: it is read again from its own row.
+        if b.payload is not NO_PAYLOAD and spec.step(name).child is None:
+            payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
+        out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
+    return out
+
+
+def form_json(task: Task, encode: Callable[[object], str] = dumps) -> str | None:
+    """A completed task's form as stored (``{"v": form}``); ``None`` for a task not completed."""
+    if task.status is not TaskStatus.COMPLETED:
+        return None
+    return encode({"v": unstructure(task.form, task.form_type)})
+
+
+def task_row(
+    task: Task, spec: WorkflowSpec, *, nul: bool, encode: Callable[[object], str] = dumps
+) -> tuple[object, ...]:
+    """
+    *task*'s row, as its workflow *spec* names it (*encode*: the JSON of its groups and form).
+
+    The row: id, instance_id, workflow, version, fingerprint, step, assignee,
+    groups, created_at, due_at, status, completed_by, completed_at, form.
+    """
+    return (
+        task.id,
+        task.instance_id,
+        spec.name,
+        spec.version,
+        spec.fingerprint,
+        task.step,
+        storable(task.assignee, nul=nul),
+        encode(task.candidate_groups),
+        float(task.created_at),
+        _float(task.due_at),
+        task.status.value,
+        storable(task.completed_by, nul=nul),
+        _float(task.completed_at),
+        form_json(task, encode),
+    )
+
+
+def completion(
+    task: Task, *, nul: bool, encode: Callable[[object], str] = dumps
+) -> tuple[str, str | None, float | None, str | None, str]:
+    """A completed task's row change: status, completed_by, completed_at, form, then its id."""
+    return (
+        task.status.value,
+        storable(task.completed_by, nul=nul),
+        task.completed_at,
+        form_json(task, encode),
+        task.id,
+    )
+
+
+# ----------------------------------------------------------------- reading
+
+
+def workflow_class(
+    registry: WorkflowRegistry, instance_id: str, workflow: str, version: str, fingerprint: str | None
+) -> tuple[type[Any], WorkflowSpec]:
+    """
+    The class (and its spec) a row of *instance_id* names.
+
+    Raises:
+        UnknownWorkflowVersion: Its version has no registered class.
+    """
+    cls = registry.resolve(workflow, version, fingerprint)
+    if cls is None:
+        changed = registry.has(workflow, version)
+        known = registry.versions(workflow)
+        raise UnknownWorkflowVersion(instance_id, workflow, version, known, changed=changed)
+    return cls, cls.__orch_spec__
+
+
+def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec) -> InstanceRecord:
+    """
+    Build the record of one instance's row (stored, with its fence).
+
+    The row: workflow, version, state, status, variables, payload, saga, attempt,
+    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len,
+    created_at, fingerprint, branches, parent, fence.
+    """
+    (_, _, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
+    (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent, fence) = row[10:]
+    wf = structure(json.loads(variables), cls)
+    in_fork = state.startswith("[")
+    setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)
+    rec = InstanceRecord(instance_id, wf, spec, cls.__orch_machine__, created_at)
+    rec.status = InstanceStatus(status)
+    rec.saga = [(s, int(v)) for s, v in json.loads(saga)]
+    rec.attempt = attempt
+    rec.comp_attempt = comp_attempt
+    rec.visit = visit
+    rec.task_id = task_id
+    rec.error = error
+    rec.cause = cause
+    rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
+    rec.wake_at = wake_at
+    rec.history_len = history_len
+    rec.parent = parent
+    if in_fork:
+        rec.task_id = None
+        rec.branches = branches_of(spec, json.loads(branches or "[]"))
+    if payload is not None:
+        tp = spec.step(state).payload_type if spec.has_step(state) else None
+        rec.payload = structure(json.loads(payload)["v"], tp) if tp is not None else None
+    # The row exists (its next commit updates it), at the fence it was last claimed with.
+    rec.stored = True
+    rec.fence = int(fence)
+    return rec
+
+
+def branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
+    """The branches stored as ``{name: branch}`` (SQLite) or ``[[name, branch], ...]`` (PostgreSQL)."""
+    pairs: Any = stored
+    if isinstance(stored, dict):
+        pairs = cast("dict[str, Any]", stored).items()
+    out: dict[str, Branch] = {}
+    for name, (attempt, visit, task_id, wake_at, waiting, payload) in pairs:
+        b = Branch(int(visit))
+        b.attempt = int(attempt)
+        b.task_id = task_id
+        b.wake_at = wake_at
+        b.waiting = bool(waiting)
+        if payload is not None:
+            tp = spec.step(name).payload_type
+            b.payload = structure(payload["v"], tp) if tp is not None else None
+        out[name] = b
+    return out
+
+
+def info(row: tuple[Any, ...]) -> InstanceInfo:
+    """The snapshot of a row: id, workflow, version, status, state, created_at, error, task_id, wake_at, parent."""
+    instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent = row
+    in_fork = state.startswith("[")
+    steps = tuple(active_steps(json.loads(state) if in_fork else state))
+    return InstanceInfo(
+        id=instance_id,
+        workflow=workflow,
+        version=version,
+        status=InstanceStatus(status),
+        step=steps[0] if steps else None,
+        created_at=created_at,
+        error=error,
+        open_task=task_id,
+        wake_at=wake_at,
+        steps=steps,
+        in_fork=in_fork,
+        parent=parent,
+    )
+
+
+def task(row: tuple[Any, ...], registry: WorkflowRegistry) -> Task:
+    """
+    The task of a row, its form decoded with its workflow's form type.
+
+    The row: id, instance_id, workflow, version, step, assignee, groups, created_at,
+    due_at, status, completed_by, completed_at, form, fingerprint.
+    """
+    (task_id, instance_id, workflow, version, step, assignee, groups, created_at, due_at) = row[:9]
+    (status, completed_by, completed_at, form, fingerprint) = row[9:]
+    cls = registry.resolve(workflow, version, fingerprint)
+    spec = cls.__orch_spec__ if cls is not None else None
+    task_spec = spec.step(step).task if spec is not None and spec.has_step(step) else None
+    form_type = task_spec.form if task_spec is not None else None
+    value: object = None
+    if form is not None and form_type is not None:
+        value = structure(json.loads(form)["v"], form_type)
+    return Task(
+        id=task_id,
+        instance_id=instance_id,
+        workflow=workflow,
+        step=step,
+        assignee=assignee,
+        candidate_groups=tuple(json.loads(groups)),
+        form_type=form_type,
+        created_at=created_at,
+        due_at=due_at,
+        status=TaskStatus(status),
+        completed_by=completed_by,
+        completed_at=completed_at,
+        form=value,
+    )
+
+
+def history(rows: Iterable[tuple[Any, ...]]) -> list[HistoryEvent]:
+    """The events of rows: at, kind, step, attempt, detail."""
+    return [HistoryEvent(at, EventKind(kind), step, attempt, detail) for at, kind, step, attempt, detail in rows]
+
+
+def message_types(spec: WorkflowSpec) -> dict[str, type[Any]]:
+    """The message types of a workflow's steps, by the type name a signal row stores."""
+    return {f"{s.message.__module__}.{s.message.__qualname__}": s.message for s in spec.steps if s.message is not None}
+
+
+def signals(rows: Iterable[tuple[Any, ...]], types: dict[str, type[Any]]) -> list[Signal]:
+    """The signals of rows (seq, type, payload) whose type is one of *types* (others are left out)."""
+    out: list[Signal] = []
+    for seq, type_name, payload in rows:
+        tp = types.get(type_name)
+        if tp is not None:
+            message: object = structure(json.loads(payload), tp)
+            out.append(Signal(seq, type_name, message))
+    return out
+
+
+def commands(instance_id: str, rows: Iterable[tuple[Any, ...]]) -> list[Command]:
+    """The commands of rows: seq, kind, body (a JSON object), created_at."""
+    out: list[Command] = []
+    for seq, kind, body, created_at in rows:
+        decoded: object = json.loads(body)
+        if not isinstance(decoded, dict):
+            msg = f"the body of command {seq} is not a JSON object"
+            raise TypeError(msg)
+        out.append(Command(seq, instance_id, kind, cast("dict[str, Any]", decoded), created_at))
+    return out
