@@ -45,16 +45,14 @@ from statemachine_orch._instance import InstanceRecord
 from statemachine_orch._machine import STATE_ATTRIBUTE
 from statemachine_orch._store_sqlite import FaultPoint
 from tests.integration.test_bad_stores import PINNED, Ticket, at_once, make_store
+from tests.store import flows
+from tests.store.flows import LEASE, NOW, W1, W2, drive, ended, load, timer_at
+from tests.store.flows import in_flight as running
 
 if TYPE_CHECKING:
     from tests.conftest import Runner
 
-W1 = "host:101:aaaa"
-W2 = "host:202:bbbb"
 DEAD = "host:999:dead"
-NOW = 1_900_000_000.0
-"""Lease times: the store compares the times it is given, not a clock."""
-LEASE = 30.0
 
 REGISTRY = WorkflowRegistry(PINNED)
 
@@ -105,58 +103,9 @@ def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     return {table: rows(path, sql) for table, sql in SNAPSHOT.items()}
 
 
-def load(store: SqliteStore, instance_id: str) -> InstanceRecord:
-    """The stored record of an instance that exists."""
-    rec = store.load(instance_id)
-    assert rec is not None
-    return rec
-
-
-def drive(
-    store: SqliteStore, instance_id: str, owner: str, now: float, change: Callable[[InstanceRecord], None]
-) -> int:
-    """One worker's turn on an instance: claim, load, change, commit under the fence, release; the fence."""
-    fence = store.claim(instance_id, owner, now, now + LEASE)
-    assert fence is not None
-    rec = load(store, instance_id)
-    rec.fence = fence
-    change(rec)
-    store.commit([rec])
-    store.release(owner, {instance_id: fence})
-    return fence
-
-
-def running(rec: InstanceRecord) -> None:
-    """In flight: running, no timer (a driver that died mid-step leaves it so)."""
-    rec.status = S.RUNNING
-    rec.wake_at = None
-
-
-def ended(rec: InstanceRecord) -> None:
-    """Completed."""
-    rec.status = S.COMPLETED
-    rec.wake_at = None
-
-
-def timer_at(at: float) -> Callable[[InstanceRecord], None]:
-    """Parked on a timer due at *at*."""
-
-    def change(rec: InstanceRecord) -> None:
-        rec.wake_at = at
-
-    return change
-
-
 def new_record(instance_id: str, *, lease: tuple[str, float] | None = None, fence: int = 0) -> InstanceRecord:
     """A new Ticket record as ``Engine.start`` makes it: at its first step, running, its first history entry."""
-    spec = Ticket.__orch_spec__
-    wf = Ticket()
-    setattr(wf, STATE_ATTRIBUTE, spec.initial)
-    rec = InstanceRecord(instance_id, wf, spec, Ticket.__orch_machine__, NOW)
-    rec.history.append(HistoryEvent(NOW, EventKind.INSTANCE_STARTED, None, 0, spec.label))
-    rec.lease = lease
-    rec.fence = fence
-    return rec
+    return flows.new_record(instance_id, lease=lease, fence=fence, workflow=Ticket)
 
 
 class Breaker:
@@ -248,7 +197,7 @@ def test_claim_takes_a_free_expired_or_own_lease_and_nothing_else(
     """Issue 9: claim takes a free, expired or own lease (the fence grows by one), an ended instance's too; not another's."""
     ticket, done = make_store(db_path, clock, run, tickets=2)
     with opened(db_path) as store:
-        drive(store, done, W1, NOW - 100, ended)
+        drive(store, done, ended, owner=W1, now=NOW - 100)
         start, ended_at = fences(db_path)[ticket], fences(db_path)[done]
         later = NOW + 3 + 2 * LEASE
         outcomes = [
@@ -274,16 +223,16 @@ def test_claim_runnable_claims_in_flight_due_and_commanded_instances_in_due_orde
     parked, in_flight, due_late, due_early, commanded, not_due, done, held, orphan = ids
     with opened(db_path) as store:
         before = NOW - 100  # turns of an earlier worker, whose leases are long over
-        drive(store, in_flight, DEAD, before, running)
-        drive(store, due_late, DEAD, before, timer_at(NOW - 10))
-        drive(store, due_early, DEAD, before, timer_at(NOW - 20))
+        drive(store, in_flight, running, owner=DEAD, now=before)
+        drive(store, due_late, timer_at(NOW - 10), owner=DEAD, now=before)
+        drive(store, due_early, timer_at(NOW - 20), owner=DEAD, now=before)
         store.add_command(commanded, "wake", {})
-        drive(store, not_due, DEAD, before, timer_at(NOW + 100))
-        drive(store, done, DEAD, before, ended)
+        drive(store, not_due, timer_at(NOW + 100), owner=DEAD, now=before)
+        drive(store, done, ended, owner=DEAD, now=before)
         store.add_command(done, "wake", {})  # a command for an ended instance: nobody needs to run it
-        drive(store, held, DEAD, before, running)
+        drive(store, held, running, owner=DEAD, now=before)
         store.claim(held, W2, NOW, NOW + LEASE)  # in flight, but W2 drives it
-        drive(store, orphan, DEAD, before, running)
+        drive(store, orphan, running, owner=DEAD, now=before)
         store.claim(orphan, DEAD, before, NOW - 1)  # in flight under a lease that ran out
         stored = fences(db_path)
         nothing = store.claim_runnable(W1, NOW, NOW + LEASE, 0, frozenset())

@@ -199,12 +199,18 @@ def noted(detail: str) -> Callable[[InstanceRecord], None]:
     return change
 
 
-def new_record(instance_id: str, *, lease: tuple[str, float] | None = None, fence: int = 0) -> InstanceRecord:
-    """A new ContractPay record as ``Engine.start`` makes it: at its first step, running, its first entry."""
-    spec = ContractPay.__orch_spec__
-    wf = ContractPay()
+def new_record(
+    instance_id: str,
+    *,
+    lease: tuple[str, float] | None = None,
+    fence: int = 0,
+    workflow: type[Workflow] = ContractPay,
+) -> InstanceRecord:
+    """A new *workflow* record as ``Engine.start`` makes it: at its first step, running, its first entry."""
+    spec = workflow.__orch_spec__
+    wf = workflow()
     setattr(wf, STATE_ATTRIBUTE, spec.initial)
-    rec = InstanceRecord(instance_id, wf, spec, ContractPay.__orch_machine__, NOW)
+    rec = InstanceRecord(instance_id, wf, spec, workflow.__orch_machine__, NOW)
     rec.history.append(HistoryEvent(NOW, EventKind.INSTANCE_STARTED, None, 0, spec.label))
     rec.lease = lease
     rec.fence = fence
