@@ -58,6 +58,7 @@ def _pid_alive(pid_text: str) -> bool:
     except (OSError, IndexError):
         return True
 
+
 _RELEASE_BATCH = 0.02
 """Seconds a given-back lease waits to be written with the others given back meanwhile."""
 
