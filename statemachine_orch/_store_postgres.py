@@ -632,25 +632,58 @@ class PostgresStore:
         for rec in records:
             batch.add(rec, now)
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
-                updated = conn.cursor()
-                inserted = conn.cursor()
-                if batch.stored:
-                    updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
-                if batch.new:
-                    inserted.execute(_INSERT_NEW, _columns(batch.new, _INSERT_KEYS))
-                pipeline.sync()
-                self._check_rows(batch, {r[0] for r in updated.fetchall()} if batch.stored else set(), inserted)
-                batch.write(conn.cursor())
-                pipeline.sync()
-                if self.fault is not None:
-                    self.fault("before_commit")
+            if batch.new:
+                self._commit_checked(batch)
+            else:
+                try:
+                    self._commit_updates(batch)
+                except psycopg.errors.UniqueViolation:
+                    # A history row of a record whose lease was taken over: the careful
+                    # path writes nothing and names it (LeaseLost).
+                    batch.gone = []
+                    self._commit_checked(batch)
         except psycopg.Error as exc:
             raise self._fail(f"a commit of {len(records)} instance change(s) failed", exc) from exc
         for rec in records:
             rec.committed()
         if self.fault is not None:
             self.fault("after_commit")
+
+    def _commit_checked(self, batch: _Batch) -> None:
+        """Check the fences and the new ids first, then write the rest: three round trips."""
+        with self._pool.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
+            updated = conn.cursor()
+            inserted = conn.cursor()
+            if batch.stored:
+                updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
+            if batch.new:
+                inserted.execute(_INSERT_NEW, _columns(batch.new, _INSERT_KEYS))
+            pipeline.sync()
+            self._check_rows(batch, {r[0] for r in updated.fetchall()} if batch.stored else set(), inserted)
+            batch.write_gone(conn.cursor())
+            batch.write(conn.cursor())
+            pipeline.sync()
+            if self.fault is not None:
+                self.fault("before_commit")
+
+    def _commit_updates(self, batch: _Batch) -> None:
+        """
+        Changes of stored instances only (the common batch): everything in one round trip, then COMMIT.
+
+        The fences are checked on the UPDATE's result before COMMIT; a mismatch rolls
+        the whole transaction back (LeaseLost), so nothing of it is written.
+        """
+        with self._pool.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
+            updated = conn.cursor()
+            updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
+            batch.write(conn.cursor())
+            pipeline.sync()
+            self._check_rows(batch, {r[0] for r in updated.fetchall()}, updated)
+            if batch.gone:
+                batch.write_gone(conn.cursor())
+                pipeline.sync()
+            if self.fault is not None:
+                self.fault("before_commit")
 
     def _check_rows(self, batch: _Batch, updated: set[str], inserted: psycopg.Cursor[Any]) -> None:
         """Raise LeaseLost for stored rows whose fence moved, InstanceExists for a taken new id."""
@@ -1185,11 +1218,14 @@ class _Batch:
             row["lease_until"] = _float(until)
             self.new.append(row)
 
-    def write(self, cur: psycopg.Cursor[Any]) -> None:
-        """Queue every statement but the instance rows' (a pipeline sends them together)."""
+    def write_gone(self, cur: psycopg.Cursor[Any]) -> None:
+        """Insert again the stored, unleased records whose rows are gone (as SQLite's upsert does)."""
         if self.gone:
             gone = [{**row, "owner": None, "lease_until": None, "fence": 0} for row in self.gone]
             cur.execute(_INSERT_NEW, _columns(gone, _INSERT_KEYS))
+
+    def write(self, cur: psycopg.Cursor[Any]) -> None:
+        """Queue every statement but the instance rows' (a pipeline sends them together)."""
         if self.history:
             cur.execute(_INSERT_HISTORY, list(map(list, zip(*self.history, strict=True))))
         if self.tasks:
