@@ -199,6 +199,7 @@ class Engine(ClientApi):
         self._stop_listening = None
         self._dead_owners = set()  # workers of this host found dead (their leases expired once)
         self._backlog = False  # the last claim round filled every free worker: there may be more
+        self._claim_now = False  # the fleet loop claims at its next wake-up, poll or not
 
     # ----------------------------------------------------------------- lifecycle
 

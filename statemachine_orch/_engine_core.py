@@ -172,6 +172,7 @@ class EngineCore:
     _stop_listening: Callable[[], None] | None
     _dead_owners: set[str]
     _backlog: bool
+    _claim_now: bool
 
     # Implemented by the layers above; declared here so that a lower layer may call them.
 

@@ -83,6 +83,7 @@ class Runtime(Records):
         if instance_id in self._live:
             self._kick(instance_id)
         elif wake is not None:
+            self._claim_now = True
             wake.set()  # the fleet loop claims it
 
     # ----------------------------------------------------------------- the fleet: claims, leases, failover
@@ -134,18 +135,27 @@ class Runtime(Records):
         store = self.store
         failures = 0
         listening = self._stop_listening is not None
-        last_sweep = 0.0
+        interval = 1.0 if listening else self.poll
+        last_sweep = last_claim = float("-inf")
+        nxt: float | None = None
         loop = asyncio.get_running_loop()
         while True:
             try:
-                if loop.time() - last_sweep >= (1.0 if listening else self.poll):
+                if loop.time() - last_sweep >= interval:
                     last_sweep = loop.time()
                     self._expire_dead_owners()
                     for instance_id in store.commanded(self.owner):
                         rec = self._live.get(instance_id)
                         if rec is not None and self._pull_commands(rec):
                             self._run_commands(rec)
-                claimed, _ = self._claim_round()
+                claimed = 0
+                # A claim when told (a NOTIFY, free workers with work left), when a timer
+                # fell due, or at the poll: not at every wake-up (every idle turn wakes the
+                # loop, and a sequential caller would pay a claim query per instance).
+                if self._claim_now or loop.time() - last_claim >= interval or (nxt is not None and nxt <= clock.now()):
+                    self._claim_now = False
+                    last_claim = loop.time()
+                    claimed, _ = self._claim_round()
                 nxt = store.next_wake(self._no_timers())
             except StoreError as exc:
                 failures += 1
@@ -340,6 +350,7 @@ class Runtime(Records):
             # Work was left behind at the last claim and workers are free again: claim
             # now (in batches of an eighth of the workers), not at the next poll.
             self._backlog = False
+            self._claim_now = True
             self._wake_timers()
         if rec.worker is None and (
             rec.id in self._inbox or (rec.status is InstanceStatus.WAITING and self._message_arrived(rec))
