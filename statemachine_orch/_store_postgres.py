@@ -213,6 +213,19 @@ RETURNING id
 """
 """New instances' rows, with their leases; an id not returned was taken."""
 
+_INSERT_ONE: Final = """
+INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
+    comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches,
+    parent, owner, lease_until, fence)
+VALUES (%(id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(state)s, %(status)s, %(variables)s::jsonb,
+    %(payload)s::jsonb, %(saga)s::jsonb, %(attempt)s, %(comp_attempt)s, %(visit)s, %(task_id)s, %(error)s,
+    %(cause)s, %(cancel)s::jsonb, %(wake_at)s::float8, %(history_len)s, %(created_at)s::float8,
+    %(updated_at)s::float8, %(branches)s::jsonb, %(parent)s, %(owner)s, %(lease_until)s::float8, %(fence)s::bigint)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+"""One new instance's row (a batch of one: no arrays); not returned: the id was taken."""
+
 _UPDATE: Final = """
 UPDATE instances AS t SET workflow = v.workflow, version = v.version, fingerprint = v.fingerprint, state = v.state,
     status = v.status, variables = v.variables::jsonb, payload = v.payload::jsonb, saga = v.saga::jsonb,
@@ -230,6 +243,25 @@ WHERE t.id = v.id AND (v.fence = 0 OR t.fence = v.fence)
 RETURNING t.id
 """
 """Stored instances' rows, each fenced (a fence of 0: no check); an id not returned lost its lease (or its row)."""
+
+_FEW_ROWS: Final = 4
+"""Up to this many history rows are inserted as plain rows: arrays cost more to dump for a few."""
+
+_UPDATE_ONE: Final = """
+UPDATE instances SET workflow = %(workflow)s, version = %(version)s, fingerprint = %(fingerprint)s, state = %(state)s,
+    status = %(status)s, variables = %(variables)s::jsonb, payload = %(payload)s::jsonb, saga = %(saga)s::jsonb,
+    attempt = %(attempt)s, comp_attempt = %(comp_attempt)s, visit = %(visit)s, task_id = %(task_id)s,
+    error = %(error)s, cause = %(cause)s, cancel = %(cancel)s::jsonb, wake_at = %(wake_at)s::float8,
+    history_len = %(history_len)s, updated_at = %(updated_at)s::float8, branches = %(branches)s::jsonb
+WHERE id = %(id)s AND (%(fence)s::bigint = 0 OR fence = %(fence)s::bigint)
+RETURNING id
+"""
+"""One stored instance's row, fenced: a batch of one needs no arrays (dumping them is most of its cost)."""
+
+_INSERT_HISTORY_ROW: Final = """
+INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
+VALUES (%s, %s, %s::float8, %s, %s, %s, %s)
+"""
 
 _UPDATE_KEYS: Final = (
     *("id", "workflow", "version", "fingerprint", "state", "status", "variables", "payload", "saga", "attempt"),
@@ -632,7 +664,7 @@ class PostgresStore:
         for rec in records:
             batch.add(rec, now)
         try:
-            if batch.new:
+            if len(batch.new) > 1 or (batch.new and batch.stored):
                 self._commit_checked(batch)
             else:
                 try:
@@ -668,17 +700,26 @@ class PostgresStore:
 
     def _commit_updates(self, batch: _Batch) -> None:
         """
-        Changes of stored instances only (the common batch): everything in one round trip, then COMMIT.
+        Changes of stored instances only, or one new instance (the common batches): one round trip, then COMMIT.
 
-        The fences are checked on the UPDATE's result before COMMIT; a mismatch rolls
-        the whole transaction back (LeaseLost), so nothing of it is written.
+        The fences (or the new id) are checked on the statement's result before
+        COMMIT; a mismatch rolls the whole transaction back (LeaseLost,
+        InstanceExists), so nothing of it is written.
         """
         with self._pool.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
             updated = conn.cursor()
-            updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
+            if batch.new:
+                updated.execute(_INSERT_ONE, batch.new[0])
+            elif len(batch.stored) == 1:
+                updated.execute(_UPDATE_ONE, batch.stored[0])
+            else:
+                updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
             batch.write(conn.cursor())
             pipeline.sync()
-            self._check_rows(batch, {r[0] for r in updated.fetchall()}, updated)
+            if batch.new:
+                self._check_rows(batch, set(), updated)
+            else:
+                self._check_rows(batch, {r[0] for r in updated.fetchall()}, updated)
             if batch.gone:
                 batch.write_gone(conn.cursor())
                 pipeline.sync()
@@ -1226,7 +1267,10 @@ class _Batch:
 
     def write(self, cur: psycopg.Cursor[Any]) -> None:
         """Queue every statement but the instance rows' (a pipeline sends them together)."""
-        if self.history:
+        if len(self.history) <= _FEW_ROWS:
+            if self.history:
+                cur.executemany(_INSERT_HISTORY_ROW, self.history)
+        else:
             cur.execute(_INSERT_HISTORY, list(map(list, zip(*self.history, strict=True))))
         if self.tasks:
             rows = [_store_rows.task_row(t, self.tasks_spec[t.id], nul=False) for t in self.tasks.values()]
