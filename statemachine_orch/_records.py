@@ -59,7 +59,7 @@ def _pid_alive(pid_text: str) -> bool:
         return True
 
 
-_RELEASE_BATCH = 0.02
+_RELEASE_BATCH = 0.05
 """Seconds a given-back lease waits to be written with the others given back meanwhile."""
 
 

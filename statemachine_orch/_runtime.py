@@ -361,7 +361,11 @@ class Runtime(Records):
         # Parked or finished and fully committed: from now on it lives in the store.
         self._unpin(rec)
         if self._active == 0:
-            self._wake_timers()
+            # The timer loop recomputes the next timer when all is idle. The fleet loop
+            # needs no such wake-up (a parked instance's timer woke it already), except
+            # to let a virtual clock jump; a sequential caller would pay a query per instance.
+            if not self._leasing or isinstance(self.clock, VirtualClock):
+                self._wake_timers()
             if self._idle_waiters and self._is_idle():
                 self._release_idle_waiters()
 
