@@ -204,10 +204,14 @@ class Commands(Runtime):
                     if command.done is not None and not command.done.done():
                         command.done.set_exception(exc)
                 return
+        self._drive_soon(rec)
+
+    def _drive_soon(self, rec: InstanceRecord) -> None:
+        """Queue the live *rec* for a worker, or wake its driver (a flat one looks at the inbox between moves)."""
         if rec.worker is None:
             self._enqueue(rec)
         else:
-            poke_fork(rec)  # a fork's driver wakes; a flat one looks at the inbox between moves
+            poke_fork(rec)
 
     # ----------------------------------------------------------------- commands across processes
 
@@ -329,10 +333,7 @@ class Commands(Runtime):
             return
         if self._interrupting(rec.id):
             self._interrupt_step(rec.id)
-        if rec.worker is None:
-            self._enqueue(rec)
-        else:
-            poke_fork(rec)
+        self._drive_soon(rec)
 
     def _interrupting(self, instance_id: str) -> bool:
         """Whether a caller's change waits that interrupts the step in flight (a cancel)."""

@@ -159,10 +159,7 @@ class Runtime(Records):
                 nxt = store.next_wake(self._no_timers())
             except StoreError as exc:
                 failures += 1
-                delay = _backoff(failures)
-                logger.error("claims_failed", error=str(exc), failures=failures, retry_in=delay)
-                wake.clear()
-                await _wait_event(wake, delay)
+                await _wait_out_store_error(wake, "claims_failed", exc, failures)
                 continue
             failures = 0
             if claimed:
@@ -407,10 +404,7 @@ class Runtime(Records):
             except StoreError as exc:
                 # The timer loop never dies of its store: it retries, slower and slower.
                 failures += 1
-                delay = _backoff(failures)
-                logger.error("timers_unreadable", error=str(exc), failures=failures, retry_in=delay)
-                wake.clear()
-                await _wait_event(wake, delay)
+                await _wait_out_store_error(wake, "timers_unreadable", exc, failures)
                 continue
             failures = 0
             if nxt is None:
@@ -469,3 +463,11 @@ class Runtime(Records):
             self._enqueue(rec)
             fired += 1
         return fired
+
+
+async def _wait_out_store_error(wake: asyncio.Event, event: str, exc: StoreError, failures: int) -> None:
+    """A loop's store failed *failures* times in a row: log it, then wait the backoff (or a wake-up)."""
+    delay = _backoff(failures)
+    logger.error(event, error=str(exc), failures=failures, retry_in=delay)
+    wake.clear()
+    await _wait_event(wake, delay)
