@@ -449,18 +449,25 @@ class ClientApi(DriverForks):
         running = rec is not None and rec.worker is not None
         if not running and (info.status.is_terminal or (not terminal_only and info.status is InstanceStatus.WAITING)):
             return info.status, rec.wf if rec is not None else None
-        fut: asyncio.Future[InstanceRecord] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
         if not self._leasing:
-            done = await fut
+            done = await self._waiter(instance_id, terminal_only)
+            assert done is not None  # noqa: S101 - only a leasing engine nudges its waiters
             return done.status, done.wf
-        # Another process may drive it: look at the store too, now and then.
+        # Another process may drive it: while this engine holds its lease, its own
+        # driver tells (and losing or giving back the lease nudges the waiter);
+        # otherwise look at the store too, now and then.
+        fut = self._waiter(instance_id, terminal_only)
         try:
             while True:
-                finished, _ = await asyncio.wait({fut}, timeout=max(self.poll, 0.02))
-                if finished:
-                    done = fut.result()
+                if instance_id in self._fences:
+                    done = await fut
+                else:
+                    finished, _ = await asyncio.wait({fut}, timeout=max(self.poll, 0.02))
+                    done = fut.result() if finished else None
+                if done is not None:
                     return done.status, done.wf
+                if fut.done():  # nudged: wait again with a new one
+                    fut = self._waiter(instance_id, terminal_only)
                 if instance_id in self._live and self._live[instance_id].worker is not None:
                     continue  # this engine runs it: its driver notifies
                 seen = self.store.info(instance_id)
@@ -470,6 +477,11 @@ class ClientApi(DriverForks):
                     return seen.status, None
         finally:
             fut.cancel()
+
+    def _waiter(self, instance_id: str, terminal_only: bool) -> asyncio.Future[InstanceRecord | None]:
+        fut: asyncio.Future[InstanceRecord | None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(instance_id, []).append((terminal_only, fut))
+        return fut
 
     # ----------------------------------------------------------------- child workflows
 

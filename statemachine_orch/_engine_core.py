@@ -157,7 +157,7 @@ class EngineCore:
     _failures: dict[str, int]
     _held: set[str]
     # Waiters get the record itself, so that result() needs no reload from the store.
-    _waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceRecord]]]]
+    _waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceRecord | None]]]]
     _idle_waiters: list[asyncio.Future[None]]
     _subscribers: list[Callable[[str, HistoryEvent], None]]
     _known: set[type[Workflow]]

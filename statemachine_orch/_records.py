@@ -119,7 +119,7 @@ class Records(EngineCore):
             return
         status = rec.status
         idle = status is InstanceStatus.WAITING or status.is_terminal
-        keep: list[tuple[bool, asyncio.Future[InstanceRecord]]] = []
+        keep: list[tuple[bool, asyncio.Future[InstanceRecord | None]]] = []
         for terminal_only, fut in waiters:
             if fut.done():
                 continue
@@ -131,6 +131,12 @@ class Records(EngineCore):
             self._waiters[rec.id] = keep
         else:
             del self._waiters[rec.id]
+
+    def _nudge(self, instance_id: str) -> None:
+        """This engine no longer holds the instance's lease: its waiters look at the store from now on."""
+        for _, fut in self._waiters.pop(instance_id, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     def _release_idle_waiters(self) -> None:
         for fut in self._idle_waiters:
@@ -192,6 +198,8 @@ class Records(EngineCore):
         fence = self._fences.pop(instance_id, None)
         if fence is None:
             return
+        if self._waiters:
+            self._nudge(instance_id)
         if not self._releasing:
             asyncio.get_running_loop().call_later(_RELEASE_BATCH, self._flush_releases)
         self._releasing[instance_id] = fence
@@ -338,6 +346,7 @@ class Records(EngineCore):
         if self._fences.pop(instance_id, None) is None:
             return
         logger.warning("lease_lost", instance_id=instance_id, owner=self.owner)
+        self._nudge(instance_id)
         rec = self._live.get(instance_id)
         if rec is not None and rec.worker is None:
             del self._live[instance_id]

@@ -87,7 +87,14 @@ def _float(value: float | None) -> float | None:
 def instance_row(
     rec: InstanceRecord, now: float, history: list[tuple[object, ...]], *, nul: bool, branch_pairs: bool
 ) -> dict[str, Any]:
-    """*rec*'s row as ``ROW_COLUMNS`` (in that order); its pending history rows go to *history*."""
+    """*rec*'s row as ``ROW_COLUMNS`` (in that order), by name; its pending history rows go to *history*."""
+    return dict(zip(ROW_COLUMNS, instance_values(rec, now, history, nul=nul, branch_pairs=branch_pairs), strict=True))
+
+
+def instance_values(
+    rec: InstanceRecord, now: float, history: list[tuple[object, ...]], *, nul: bool, branch_pairs: bool
+) -> tuple[object, ...]:
+    """*rec*'s row as ``ROW_COLUMNS``, a tuple in that order; its pending history rows go to *history*."""
     spec = rec.spec
     state = rec.state
     payload = None
@@ -108,27 +115,27 @@ def instance_row(
             (rid, base + i, float(e.at), e.kind.value, e.step, e.attempt, storable(e.detail, nul=nul))
             for i, e in enumerate(rec.history, start=1)
         )
-    return {
-        "workflow": spec.name,
-        "version": spec.version,
-        "fingerprint": spec.fingerprint,
-        "state": state,
-        "status": rec.status.value,
-        "variables": dumps(unstructure(rec.wf)),
-        "payload": payload,
-        "saga": dumps(rec.saga) if rec.saga else "[]",
-        "attempt": rec.attempt,
-        "comp_attempt": rec.comp_attempt,
-        "visit": rec.visit,
-        "task_id": task_id,
-        "error": storable(rec.error, nul=nul),
-        "cause": storable(rec.cause, nul=nul),
-        "cancel": dumps(rec.cancel) if rec.cancel is not None else None,
-        "wake_at": _float(rec.wake_at),
-        "history_len": rec.history_len + len(rec.history),
-        "updated_at": now,
-        "branches": branches,
-    }
+    return (
+        spec.name,  # workflow
+        spec.version,  # version
+        spec.fingerprint,  # fingerprint
+        state,  # state
+        rec.status.value,  # status
+        dumps(unstructure(rec.wf)),  # variables
+        payload,  # payload
+        dumps(rec.saga) if rec.saga else "[]",  # saga
+        rec.attempt,  # attempt
+        rec.comp_attempt,  # comp_attempt
+        rec.visit,  # visit
+        task_id,  # task_id
+        storable(rec.error, nul=nul),  # error
+        storable(rec.cause, nul=nul),  # cause
+        dumps(rec.cancel) if rec.cancel is not None else None,  # cancel
+        _float(rec.wake_at),  # wake_at
+        rec.history_len + len(rec.history),  # history_len
+        now,  # updated_at
+        branches,  # branches
+    )
 
 
 def branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:

@@ -683,7 +683,7 @@ class SqliteStore:
     @staticmethod
     def _values(rec: InstanceRecord, now: float, history: list[tuple[object, ...]]) -> tuple[object, ...]:
         """*rec*'s row as ``_ROW_COLUMNS``; its pending history rows go to *history*."""
-        return tuple(_store_rows.instance_row(rec, now, history, nul=True, branch_pairs=False).values())
+        return _store_rows.instance_values(rec, now, history, nul=True, branch_pairs=False)
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
         db.execute(
