@@ -77,7 +77,7 @@ __all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "u
 
 _log: Any = structlog.get_logger("statemachine_orch.store")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this library writes (table ``meta``, key ``schema_version``)."""
 
 APPLICATION: Final = "statemachine-orch"
@@ -180,6 +180,15 @@ MIGRATIONS: dict[int, list[LiteralString]] = {
         )""",
         "CREATE INDEX commands_instance ON commands (instance_id, seq)",
     ],
+    # A commit's fence check that fails the statement (and so its whole implicit
+    # transaction) when a worker's lease was taken over: one round trip per commit.
+    2: [
+        """CREATE FUNCTION orch_lease_lost(ids TEXT) RETURNS BIGINT LANGUAGE plpgsql VOLATILE AS $$
+        BEGIN
+            RAISE EXCEPTION USING ERRCODE = 'OR001', MESSAGE = 'lease lost: ' || ids;
+        END
+        $$""",
+    ],
 }
 
 _TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signals", "commands")
@@ -257,6 +266,25 @@ WHERE id = %(id)s AND (%(fence)s::bigint = 0 OR fence = %(fence)s::bigint)
 RETURNING id
 """
 """One stored instance's row, fenced: a batch of one needs no arrays (dumping them is most of its cost)."""
+
+_INSERT_ONE_STRICT: Final = _INSERT_ONE.replace("ON CONFLICT (id) DO NOTHING\nRETURNING id\n", "")
+"""One new instance's row; a taken id fails the statement (``instances_pkey``), and its transaction with it."""
+
+_UPDATE_ONE_GUARDED: Final = f"""
+WITH u AS ({_UPDATE_ONE.strip()})
+SELECT CASE WHEN EXISTS (SELECT FROM u) THEN 0 ELSE orch_lease_lost(%(id)s) END
+"""
+"""One stored instance's row, fenced; a fence that moved (or a row gone) fails the statement (``OR001``)."""
+
+_UPDATE_GUARDED: Final = f"""
+WITH u AS ({_UPDATE.strip()})
+SELECT orch_lease_lost(string_agg(i, ' ')) FROM unnest(%(id)s::text[]) AS i
+WHERE i NOT IN (SELECT id FROM u) HAVING count(*) > 0
+"""
+"""Stored instances' rows, fenced; any fence that moved fails the statement (``OR001``)."""
+
+_LEASE_LOST: Final = "OR001"
+"""The SQLSTATE ``orch_lease_lost()`` raises."""
 
 _INSERT_HISTORY_ROW: Final = """
 INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
@@ -664,16 +692,28 @@ class PostgresStore:
         for rec in records:
             batch.add(rec, now)
         try:
-            if len(batch.new) > 1 or (batch.new and batch.stored):
+            if (
+                len(batch.new) > 1
+                or (batch.new and batch.stored)
+                or self.fault is not None
+                or not all(row["fence"] for row in batch.stored)
+            ):
+                # Several new rows (which one was taken?), an unleased row (rewritten
+                # when gone) or an injected fault: the careful path.
                 self._commit_checked(batch)
             else:
                 try:
-                    self._commit_updates(batch)
-                except psycopg.errors.UniqueViolation:
+                    self._commit_guarded(batch)
+                except psycopg.errors.UniqueViolation as exc:
+                    if batch.new and exc.diag.constraint_name == "instances_pkey":
+                        raise InstanceExists(batch.new[0]["id"]) from None
                     # A history row of a record whose lease was taken over: the careful
                     # path writes nothing and names it (LeaseLost).
-                    batch.gone = []
                     self._commit_checked(batch)
+                except psycopg.Error as exc:
+                    if exc.sqlstate != _LEASE_LOST:
+                        raise
+                    self._commit_checked(batch)  # names the instances (LeaseLost)
         except psycopg.Error as exc:
             raise self._fail(f"a commit of {len(records)} instance change(s) failed", exc) from exc
         for rec in records:
@@ -698,33 +738,26 @@ class PostgresStore:
             if self.fault is not None:
                 self.fault("before_commit")
 
-    def _commit_updates(self, batch: _Batch) -> None:
+    def _commit_guarded(self, batch: _Batch) -> None:
         """
-        Changes of stored instances only, or one new instance (the common batches): one round trip, then COMMIT.
+        Changes of leased instances only, or one new instance (the common batches): one round trip.
 
-        The fences (or the new id) are checked on the statement's result before
-        COMMIT; a mismatch rolls the whole transaction back (LeaseLost,
-        InstanceExists), so nothing of it is written.
+        The statements run in the pipeline's implicit transaction, which the sync
+        commits. The instance rows' statement checks the fences itself and fails
+        when one moved (``orch_lease_lost``, SQLSTATE ``OR001``), as the insert of a
+        new row fails on a taken id: the whole transaction is then rolled back, so
+        nothing of it is written.
         """
-        with self._pool.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
-            updated = conn.cursor()
+        with self._pool.connection() as conn, conn.pipeline() as pipeline:
+            cur = conn.cursor()
             if batch.new:
-                updated.execute(_INSERT_ONE, batch.new[0])
+                cur.execute(_INSERT_ONE_STRICT, batch.new[0])
             elif len(batch.stored) == 1:
-                updated.execute(_UPDATE_ONE, batch.stored[0])
+                cur.execute(_UPDATE_ONE_GUARDED, batch.stored[0])
             else:
-                updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
-            batch.write(conn.cursor())
+                cur.execute(_UPDATE_GUARDED, _columns(batch.stored, _UPDATE_KEYS))
+            batch.write(cur)
             pipeline.sync()
-            if batch.new:
-                self._check_rows(batch, set(), updated)
-            else:
-                self._check_rows(batch, {r[0] for r in updated.fetchall()}, updated)
-            if batch.gone:
-                batch.write_gone(conn.cursor())
-                pipeline.sync()
-            if self.fault is not None:
-                self.fault("before_commit")
 
     def _check_rows(self, batch: _Batch, updated: set[str], inserted: psycopg.Cursor[Any]) -> None:
         """Raise LeaseLost for stored rows whose fence moved, InstanceExists for a taken new id."""

@@ -51,7 +51,7 @@ from statemachine_orch import (
     wait_for,
 )
 from statemachine_orch._errors import InstanceExists, LeaseLost
-from statemachine_orch._store_postgres import SCHEMA_VERSION, PostgresStore, upgrade
+from statemachine_orch._store_postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, upgrade
 from tests.integration import test_store_parity as parity
 from tests.integration.helpers import entries, eventually, parked
 
@@ -943,6 +943,32 @@ def test_upgrade_is_idempotent_and_records_the_version(pg_store_dsn: str) -> Non
     assert [0, SCHEMA_VERSION, SCHEMA_VERSION] == found
     assert ["commands", "history", "instances", "meta", "signals", "task_groups", "tasks"] == [t for (t,) in tables]
     assert [("application", "statemachine-orch"), ("schema_version", str(SCHEMA_VERSION))] == meta
+
+
+def test_a_schema_of_an_older_version_is_upgraded_and_then_used(
+    pg_store_dsn: str, clock: VirtualClock, run: Runner
+) -> None:
+    """Issue 9: a schema at version 1 (no fence-check function) gets the later migrations, and then commits work."""
+    with psycopg.connect(pg_store_dsn) as conn:
+        conn.execute("CREATE SCHEMA old")
+        conn.execute("SET search_path TO old")
+        for statement in MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('application', 'statemachine-orch')")
+    found = upgrade(pg_store_dsn, schema="old")
+    version = execute(pg_store_dsn, "SELECT value FROM old.meta WHERE key = 'schema_version'")
+
+    async def scenario() -> tuple[InstanceStatus, int]:
+        with PostgresStore(pg_store_dsn, schema="old") as store:
+            async with Engine(store, clock=clock, workflows=PINNED) as engine:
+                handle = await engine.start(PgPayment())
+                await engine.wait_instance(handle.instance_id, terminal=False)
+                await engine.signal(handle.instance_id, Paid(1250))
+                status = await engine.wait_instance(handle.instance_id)
+                return status, engine.workflow(handle.instance_id).cents
+
+    assert (1, [(str(SCHEMA_VERSION),)]) == (found, version)
+    assert (InstanceStatus.COMPLETED, 1250) == run(scenario())
 
 
 def test_stores_starting_at_once_upgrade_the_schema_once(pg_store_dsn: str) -> None:

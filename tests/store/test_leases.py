@@ -218,6 +218,25 @@ def test_a_new_record_whose_id_exists_raises_instance_exists_and_writes_nothing(
     assert store.info("fresh") is None
 
 
+def test_a_lone_commit_with_a_stale_fence_or_a_taken_id_writes_nothing(store: Store, run: Runner) -> None:
+    """Issue 9: a batch of one (a step's commit, a start: the stores' fastest path) is fenced and checked too."""
+    taken, other = parked(store, run, [ContractPay(), ContractPay()])
+    rec = load(store, other)
+    rec.fence = store.claim(other, W1, NOW, NOW + LEASE) or 0
+    noted("written by w1")(rec)
+    store.claim(other, W2, NOW + LEASE + 1, LATER)  # W1 stalled: W2 takes it over
+    again = new_record(taken, lease=(W1, NOW + LEASE), fence=1)
+    noted("started again")(again)
+    before = snapshot(store, [taken, other])
+    with pytest.raises(LeaseLost) as lost:
+        store.commit([rec])
+    with pytest.raises(InstanceExists) as exists:
+        store.commit([again])
+    after = snapshot(store, [taken, other])
+    assert ((other,), taken) == (lost.value.instance_ids, exists.value.instance_id)
+    assert before == after, "nothing of either commit was written"
+
+
 def test_a_new_record_is_inserted_with_its_lease(store: Store, run: Runner) -> None:
     """Issue 9: a new instance's row carries the record's owner, lease end and fence."""
     store.commit([new_record("fresh", lease=(W1, NOW + LEASE), fence=1)])
