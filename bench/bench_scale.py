@@ -81,6 +81,7 @@ SHORT_LEASE: Final = 2.0
 FAILOVER_STEP_S: Final = 1.0  # each step of SlowOrder sleeps this long
 FAILOVER_OWN: Final = 16  # instances each failover worker starts itself (born leased to it)
 POLL_S: Final = 0.01
+CPU_STEP_MS: Final = 2.0  # each step of CpuOrder burns this much CPU
 
 # The issue's targets.
 SEQ_FLOOR_RATIO: Final = 0.70
@@ -130,6 +131,49 @@ class SlowOrder(Workflow, name="BenchSlowOrder", version="1"):
 
 async def _nap(wf: SlowOrder) -> None:
     await asyncio.sleep(float(os.environ.get("ORCH_BENCH_STEP_S", str(FAILOVER_STEP_S))))
+    wf.done += 1
+
+
+class CpuOrder(Workflow, name="BenchCpuOrder", version="1"):
+    """Five steps that each burn ``CPU_STEP_MS`` of CPU in Python: the work is the workers', not the database's."""
+
+    n: int
+    done: int = 0
+
+    @step(initial=True)
+    def c1(self, ctx: Ctx) -> None:
+        del ctx
+        _burn(self)
+
+    @after(c1)
+    @step
+    def c2(self, ctx: Ctx) -> None:
+        del ctx
+        _burn(self)
+
+    @after(c2)
+    @step
+    def c3(self, ctx: Ctx) -> None:
+        del ctx
+        _burn(self)
+
+    @after(c3)
+    @step
+    def c4(self, ctx: Ctx) -> None:
+        del ctx
+        _burn(self)
+
+    @after(c4)
+    @step(final=True)
+    def c5(self, ctx: Ctx) -> None:
+        del ctx
+        _burn(self)
+
+
+def _burn(wf: CpuOrder) -> None:
+    end = time.process_time() + CPU_STEP_MS / 1000
+    while time.process_time() < end:
+        pass
     wf.done += 1
 
 
@@ -447,7 +491,7 @@ def worker_main(args: argparse.Namespace) -> int:
         store = open_store(backend, target, schema)
         engine = Engine(
             store,
-            workflows=[OrderProcess, SlowOrder],
+            workflows=[OrderProcess, SlowOrder, CpuOrder],
             services=new_services(),
             concurrency=args.concurrency,
             lease=args.lease,
@@ -540,8 +584,17 @@ def run_fleet(
     prefix: str,
     *,
     profile: Path | None = None,
+    cpu: bool = False,
 ) -> Sample:
-    """*workers* worker processes (concurrency 256 each); this process's client starts n orders; wait all completed."""
+    """
+    *workers* worker processes (concurrency 256 each); this process's client starts n orders; wait all completed.
+
+    With *cpu*, the instances are ``CpuOrder``s (their steps burn CPU) instead of the order example.
+    """
+
+    def make(tag: str, i: int) -> Workflow:
+        return CpuOrder(n=i) if cpu else order(tag, i)
+
     store = open_store(backend, target, schema)  # creates the tables before the workers open them
     fleet = [
         spawn_worker(tmp, backend, target, schema, concurrency=256, profile=profile if i == 0 else None)
@@ -553,31 +606,36 @@ def run_fleet(
             w.wait_ready()
 
         async def start_all() -> tuple[float, float, float, float]:
-            client = Engine(store, workflows=[OrderProcess], concurrency=0)
+            client = Engine(store, workflows=[OrderProcess, CpuOrder], concurrency=0)
             async with client:
                 # warm-up: a few instances through the fleet, waited for
                 for i in range(4):
-                    await client.start(order(prefix + "w", i))
+                    await client.start(make(prefix + "w", i), instance_id=f"{prefix}w-{i}")
                 await wait_terminal(obs, 4, 60)
                 cpu0 = sum(proc_cpu(w.proc.pid) for w in fleet)
                 b0 = cpu_busy()
                 t0 = time.perf_counter()
                 for lo in range(0, n, 256):
-                    await asyncio.gather(*(client.start(order(prefix, i)) for i in range(lo, min(n, lo + 256))))
+                    await asyncio.gather(
+                        *(
+                            client.start(make(prefix, i), instance_id=f"{prefix}-{i}")
+                            for i in range(lo, min(n, lo + 256))
+                        )
+                    )
                 first = await wait_terminal(obs, n + 4, 300, 4) - t0
                 seconds = time.perf_counter() - t0
                 b1 = cpu_busy()
                 cpu1 = sum(proc_cpu(w.proc.pid) for w in fleet)
             return seconds, cpu1 - cpu0, (b1[0] - b0[0]) / max(1.0, b1[1] - b0[1]), first
 
-        seconds, cpu, busy, first = asyncio.run(start_all())
+        seconds, cpu_s, busy, first = asyncio.run(start_all())
         check_completed(obs, n + 4)
     finally:
         obs.close()
         for w in fleet:
             w.stop()
         store.close()
-    return Sample(seconds, n, cpu, busy, first)
+    return Sample(seconds, n, cpu_s, busy, first)
 
 
 async def wait_terminal(obs: Observer, n: int, within: float, before: int = 0) -> float:
@@ -835,6 +893,7 @@ class Sizes:
     floor: int
     seq: int
     conc: int
+    cpu: int
     dbos: int
     failover_runs: int
 
@@ -883,6 +942,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor=100 if quick else 300,
         seq=60 if quick else 200,
         conc=500 if quick else 2000,
+        cpu=150 if quick else 400,
         dbos=60 if quick else 200,
         failover_runs=1 if quick else 3,
     )
@@ -908,6 +968,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 Row("pg-w2", "PG: engine, 2 worker processes x 256", "conc"),
                 Row("pg-w4", "PG: engine, 4 worker processes x 256", "conc"),
                 Row("pg-in", "PG: engine, 1 worker x 256, started in the worker", "conc"),
+                Row("pg-cpu1", f"PG: CPU-bound steps ({CPU_STEP_MS:g} ms each), 1 worker process x 256", "conc"),
+                Row("pg-cpu2", f"PG: CPU-bound steps ({CPU_STEP_MS:g} ms each), 2 worker processes x 256", "conc"),
             ]
             lite_floor = Row("lite-floor", "SQLite: raw sqlite3 floor (WAL, FULL), sequential", "floor")
             lite_rows = [
@@ -951,6 +1013,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 schema = pg.new_schema()
                 pg_rows[6].samples.append(run_sequential("pg", pg.dsn, schema, sizes.conc, f"I{run}", 256))
                 pg.drop_schema(schema)
+                for cpu_row, workers in zip(pg_rows[7:9], (1, 2), strict=True):
+                    schema = pg.new_schema()
+                    cpu_row.samples.append(
+                        run_fleet(tmp, "pg", pg.dsn, schema, workers, sizes.cpu, f"U{run}", cpu=True)
+                    )
+                    pg.drop_schema(schema)
                 if not args.no_sqlite:
                     print(f"  run {run + 1}/{sizes.runs}: SQLite...", flush=True)
                     path = tmp / f"floor-{run}.db"
@@ -1002,18 +1070,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Targets (PostgreSQL):")
         seq_ratio = paired(pg_rows[2], pg_floor, lambda s: s.inst_s)
         w1_ratio = paired(pg_rows[3], pg_floor, lambda s: s.steps_s)
-        w2_ratio = paired(pg_rows[4], pg_rows[3], lambda s: s.inst_s)
+        w2_ratio = paired(pg_rows[8], pg_rows[7], lambda s: s.inst_s)
+        w2_order = paired(pg_rows[4], pg_rows[3], lambda s: s.inst_s)
         w4_ratio = paired(pg_rows[5], pg_rows[3], lambda s: s.inst_s)
         checks = [
             (f"1 worker sequential >= {SEQ_FLOOR_RATIO:.0%} of the floor's inst/s", seq_ratio, SEQ_FLOOR_RATIO),
             (f"1 worker x 256 >= {CONC_FLOOR_RATIO:g}x the floor's steps/s", w1_ratio, CONC_FLOOR_RATIO),
-            (f"2 workers >= {TWO_WORKERS_RATIO:g}x 1 worker (CPU-bound)", w2_ratio, TWO_WORKERS_RATIO),
+            (f"2 workers >= {TWO_WORKERS_RATIO:g}x 1 worker, CPU-bound steps", w2_ratio, TWO_WORKERS_RATIO),
         ]
         for label, value, goal in checks:
             ok = value >= goal
             missed += not ok
             print(f"  {verdict(ok)}  {label}: {value:.2f}")
-        print(f"  INFO  4 workers / 1 worker: {w4_ratio:.2f}")
+        print(
+            f"  INFO  order example (the database's work as much as the workers'): 2 workers / 1 worker: {w2_order:.2f}"
+        )
+        print(f"  INFO  order example: 4 workers / 1 worker: {w4_ratio:.2f}")
         if dbos.samples:
             print(f"  INFO  1 worker sequential / DBOS sequential: {paired(pg_rows[2], dbos, lambda s: s.inst_s):.2f}")
         if lite_floor.samples:

@@ -34,6 +34,10 @@ _RELOAD_DELAY = 0.05  # first wait before reloading an instance whose commit fai
 _RELOAD_DELAY_MAX = 30.0  # the cap of that wait, doubled at each failed commit in a row
 
 
+_CLAIM_BATCH = 32
+"""Instances claimed per round at most: a worker whose loop is busy (CPU-bound steps) comes back for
+more only once its steps yield, so an idle worker beside it claims the rest (shares the load)."""
+
 _BUSY_RETRY = 0.005  # wait before looking again at a due timer whose instance is busy
 
 
@@ -89,8 +93,8 @@ class Runtime(Records):
     # ----------------------------------------------------------------- the fleet: claims, leases, failover
 
     def _claim_round(self) -> tuple[int, list[str]]:
-        """Claim what needs a worker (up to the free workers) and queue it; how many, and the orphans found."""
-        room = self.concurrency - self._active
+        """Claim what needs a worker (up to the free workers, a batch) and queue it; how many, and the orphans found."""
+        room = min(self.concurrency - self._active, _CLAIM_BATCH)
         if room <= 0:
             return 0, []
         now = self._now()
@@ -156,6 +160,8 @@ class Runtime(Records):
                     self._claim_now = False
                     last_claim = loop.time()
                     claimed, _ = self._claim_round()
+                    # A full batch: there may be more, claimed next turn once the new ones yield.
+                    self._claim_now = self._backlog and self.concurrency > self._active
                 nxt = store.next_wake(self._no_timers())
             except StoreError as exc:
                 failures += 1

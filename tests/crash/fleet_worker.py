@@ -1,5 +1,5 @@
 """
-A fleet worker process: ``python -m tests.crash.fleet_worker BACKEND TARGET LEASE SLOW``.
+A fleet worker process: ``python -m tests.crash.fleet_worker BACKEND TARGET LEASE SLOW [CONCURRENCY]``.
 
 BACKEND is ``sqlite`` (TARGET a file path) or ``pg`` (TARGET a connection
 string). The worker opens the store, runs an ``Engine`` with that *lease* (and a
@@ -8,7 +8,8 @@ it is killed. It runs ``TaskFlow`` (tests.crash.task_worker) and ``SlowFlow``
 below, whose step sleeps *SLOW* seconds in this process: the fleet tests give
 the worker they mean to kill or stop a long step, and the survivors a short one.
 It also runs the timer workflows ``TimerFlow`` (one timer, the first step) and
-``TickFlow`` (a short timer visited one to three times in a loop).
+``TickFlow`` (a short timer visited one to three times in a loop), and
+``BusyFlow``, whose one step keeps the worker's CPU busy. CONCURRENCY defaults to 32.
 
 The engine logs with structlog, INFO and above, one line per event, to stdout
 (the tests read ``lease_lost`` there).
@@ -131,7 +132,25 @@ class TickFlow(Workflow, name="TickFlow", version="1"):
         mark("end", ctx)
 
 
-WORKFLOWS: list[type[Workflow]] = [TaskFlow, SlowFlow, TimerFlow, TickFlow]
+BUSY_CPU = 0.05
+"""CPU seconds BusyFlow's step burns."""
+
+
+class BusyFlow(Workflow, name="BusyFlow", version="1"):
+    """One step that keeps the worker's CPU (and so its event loop) busy for BUSY_CPU seconds."""
+
+    n: int
+
+    @step(initial=True, final=True)
+    def crunch(self, ctx: Ctx) -> None:
+        """Burn CPU in Python (no await: the worker's loop does nothing else meanwhile), then log it."""
+        end = time.process_time() + BUSY_CPU
+        while time.process_time() < end:
+            pass
+        mark("crunch", ctx)
+
+
+WORKFLOWS: list[type[Workflow]] = [TaskFlow, SlowFlow, TimerFlow, TickFlow, BusyFlow]
 """What a fleet worker runs (and what the tests' client engines know)."""
 
 
@@ -149,10 +168,10 @@ def open_store(backend: str, target: str) -> Store:
     return PostgresStore(target)
 
 
-async def serve(backend: str, target: str, lease: float) -> None:
+async def serve(backend: str, target: str, lease: float, concurrency: int) -> None:
     """Run a worker until killed."""
     store = open_store(backend, target)
-    engine = Engine(store, workflows=WORKFLOWS, concurrency=32, lease=lease, poll=POLL)
+    engine = Engine(store, workflows=WORKFLOWS, concurrency=concurrency, lease=lease, poll=POLL)
     await engine.recover()
     print(f"ready {os.getpid()} {engine.owner}", flush=True)
     await asyncio.Event().wait()
@@ -165,8 +184,9 @@ def main() -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
     )
     backend, target, lease, slow = sys.argv[1:5]
+    concurrency = int(sys.argv[5]) if len(sys.argv) > 5 else 32
     os.environ[SLOW_ENV] = slow
-    asyncio.run(serve(backend, target, float(lease)))
+    asyncio.run(serve(backend, target, float(lease), concurrency))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from tests.crash.fleet_worker import (
     TICK,
     TIMER_DELAY,
     WORKFLOWS,
+    BusyFlow,
     SlowFlow,
     TickFlow,
     TimerFlow,
@@ -88,7 +89,7 @@ class Fleet:
         self.effects.touch()
         self.workers: list[Worker] = []
 
-    def spawn(self, *, lease: float = LEASE, slow: float = 0.0) -> Worker:
+    def spawn(self, *, lease: float = LEASE, slow: float = 0.0, concurrency: int = 32) -> Worker:
         """Start a worker (SlowFlow's step takes *slow* seconds in it); it logs to a file of its own."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {**os.environ, EFFECTS_ENV: str(self.effects), "PYTHONPATH": str(ROOT)}
@@ -104,6 +105,7 @@ class Fleet:
                     self.target,
                     str(lease),
                     str(slow),
+                    str(concurrency),
                 ],
                 cwd=ROOT,
                 env=env,
@@ -300,6 +302,41 @@ def test_commands_from_a_client_process_reach_a_live_worker(fleet: Fleet) -> Non
             store.close()
 
     asyncio.run(main())
+
+
+def test_two_workers_share_cpu_bound_work_that_was_waiting(fleet: Fleet) -> None:
+    """
+    Work waiting for a fleet is shared: a worker with free slots claims a batch, not all it could hold.
+
+    Both workers (256 slots each) are stopped while a client starts 96 instances
+    whose one step keeps a worker's CPU busy for 50 ms, then continued together:
+    the first to claim takes at most a batch (32), and while it crunches, its loop
+    cannot claim more, so the other claims too. Each runs a third at least.
+    """
+    count = 96
+    workers = [fleet.ready(fleet.spawn(concurrency=256)) for _ in range(2)]
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGSTOP)
+    ids = [f"busy-{n}" for n in range(count)]
+
+    async def main() -> None:
+        store = fleet.store()
+        engine = client(store)
+        try:
+            for n, instance_id in enumerate(ids):
+                await engine.start(BusyFlow(n=n), instance_id=instance_id)
+            for worker in workers:
+                os.kill(worker.pid, signal.SIGCONT)
+            await await_until(terminal(store, ids), 120, "every instance to end")
+            assert all(info.status is InstanceStatus.COMPLETED for info in store.infos(None, "BusyFlow"))
+        finally:
+            await engine.aclose()
+            store.close()
+
+    asyncio.run(main())
+    ran = Counter(pid for kind, _, pid in fleet.marks() if kind == "crunch")
+    assert count == sum(ran.values()), "each instance's step ran once"
+    assert all(ran[w.pid] >= count // 3 for w in workers), f"instances run per worker pid: {dict(ran)}"
 
 
 # ----------------------------------------------------------------- 2 and 3. failover and fencing
