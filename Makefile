@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench install dev clean
+.PHONY: demo test lint typecheck pytest bench install dev clean sysdeps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,15 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 
-dev: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e . --group dev
+dev: $(BIN)/python sysdeps
+	$(BIN)/python -m pip install --quiet -e '.[postgres,cli,metrics,otel,diagrams]' --group dev
+
+# System packages the tests need: Graphviz's dot (SVG and PNG diagrams), from Debian's packages.
+.PHONY: sysdeps
+sysdeps:
+	@command -v dot >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
 
 demo: install
 	$(BIN)/python examples/order_process.py
