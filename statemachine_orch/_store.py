@@ -9,6 +9,8 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+import attrs
+
 from ._errors import InstanceExists, LeaseLost, TaskAlreadyCompleted
 from ._history import HistoryEvent, new_event
 from ._instance import EMPTY as _EMPTY
@@ -18,6 +20,32 @@ from ._tasks import Task, TaskStatus
 if TYPE_CHECKING:
     from ._instance import Command, InstanceInfo, InstanceRecord, Signal
     from ._registry import WorkflowRegistry
+
+
+@attrs.frozen
+class LateTask:
+    """
+    An open human task past its due time, as :meth:`Store.late_tasks` finds it.
+
+    Attributes:
+        id: The task id.
+        instance_id: The instance waiting on it.
+        workflow: The workflow name.
+        version: The version the instance runs on (its class may be unknown to the reader).
+        step: The human-task step.
+        due_at: When it was due (engine clock, seconds since the epoch).
+        wake_at: The instance's timer, if it has one (an escalation's, while it waits on the task).
+
+    .. versionadded:: 0.5.0
+    """
+
+    id: str
+    instance_id: str
+    workflow: str
+    version: str
+    step: str
+    due_at: float
+    wake_at: float | None
 
 
 class Store(Protocol):
@@ -103,6 +131,33 @@ class Store(Protocol):
 
     def in_flight(self) -> list[str]:
         """Ids of instances that were running (no timer, no wait) when the store was last used."""
+        ...
+
+    # Monitoring reads (alerts and gauges): aggregates and late things, never whole tables of records.
+
+    def instance_counts(self) -> list[tuple[str, InstanceStatus, int]]:
+        """How many instances each workflow has in each status: ``(workflow, status, count)``, sorted by both."""
+        ...
+
+    def task_counts(self, now: float) -> list[tuple[str, str, int, int]]:
+        """Open tasks by workflow and step: ``(workflow, step, open, overdue at now)``, sorted by both."""
+        ...
+
+    def quiet(self, statuses: frozenset[InstanceStatus], before: float | None) -> list[tuple[InstanceInfo, float]]:
+        """
+        Instances in one of *statuses* with no timer, whose last change is at or before *before* (``None``: any).
+
+        Each comes with the time of its last committed history entry (its
+        ``created_at`` when it has none), the oldest change first.
+        """
+        ...
+
+    def late_timers(self, before: float, limit: int | None = None) -> list[InstanceInfo]:
+        """Live instances whose timer was due at or before *before*, earliest first (at most *limit*)."""
+        ...
+
+    def late_tasks(self, before: float) -> list[LateTask]:
+        """Open tasks whose due time is at or before *before*, earliest first."""
         ...
 
     # Leases and commands: docs/design/leases.md
@@ -414,6 +469,66 @@ class MemoryStore:
     def in_flight(self) -> list[str]:
         """Nothing survives a restart of a memory store."""
         return []
+
+    # ----------------------------------------------------------------- monitoring reads
+
+    def instance_counts(self) -> list[tuple[str, InstanceStatus, int]]:
+        """How many instances each workflow has in each status, sorted."""
+        counts: dict[tuple[str, str], int] = {}
+        for rec in self._records.values():
+            key = (rec.spec.name, rec.status.value)
+            counts[key] = counts.get(key, 0) + 1
+        return [(name, InstanceStatus(status), n) for (name, status), n in sorted(counts.items())]
+
+    def task_counts(self, now: float) -> list[tuple[str, str, int, int]]:
+        """Open tasks (and how many are overdue at *now*) by workflow and step, sorted."""
+        counts: dict[tuple[str, str], list[int]] = {}
+        for task in self._open_tasks.values():
+            pair = counts.setdefault((task.workflow, task.step), [0, 0])
+            pair[0] += 1
+            if task.due_at is not None and task.due_at <= now:
+                pair[1] += 1
+        return [(name, step, n, late) for (name, step), (n, late) in sorted(counts.items())]
+
+    def _last_change(self, rec: InstanceRecord) -> float:
+        stored = self._history.get(rec.id)
+        if isinstance(stored, list):
+            return stored[-1].at if stored else rec.created_at
+        return stored.times[-1] if stored is not None and stored.times else rec.created_at
+
+    def quiet(self, statuses: frozenset[InstanceStatus], before: float | None) -> list[tuple[InstanceInfo, float]]:
+        """Instances in *statuses* with no timer, last changed at or before *before*, the oldest change first."""
+        found: list[tuple[float, str, InstanceRecord]] = []
+        for rec in self._records.values():
+            if rec.status in statuses and rec.wake_at is None:
+                last = self._last_change(rec)
+                if before is None or last <= before:
+                    found.append((last, rec.id, rec))
+        found.sort(key=lambda item: item[:2])
+        return [(rec.info(), last) for last, _, rec in found]
+
+    def late_timers(self, before: float, limit: int | None = None) -> list[InstanceInfo]:
+        """Live instances whose timer was due at or before *before*, earliest first."""
+        late = [
+            (rec.wake_at, rec.id, rec)
+            for rec in self._records.values()
+            if rec.wake_at is not None and rec.wake_at <= before and not rec.status.is_terminal
+        ]
+        late.sort(key=lambda item: item[:2])
+        return [rec.info() for _, _, rec in late[:limit]]
+
+    def late_tasks(self, before: float) -> list[LateTask]:
+        """Open tasks due at or before *before*, earliest first."""
+        late: list[LateTask] = []
+        for task in self._open_tasks.values():
+            if task.due_at is None or task.due_at > before:
+                continue
+            rec = self._records.get(task.instance_id)
+            version = rec.spec.version if rec is not None else ""
+            wake_at = rec.wake_at if rec is not None else None
+            late.append(LateTask(task.id, task.instance_id, task.workflow, version, task.step, task.due_at, wake_at))
+        late.sort(key=lambda t: (t.due_at, t.id))
+        return late
 
     # ----------------------------------------------------------------- leases and commands
 

@@ -66,6 +66,7 @@ from ._instance import Command, InstanceInfo, InstanceRecord, Signal
 from ._registry import WorkflowRegistry, default_registry
 from ._serialize import unstructure
 from ._status import InstanceStatus
+from ._store import LateTask
 from ._store_rows import dumps as _dumps
 from ._store_sqlite import FaultPoint
 from ._tasks import Task, TaskStatus
@@ -988,6 +989,65 @@ class PostgresStore:
             "ORDER BY updated_at, seq"
         )
         return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------- monitoring reads
+
+    @_reads
+    def instance_counts(self) -> list[tuple[str, InstanceStatus, int]]:
+        """How many instances each workflow has in each status, sorted."""
+        rows = self._fetchall(
+            "SELECT workflow, status, count(*) FROM instances GROUP BY workflow, status ORDER BY workflow, status"
+        )
+        return [(r[0], InstanceStatus(r[1]), int(r[2])) for r in rows]
+
+    @_reads
+    def task_counts(self, now: float) -> list[tuple[str, str, int, int]]:
+        """Open tasks (and how many are overdue at *now*) by workflow and step, sorted."""
+        rows = self._fetchall(
+            "SELECT workflow, step, count(*), count(*) FILTER (WHERE due_at <= %s) "
+            "FROM tasks WHERE status = 'open' GROUP BY workflow, step ORDER BY workflow, step",
+            (float(now),),
+        )
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    @_reads
+    def quiet(self, statuses: frozenset[InstanceStatus], before: float | None) -> list[tuple[InstanceInfo, float]]:
+        """Instances in *statuses* with no timer, last changed at or before *before*, the oldest change first."""
+        if not statuses:
+            return []
+        # The last history row of each instance is one step down its primary key (instance_id, seq).
+        query: LiteralString = (
+            f"SELECT * FROM (SELECT {_INFO_COLUMNS}, coalesce("
+            "(SELECT h.at FROM history h WHERE h.instance_id = i.id ORDER BY h.seq DESC LIMIT 1), created_at"
+            ") AS last FROM instances i WHERE status = ANY(%(statuses)s::text[]) AND wake_at IS NULL) q "
+            "WHERE %(before)s::float8 IS NULL OR last <= %(before)s::float8 ORDER BY last, id"
+        )
+        args = {
+            "statuses": sorted(s.value for s in statuses),
+            "before": None if before is None else float(before),
+        }
+        return [(_store_rows.info(r[:-1]), float(r[-1])) for r in self._fetchall(query, args)]
+
+    @_reads
+    def late_timers(self, before: float, limit: int | None = None) -> list[InstanceInfo]:
+        """Live instances whose timer was due at or before *before*, earliest first."""
+        rows = self._fetchall(
+            f"SELECT {_INFO_COLUMNS} FROM instances WHERE wake_at IS NOT NULL AND wake_at <= %s AND {_LIVE} "
+            "ORDER BY wake_at, id LIMIT %s",
+            (float(before), limit),
+        )
+        return [_store_rows.info(r) for r in rows]
+
+    @_reads
+    def late_tasks(self, before: float) -> list[LateTask]:
+        """Open tasks due at or before *before*, earliest first, with their instance's timer."""
+        rows = self._fetchall(
+            "SELECT t.id, t.instance_id, t.workflow, t.version, t.step, t.due_at, i.wake_at "
+            "FROM tasks t LEFT JOIN instances i ON i.id = t.instance_id "
+            "WHERE t.status = 'open' AND t.due_at IS NOT NULL AND t.due_at <= %s ORDER BY t.due_at, t.id",
+            (float(before),),
+        )
+        return [LateTask(*r) for r in rows]
 
     # ----------------------------------------------------------------- leases and commands
 

@@ -54,6 +54,7 @@ from ._instance import Command, InstanceInfo, InstanceRecord, Signal
 from ._registry import WorkflowRegistry, default_registry
 from ._serialize import unstructure
 from ._status import InstanceStatus
+from ._store import LateTask
 from ._store_rows import ROW_COLUMNS as _ROW_COLUMNS
 from ._store_rows import dumps as _dumps
 from ._store_rows import encodable as _encodable
@@ -915,6 +916,63 @@ class SqliteStore:
             "ORDER BY updated_at"
         )
         return [r[0] for r in rows]
+
+    # ----------------------------------------------------------------- monitoring reads
+
+    @_reads
+    def instance_counts(self) -> list[tuple[str, InstanceStatus, int]]:
+        """How many instances each workflow has in each status, sorted (one pass over the status index)."""
+        rows = self._db.execute(
+            "SELECT workflow, status, count(*) FROM instances GROUP BY workflow, status ORDER BY workflow, status"
+        )
+        return [(r[0], InstanceStatus(r[1]), r[2]) for r in rows]
+
+    @_reads
+    def task_counts(self, now: float) -> list[tuple[str, str, int, int]]:
+        """Open tasks (and how many are overdue at *now*) by workflow and step, sorted."""
+        rows = self._db.execute(
+            "SELECT workflow, step, count(*), coalesce(sum(due_at IS NOT NULL AND due_at <= ?), 0) "
+            "FROM tasks WHERE status = 'open' GROUP BY workflow, step ORDER BY workflow, step",
+            (now,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    @_reads
+    def quiet(self, statuses: frozenset[InstanceStatus], before: float | None) -> list[tuple[InstanceInfo, float]]:
+        """Instances in *statuses* with no timer, last changed at or before *before*, the oldest change first."""
+        if not statuses:
+            return []
+        marks = ",".join("?" * len(statuses))
+        # The last history row of each instance is one step down its primary key (instance_id, seq).
+        last = "(SELECT h.at FROM history h WHERE h.instance_id = i.id ORDER BY h.seq DESC LIMIT 1)"
+        cut = "" if before is None else " WHERE last <= ?"
+        rows = self._db.execute(
+            f"SELECT * FROM (SELECT {_INFO_COLUMNS}, coalesce({last}, created_at) AS last FROM instances i "
+            f"WHERE status IN ({marks}) AND wake_at IS NULL){cut} ORDER BY last, id",
+            (*sorted(s.value for s in statuses), *(() if before is None else (before,))),
+        )
+        return [(_store_rows.info(r[:-1]), r[-1]) for r in rows]
+
+    @_reads
+    def late_timers(self, before: float, limit: int | None = None) -> list[InstanceInfo]:
+        """Live instances whose timer was due at or before *before*, earliest first."""
+        rows = self._db.execute(
+            f"SELECT {_INFO_COLUMNS} FROM instances WHERE wake_at IS NOT NULL AND wake_at <= ? AND {_LIVE} "
+            "ORDER BY wake_at, id LIMIT ?",
+            (before, -1 if limit is None else limit),
+        )
+        return [_store_rows.info(r) for r in rows]
+
+    @_reads
+    def late_tasks(self, before: float) -> list[LateTask]:
+        """Open tasks due at or before *before*, earliest first, with their instance's timer."""
+        rows = self._db.execute(
+            "SELECT t.id, t.instance_id, t.workflow, t.version, t.step, t.due_at, i.wake_at "
+            "FROM tasks t LEFT JOIN instances i ON i.id = t.instance_id "
+            "WHERE t.status = 'open' AND t.due_at IS NOT NULL AND t.due_at <= ? ORDER BY t.due_at, t.id",
+            (before,),
+        )
+        return [LateTask(*r) for r in rows]
 
     # ----------------------------------------------------------------- leases and commands
 
