@@ -1,0 +1,132 @@
+"""Commands about workflow definitions: ``check``, ``paths``, ``graph``."""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from statemachine_orch import WorkflowDefinitionError, mermaid, paths, spec_of
+
+from . import output
+from .client import client
+from .failures import FAILED, Problem, UsageProblem, guarded
+from .loading import import_module, load_class, workflows_in
+from .options import JsonOption, StoreOption
+
+
+@guarded
+def check(
+    module: Annotated[str, typer.Argument(metavar="MODULE", help="A module (or .py file) of workflow classes.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Check every workflow class in a module; exit 1 with each definition error when there are any."""
+    try:
+        classes = workflows_in(import_module(module))
+    except WorkflowDefinitionError as exc:
+        problems = [
+            {"workflow": p.workflow, "step": p.step, "rule": p.rule, "message": p.message} for p in exc.problems
+        ]
+        if as_json:
+            output.emit_json({"ok": False, "workflows": [], "problems": problems})
+        else:
+            output.console.print(f"{module}: {exc.workflow} is invalid", markup=False)
+            for p in exc.problems:
+                output.console.print(f"  - {p}", markup=False)
+        raise typer.Exit(FAILED) from None
+    names = [f"{spec_of(c).name} v{spec_of(c).version}" for c in classes]
+    if as_json:
+        output.emit_json({"ok": True, "workflows": names, "problems": []})
+        return
+    if not classes:
+        output.console.print(f"{module}: no workflow classes", markup=False)
+        return
+    for name in names:
+        output.console.print(f"ok  {name}", markup=False)
+
+
+@guarded
+def paths_command(
+    workflow_path: Annotated[str, typer.Argument(metavar="MODULE:Class", help="The workflow class.")],
+    max_loops: Annotated[int, typer.Option(min=0, help="How often each loop may be taken on a path.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """List every path through a workflow (error, compensation and cancellation paths included)."""
+    workflow = load_class(workflow_path)
+    found = paths(workflow, max_loops=max_loops)
+    if as_json:
+        output.emit_json(
+            [
+                {
+                    "steps": list(p.steps),
+                    "ending": p.ending.value,
+                    "undone": list(p.undone),
+                    "reachable": p.reachable,
+                    "unreachable_because": p.unreachable_because,
+                    "text": str(p),
+                }
+                for p in found
+            ]
+        )
+        return
+    for number, p in enumerate(found, 1):
+        mark = "" if p.reachable else f"  (unreachable: {p.unreachable_because})"
+        output.console.print(f"{number:>3}. {p}{mark}", markup=False)
+
+
+class GraphFormat(enum.StrEnum):
+    """What ``orch graph`` writes."""
+
+    MERMAID = "mermaid"
+    """Mermaid ``stateDiagram-v2`` text."""
+    DOT = "dot"
+    """Graphviz DOT text."""
+    SVG = "svg"
+    """An SVG picture (Graphviz)."""
+    PNG = "png"
+    """A PNG picture (Graphviz)."""
+
+
+def _diagrams() -> Any:
+    """The ``statemachine_orch.diagrams`` module, or ``None`` where it is not available."""
+    try:
+        return importlib.import_module("statemachine_orch.diagrams")
+    except ImportError:
+        return None
+
+
+@guarded
+def graph(
+    workflow_path: Annotated[str, typer.Argument(metavar="MODULE:Class", help="The workflow class.")],
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="mermaid, dot, svg or png.")] = GraphFormat.MERMAID,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Mark this instance's progress on the diagram.")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Draw a workflow (with --instance, that instance's completed, current, failed and compensated steps)."""
+    workflow = load_class(workflow_path)
+    diagrams = _diagrams()
+    if diagrams is None:
+        if fmt is not GraphFormat.MERMAID or instance is not None:
+            what = "--instance" if instance is not None else f"--format {fmt.value}"
+            msg = f"{what} needs statemachine_orch.diagrams, which is not available in this installation"
+            raise Problem(msg)
+        data = (mermaid(workflow) + "\n").encode()
+    elif instance is not None:
+        with client(store, (), workflows=[workflow]) as engine:
+            overlay = diagrams.Overlay.of(engine, instance)
+            data = diagrams.render(workflow, fmt.value, overlay=overlay)
+    else:
+        data = diagrams.render(workflow, fmt.value)
+    if out is None:
+        if fmt is GraphFormat.PNG:
+            raise UsageProblem("--format png needs -o FILE (a picture is not written to the terminal)")
+        typer.echo(data.decode(), nl=False)
+        return
+    out.write_bytes(data)
+    output.console.print(f"wrote {out} ({len(data)} bytes, {fmt.value})", markup=False)

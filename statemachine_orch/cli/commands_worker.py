@@ -1,0 +1,82 @@
+"""``orch worker``: run workers on a store until stopped (SIGINT or SIGTERM: a clean stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import structlog
+import typer
+
+from statemachine_orch import Engine
+
+from .client import opened
+from .failures import Problem, guarded
+from .loading import import_all, services_of, workflows_in
+
+log = structlog.get_logger("statemachine_orch.cli")
+
+
+def _metrics(port: int | None) -> tuple[dict[str, Any], Callable[[], None]]:
+    """The engine's keyword for metrics, and how to stop serving them (both empty without a port)."""
+    if port is None:
+        return {}, lambda: None
+    try:
+        from statemachine_orch import metrics  # noqa: PLC0415 - prometheus-client is optional
+    except ImportError as exc:
+        msg = f"--metrics-port: metrics are not available here ({exc}); install statemachine-orch[metrics]"
+        raise Problem(msg) from None
+    collected: Any = metrics.Metrics()
+    stop: Callable[[], None] = collected.serve(port)
+    return {"metrics": collected}, stop
+
+
+@guarded
+def worker(
+    modules: Annotated[list[str], typer.Argument(metavar="MODULE...", help="Modules holding the workflow classes.")],
+    store: Annotated[
+        str | None, typer.Option("--store", "-s", envvar="ORCH_STORE", help="Store URL (default: $ORCH_STORE).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="How many instances this worker runs at once.")] = 64,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics at /metrics on this port.")
+    ] = None,
+    lease: Annotated[float, typer.Option(min=0.1, help="Lease length in seconds (failover time).")] = 10.0,
+    poll: Annotated[float, typer.Option(min=0.001, help="How often an idle worker looks for work (seconds).")] = 0.05,
+) -> None:
+    """Run workers for the workflows of MODULE... on the store, until SIGINT or SIGTERM."""
+    loaded = import_all(modules)
+    classes = [cls for m in loaded for cls in workflows_in(m)]
+    if not classes:
+        msg = f"no workflow classes in {', '.join(modules)}"
+        raise Problem(msg)
+    services = services_of(loaded)
+    with opened(store, create=True) as st:
+        extra, stop_metrics = _metrics(metrics_port)
+        try:
+            engine = Engine(
+                st, services=services, workflows=classes, concurrency=concurrency, lease=lease, poll=poll, **extra
+            )
+            asyncio.run(_serve(engine, [f"{c.__orch_spec__.name} v{c.__orch_spec__.version}" for c in classes]))
+        finally:
+            stop_metrics()
+
+
+async def _serve(engine: Engine, names: list[str]) -> None:
+    running = asyncio.ensure_future(engine.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on some platforms
+            loop.add_signal_handler(sig, running.cancel)
+    await asyncio.sleep(0)
+    # One line for people and scripts waiting for the worker: it runs.
+    sys.stderr.write(f"orch worker {engine.owner} running {', '.join(names)} (concurrency {engine.concurrency})\n")
+    sys.stderr.flush()
+    log.info("worker_started", owner=engine.owner, workflows=names)
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    log.info("worker_stopped", owner=engine.owner)

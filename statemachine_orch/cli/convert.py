@@ -1,0 +1,174 @@
+"""
+Typed values from the command line's JSON: forms, signals and a workflow's input.
+
+The JSON is structured into the declared type by the library's own converter
+(the one the stores use); a value that does not fit fails with the library's
+typed error, naming the field (``TaskFormError``, ``SignalTypeError``,
+``WorkflowInputError``).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from statemachine_orch import (
+    RecordLoadError,
+    SignalTypeError,
+    Task,
+    TaskFormError,
+    Workflow,
+    WorkflowInputError,
+    spec_of,
+)
+from statemachine_orch._serialize import show, structure, type_label, unstructure
+
+from .failures import UsageProblem
+
+
+def parse_json(text: str, option: str) -> Any:
+    """
+    The value of the JSON *text* given to *option*.
+
+    Raises:
+        UsageProblem: It is not JSON.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"{option}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        raise UsageProblem(msg) from None
+
+
+_NO_FIELD: Any = object()
+
+
+def _differs(given: object, made: object, path: str) -> tuple[str, object, object] | None:
+    """Where the JSON *given* and the structured value's JSON *made* differ: (path, given, read as)."""
+    seen: tuple[object, object] = (given, made)
+    if isinstance(given, dict) and isinstance(made, dict):
+        made_fields = typing.cast("dict[str, object]", made)
+        for key, value in typing.cast("dict[str, object]", given).items():
+            if key not in made_fields:
+                return f"{path}.{key}", value, _NO_FIELD
+            found = _differs(value, made_fields[key], f"{path}.{key}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(given, list) and isinstance(made, list):
+        given_items = typing.cast("list[object]", given)
+        made_items = typing.cast("list[object]", made)
+        if len(given_items) == len(made_items):
+            for index, (a, b) in enumerate(zip(given_items, made_items, strict=True)):
+                found = _differs(a, b, f"{path}[{index}]")
+                if found is not None:
+                    return found
+            return None
+    # bool is an int to Python, but true is no number and 1 no boolean in the input.
+    if given == made and isinstance(given, bool) == isinstance(made, bool):
+        return None
+    return path, seen[0], seen[1]
+
+
+def _typed(value: object, tp: type) -> tuple[object, RecordLoadError | None]:
+    """
+    *value* structured as *tp* by the stores' converter, strictly.
+
+    The converter is lenient where a stored record is concerned (``"yes"`` reads
+    as ``True``, ``"5"`` as ``5``): a value whose JSON does not come back the same
+    is refused here, naming the field.
+    """
+    try:
+        made = structure(value, tp)
+    except RecordLoadError as exc:
+        return None, exc
+    bad = _differs(value, unstructure(made, tp), type_label(tp))
+    if bad is None:
+        return made, None
+    path, given, read = bad
+    if read is _NO_FIELD:
+        return None, RecordLoadError(f"a given {type_label(tp)}", path, "no such field")
+    detail = (
+        f"{show(given)} (type={type(given).__name__}) does not fit the declared type (it would read as {show(read)})"
+    )
+    return None, RecordLoadError(f"a given {type_label(tp)}", path, detail)
+
+
+def form_for(task: Task, value: object) -> object:
+    """
+    The form to complete *task* with, built from JSON *value*.
+
+    Raises:
+        TaskFormError: The task takes no form and one was given, or *value* does not fit its form type.
+    """
+    if task.form_type is None:
+        if value is not None:
+            raise TaskFormError(task.id, "takes no form; leave out --form-json")
+        return None
+    form, bad = _typed(value, task.form_type)
+    if bad is not None:
+        raise TaskFormError(task.id, f"{bad.field_path}: {bad.detail}", field_path=bad.field_path)
+    return form
+
+
+def message_for(workflow: type[Workflow], instance_id: str, type_name: str, value: object) -> object:
+    """
+    The signal message of type *type_name* (a ``@wait_for`` type of *workflow*) built from JSON *value*.
+
+    Raises:
+        SignalTypeError: *workflow* waits for no type of that name, or *value* does not fit it.
+    """
+    accepted = [s.message for s in spec_of(workflow).steps if s.message is not None]
+    matching = [t for t in accepted if type_name in (t.__name__, t.__qualname__, f"{t.__module__}.{t.__qualname__}")]
+    if not matching:
+        names = ", ".join(sorted({t.__name__ for t in accepted})) or "none"
+        msg = f"{spec_of(workflow).name} does not wait for {type_name} (it waits for: {names})"
+        raise SignalTypeError(instance_id, msg)
+    message, bad = _typed(value, matching[0])
+    if bad is not None:
+        raise SignalTypeError(instance_id, f"{bad.field_path}: {bad.detail}", field_path=bad.field_path)
+    return message
+
+
+def _input_value(text: str) -> object:
+    """A ``k=v`` value: JSON when it parses (numbers, booleans, lists...), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def workflow_input(workflow: type[Workflow], pairs: Sequence[str], json_text: str | None) -> Workflow:
+    """
+    A new workflow object from ``--input k=v`` pairs and/or ``--input-json``.
+
+    Raises:
+        UsageProblem: A pair is not ``k=v``, or the JSON is not an object.
+        WorkflowInputError: A field is missing, unknown, or does not fit its type.
+    """
+    data: dict[str, object] = {}
+    if json_text is not None:
+        given = parse_json(json_text, "--input-json")
+        if not isinstance(given, dict):
+            raise UsageProblem("--input-json: must be a JSON object of the workflow's fields")
+        data.update({str(k): v for k, v in typing.cast("dict[object, object]", given).items()})
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            msg = f"--input {pair!r}: use NAME=VALUE"
+            raise UsageProblem(msg)
+        data[key.strip()] = _input_value(raw)
+    name = spec_of(workflow).name
+    declared = {f.name for f in spec_of(workflow).fields}
+    unknown = sorted(set(data) - declared)
+    if unknown:
+        msg = f"no such field (fields: {', '.join(sorted(declared))})"
+        raise WorkflowInputError(name, unknown[0], msg)
+    made, bad = _typed(data, workflow)
+    if bad is not None:
+        path = bad.field_path.removeprefix(workflow.__name__).lstrip(".") or "(input)"
+        raise WorkflowInputError(name, path, bad.detail)
+    assert isinstance(made, workflow)  # noqa: S101 - the converter builds the class it was given
+    return made
