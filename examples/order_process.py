@@ -197,6 +197,12 @@ class PaymentService:
         self.charges.pop(payment_id, None)
 
 
+def orch_services() -> dict[str, object]:
+    """The example's services, for ``orch worker examples.order_process`` (a DESK's stock update fails)."""
+    inventory = InventoryService(stock={"BOOK": 10**6, "LAMP": 10**6, "DESK": 10**6}, offline_skus={"DESK"})
+    return {"user-service": UserService(), "inventory-service": inventory, "payment-service": PaymentService()}
+
+
 def make_engine(store: Store | None = None) -> tuple[Engine, InventoryService, PaymentService]:
     """An engine on *store* (default: in memory) with the three services registered."""
     inventory = InventoryService(stock={"BOOK": 10, "LAMP": 5, "DESK": 2}, offline_skus={"DESK"})
