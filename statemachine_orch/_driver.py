@@ -254,6 +254,8 @@ class Driver(Commands):
         variables = wf.__orch_validate__
         strict = self._strict_vars
         kept = variables.snapshot(wf) if strict else variables.read(wf)
+        obs = self._obs
+        seen = obs.attempt_begin(ctx) if obs is not None else None
         t.in_step = True
         try:
             if self.before_attempt is not None:
@@ -271,6 +273,8 @@ class Driver(Commands):
                 variables.check_step(wf, kept, tok is None, strict)
         except asyncio.CancelledError:
             t.in_step = False
+            if seen is not None:
+                seen.end("cancelled")
             current = asyncio.current_task()
             why = tok.cancelled if tok is not None else _cancel_reason(rec)
             ours = (
@@ -291,8 +295,12 @@ class Driver(Commands):
             t.in_step = False
             if isinstance(exc, TimeoutError) and step.timeout is not None and not str(exc):
                 exc = TimeoutError(f"attempt {attempt} exceeded the step's timeout of {step.timeout:g}s")
+            if seen is not None:
+                seen.end("failed", exc)
             return await self._step_failed(rec, step, attempt, exc, tok)
         t.in_step = False
+        if seen is not None:
+            seen.end("completed")
         self._note(rec, K.STEP_COMPLETED, name, attempt, None)
         if step.compensation is not None:
             rec.add_saga(name, t.visit)
@@ -343,7 +351,11 @@ class Driver(Commands):
         t: InstanceRecord | Branch = rec if tok is None else tok
         error = f"{type(exc).__name__}: {exc}"
         self._note(rec, K.STEP_FAILED, step.name, attempt, error)
-        if step.retry.retries(exc, attempt):
+        retries = step.retry.retries(exc, attempt)
+        if self._obs is not None:
+            ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, attempt, "")
+            self._obs.failed(ctx, error, step.retry.delay(attempt) if retries else None)
+        if retries:
             delay = step.retry.delay(attempt)
             t.attempt = attempt + 1
             self._note(rec, K.RETRY_SCHEDULED, step.name, attempt + 1, f"in {delay:g}s")
@@ -415,6 +427,8 @@ class Driver(Commands):
             ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name)
             if undo is None or undo[0] == "kick":
                 self._note(rec, K.COMPENSATION_STARTED, name, attempt, comp.name)
+            obs = self._obs
+            seen = obs.attempt_begin(ctx) if obs is not None and undo is None else None
             try:
                 if undo is not None:
                     if await self._kick_child_undo(rec, undo, attempt):
@@ -430,10 +444,18 @@ class Driver(Commands):
                     else:
                         comp.fn(rec.wf, ctx)
                     variables.check_step(rec.wf, kept, True, self._strict_vars)  # noqa: FBT003
+            except asyncio.CancelledError:
+                if seen is not None:
+                    seen.end("cancelled")
+                raise
             except Exception as exc:  # noqa: BLE001 - user code
                 error = f"{type(exc).__name__}: {exc}"
                 self._note(rec, K.COMPENSATION_FAILED, name, attempt, error)
-                if comp.retry.retries(exc, attempt):
+                retries = comp.retry.retries(exc, attempt)
+                if seen is not None:
+                    seen.end("failed", exc)
+                    seen.obs.failed(ctx, error, comp.retry.delay(attempt) if retries else None)
+                if retries:
                     delay = comp.retry.delay(attempt)
                     rec.comp_attempt = attempt + 1
                     self._note(rec, K.RETRY_SCHEDULED, name, attempt + 1, f"in {delay:g}s")
@@ -446,6 +468,8 @@ class Driver(Commands):
                 self._set_status(rec, InstanceStatus.COMPENSATION_FAILED)
                 await self._save(rec)
                 return False
+            if seen is not None:
+                seen.end("completed")
             rec.saga.pop()
             rec.comp_attempt = 1
             self._note(rec, K.COMPENSATION_COMPLETED, name, attempt, comp.name)

@@ -44,7 +44,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ._client_api import ClientApi
 from ._clock import Clock, SystemClock, VirtualClock
@@ -57,11 +57,17 @@ from ._errors import (
 )
 from ._handle import Handle, RecoveryReport
 from ._machine import STATE_ATTRIBUTE
+from ._observe import make_observer
 from ._registry import WorkflowRegistry, default_registry
 from ._services import ServiceRegistry
 from ._status import InstanceStatus
 from ._store import MemoryStore, Store
 from ._workflow import Workflow, spec_of
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from .metrics import Metrics
 
 W = TypeVar("W", bound=Workflow)
 
@@ -117,6 +123,17 @@ class Engine(ClientApi):
             (instances in flight of a dead worker, due timers, commands from other
             processes), in seconds (default 0.05; a store that pushes notifications,
             such as PostgreSQL's LISTEN/NOTIFY, is looked at once a second besides).
+        metrics: A :class:`~statemachine_orch.metrics.Metrics` to count this engine's
+            steps, retries, compensations, instances, timers, commits and leases in.
+        tracing: Open an OpenTelemetry span per instance turn, step attempt and
+            compensation, current inside step bodies: ``True`` for the global tracer
+            provider's tracer (spans are recorded once the application sets an SDK's
+            provider), or a tracer provider to use. Needs opentelemetry-api (the
+            ``otel`` extra).
+        logs: Bind ``instance_id``, ``workflow``, ``step`` and ``attempt`` as structlog
+            contextvars around every step body and compensation, and log step
+            starts (debug), completions (info), retries (warning), compensations and
+            status changes through structlog (configured by the application).
 
     Use it inside a running event loop. ``async with Engine(...) as engine``
     recovers what the store holds in flight and stops the workers on exit.
@@ -135,6 +152,9 @@ class Engine(ClientApi):
         workflows: Iterable[type[Workflow]] = (),
         lease: float = 10.0,
         poll: float = 0.05,
+        metrics: Metrics | None = None,
+        tracing: bool | TracerProvider = False,
+        logs: bool = False,
     ) -> None:
         if not lease > 0 or not poll > 0:
             msg = f"Engine(lease={lease!r}, poll={poll!r}): both must be positive numbers of seconds"
@@ -200,6 +220,7 @@ class Engine(ClientApi):
         self._dead_owners = set()  # workers of this host found dead (their leases expired once)
         self._backlog = False  # the last claim round filled every free worker: there may be more
         self._claim_now = False  # the fleet loop claims at its next wake-up, poll or not
+        self._obs = make_observer(metrics, tracing, logs)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -394,6 +415,9 @@ class Engine(ClientApi):
             raise TypeError(msg)
         rec = self._create(workflow)
         self._live[rec.id] = rec
-        store.commit((rec,))
+        if self._obs is None:
+            store.commit((rec,))
+        else:
+            self._commit((rec,))  # observed
         self._enqueue(rec)
         return Handle(self, rec.id)

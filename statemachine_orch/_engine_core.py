@@ -26,6 +26,7 @@ from ._errors import (
 from ._history import EventKind, HistoryEvent
 from ._instance import Branch, InstanceRecord
 from ._machine import ForkMachine
+from ._observe import Observer
 from ._registry import WorkflowRegistry
 from ._services import ServiceRegistry
 from ._spec import (
@@ -173,6 +174,8 @@ class EngineCore:
     _dead_owners: set[str]
     _backlog: bool
     _claim_now: bool
+    # Metrics, traces and logs (_observe.py): None when nothing observes the engine.
+    _obs: Observer | None
 
     # Implemented by the layers above; declared here so that a lower layer may call them.
 

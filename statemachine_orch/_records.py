@@ -328,6 +328,8 @@ class Records(EngineCore):
             done.set_result(None)
 
     def _commit(self, records: tuple[InstanceRecord, ...]) -> None:
+        obs = self._obs
+        seen = obs.commit_begin(records) if obs is not None else None
         try:
             self.store.commit(records)
         except (StoreError, InstanceExists):
@@ -337,6 +339,8 @@ class Records(EngineCore):
             raise StoreError(msg) from exc
         self._commits += 1
         self._committed_records += len(records)
+        if obs is not None:
+            obs.committed(seen, len(records))
         if self._failures:
             for rec in records:
                 self._failures.pop(rec.id, None)
@@ -346,6 +350,8 @@ class Records(EngineCore):
         if self._fences.pop(instance_id, None) is None:
             return
         logger.warning("lease_lost", instance_id=instance_id, owner=self.owner)
+        if self._obs is not None:
+            self._obs.lease_lost(instance_id)
         self._nudge(instance_id)
         rec = self._live.get(instance_id)
         if rec is not None and rec.worker is None:
@@ -385,5 +391,7 @@ class Records(EngineCore):
 
     def _set_status(self, rec: InstanceRecord, status: InstanceStatus) -> None:
         if rec.status is not status:
+            if self._obs is not None:
+                self._obs.status_changed(rec, rec.status, status)
             rec.status = status
             self._note(rec, K.STATUS_CHANGED, None, 0, status.value)

@@ -121,11 +121,15 @@ class Runtime(Records):
             return False
         if rec.wake_at is not None and rec.wake_at <= now and self._fire_due([instance_id], now):
             return True
-        if rec.id in self._inbox or (
+        in_flight = (
             not rec.status.is_terminal
             and (rec.wake_at is None or bool(rec.branches))
             and rec.status in (InstanceStatus.RUNNING, InstanceStatus.COMPENSATING)
-        ):
+        )
+        if rec.id in self._inbox or in_flight:
+            if in_flight and self._obs is not None:
+                # Claimable in flight only when its driver's lease expired (it died or stalled).
+                self._obs.takeover(instance_id)
             self._enqueue(rec)
             return True
         self._unpin(rec)
@@ -257,6 +261,8 @@ class Runtime(Records):
             else:
                 rec = item
             rec.worker = current
+            obs = self._obs
+            turn = obs.turn_begin(rec) if obs is not None else None
             try:
                 await self._drive(rec)
                 if rec.consumed_commands or rec.outbox:
@@ -292,6 +298,8 @@ class Runtime(Records):
             finally:
                 if rec.worker is current:
                     rec.worker = None
+                if turn is not None and obs is not None:
+                    obs.turn_end(turn)
             self._turn_ended(rec)
 
     def _load_queued(self, instance_id: str) -> InstanceRecord | None:
@@ -456,6 +464,8 @@ class Runtime(Records):
                 # commit first, and a restart must still find the timer.
                 for b in rec.branches.values():
                     if b.wake_at is not None and b.wake_at <= now:
+                        if self._obs is not None and not b.woken:
+                            self._obs.timer_fired(rec.spec.name, now - b.wake_at)
                         b.woken = True
                 sync_wake(rec)
                 self._resume(rec)
@@ -464,6 +474,8 @@ class Runtime(Records):
             if rec.worker is not None or rec.wake_at is None or rec.wake_at > now:
                 self._unpin(rec)
                 continue
+            if self._obs is not None:
+                self._obs.timer_fired(rec.spec.name, now - rec.wake_at)
             rec.wake_at = None
             rec.woken = True
             self._enqueue(rec)

@@ -1,0 +1,311 @@
+"""
+What the engine tells its observers: step attempts, compensations, turns, commits, timers, leases.
+
+The engine holds ``_obs``: ``None`` when nothing observes it (then each hook costs
+one attribute check), else an :class:`Observer` made by :func:`make_observer` from
+``Engine(metrics=..., tracing=..., logs=...)``. One observer feeds the three
+outputs: Prometheus metrics (:mod:`statemachine_orch.metrics`), OpenTelemetry spans
+(opentelemetry-api, imported only when tracing is on) and structlog events with
+contextvars bound around each step body and compensation. The library never
+configures structlog: the events go where the application's configuration sends them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ._history import EventKind
+from ._status import InstanceStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from contextvars import Token
+
+    from ._ctx import Ctx
+    from ._instance import InstanceRecord
+    from .metrics import Metrics
+
+_log: Any = structlog.get_logger("statemachine_orch.engine")
+
+_perf = time.perf_counter
+
+
+class Attempt:
+    """One attempt of a step or a compensation in progress: its clock, span and bound log context."""
+
+    __slots__ = ("ctx", "obs", "otel", "span", "started", "vars")
+
+    def __init__(self, obs: Observer, ctx: Ctx) -> None:
+        self.obs = obs
+        self.ctx = ctx
+        self.started = _perf()
+        self.span: Any = None
+        self.otel: Any = None
+        self.vars: Mapping[str, Token[Any]] | None = None
+
+    def end(self, outcome: str, error: BaseException | None = None) -> None:
+        """The attempt ended: ``completed``, ``failed`` (with *error*) or ``cancelled``."""
+        self.obs.attempt_ended(self, outcome, error)
+
+
+class Observer:
+    """The hooks the engine calls; this one does nothing (subclasses observe)."""
+
+    def turn_begin(self, rec: InstanceRecord) -> object:  # noqa: ARG002 - a hook that does nothing
+        """A worker starts a turn of *rec*; what it returns goes to :meth:`turn_end`."""
+        return None
+
+    def turn_end(self, token: object) -> None:
+        """The turn begun with *token* ended."""
+
+    def attempt_begin(self, ctx: Ctx) -> Attempt:
+        """A step's (or a compensation's, ``ctx.undoing`` set) body is about to run."""
+        return Attempt(self, ctx)
+
+    def attempt_ended(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+        """The body begun with :meth:`attempt_begin` ended."""
+
+    def failed(self, ctx: Ctx, error: str, retry_in: float | None) -> None:
+        """An attempt failed; *retry_in*: the retry's backoff (None: not retried)."""
+
+    def status_changed(self, rec: InstanceRecord, old: InstanceStatus, new: InstanceStatus) -> None:
+        """The instance's status changed (not yet committed)."""
+
+    def commit_begin(self, records: tuple[InstanceRecord, ...]) -> object:  # noqa: ARG002 - a hook that does nothing
+        """A commit of *records* starts; what it returns goes to :meth:`committed`."""
+        return None
+
+    def committed(self, token: object, size: int) -> None:
+        """The commit begun with *token* wrote *size* instance changes."""
+
+    def timer_fired(self, workflow: str, lag: float) -> None:
+        """A timer of an instance of *workflow* fired *lag* seconds after it was due."""
+
+    def takeover(self, instance_id: str) -> None:
+        """This engine claimed an instance in flight from a dead or expired owner."""
+
+    def lease_lost(self, instance_id: str) -> None:
+        """Another worker took over an instance whose lease this engine held."""
+
+
+class _Turn:
+    """An instance turn's span, current in its worker's context."""
+
+    __slots__ = ("otel", "span")
+
+    def __init__(self, span: Any, otel: Any) -> None:
+        self.span = span
+        self.otel = otel
+
+
+class _Commit:
+    """A commit in progress: the starts and ends it records, and when it began."""
+
+    __slots__ = ("ends", "started")
+
+    def __init__(self, ends: list[tuple[str, str | None]], started: float) -> None:
+        self.ends = ends
+        self.started = started
+
+
+class _Observed(Observer):
+    """Metrics, spans and logs, each when asked for."""
+
+    def __init__(self, metrics: Metrics | None, tracer: Any, logs: bool) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+        self.logs = logs
+        if tracer is not None:
+            from opentelemetry import context, trace  # noqa: PLC0415 - the optional extra
+            from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
+
+            self._attach: Any = context.attach
+            self._detach: Any = context.detach
+            self._in_context: Any = trace.set_span_in_context
+            self._status: Any = Status
+            self._error_code: Any = StatusCode.ERROR
+
+    # ----------------------------------------------------------------- turns and attempts
+
+    def turn_begin(self, rec: InstanceRecord) -> object:
+        if self.tracer is None:
+            return None
+        span = self.tracer.start_span(
+            f"orch turn {rec.spec.name}",
+            attributes={"orch.instance_id": rec.id, "orch.workflow": rec.spec.name},
+        )
+        return _Turn(span, self._attach(self._in_context(span)))
+
+    def turn_end(self, token: object) -> None:
+        if isinstance(token, _Turn):
+            self._detach(token.otel)
+            token.span.end()
+
+    def attempt_begin(self, ctx: Ctx) -> Attempt:
+        attempt = Attempt(self, ctx)
+        undoing = ctx.undoing
+        if self.tracer is not None:
+            attributes = {
+                "orch.instance_id": ctx.instance_id,
+                "orch.workflow": ctx.workflow,
+                "orch.step": undoing if undoing is not None else ctx.step,
+                "orch.attempt": ctx.attempt,
+            }
+            if undoing is not None:
+                attributes["orch.compensation"] = ctx.step
+            name = f"orch compensate {undoing}" if undoing is not None else f"orch step {ctx.step}"
+            attempt.span = span = self.tracer.start_span(name, attributes=attributes)
+            attempt.otel = self._attach(self._in_context(span))
+        if self.logs:
+            attempt.vars = structlog.contextvars.bind_contextvars(
+                instance_id=ctx.instance_id, workflow=ctx.workflow, step=ctx.step, attempt=ctx.attempt
+            )
+            _log.debug(
+                "compensation_started" if undoing is not None else "step_started",
+                instance_id=ctx.instance_id,
+                workflow=ctx.workflow,
+                step=ctx.step,
+                attempt=ctx.attempt,
+                **({"undoing": undoing} if undoing is not None else {}),
+            )
+        # Started last: the figure is the body's time, not the observers'.
+        attempt.started = _perf()
+        return attempt
+
+    def attempt_ended(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
+        seconds = _perf() - attempt.started
+        ctx = attempt.ctx
+        undoing = ctx.undoing
+        metrics = self.metrics
+        if metrics is not None and outcome != "cancelled":
+            if undoing is None:
+                metrics.count_step(ctx.workflow, ctx.step, outcome, seconds)
+            else:
+                metrics.labelled(metrics.compensations, ctx.workflow, undoing, outcome).inc()
+        span = attempt.span
+        if span is not None:
+            self._detach(attempt.otel)
+            span.set_attribute("orch.outcome", outcome)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(self._status(self._error_code, f"{type(error).__name__}: {error}"))
+            span.end()
+        if attempt.vars is not None:
+            structlog.contextvars.reset_contextvars(**attempt.vars)
+            if outcome == "completed":
+                _log.info(
+                    "compensation_completed" if undoing is not None else "step_completed",
+                    instance_id=ctx.instance_id,
+                    workflow=ctx.workflow,
+                    step=ctx.step,
+                    attempt=ctx.attempt,
+                    duration=round(seconds, 6),
+                )
+            elif outcome == "cancelled":
+                _log.info(
+                    "step_cancelled",
+                    instance_id=ctx.instance_id,
+                    workflow=ctx.workflow,
+                    step=ctx.step,
+                    attempt=ctx.attempt,
+                )
+
+    def failed(self, ctx: Ctx, error: str, retry_in: float | None) -> None:
+        undoing = ctx.undoing
+        if retry_in is not None and undoing is None and self.metrics is not None:
+            self.metrics.labelled(self.metrics.step_retries, ctx.workflow, ctx.step).inc()
+        if not self.logs:
+            return
+        fields: dict[str, object] = {
+            "instance_id": ctx.instance_id,
+            "workflow": ctx.workflow,
+            "step": ctx.step,
+            "attempt": ctx.attempt,
+            "error": error,
+        }
+        if undoing is not None:
+            fields["undoing"] = undoing
+        if retry_in is not None:
+            _log.warning("compensation_retry" if undoing is not None else "step_retry", retry_in=retry_in, **fields)
+        elif undoing is not None:
+            _log.error("compensation_failed", **fields)
+        else:
+            _log.warning("step_failed", **fields)
+
+    # ----------------------------------------------------------------- instances, commits, timers, leases
+
+    def status_changed(self, rec: InstanceRecord, old: InstanceStatus, new: InstanceStatus) -> None:
+        if self.logs:
+            _log.info(
+                "status_changed", instance_id=rec.id, workflow=rec.spec.name, status=new.value, previous=old.value
+            )
+
+    def commit_begin(self, records: tuple[InstanceRecord, ...]) -> object:
+        if self.metrics is None:
+            return None
+        # Counted once committed: a failed commit is run again from what the store holds.
+        ends: list[tuple[str, str | None]] = []
+        for rec in records:
+            for event in rec.history:
+                kind = event.kind
+                if kind is EventKind.INSTANCE_STARTED:
+                    ends.append((rec.spec.name, None))
+                elif kind is EventKind.STATUS_CHANGED and InstanceStatus(event.detail).is_terminal:
+                    ends.append((rec.spec.name, event.detail))
+        return _Commit(ends, _perf())
+
+    def committed(self, token: object, size: int) -> None:
+        metrics = self.metrics
+        if metrics is None or not isinstance(token, _Commit):
+            return
+        metrics.commit_duration.observe(_perf() - token.started)
+        metrics.commit_batch_size.observe(size)
+        for workflow, status in token.ends:
+            if status is None:
+                metrics.labelled(metrics.instances_started, workflow).inc()
+            else:
+                metrics.labelled(metrics.instances_ended, workflow, status).inc()
+
+    def timer_fired(self, workflow: str, lag: float) -> None:
+        if self.metrics is not None:
+            self.metrics.labelled(self.metrics.timer_lag, workflow).observe(max(lag, 0.0))
+
+    def takeover(self, instance_id: str) -> None:
+        if self.metrics is not None:
+            self.metrics.lease_takeovers.inc()
+        if self.logs:
+            _log.info("lease_takeover", instance_id=instance_id)
+
+    def lease_lost(self, instance_id: str) -> None:  # noqa: ARG002 - the engine logs it
+        if self.metrics is not None:
+            self.metrics.leases_lost.inc()
+
+
+def make_observer(metrics: Metrics | None, tracing: object, logs: bool) -> Observer | None:
+    """
+    The engine's observer for these settings (None: nothing observes it).
+
+    *tracing*: False, True (the global tracer provider's tracer) or a tracer provider.
+
+    Raises:
+        ImportError: *tracing* is on and opentelemetry-api is not installed.
+    """
+    tracer: Any = None
+    if tracing is not False and tracing is not None and hasattr(tracing, "get_tracer"):
+        tracer = tracing.get_tracer("statemachine_orch")  # a TracerProvider
+    elif tracing:
+        try:
+            from opentelemetry import trace  # noqa: PLC0415 - the optional extra
+        except ImportError as exc:
+            msg = (
+                "Engine(tracing=True) needs opentelemetry-api: "
+                "install the 'otel' extra (pip install 'statemachine-orch[otel]')"
+            )
+            raise ImportError(msg, name="opentelemetry") from exc
+        tracer = trace.get_tracer("statemachine_orch")
+    if metrics is None and tracer is None and not logs:
+        return None
+    return _Observed(metrics, tracer, logs)
