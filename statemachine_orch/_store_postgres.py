@@ -200,7 +200,9 @@ _LIVE: Final = "status NOT IN ('completed', 'failed', 'cancelled', 'compensation
 """SQL: the instance is not terminal."""
 
 # Each commit writes one statement per table whatever the number of records (with
-# group commit, hundreds): the rows go as one array per column, unnest()ed.
+# group commit, hundreds): the rows go as one JSON array of arrays (a parameter
+# %(rows)s or %s, dumped by the json module in C: psycopg dumps a Python list as a
+# PostgreSQL array element by element, in Python), json_array_elements()ed.
 
 _INSERT_NEW: Final = """
 INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
@@ -209,15 +211,13 @@ INSERT INTO instances (id, workflow, version, fingerprint, state, status, variab
 SELECT v.id, v.workflow, v.version, v.fingerprint, v.state, v.status, v.variables::jsonb, v.payload::jsonb,
     v.saga::jsonb, v.attempt, v.comp_attempt, v.visit, v.task_id, v.error, v.cause, v.cancel::jsonb, v.wake_at,
     v.history_len, v.created_at, v.updated_at, v.branches::jsonb, v.parent, v.owner, v.lease_until, v.fence
-FROM unnest(%(id)s::text[], %(workflow)s::text[], %(version)s::text[], %(fingerprint)s::text[], %(state)s::text[],
-    %(status)s::text[], %(variables)s::text[], %(payload)s::text[], %(saga)s::text[], %(attempt)s::bigint[],
-    %(comp_attempt)s::bigint[], %(visit)s::bigint[], %(task_id)s::text[], %(error)s::text[], %(cause)s::text[],
-    %(cancel)s::text[], %(wake_at)s::float8[], %(history_len)s::bigint[], %(created_at)s::float8[],
-    %(updated_at)s::float8[], %(branches)s::text[], %(parent)s::text[], %(owner)s::text[],
-    %(lease_until)s::float8[], %(fence)s::bigint[])
+FROM (SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, e->>8, (e->>9)::bigint, (e->>10)::bigint,
+        (e->>11)::bigint, e->>12, e->>13, e->>14, e->>15, (e->>16)::float8, (e->>17)::bigint, (e->>18)::float8,
+        e->>19, (e->>20)::bigint, (e->>21)::float8, e->>22, e->>23, (e->>24)::float8
+    FROM json_array_elements(%(rows)s::json) AS e)
     AS v(id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt, comp_attempt, visit,
-        task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches, parent, owner,
-        lease_until, fence)
+        task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence, created_at, parent, owner,
+        lease_until)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -242,11 +242,10 @@ UPDATE instances AS t SET workflow = v.workflow, version = v.version, fingerprin
     attempt = v.attempt, comp_attempt = v.comp_attempt, visit = v.visit, task_id = v.task_id, error = v.error,
     cause = v.cause, cancel = v.cancel::jsonb, wake_at = v.wake_at, history_len = v.history_len,
     updated_at = v.updated_at, branches = v.branches::jsonb
-FROM unnest(%(id)s::text[], %(workflow)s::text[], %(version)s::text[], %(fingerprint)s::text[], %(state)s::text[],
-    %(status)s::text[], %(variables)s::text[], %(payload)s::text[], %(saga)s::text[], %(attempt)s::bigint[],
-    %(comp_attempt)s::bigint[], %(visit)s::bigint[], %(task_id)s::text[], %(error)s::text[], %(cause)s::text[],
-    %(cancel)s::text[], %(wake_at)s::float8[], %(history_len)s::bigint[], %(updated_at)s::float8[],
-    %(branches)s::text[], %(fence)s::bigint[])
+FROM (SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, e->>8, (e->>9)::bigint, (e->>10)::bigint,
+        (e->>11)::bigint, e->>12, e->>13, e->>14, e->>15, (e->>16)::float8, (e->>17)::bigint, (e->>18)::float8,
+        e->>19, (e->>20)::bigint
+    FROM json_array_elements(%(rows)s::json) AS e)
     AS v(id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt, comp_attempt, visit,
         task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence)
 WHERE t.id = v.id AND (v.fence = 0 OR t.fence = v.fence)
@@ -279,8 +278,8 @@ SELECT CASE WHEN EXISTS (SELECT FROM u) THEN 0 ELSE orch_lease_lost(%(id)s) END
 
 _UPDATE_GUARDED: Final = f"""
 WITH u AS ({_UPDATE.strip()})
-SELECT orch_lease_lost(string_agg(i, ' ')) FROM unnest(%(id)s::text[]) AS i
-WHERE i NOT IN (SELECT id FROM u) HAVING count(*) > 0
+SELECT orch_lease_lost(string_agg(e->>0, ' ')) FROM json_array_elements(%(rows)s::json) AS e
+WHERE e->>0 NOT IN (SELECT id FROM u) HAVING count(*) > 0
 """
 """Stored instances' rows, fenced; any fence that moved fails the statement (``OR001``)."""
 
@@ -301,7 +300,8 @@ _INSERT_KEYS: Final = (*_UPDATE_KEYS, "created_at", "parent", "owner", "lease_un
 
 _INSERT_HISTORY: Final = """
 INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
-SELECT * FROM unnest(%s::text[], %s::bigint[], %s::float8[], %s::text[], %s::text[], %s::bigint[], %s::text[])
+SELECT e->>0, (e->>1)::bigint, (e->>2)::float8, e->>3, e->>4, (e->>5)::bigint, e->>6
+FROM json_array_elements(%s::json) AS e
 """
 
 _UPSERT_TASKS: Final = """
@@ -309,8 +309,9 @@ INSERT INTO tasks (id, instance_id, workflow, version, fingerprint, step, assign
     status, completed_by, completed_at, form)
 SELECT v.id, v.instance_id, v.workflow, v.version, v.fingerprint, v.step, v.assignee, v.groups::jsonb, v.created_at,
     v.due_at, v.status, v.completed_by, v.completed_at, v.form::jsonb
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-    %s::float8[], %s::float8[], %s::text[], %s::text[], %s::float8[], %s::text[])
+FROM (SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, (e->>8)::float8, (e->>9)::float8, e->>10,
+        e->>11, (e->>12)::float8, e->>13
+    FROM json_array_elements(%s::json) AS e)
     AS v(id, instance_id, workflow, version, fingerprint, step, assignee, groups, created_at, due_at, status,
         completed_by, completed_at, form)
 ON CONFLICT (id) DO UPDATE SET instance_id = excluded.instance_id, workflow = excluded.workflow,
@@ -395,8 +396,16 @@ WITH candidates AS MATERIALIZED (
 )
 UPDATE instances SET owner = %(owner)s, lease_until = %(until)s, fence = instances.fence + 1
 FROM picked WHERE instances.id = picked.id
-RETURNING instances.id, instances.fence, picked.due
+RETURNING instances.id, instances.fence, picked.due, instances.workflow, instances.version, instances.state,
+    instances.status, instances.variables, instances.payload, instances.saga, instances.attempt,
+    instances.comp_attempt, instances.visit, instances.task_id, instances.error, instances.cause, instances.cancel,
+    instances.wake_at, instances.history_len, instances.created_at, instances.fingerprint, instances.branches,
+    instances.parent, instances.fence
 """
+"""Claim runnable instances; each comes back with its row as ``_LOAD`` reads it."""
+
+_PREFETCH_FOR: Final = 1.0
+"""Seconds a claimed row may be served to ``load`` without reading it again (the worker loads it at once)."""
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -630,6 +639,11 @@ class PostgresStore:
         self._registry = default_registry
         self._listeners: list[_Listener] = []
         self._closed = False
+        # Rows that claim_runnable brought back, served once to the load() the claiming
+        # worker makes next (no SELECT each). Nobody else writes a row while it is
+        # leased; a commit or a claim of it here drops its entry, and it is fresh for
+        # _PREFETCH_FOR seconds at most.
+        self._prefetched: dict[str, tuple[float, tuple[Any, ...]]] = {}
         upgrade(dsn, schema)
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             dsn,
@@ -692,6 +706,9 @@ class PostgresStore:
         batch = _Batch()
         for rec in records:
             batch.add(rec, now)
+        if self._prefetched:
+            for rec in records:
+                self._prefetched.pop(rec.id, None)
         try:
             if (
                 len(batch.new) > 1
@@ -728,9 +745,9 @@ class PostgresStore:
             updated = conn.cursor()
             inserted = conn.cursor()
             if batch.stored:
-                updated.execute(_UPDATE, _columns(batch.stored, _UPDATE_KEYS))
+                updated.execute(_UPDATE, _rows(batch.stored, _UPDATE_KEYS))
             if batch.new:
-                inserted.execute(_INSERT_NEW, _columns(batch.new, _INSERT_KEYS))
+                inserted.execute(_INSERT_NEW, _rows(batch.new, _INSERT_KEYS))
             pipeline.sync()
             self._check_rows(batch, {r[0] for r in updated.fetchall()} if batch.stored else set(), inserted)
             batch.write_gone(conn.cursor())
@@ -756,7 +773,7 @@ class PostgresStore:
             elif len(batch.stored) == 1:
                 cur.execute(_UPDATE_ONE_GUARDED, batch.stored[0])
             else:
-                cur.execute(_UPDATE_GUARDED, _columns(batch.stored, _UPDATE_KEYS))
+                cur.execute(_UPDATE_GUARDED, _rows(batch.stored, _UPDATE_KEYS))
             batch.write(cur)
             pipeline.sync()
 
@@ -805,7 +822,9 @@ class PostgresStore:
         """
         if not _encodable(instance_id):
             return None  # such an id cannot have been stored
-        row = self._fetchone(_LOAD, (instance_id,))
+        row = self._prefetched_row(instance_id) if self._prefetched else None
+        if row is None:
+            row = self._fetchone(_LOAD, (instance_id,))
         if row is None:
             return None
         workflow, version, fingerprint = row[0], row[1], row[17]
@@ -1068,6 +1087,7 @@ class PostgresStore:
         if not _encodable(instance_id):
             return None
         args = {"id": instance_id, "owner": owner, "now": now, "until": until}
+        self._prefetched.pop(instance_id, None)
 
         def run(conn: psycopg.Connection[Any]) -> int | None:
             row = conn.execute(_CLAIM, args).fetchone()
@@ -1104,7 +1124,16 @@ class PostgresStore:
 
         rows = self._write("claiming runnable instances", run)
         rows.sort(key=lambda r: (r[2] is not None, r[2] or 0.0, r[0]))
+        fetched = time.monotonic()
+        self._prefetched = {i: p for i, p in self._prefetched.items() if fetched - p[0] < _PREFETCH_FOR}
+        for r in rows:
+            self._prefetched[r[0]] = (fetched, tuple(r[3:]))
         return [(r[0], int(r[1])) for r in rows]
+
+    def _prefetched_row(self, instance_id: str) -> tuple[Any, ...] | None:
+        """The row a claim just brought back for *instance_id*, if still fresh (then not again)."""
+        hit = self._prefetched.pop(instance_id, None)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < _PREFETCH_FOR else None
 
     @_reads
     def commanded(self, owner: str) -> list[str]:
@@ -1356,7 +1385,7 @@ class _Batch:
         """Insert again the stored, unleased records whose rows are gone (as SQLite's upsert does)."""
         if self.gone:
             gone = [{**row, "owner": None, "lease_until": None, "fence": 0} for row in self.gone]
-            cur.execute(_INSERT_NEW, _columns(gone, _INSERT_KEYS))
+            cur.execute(_INSERT_NEW, _rows(gone, _INSERT_KEYS))
 
     def write(self, cur: psycopg.Cursor[Any]) -> None:
         """Queue every statement but the instance rows' (a pipeline sends them together)."""
@@ -1364,10 +1393,10 @@ class _Batch:
             if self.history:
                 cur.executemany(_INSERT_HISTORY_ROW, self.history)
         else:
-            cur.execute(_INSERT_HISTORY, list(map(list, zip(*self.history, strict=True))))
+            cur.execute(_INSERT_HISTORY, (_dumps(self.history),))
         if self.tasks:
             rows = [_store_rows.task_row(t, self.tasks_spec[t.id], nul=False) for t in self.tasks.values()]
-            cur.execute(_UPSERT_TASKS, list(map(list, zip(*rows, strict=True))))
+            cur.execute(_UPSERT_TASKS, (_dumps(rows),))
             open_groups = [
                 (_text(g), t.id) for t in self.tasks.values() if t.status is TaskStatus.OPEN for g in t.candidate_groups
             ]
@@ -1402,9 +1431,9 @@ def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
-    """Rows as one list per column (for unnest)."""
-    return {key: [row[key] for row in rows] for key in keys}
+def _rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, str]:
+    """Rows as the parameter ``rows``: one JSON array of arrays, the values in the order of *keys*."""
+    return {"rows": _dumps([[row[key] for key in keys] for row in rows])}
 
 
 class _Listener:

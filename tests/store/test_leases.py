@@ -176,6 +176,24 @@ def test_owners_lists_who_holds_leases(store: Store, run: Runner) -> None:
     assert [] == store.owners()
 
 
+def test_a_record_loaded_after_a_claim_is_the_stored_one_and_then_its_commits(store: Store, run: Runner) -> None:
+    """Issue 9: load() after claim_runnable (a store may answer from the claim's rows) gives what is stored now."""
+    (instance_id,) = parked(store, run, [ContractPay()])
+    drive(store, instance_id, in_flight)
+    before = load(store, instance_id)  # loaded before the claim: the claim's own copy is not used
+    ((claimed, fence),) = store.claim_runnable(W1, LATER, LATER + LEASE, 10, frozenset())
+    before.fence = fence
+    noted("after the claim")(before)
+    store.commit([before])
+    after = load(store, instance_id)
+    seen = (after.error, after.fence, after.history_len)  # a MemoryStore's record is the live one: note it now
+    ((again, _),) = store.claim_runnable(W2, LATER + 2 * LEASE, LATER + 3 * LEASE, 10, frozenset())
+    taken = load(store, instance_id)
+    assert (instance_id, instance_id) == (claimed, again)
+    assert ("after the claim", fence, before.history_len) == seen
+    assert ("after the claim", before.history_len) == (taken.error, taken.history_len)
+
+
 # --------------------------------------------------------------------------- fencing and new rows
 
 
