@@ -253,9 +253,6 @@ RETURNING t.id
 """
 """Stored instances' rows, each fenced (a fence of 0: no check); an id not returned lost its lease (or its row)."""
 
-_FEW_ROWS: Final = 4
-"""Up to this many history rows are inserted as plain rows: arrays cost more to dump for a few."""
-
 _UPDATE_ONE: Final = """
 UPDATE instances SET workflow = %(workflow)s, version = %(version)s, fingerprint = %(fingerprint)s, state = %(state)s,
     status = %(status)s, variables = %(variables)s::jsonb, payload = %(payload)s::jsonb, saga = %(saga)s::jsonb,
@@ -270,26 +267,28 @@ RETURNING id
 _INSERT_ONE_STRICT: Final = _INSERT_ONE.replace("ON CONFLICT (id) DO NOTHING\nRETURNING id\n", "")
 """One new instance's row; a taken id fails the statement (``instances_pkey``), and its transaction with it."""
 
-_UPDATE_ONE_GUARDED: Final = f"""
-WITH u AS ({_UPDATE_ONE.strip()})
-SELECT CASE WHEN EXISTS (SELECT FROM u) THEN 0 ELSE orch_lease_lost(%(id)s) END
-"""
-"""One stored instance's row, fenced; a fence that moved (or a row gone) fails the statement (``OR001``)."""
-
-_UPDATE_GUARDED: Final = f"""
-WITH u AS ({_UPDATE.strip()})
+# The common commit as ONE statement (no pipeline: psycopg's pipeline polls its
+# socket until the results come, which costs the worker CPU): the rows' statement as
+# CTE ``u``, the history rows and, for instances that ended, the deletion of their
+# messages as further CTEs (all run to completion), and a final SELECT that fails
+# the statement, and so everything in it, when a fence moved (``orch_lease_lost``).
+_ROWS_ONE: Final = f"WITH u AS ({_UPDATE_ONE.strip()})"
+_ROWS_MANY: Final = f"WITH u AS ({_UPDATE.strip()})"
+_ROWS_NEW: Final = f"WITH u AS ({_INSERT_ONE_STRICT.strip()}\nRETURNING id)"
+_HISTORY_CTE: Final = """,
+h AS (INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
+    SELECT e->>0, (e->>1)::bigint, (e->>2)::float8, e->>3, e->>4, (e->>5)::bigint, e->>6
+    FROM json_array_elements(%(history)s::json) AS e)"""
+_ENDED_CTE: Final = """,
+d AS (DELETE FROM signals WHERE instance_id IN (SELECT json_array_elements_text(%(ended)s::json)))"""
+_GUARD_ONE: Final = "\nSELECT CASE WHEN EXISTS (SELECT FROM u) THEN 0 ELSE orch_lease_lost(%(id)s) END"
+_GUARD_MANY: Final = """
 SELECT orch_lease_lost(string_agg(e->>0, ' ')) FROM json_array_elements(%(rows)s::json) AS e
-WHERE e->>0 NOT IN (SELECT id FROM u) HAVING count(*) > 0
-"""
-"""Stored instances' rows, fenced; any fence that moved fails the statement (``OR001``)."""
+WHERE e->>0 NOT IN (SELECT id FROM u) HAVING count(*) > 0"""
+_GUARD_NEW: Final = "\nSELECT count(*) FROM u"
 
 _LEASE_LOST: Final = "OR001"
 """The SQLSTATE ``orch_lease_lost()`` raises."""
-
-_INSERT_HISTORY_ROW: Final = """
-INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
-VALUES (%s, %s, %s::float8, %s, %s, %s, %s)
-"""
 
 _UPDATE_KEYS: Final = (
     *("id", "workflow", "version", "fingerprint", "state", "status", "variables", "payload", "saga", "attempt"),
@@ -721,7 +720,10 @@ class PostgresStore:
                 self._commit_checked(batch)
             else:
                 try:
-                    self._commit_guarded(batch)
+                    if batch.rows_only():
+                        self._commit_one_statement(batch)
+                    else:
+                        self._commit_guarded(batch)
                 except psycopg.errors.UniqueViolation as exc:
                     if batch.new and exc.diag.constraint_name == "instances_pkey":
                         raise InstanceExists(batch.new[0]["id"]) from None
@@ -771,11 +773,38 @@ class PostgresStore:
             if batch.new:
                 cur.execute(_INSERT_ONE_STRICT, batch.new[0])
             elif len(batch.stored) == 1:
-                cur.execute(_UPDATE_ONE_GUARDED, batch.stored[0])
+                cur.execute(_ROWS_ONE + _GUARD_ONE, batch.stored[0])
             else:
-                cur.execute(_UPDATE_GUARDED, _rows(batch.stored, _UPDATE_KEYS))
+                cur.execute(_ROWS_MANY + _GUARD_MANY, _rows(batch.stored, _UPDATE_KEYS))
             batch.write(cur)
             pipeline.sync()
+
+    def _commit_one_statement(self, batch: _Batch) -> None:
+        """
+        The commonest batches (rows, their history, instances that ended) as one statement: one round trip.
+
+        Run in autocommit, the statement is its own transaction: when a fence moved
+        or a new id is taken it fails, and nothing of it is written (as
+        :meth:`_commit_guarded`).
+        """
+        params: dict[str, Any]
+        if batch.new:
+            query, params = _ROWS_NEW, dict(batch.new[0])
+            guard = _GUARD_NEW
+        elif len(batch.stored) == 1:
+            query, params = _ROWS_ONE, dict(batch.stored[0])
+            guard = _GUARD_ONE
+        else:
+            query, params = _ROWS_MANY, _rows(batch.stored, _UPDATE_KEYS)
+            guard = _GUARD_MANY
+        if batch.history:
+            query += _HISTORY_CTE
+            params["history"] = _dumps(batch.history)
+        if batch.ended:
+            query += _ENDED_CTE
+            params["ended"] = _dumps(batch.ended)
+        with self._pool.connection() as conn:
+            conn.execute(query + guard, params)
 
     def _check_rows(self, batch: _Batch, updated: set[str], inserted: psycopg.Cursor[Any]) -> None:
         """Raise LeaseLost for stored rows whose fence moved, InstanceExists for a taken new id."""
@@ -1347,6 +1376,10 @@ class _Batch:
         # so that a listening worker claims them at once, not at its next poll.
         self.unowned: list[str] = []
 
+    def rows_only(self) -> bool:
+        """Whether the batch writes no more than instance rows, history and the end of instances' messages."""
+        return not (self.tasks or self.signals_gone or self.commands_gone or self.outbox or self.unowned or self.gone)
+
     def add(self, rec: InstanceRecord, now: float) -> None:
         """Gather *rec*'s row and its other changes."""
         spec = rec.spec
@@ -1389,10 +1422,7 @@ class _Batch:
 
     def write(self, cur: psycopg.Cursor[Any]) -> None:
         """Queue every statement but the instance rows' (a pipeline sends them together)."""
-        if len(self.history) <= _FEW_ROWS:
-            if self.history:
-                cur.executemany(_INSERT_HISTORY_ROW, self.history)
-        else:
+        if self.history:
             cur.execute(_INSERT_HISTORY, (_dumps(self.history),))
         if self.tasks:
             rows = [_store_rows.task_row(t, self.tasks_spec[t.id], nul=False) for t in self.tasks.values()]
