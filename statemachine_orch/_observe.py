@@ -294,8 +294,9 @@ def make_observer(metrics: Metrics | None, tracing: object, logs: bool) -> Obser
         ImportError: *tracing* is on and opentelemetry-api is not installed.
     """
     tracer: Any = None
-    if tracing is not False and tracing is not None and hasattr(tracing, "get_tracer"):
-        tracer = tracing.get_tracer("statemachine_orch")  # a TracerProvider
+    get_tracer: Any = getattr(tracing, "get_tracer", None)  # a TracerProvider's
+    if get_tracer is not None:
+        tracer = get_tracer("statemachine_orch")
     elif tracing:
         try:
             from opentelemetry import trace  # noqa: PLC0415 - the optional extra
