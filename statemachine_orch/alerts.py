@@ -387,7 +387,11 @@ class StoreCollector:
 
 
 def _families() -> tuple[Any, Any, Any, Any, Any]:
-    from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 - the optional `metrics` extra
+    try:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 - the optional `metrics` extra
+    except ImportError as exc:
+        msg = "StoreCollector needs prometheus-client: pip install 'statemachine-orch[metrics]'"
+        raise ImportError(msg, name="prometheus_client") from exc
 
     return (
         GaugeMetricFamily("orch_instances", "Instances by workflow and status.", labels=["workflow", "status"]),
