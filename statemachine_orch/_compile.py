@@ -10,9 +10,11 @@ in one ``WorkflowDefinitionError``.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import sys
 import textwrap
+import types
 import typing
 from collections.abc import Callable
 from typing import Any, TypeGuard
@@ -405,6 +407,11 @@ def _guard_name(fn: Callable[..., Any]) -> str:
 
 def _lambda_text(fn: Callable[..., Any]) -> str | None:
     """The body of a lambda as source text (``wf.amount > 1000``), when it can be found."""
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        found = _lambda_in_file(fn, code)
+        if found is not None:
+            return found
     try:
         source = textwrap.dedent(inspect.getsource(fn)).strip()
     except (OSError, TypeError):
@@ -420,3 +427,59 @@ def _lambda_text(fn: Callable[..., Any]) -> str | None:
             return ast.unparse(lambdas[0].body)
         return None
     return None
+
+
+def _lambda_in_file(fn: Callable[..., Any], code: types.CodeType) -> str | None:
+    """
+    The lambda's body, found in its whole source file by where its code sits.
+
+    ``inspect.getsource`` of a lambda in a decorator returns the whole decorated
+    method, so two lambdas on one step cannot be told apart by their text; the
+    columns the compiler recorded for the lambda's own instructions can.
+    """
+    try:
+        lines, _ = inspect.findsource(fn)
+    except (OSError, TypeError, IndexError):
+        return None
+    tree = _parsed("".join(lines))
+    if tree is None:
+        return None
+    on_line = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno]
+    if len(on_line) <= 1:
+        return ast.unparse(on_line[0].body) if on_line else None
+    # Zero-width positions belong to the function's entry and exit, not to its body.
+    spots = [
+        (line, col, end_line, end_col)
+        for line, end_line, col, end_col in code.co_positions()
+        if line is not None and end_line is not None and col is not None and end_col is not None
+        if (line, col) != (end_line, end_col)
+    ]
+    holding = [n for n in on_line if spots and all(_holds(n.body, spot) for spot in spots)]
+    if not holding:
+        return None
+    # A lambda inside another holds its own code; the outer one holds it too.
+    innermost = min(holding, key=lambda n: _extent(n.body))
+    return ast.unparse(innermost.body)
+
+
+def _holds(node: ast.expr, spot: tuple[int, int, int, int]) -> bool:
+    line, col, end_line, end_col = spot
+    if node.end_lineno is None or node.end_col_offset is None:
+        return False
+    return (node.lineno, node.col_offset) <= (line, col) and (end_line, end_col) <= (
+        node.end_lineno,
+        node.end_col_offset,
+    )
+
+
+def _extent(node: ast.expr) -> tuple[int, int]:
+    return ((node.end_lineno or node.lineno) - node.lineno, (node.end_col_offset or 0) - node.col_offset)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(source: str) -> ast.Module | None:
+    # Several guards of one class read the same file: parse it once.
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None

@@ -37,7 +37,7 @@ from typing import Any, cast
 
 import attrs
 
-from ._spec import EdgeSpec, ForkSpec, RegionSpec, StepKind, StepSpec, WorkflowSpec
+from ._spec import EdgeSpec, ForkSpec, RegionSpec, StepKind, StepSpec, WorkflowSpec, negated
 from ._workflow import spec_of
 
 
@@ -77,7 +77,7 @@ class GuardOutcome:
     def __str__(self) -> str:
         """``guard`` or ``not guard``."""
         name = self.edge.guard_name or "?"
-        return name if self.holds else f"not {name}"
+        return name if self.holds else negated(name)
 
 
 class TooManyPaths(ValueError):

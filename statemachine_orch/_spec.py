@@ -8,6 +8,7 @@ class body.
 
 from __future__ import annotations
 
+import ast
 import enum
 import hashlib
 import typing
@@ -188,6 +189,25 @@ class EdgeSpec:
         if self.timeout is not None:
             return f"timeout {self.timeout:g}s"
         return self.guard_name or ""
+
+
+def negated(guard: str) -> str:
+    """
+    The text of a guard's negation, as a person would write it.
+
+    ``not x`` gives ``x`` (never ``not not x``); a guard that binds looser than
+    ``not`` is parenthesised (``a and b`` gives ``not (a and b)``); a comparison
+    is not (``not wf.amount > 100``). Text that is not an expression (a guard
+    whose source was not found) is negated as it stands.
+    """
+    try:
+        body = ast.parse(guard.strip(), mode="eval").body
+    except SyntaxError:
+        return f"not {guard}"
+    if isinstance(body, ast.UnaryOp) and isinstance(body.op, ast.Not):
+        return ast.unparse(body.operand)
+    # ast.unparse adds the parentheses the precedence of `not` needs, and only those.
+    return ast.unparse(ast.UnaryOp(ast.Not(), body))
 
 
 @attrs.frozen
