@@ -32,7 +32,7 @@ import structlog
 from ._errors import StoreError
 from ._registry import WorkflowRegistry, default_registry
 from ._status import InstanceStatus
-from ._store import LateTask, Store
+from ._store import Store
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -139,16 +139,13 @@ _BUSY = frozenset({InstanceStatus.RUNNING, InstanceStatus.COMPENSATING})
 _BROKEN = frozenset({InstanceStatus.COMPENSATION_FAILED})
 
 
-def _escalates(task: LateTask, registry: WorkflowRegistry) -> bool:
-    """Whether the task's step declares a timeout edge (an escalation) out of it."""
-    cls = registry.resolve(task.workflow, task.version)
-    if cls is not None:
-        spec = cls.__orch_spec__
-        if spec.has_step(task.step):
-            return any(e.is_timeout for e in spec.outgoing(task.step))
-    # The class is unknown to this process (a command line without the user's
-    # module): an instance waiting on a task with a timer set waits on its escalation.
-    return task.wake_at is not None
+def _declares_escalation(workflow: str, version: str, step: str, registry: WorkflowRegistry) -> bool | None:
+    """Whether the step declares a timeout edge (an escalation) out of it; ``None`` when its class is unknown here."""
+    cls = registry.resolve(workflow, version)
+    if cls is None:
+        return None
+    spec = cls.__orch_spec__
+    return any(e.is_timeout for e in spec.outgoing(step)) if spec.has_step(step) else None
 
 
 def _quarantined(engine: Engine, store: Store) -> Iterator[Alert]:
@@ -201,8 +198,17 @@ def scan(
     for info, last in store.quiet(_BUSY, now - stuck_after):
         detail = f"{info.status.value} with no timer and no change since {_iso(last)} (more than {stuck_after:g}s)"
         alerts.append(Alert(AlertKind.STUCK_INSTANCE, info.id, info.workflow, info.step, detail, last))
+    declared: dict[tuple[str, str, str], bool | None] = {}  # a backlog has many tasks of few steps
     for task in store.late_tasks(now - thresholds.overdue_grace):
-        if not _escalates(task, registry):
+        where = (task.workflow, task.version, task.step)
+        if where not in declared:
+            declared[where] = _declares_escalation(*where, registry)
+        escalates = declared[where]
+        if escalates is None:
+            # The class is unknown to this process (a command line without the user's
+            # module): an instance waiting on a task with a timer set waits on its escalation.
+            escalates = task.wake_at is not None
+        if not escalates:
             detail = f"task {task.id} was due at {_iso(task.due_at)}; its step declares no escalation"
             alerts.append(
                 Alert(
