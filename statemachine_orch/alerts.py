@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -239,6 +240,10 @@ class AlertWatcher:
     alert is the same from one scan to the next while its kind, instance and step
     are. The library never configures logging: the application (or ``orch``) does.
 
+    :meth:`run` scans on the running event loop, so it may share a worker's own
+    store; on a large store a scan takes a while (about 0.3 s for 100k instances
+    and a backlog of 40k alerts on SQLite), which that loop then waits.
+
     Args:
         store: The store to scan.
         thresholds: How late is too late.
@@ -336,6 +341,11 @@ class StoreCollector:
     these out of that scrape, so the registry's other metrics still are served.
     Requires ``prometheus-client`` (the ``metrics`` extra).
 
+    Scrapes run in the metrics server's threads, one at a time per collector:
+    give it a store of its own (a second ``SqliteStore`` on the same file, a
+    second ``PostgresStore`` on the same database), not a running engine's
+    ``SqliteStore``, whose connection is that engine's.
+
     Args:
         store: The store to read.
         thresholds: The alerts' thresholds.
@@ -355,6 +365,7 @@ class StoreCollector:
         self.store = store
         self.thresholds = thresholds
         self.engine = engine
+        self._scraping = threading.Lock()
 
     def describe(self) -> list[Metric]:
         """The metric families, without samples: registering the collector reads no store."""
@@ -365,14 +376,16 @@ class StoreCollector:
         engine = self.engine
         now = engine.clock.now() if engine is not None else time.time()
         instances, tasks_open, tasks_overdue, alert_counts, timers = _families()
-        try:
-            counts = self.store.instance_counts()
-            task_counts = self.store.task_counts(now)
-            alerts = scan(self.store, now=now, thresholds=self.thresholds, engine=engine)
-            late = self.store.late_timers(now, 1)
-        except StoreError as exc:
-            logger.warning("store_metrics_failed", error=str(exc))
-            return []
+        with self._scraping:
+            try:
+                counts = self.store.instance_counts()
+                task_counts = self.store.task_counts(now)
+                alerts = scan(self.store, now=now, thresholds=self.thresholds, engine=engine)
+                late = self.store.late_timers(now, 1)
+            except StoreError as exc:
+                logger.warning("store_metrics_failed", error=str(exc))
+                return []
+
         by_workflow: dict[str, dict[str, int]] = {}
         for workflow, status, n in counts:
             by_workflow.setdefault(workflow, {})[status.value] = n
