@@ -471,11 +471,13 @@ class MemoryStore:
         return []
 
     # ----------------------------------------------------------------- monitoring reads
+    # Each takes a copy of the dict it walks first: a metrics server calls them from
+    # its own thread while the engine's loop adds instances and tasks.
 
     def instance_counts(self) -> list[tuple[str, InstanceStatus, int]]:
         """How many instances each workflow has in each status, sorted."""
         counts: dict[tuple[str, str], int] = {}
-        for rec in self._records.values():
+        for rec in list(self._records.values()):
             key = (rec.spec.name, rec.status.value)
             counts[key] = counts.get(key, 0) + 1
         return [(name, InstanceStatus(status), n) for (name, status), n in sorted(counts.items())]
@@ -483,7 +485,7 @@ class MemoryStore:
     def task_counts(self, now: float) -> list[tuple[str, str, int, int]]:
         """Open tasks (and how many are overdue at *now*) by workflow and step, sorted."""
         counts: dict[tuple[str, str], list[int]] = {}
-        for task in self._open_tasks.values():
+        for task in list(self._open_tasks.values()):
             pair = counts.setdefault((task.workflow, task.step), [0, 0])
             pair[0] += 1
             if task.due_at is not None and task.due_at <= now:
@@ -499,7 +501,7 @@ class MemoryStore:
     def quiet(self, statuses: frozenset[InstanceStatus], before: float | None) -> list[tuple[InstanceInfo, float]]:
         """Instances in *statuses* with no timer, last changed at or before *before*, the oldest change first."""
         found: list[tuple[float, str, InstanceRecord]] = []
-        for rec in self._records.values():
+        for rec in list(self._records.values()):
             if rec.status in statuses and rec.wake_at is None:
                 last = self._last_change(rec)
                 if before is None or last <= before:
@@ -520,7 +522,7 @@ class MemoryStore:
     def late_tasks(self, before: float) -> list[LateTask]:
         """Open tasks due at or before *before*, earliest first."""
         late: list[LateTask] = []
-        for task in self._open_tasks.values():
+        for task in list(self._open_tasks.values()):
             if task.due_at is None or task.due_at > before:
                 continue
             rec = self._records.get(task.instance_id)
