@@ -67,7 +67,9 @@ class NotInstalled:
 # ---------------------------------------------------------------------------- the child: one configuration
 
 
-def child(mode: str, instances: int, repeat: int, processor: str) -> list[float]:
+def child(
+    mode: str, instances: int, repeat: int, processor: str, store: str = "memory", sample: float = 1.0
+) -> list[float]:
     """Time the workload *repeat* times (after a warm-up) in this configuration."""
     if mode == "none":
         sys.meta_path.insert(0, NotInstalled())
@@ -76,7 +78,7 @@ def child(mode: str, instances: int, repeat: int, processor: str) -> list[float]
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     from examples.order_process import InventoryService, Item, OrderProcess, PaymentService, UserService
-    from statemachine_orch import Engine, InstanceStatus, MemoryStore
+    from statemachine_orch import Engine, InstanceStatus, MemoryStore, SqliteStore
 
     options: dict[str, Any] = {}
     clear = None
@@ -89,10 +91,11 @@ def child(mode: str, instances: int, repeat: int, processor: str) -> list[float]
             SpanExportResult,
         )
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
         from statemachine_orch.metrics import Metrics
 
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
         if processor == "memory":
             memory = InMemorySpanExporter()
             provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -119,23 +122,31 @@ def child(mode: str, instances: int, repeat: int, processor: str) -> list[float]
     async def workload(tag: str) -> float:
         inventory = InventoryService(stock={"BOOK": instances + 1})
         services = {"user-service": UserService(), "inventory-service": inventory, "payment-service": PaymentService()}
-        engine = Engine(MemoryStore(), services=services, **options)
-        async with engine:
-            t0 = time.perf_counter()
-            for i in range(instances):
-                engine.start_nowait(
-                    OrderProcess(
+        with tempfile.TemporaryDirectory() as tmp:
+            durable = store == "sqlite"
+            engine = Engine(
+                SqliteStore(Path(tmp) / "orders.db") if durable else MemoryStore(), services=services, **options
+            )
+            async with engine:
+                t0 = time.perf_counter()
+                for i in range(instances):
+                    order = OrderProcess(
                         order_id=f"ORD-{tag}-{i:06d}", customer_id=f"CUST-{i % 997:04d}", amount=500.0, items=[item]
                     )
-                )
-            await engine.wait_idle()
-            elapsed = time.perf_counter() - t0
-            done = engine.instances(status=InstanceStatus.COMPLETED)
-            if len(done) != instances:
-                sys.exit(f"{len(done)} of {instances} orders completed")
+                    if durable:
+                        await engine.start(order)
+                    else:
+                        engine.start_nowait(order)
+                await engine.wait_idle()
+                elapsed = time.perf_counter() - t0
+                done = engine.instances(status=InstanceStatus.COMPLETED)
+                if len(done) != instances:
+                    sys.exit(f"{len(done)} of {instances} orders completed")
+            if durable:
+                engine.store.close()
         return elapsed
 
-    timings = []
+    timings: list[float] = []
     for r in range(repeat + 1):
         elapsed = asyncio.run(workload(f"{mode}{r}"))
         if clear is not None:
@@ -178,11 +189,15 @@ def measure(mode: str, args: argparse.Namespace, before: Path | None) -> float:
         str(args.repeat),
         "--processor",
         args.processor,
+        "--store",
+        args.store,
+        "--sample",
+        str(args.sample),
     ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - this script
     if done.returncode:
         sys.exit(f"{mode}: the child failed:\n{done.stderr}")
-    timings = json.loads(done.stdout.strip().splitlines()[-1])
+    timings: list[float] = json.loads(done.stdout.strip().splitlines()[-1])
     return statistics.median(timings)
 
 
@@ -192,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--instances", type=int, default=2000, help="orders per workload")
     p.add_argument("--repeat", type=int, default=3, help="timed workloads per child (after one warm-up); its median")
     p.add_argument("--processor", choices=("batch", "memory"), default="batch", help="the span processor of 'on'")
+    p.add_argument("--store", choices=("memory", "sqlite"), default="memory", help="the engine's store")
+    p.add_argument("--sample", type=float, default=1.0, help="the ratio of traces sampled by 'on' (ParentBased)")
     p.add_argument("--before", metavar="REV", help="also measure the package as at this git revision")
     p.add_argument(
         "--breakdown", action="store_true", help="also metrics alone, tracing alone and logs=True (filtered at WARNING)"
@@ -199,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.instances, args.repeat, args.processor)))
+        print(json.dumps(child(args.child, args.instances, args.repeat, args.processor, args.store, args.sample)))
         return 0
     modes = ["baseline", "none", "on"] + (["before"] if args.before else [])
     if args.breakdown:
@@ -213,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 figures[mode].append(measure(mode, args, before))
             print(f"run {run + 1}/{args.runs}: " + "  ".join(f"{m} {figures[m][-1] * 1000:.1f} ms" for m in modes))
     base = statistics.median(figures["baseline"])
-    print(f"\n{args.instances} orders (5 steps each), medians of {args.runs} runs of {args.repeat} workloads each:")
+    print(
+        f"\n{args.instances} orders (5 steps each) on a {args.store} store, traces sampled {args.sample:g} "
+        f"({args.processor} processor), medians of {args.runs} runs of {args.repeat} workloads each:"
+    )
     ok = True
     for mode in modes:
         med = statistics.median(figures[mode])

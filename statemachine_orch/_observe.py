@@ -41,7 +41,7 @@ class Attempt:
     def __init__(self, obs: Observer, ctx: Ctx) -> None:
         self.obs = obs
         self.ctx = ctx
-        self.started = _perf()
+        self.started = 0.0
         self.span: Any = None
         self.otel: Any = None
         self.vars: Mapping[str, Token[Any]] | None = None
@@ -63,7 +63,9 @@ class Observer:
 
     def attempt_begin(self, ctx: Ctx) -> Attempt:
         """A step's (or a compensation's, ``ctx.undoing`` set) body is about to run."""
-        return Attempt(self, ctx)
+        attempt = Attempt(self, ctx)
+        attempt.started = _perf()
+        return attempt
 
     def attempt_ended(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
         """The body begun with :meth:`attempt_begin` ended."""
@@ -118,6 +120,8 @@ class _Observed(Observer):
         self.metrics = metrics
         self.tracer = tracer
         self.logs = logs
+        # Bound once: a lazy proxy would resolve structlog's configuration at every call.
+        self.log: Any = _log.bind() if logs else None
         if tracer is not None:
             from opentelemetry import context, trace  # noqa: PLC0415 - the optional extra
             from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
@@ -163,7 +167,7 @@ class _Observed(Observer):
             attempt.vars = structlog.contextvars.bind_contextvars(
                 instance_id=ctx.instance_id, workflow=ctx.workflow, step=ctx.step, attempt=ctx.attempt
             )
-            _log.debug(
+            self.log.debug(
                 "compensation_started" if undoing is not None else "step_started",
                 instance_id=ctx.instance_id,
                 workflow=ctx.workflow,
@@ -184,7 +188,7 @@ class _Observed(Observer):
             if undoing is None:
                 metrics.count_step(ctx.workflow, ctx.step, outcome, seconds)
             else:
-                metrics.labelled(metrics.compensations, ctx.workflow, undoing, outcome).inc()
+                metrics.count_compensation(ctx.workflow, undoing, outcome)
         span = attempt.span
         if span is not None:
             self._detach(attempt.otel)
@@ -196,7 +200,7 @@ class _Observed(Observer):
         if attempt.vars is not None:
             structlog.contextvars.reset_contextvars(**attempt.vars)
             if outcome == "completed":
-                _log.info(
+                self.log.info(
                     "compensation_completed" if undoing is not None else "step_completed",
                     instance_id=ctx.instance_id,
                     workflow=ctx.workflow,
@@ -205,7 +209,7 @@ class _Observed(Observer):
                     duration=round(seconds, 6),
                 )
             elif outcome == "cancelled":
-                _log.info(
+                self.log.info(
                     "step_cancelled",
                     instance_id=ctx.instance_id,
                     workflow=ctx.workflow,
@@ -216,7 +220,7 @@ class _Observed(Observer):
     def failed(self, ctx: Ctx, error: str, retry_in: float | None) -> None:
         undoing = ctx.undoing
         if retry_in is not None and undoing is None and self.metrics is not None:
-            self.metrics.labelled(self.metrics.step_retries, ctx.workflow, ctx.step).inc()
+            self.metrics.count_retry(ctx.workflow, ctx.step)
         if not self.logs:
             return
         fields: dict[str, object] = {
@@ -229,17 +233,17 @@ class _Observed(Observer):
         if undoing is not None:
             fields["undoing"] = undoing
         if retry_in is not None:
-            _log.warning("compensation_retry" if undoing is not None else "step_retry", retry_in=retry_in, **fields)
+            self.log.warning("compensation_retry" if undoing is not None else "step_retry", retry_in=retry_in, **fields)
         elif undoing is not None:
-            _log.error("compensation_failed", **fields)
+            self.log.error("compensation_failed", **fields)
         else:
-            _log.warning("step_failed", **fields)
+            self.log.warning("step_failed", **fields)
 
     # ----------------------------------------------------------------- instances, commits, timers, leases
 
     def status_changed(self, rec: InstanceRecord, old: InstanceStatus, new: InstanceStatus) -> None:
         if self.logs:
-            _log.info(
+            self.log.info(
                 "status_changed", instance_id=rec.id, workflow=rec.spec.name, status=new.value, previous=old.value
             )
 
@@ -261,27 +265,21 @@ class _Observed(Observer):
         metrics = self.metrics
         if metrics is None or not isinstance(token, _Commit):
             return
-        metrics.commit_duration.observe(_perf() - token.started)
-        metrics.commit_batch_size.observe(size)
-        for workflow, status in token.ends:
-            if status is None:
-                metrics.labelled(metrics.instances_started, workflow).inc()
-            else:
-                metrics.labelled(metrics.instances_ended, workflow, status).inc()
+        metrics.count_commit(_perf() - token.started, size, token.ends)
 
     def timer_fired(self, workflow: str, lag: float) -> None:
         if self.metrics is not None:
-            self.metrics.labelled(self.metrics.timer_lag, workflow).observe(max(lag, 0.0))
+            self.metrics.count_timer(workflow, lag)
 
     def takeover(self, instance_id: str) -> None:
         if self.metrics is not None:
-            self.metrics.lease_takeovers.inc()
+            self.metrics.count_takeover()
         if self.logs:
-            _log.info("lease_takeover", instance_id=instance_id)
+            self.log.info("lease_takeover", instance_id=instance_id)
 
     def lease_lost(self, instance_id: str) -> None:  # noqa: ARG002 - the engine logs it
         if self.metrics is not None:
-            self.metrics.leases_lost.inc()
+            self.metrics.count_lease_lost()
 
 
 def make_observer(metrics: Metrics | None, tracing: object, logs: bool) -> Observer | None:
