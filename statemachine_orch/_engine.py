@@ -133,7 +133,8 @@ class Engine(ClientApi):
         logs: Bind ``instance_id``, ``workflow``, ``step`` and ``attempt`` as structlog
             contextvars around every step body and compensation, and log step
             starts (debug), completions (info), retries (warning), compensations and
-            status changes through structlog (configured by the application).
+            status changes through structlog, as configured by the application
+            (configure it before making the engine).
 
     Use it inside a running event loop. ``async with Engine(...) as engine``
     recovers what the store holds in flight and stops the workers on exit.

@@ -10,10 +10,15 @@ when a :class:`Metrics` is made.
 
 from __future__ import annotations
 
+import importlib
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+    from prometheus_client.metrics_core import Metric
 
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -23,7 +28,11 @@ _BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 def _prometheus() -> Any:
     try:
-        import prometheus_client  # noqa: PLC0415 - the optional extra, imported only when metrics are asked for
+        # The optional extra, imported only when metrics are asked for (with the modules of its metric families).
+        import prometheus_client  # noqa: PLC0415
+
+        for module in ("prometheus_client.core", "prometheus_client.utils"):
+            importlib.import_module(module)
     except ImportError as exc:
         msg = (
             "statemachine_orch.Metrics needs prometheus-client: "
@@ -61,6 +70,60 @@ class Serving:
         self._thread.join(5.0)
 
 
+class _Histogram:
+    """A histogram's figures by label values: bucket counts (not cumulative), then the count and the sum."""
+
+    __slots__ = ("bounds", "by_labels", "doc", "labelnames", "name")
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...], bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labelnames = labelnames
+        self.bounds = bounds
+        self.by_labels: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        figures = self.by_labels.get(labels)
+        if figures is None:
+            figures = self.by_labels[labels] = [0.0] * (len(self.bounds) + 3)
+        figures[bisect_left(self.bounds, value)] += 1
+        figures[-2] += 1
+        figures[-1] += value
+
+    def family(self, prom: Any, *, figures: bool = True) -> Metric:
+        family: HistogramMetricFamily = prom.core.HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, live in list(self.by_labels.items()) if figures else []:
+            counts = live[:]  # the engine's thread may add to it meanwhile
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*self.bounds, float("inf")), counts, strict=False):
+                cumulative += count
+                buckets.append((prom.utils.floatToGoString(bound), cumulative))
+            family.add_metric(labels, buckets, counts[-1])
+        return family
+
+
+class _Counter:
+    """A counter's values by label values."""
+
+    __slots__ = ("by_labels", "doc", "labelnames", "name")
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.doc = doc
+        self.labelnames = labelnames
+        self.by_labels: dict[tuple[str, ...], float] = {} if labelnames else {(): 0.0}
+
+    def inc(self, labels: tuple[str, ...] = ()) -> None:
+        self.by_labels[labels] = self.by_labels.get(labels, 0.0) + 1
+
+    def family(self, prom: Any, *, figures: bool = True) -> Metric:
+        family: CounterMetricFamily = prom.core.CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for labels, value in list(self.by_labels.items()) if figures else []:
+            family.add_metric(labels, value)
+        return family
+
+
 class Metrics:
     """
     The engine's Prometheus metrics, in one registry.
@@ -87,6 +150,10 @@ class Metrics:
     - ``orch_lease_takeovers_total``: instances this engine claimed in flight from a
       dead or expired owner; ``orch_leases_lost_total``: leases others took from it.
 
+    The engine counts in plain Python objects (its hot path takes no lock) and
+    one collector turns them into these metrics when the registry is scraped.
+    Counts of one engine's process: each worker process serves its own.
+
     Raises:
         ImportError: prometheus-client is not installed (the ``metrics`` extra).
 
@@ -95,90 +162,97 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "orch") -> None:
         prom = _prometheus()
+        self._prom = prom
         self.registry: CollectorRegistry = registry if registry is not None else prom.CollectorRegistry()
-        reg = self.registry
         ns = namespace
-        step_labels = ("workflow", "step", "outcome")
-        self.step_attempts: Counter = prom.Counter(
-            "step_attempts", "Attempts of steps, by outcome.", step_labels, namespace=ns, registry=reg
+        step = ("workflow", "step", "outcome")
+        self._steps = _Histogram(
+            f"{ns}_step_duration_seconds", "Time of step attempts, by outcome.", step, _STEP_BUCKETS
         )
-        self.step_duration: Histogram = prom.Histogram(
-            "step_duration_seconds",
-            "Time of step attempts, by outcome.",
-            step_labels,
-            namespace=ns,
-            registry=reg,
-            buckets=_STEP_BUCKETS,
+        self._attempts_doc = "Attempts of steps, by outcome."
+        self._retries = _Counter(f"{ns}_step_retries", "Retries of steps scheduled.", ("workflow", "step"))
+        self._compensations = _Counter(
+            f"{ns}_compensations", "Attempts of compensations, by the step undone and outcome.", step
         )
-        self.step_retries: Counter = prom.Counter(
-            "step_retries", "Retries of steps scheduled.", ("workflow", "step"), namespace=ns, registry=reg
+        self._started = _Counter(f"{ns}_instances_started", "Instances started (committed).", ("workflow",))
+        self._ended = _Counter(
+            f"{ns}_instances_ended", "Instances that reached an end status (committed).", ("workflow", "status")
         )
-        self.compensations: Counter = prom.Counter(
-            "compensations",
-            "Attempts of compensations, by the step undone and outcome.",
-            step_labels,
-            namespace=ns,
-            registry=reg,
+        self._timer_lag = _Histogram(
+            f"{ns}_timer_lag_seconds", "How late timers fire: fire time minus due time.", ("workflow",), _LAG_BUCKETS
         )
-        self.instances_started: Counter = prom.Counter(
-            "instances_started", "Instances started (committed).", ("workflow",), namespace=ns, registry=reg
+        self._commit_duration = _Histogram(
+            f"{ns}_commit_duration_seconds", "Time of store commits.", (), _COMMIT_BUCKETS
         )
-        self.instances_ended: Counter = prom.Counter(
-            "instances_ended",
-            "Instances that reached an end status (committed).",
-            ("workflow", "status"),
-            namespace=ns,
-            registry=reg,
+        self._commit_batch = _Histogram(
+            f"{ns}_commit_batch_size", "Instance changes written by one store commit.", (), _BATCH_BUCKETS
         )
-        self.timer_lag: Histogram = prom.Histogram(
-            "timer_lag_seconds",
-            "How late timers fire: fire time minus due time.",
-            ("workflow",),
-            namespace=ns,
-            registry=reg,
-            buckets=_LAG_BUCKETS,
+        self._takeovers = _Counter(
+            f"{ns}_lease_takeovers", "Instances this worker claimed in flight from a dead or expired owner."
         )
-        self.commit_duration: Histogram = prom.Histogram(
-            "commit_duration_seconds", "Time of store commits.", namespace=ns, registry=reg, buckets=_COMMIT_BUCKETS
-        )
-        self.commit_batch_size: Histogram = prom.Histogram(
-            "commit_batch_size",
-            "Instance changes written by one store commit.",
-            namespace=ns,
-            registry=reg,
-            buckets=_BATCH_BUCKETS,
-        )
-        self.lease_takeovers: Counter = prom.Counter(
-            "lease_takeovers",
-            "Instances this worker claimed in flight from a dead or expired owner.",
-            namespace=ns,
-            registry=reg,
-        )
-        self.leases_lost: Counter = prom.Counter(
-            "leases_lost", "Leases of this worker that another worker took over.", namespace=ns, registry=reg
-        )
-        # Label children by their values: .labels() costs more than the count itself.
-        self._steps: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._children: dict[tuple[object, ...], Any] = {}
+        self._lost = _Counter(f"{ns}_leases_lost", "Leases of this worker that another worker took over.")
+        self._attempts_name = f"{ns}_step_attempts"
+        self.registry.register(self)  # a collector: collect() and describe()
 
-    # ----------------------------------------------------------------- called by the engine's observer
+    # ----------------------------------------------------------------- the collector
+
+    def collect(self) -> Iterator[Metric]:
+        """The metrics as they are now (called by the registry at each scrape)."""
+        return self._families(figures=True)
+
+    def describe(self) -> Iterator[Metric]:
+        """The metrics' names and types, without figures (for the registry's check of duplicate names)."""
+        return self._families(figures=False)
+
+    def _families(self, *, figures: bool) -> Iterator[Metric]:
+        prom = self._prom
+        attempts = prom.core.CounterMetricFamily(self._attempts_name, self._attempts_doc, labels=self._steps.labelnames)
+        for labels, counts in list(self._steps.by_labels.items()) if figures else []:
+            attempts.add_metric(labels, counts[-2])  # the histogram's count
+        yield attempts
+        yield self._steps.family(prom, figures=figures)
+        for counter in (self._retries, self._compensations, self._started, self._ended):
+            yield counter.family(prom, figures=figures)
+        for histogram in (self._timer_lag, self._commit_duration, self._commit_batch):
+            yield histogram.family(prom, figures=figures)
+        yield self._takeovers.family(prom, figures=figures)
+        yield self._lost.family(prom, figures=figures)
+
+    # ----------------------------------------------------------------- what the engine calls
 
     def count_step(self, workflow: str, step: str, outcome: str, seconds: float) -> None:
-        """Count one step attempt that ended with *outcome* after *seconds* (what the engine calls)."""
-        key = (workflow, step, outcome)
-        pair = self._steps.get(key)
-        if pair is None:
-            pair = self._steps[key] = (self.step_attempts.labels(*key), self.step_duration.labels(*key))
-        pair[0].inc()
-        pair[1].observe(seconds)
+        """One attempt of *step* ended with *outcome* (completed, failed) after *seconds*."""
+        self._steps.observe((workflow, step, outcome), seconds)
 
-    def labelled(self, metric: Counter | Histogram, *labels: str) -> Any:
-        """*metric*'s child for these label values (kept: ``labels()`` costs more than a count)."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def count_retry(self, workflow: str, step: str) -> None:
+        """A retry of *step* was scheduled."""
+        self._retries.inc((workflow, step))
+
+    def count_compensation(self, workflow: str, step: str, outcome: str) -> None:
+        """An attempt of the compensation of *step* ended with *outcome*."""
+        self._compensations.inc((workflow, step, outcome))
+
+    def count_commit(self, seconds: float, size: int, ends: list[tuple[str, str | None]]) -> None:
+        """A commit of *size* changes took *seconds*; *ends*: (workflow, end status, None for a start) it wrote."""
+        self._commit_duration.observe((), seconds)
+        self._commit_batch.observe((), size)
+        for workflow, status in ends:
+            if status is None:
+                self._started.inc((workflow,))
+            else:
+                self._ended.inc((workflow, status))
+
+    def count_timer(self, workflow: str, lag: float) -> None:
+        """A timer of *workflow* fired *lag* seconds after its due time."""
+        self._timer_lag.observe((workflow,), max(lag, 0.0))
+
+    def count_takeover(self) -> None:
+        """This engine claimed an instance in flight from a dead or expired owner."""
+        self._takeovers.inc()
+
+    def count_lease_lost(self) -> None:
+        """Another worker took over an instance whose lease this engine held."""
+        self._lost.inc()
 
     # ----------------------------------------------------------------- serving
 
@@ -190,10 +264,10 @@ class Metrics:
             A :class:`Serving`: call it to stop the server; its ``port`` is the port
             it listens on.
         """
-        server, thread = _prometheus().start_http_server(port, addr, self.registry)
+        server, thread = self._prom.start_http_server(port, addr, self.registry)
         return Serving(server, thread, addr)
 
     def exposition(self) -> str:
         """The metrics in Prometheus' text format (what ``/metrics`` serves)."""
-        text: bytes = _prometheus().generate_latest(self.registry)
+        text: bytes = self._prom.generate_latest(self.registry)
         return text.decode()
