@@ -245,3 +245,47 @@ def test_promtool_fires_the_rules_on_series_that_should_and_not_on_others(tmp_pa
     path.write_text(json.dumps(tests, indent=1))  # JSON is YAML
     done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
     assert 0 == done.returncode, done.stdout + done.stderr
+
+
+def test_every_metric_of_the_rules_is_served_by_a_worker_and_the_store_collector(tmp_path: Path) -> None:
+    """Issue 12: a worker's Metrics and the StoreCollector serve every metric the rules name, typed and labelled as used."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from statemachine_orch import Engine, SqliteStore, VirtualClock
+    from statemachine_orch.alerts import StoreCollector
+    from statemachine_orch.metrics import Metrics
+    from tests.alerts.flows import PINNED, START, AlertRefund, Bank
+    from tests.conftest import run_scenario
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    path = tmp_path / "served.db"
+
+    async def scenario() -> None:
+        with SqliteStore(path) as store:
+            clock = VirtualClock(START)
+            async with Engine(store, clock=clock, workflows=PINNED, services={"bank": Bank()}, metrics=metrics) as e:
+                handle = await e.start(AlertRefund())
+                await asyncio.wait_for(e.wait_instance(handle.instance_id), 15)
+
+    run_scenario(scenario())
+    with SqliteStore(path) as reader:
+        registry.register(StoreCollector(reader))
+        families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    used = {_base(series) for rule in _rules() for series, _ in _METRIC.findall(rule["expr"])}
+    for name in sorted(used):
+        kind = "histogram" if name in HISTOGRAMS else "counter" if name.endswith("_total") else "gauge"
+        family = families.get(name.removesuffix("_total") if kind == "counter" else name)
+        assert family is not None, f"nothing serves {name}"
+        assert kind == family.type, name
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == METRICS[name], sample
+    attempts = families["orch_step_attempts"].samples
+    assert {("AlertRefund", "pay", "completed"), ("AlertRefund", "ship", "failed")} == {
+        (s.labels["workflow"], s.labels["step"], s.labels["outcome"]) for s in attempts
+    }, "the outcomes the rules match on"
+    failed = [s for s in families["orch_compensations"].samples if s.labels["outcome"] == "failed"]
+    assert failed, "a failed compensation is counted as outcome=failed"
