@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
 
-from statemachine_orch import InstanceInfo, InstanceStatus, TaskNotFound, Workflow
+from statemachine_orch import Engine, EventKind, InstanceInfo, InstanceStatus, TaskNotFound, Workflow
 from statemachine_orch._registry import default_registry
 
 from . import output
-from .client import client, run_async
+from .client import POLL, client, opened, run_async
 from .convert import form_for, message_for, parse_json
 from .failures import FAILED, Problem, guarded
-from .loading import load_class
+from .loading import import_all, import_module, load_class, services_of
 from .options import JsonOption, ModulesOption, StoreOption
 
 _ENDED_WELL = (InstanceStatus.COMPLETED, InstanceStatus.CANCELLED)
@@ -107,13 +108,58 @@ def retry(
     instance_id: Annotated[str, typer.Argument(metavar="ID", help="A compensation_failed instance.")],
     store: StoreOption = None,
     modules: ModulesOption = None,
+    here: Annotated[
+        bool,
+        typer.Option("--here", help="Run the compensations in this process (with the modules' orch_services)."),
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.1, help="Give up waiting for the end after this many seconds.")
+    ] = None,
 ) -> None:
     """Run again the compensations of a compensation_failed instance, and wait until it ends."""
-    with client(store, modules or ()) as engine:
-        status = run_async(lambda: engine.retry_compensation(instance_id))
+    loaded = import_all(modules or ())
+    with opened(store) as st:
+        services = services_of(loaded) if here else None
+        engine = Engine(st, concurrency=1 if here else 0, services=services, poll=POLL)
+        status = asyncio.run(_retry(engine, instance_id, here=here, timeout=timeout))
     output.console.print(f"{instance_id} is {status.value}", markup=False)
     if status is InstanceStatus.COMPENSATION_FAILED:
         raise typer.Exit(FAILED)
+
+
+async def _retry(engine: Engine, instance_id: str, *, here: bool, timeout: float | None) -> InstanceStatus:  # noqa: ASYNC109
+    seen = len(engine.history(instance_id))
+    if here:
+        await engine.recover()
+    try:
+        await engine.retry_compensation(instance_id)
+        try:
+            return await asyncio.wait_for(_new_end(engine, instance_id, seen), timeout)
+        except TimeoutError:
+            msg = (
+                f"instance {instance_id}: the compensations did not end within {timeout:g} s "
+                "(is a worker running? --here runs them in this process)"
+            )
+            raise Problem(msg) from None
+    finally:
+        if here:
+            await engine.aclose()
+
+
+async def _new_end(engine: Engine, instance_id: str, seen: int) -> InstanceStatus:
+    """
+    Wait for a terminal status written after the first *seen* history entries.
+
+    The engine's ``retry_compensation`` may return as soon as its command is
+    written, while the instance is still ``compensation_failed`` from before: the
+    new end is the next terminal status in the history.
+    """
+    terminal = {s.value: s for s in InstanceStatus if s.is_terminal}
+    while True:
+        for event in engine.history(instance_id)[seen:]:
+            if event.kind is EventKind.STATUS_CHANGED and event.detail in terminal:
+                return terminal[event.detail]
+        await asyncio.sleep(POLL)
 
 
 @guarded
@@ -124,11 +170,26 @@ def migrate(
     modules: ModulesOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Move an instance to another version of its workflow, through its declared @migration."""
+    """
+    Move an instance to another version of its workflow, through its declared @migration.
+
+    The engine applies a migration in the process that asks for it: this command
+    claims the instance (it must be waiting, not running a step in a worker),
+    migrates it and hands it back, with the modules' ``orch_services``.
+    """
     target = load_class(to)
-    with client(store, modules or (), workflows=[target]) as engine:
-        info = run_async(lambda: engine.migrate(instance_id, to=target))
+    loaded = [*import_all(modules or ()), import_module(target.__module__)]
+    with opened(store) as st:
+        engine = Engine(st, concurrency=1, services=services_of(loaded), workflows=[target], poll=POLL)
+        info = asyncio.run(_migrate(engine, instance_id, target))
     if as_json:
         output.emit_json(output.instance_json(info))
     else:
         output.console.print(f"{info.id} is now {info.workflow} version {info.version} ({info.status.value})")
+
+
+async def _migrate(engine: Engine, instance_id: str, target: type[Workflow]) -> InstanceInfo:
+    try:
+        return await engine.migrate(instance_id, to=target)
+    finally:
+        await engine.aclose()

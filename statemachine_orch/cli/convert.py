@@ -14,6 +14,8 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from statemachine_orch import (
     RecordLoadError,
     SignalTypeError,
@@ -45,15 +47,28 @@ def parse_json(text: str, option: str) -> Any:
 _NO_FIELD: Any = object()
 
 
-def _differs(given: object, made: object, path: str) -> tuple[str, object, object] | None:
-    """Where the JSON *given* and the structured value's JSON *made* differ: (path, given, read as)."""
+def _member_type(tp: object, key: str | int) -> object:
+    """The declared type of field or item *key* of a value of type *tp* (``Any`` when unknown)."""
+    if isinstance(tp, type) and attrs.has(tp) and isinstance(key, str):
+        return typing.get_type_hints(tp).get(key, Any)
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, set, frozenset) and args:
+        return args[0] if origin is not tuple or (len(args) == 2 and args[1] is Ellipsis) else Any  # noqa: PLR2004
+    if origin is dict and len(args) == 2:  # noqa: PLR2004
+        return args[1]
+    return Any
+
+
+def _differs(given: object, made: object, path: str, tp: object) -> tuple[str, object, object, object] | None:
+    """Where the JSON *given* and the structured value's JSON *made* differ: (path, given, read as, declared type)."""
     seen: tuple[object, object] = (given, made)
     if isinstance(given, dict) and isinstance(made, dict):
         made_fields = typing.cast("dict[str, object]", made)
         for key, value in typing.cast("dict[str, object]", given).items():
             if key not in made_fields:
-                return f"{path}.{key}", value, _NO_FIELD
-            found = _differs(value, made_fields[key], f"{path}.{key}")
+                return f"{path}.{key}", value, _NO_FIELD, Any
+            found = _differs(value, made_fields[key], f"{path}.{key}", _member_type(tp, key))
             if found is not None:
                 return found
         return None
@@ -62,14 +77,14 @@ def _differs(given: object, made: object, path: str) -> tuple[str, object, objec
         made_items = typing.cast("list[object]", made)
         if len(given_items) == len(made_items):
             for index, (a, b) in enumerate(zip(given_items, made_items, strict=True)):
-                found = _differs(a, b, f"{path}[{index}]")
+                found = _differs(a, b, f"{path}[{index}]", _member_type(tp, index))
                 if found is not None:
                     return found
             return None
     # bool is an int to Python, but true is no number and 1 no boolean in the input.
     if given == made and isinstance(given, bool) == isinstance(made, bool):
         return None
-    return path, seen[0], seen[1]
+    return path, seen[0], seen[1], tp
 
 
 def _typed(value: object, tp: type) -> tuple[object, RecordLoadError | None]:
@@ -84,15 +99,13 @@ def _typed(value: object, tp: type) -> tuple[object, RecordLoadError | None]:
         made = structure(value, tp)
     except RecordLoadError as exc:
         return None, exc
-    bad = _differs(value, unstructure(made, tp), type_label(tp))
+    bad = _differs(value, unstructure(made, tp), type_label(tp), tp)
     if bad is None:
         return made, None
-    path, given, read = bad
+    path, given, read, declared = bad
     if read is _NO_FIELD:
         return None, RecordLoadError(f"a given {type_label(tp)}", path, "no such field")
-    detail = (
-        f"{show(given)} (type={type(given).__name__}) does not fit the declared type (it would read as {show(read)})"
-    )
+    detail = f"expected {type_label(declared)} but got {show(given)} (type={type(given).__name__})"
     return None, RecordLoadError(f"a given {type_label(tp)}", path, detail)
 
 

@@ -59,7 +59,11 @@ def import_module(name: str) -> ModuleType:
             raise UsageProblem(msg)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]  # as the import system does: a failed import leaves no module
+            raise
         return module
     try:
         return importlib.import_module(name)
