@@ -98,3 +98,23 @@ class DgNegations(Workflow, version="1"):
     @step(final=True)
     def done(self, ctx: Ctx) -> None:
         pass
+
+
+class DgQuoted(Workflow, version="1"):
+    """A guard whose source has quotes, a backslash and something like an HTML tag."""
+
+    note: str = ""
+
+    @step(initial=True)
+    def first(self, ctx: Ctx) -> None:
+        pass
+
+    @after(first, when=lambda wf: wf.note == 'say "hi" \\ bye <b>')
+    @step(final=True)
+    def second(self, ctx: Ctx) -> None:
+        pass
+
+    @after(first)
+    @step(final=True)
+    def third(self, ctx: Ctx) -> None:
+        pass

@@ -59,6 +59,10 @@ def test_edges_carry_the_guards_source_and_mark_defaults_errors_and_escalations(
     assert "style" not in dot.edges["charge", "ship"]
 
 
+def test_a_spec_draws_as_its_class() -> None:
+    assert render(DgShipment, "dot") == render(spec_of(DgShipment), "dot")
+
+
 def test_no_condition_placeholder_nor_trigger_name_is_shown() -> None:
     text = dot_of(DgShipment)
     assert "[condition" not in text

@@ -10,15 +10,18 @@ overlay). A missing graphviz package or dot program is one typed error naming it
 from __future__ import annotations
 
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from examples.order_process import OrderProcess
 from examples.trip_booking import TripBookingSaga
+from statemachine_orch import spec_of
 from statemachine_orch.diagrams import COLOURS, GraphvizUnavailable, Overlay, render
 
-from .reading import SIGNATURE, fills, png_size, read_png, rgb, svg_nodes
+from .flows import DgQuoted
+from .reading import SIGNATURE, SVG, fills, png_size, read_png, rgb, svg_nodes
 
 CURRENT = COLOURS["current"][0]
 COMPLETED = COLOURS["completed"][0]
@@ -71,6 +74,13 @@ def test_png_without_an_overlay_has_no_highlight_pixels() -> None:
     picture = read_png(render(OrderProcess, "png"))
     assert picture.count(rgb(CURRENT)) == 0
     assert picture.count(rgb(COMPLETED)) == 0
+
+
+def test_a_guard_with_quotes_and_backslashes_is_shown_as_written() -> None:
+    [guarded] = [e for e in spec_of(DgQuoted).edges if e.guard_name]
+    assert guarded.guard_name == "wf.note == 'say \"hi\" \\\\ bye <b>'"
+    root = ET.fromstring(render(DgQuoted, "svg"))  # noqa: S314 - our own output
+    assert guarded.guard_name in [t.text for t in root.iter(f"{SVG}text")]
 
 
 def test_without_the_graphviz_package_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
