@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import enum
-import importlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import typer
 
-from statemachine_orch import WorkflowDefinitionError, mermaid, paths, spec_of
+from statemachine_orch import WorkflowDefinitionError, paths, spec_of
 
 from . import output
 from .client import client
-from .failures import FAILED, Problem, UsageProblem, guarded
+from .failures import FAILED, UsageProblem, guarded
 from .loading import import_module, load_class, workflows_in
 from .options import JsonOption, StoreOption
 
@@ -90,12 +89,12 @@ class GraphFormat(enum.StrEnum):
     """A PNG picture (Graphviz)."""
 
 
-def _diagrams() -> Any:
-    """The ``statemachine_orch.diagrams`` module, or ``None`` where it is not available."""
-    try:
-        return importlib.import_module("statemachine_orch.diagrams")
-    except ImportError:
-        return None
+_FORMATS: dict[GraphFormat, Literal["mermaid", "dot", "svg", "png"]] = {
+    GraphFormat.MERMAID: "mermaid",
+    GraphFormat.DOT: "dot",
+    GraphFormat.SVG: "svg",
+    GraphFormat.PNG: "png",
+}
 
 
 @guarded
@@ -109,23 +108,17 @@ def graph(
     store: StoreOption = None,
 ) -> None:
     """Draw a workflow (with --instance, that instance's completed, current, failed and compensated steps)."""
+    from statemachine_orch import diagrams  # noqa: PLC0415 - loaded only to draw
+
+    if out is None and fmt is GraphFormat.PNG:
+        raise UsageProblem("--format png needs -o FILE (a picture is not written to the terminal)")
     workflow = load_class(workflow_path)
-    diagrams = _diagrams()
-    if diagrams is None:
-        if fmt is not GraphFormat.MERMAID or instance is not None:
-            what = "--instance" if instance is not None else f"--format {fmt.value}"
-            msg = f"{what} needs statemachine_orch.diagrams, which is not available in this installation"
-            raise Problem(msg)
-        data = (mermaid(workflow) + "\n").encode()
-    elif instance is not None:
+    overlay: diagrams.Overlay | None = None
+    if instance is not None:
         with client(store, (), workflows=[workflow]) as engine:
             overlay = diagrams.Overlay.of(engine, instance)
-            data = diagrams.render(workflow, fmt.value, overlay=overlay)
-    else:
-        data = diagrams.render(workflow, fmt.value)
+    data = diagrams.render(workflow, _FORMATS[fmt], overlay=overlay)
     if out is None:
-        if fmt is GraphFormat.PNG:
-            raise UsageProblem("--format png needs -o FILE (a picture is not written to the terminal)")
         typer.echo(data.decode(), nl=False)
         return
     out.write_bytes(data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,26 +43,18 @@ def upgrade(store: StoreOption = None) -> None:
     output.console.print(f"SQLite store {path} is up to date", markup=False)
 
 
-def _alerts() -> Any:
-    try:
-        return importlib.import_module("statemachine_orch.alerts")
-    except ImportError:
-        return None
-
-
 @guarded
 def alerts(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """List what needs an operator: stuck instances, overdue tasks, failed compensations, quarantines, timer lag."""
-    module = _alerts()
-    if module is None:
-        raise Problem("alerts need statemachine_orch.alerts, which is not available in this installation")
+    from statemachine_orch.alerts import scan  # noqa: PLC0415 - loaded only for this command
+
     with opened(store) as st:
-        found: list[Any] = list(module.scan(st))
+        found = scan(st)
     if as_json:
         output.emit_json(
             [
                 {
-                    "kind": str(getattr(a.kind, "value", a.kind)),
+                    "kind": a.kind.value,
                     "instance_id": a.instance_id,
                     "workflow": a.workflow,
                     "step": a.step,
@@ -76,12 +67,12 @@ def alerts(store: StoreOption = None, as_json: JsonOption = False) -> None:
     else:
         rows = [
             [
-                str(getattr(a.kind, "value", a.kind)),
-                a.instance_id or "",
-                a.workflow or "",
+                a.kind.value,
+                a.instance_id,
+                a.workflow,
                 a.step or "",
                 output.short_when(a.since),
-                a.detail or "",
+                a.detail,
             ]
             for a in found
         ]

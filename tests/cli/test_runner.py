@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import Result
 
 Invoke = Callable[..., Result]
@@ -260,3 +262,58 @@ def test_demo_runs_the_order_example(invoke: Invoke, tmp_path: Path) -> None:
     listed = invoke("instances", "--store", f"sqlite:///{db}", "--json").json()
     assert ["completed", "completed", "failed"] == sorted(i["status"] for i in listed)
     assert json.dumps(listed)
+
+
+def test_graph_formats_with_an_instance_overlay(invoke: Invoke, sqlite_url: str, tmp_path: Path) -> None:
+    """graph writes DOT, SVG and PNG; with --instance, the instance's current step is drawn in the overlay's colour."""
+    from statemachine_orch.diagrams import COLOURS
+
+    start_expense(invoke, sqlite_url, "E-g")
+    current_fill = COLOURS["current"][0]
+    dot = tmp_path / "e.dot"
+    result = invoke("graph", EXPENSE, "--instance", "E-g", "--store", sqlite_url, "--format", "dot", "-o", str(dot))
+    assert 0 == result.code, result.err
+    text = dot.read_text()
+    assert "digraph" in text
+    assert current_fill in text
+    plain = invoke("graph", EXPENSE, "--format", "dot")
+    assert 0 == plain.code
+    assert current_fill not in plain.out
+    svg = tmp_path / "e.svg"
+    assert (
+        0
+        == invoke("graph", EXPENSE, "--instance", "E-g", "--store", sqlite_url, "--format", "svg", "-o", str(svg)).code
+    )
+    assert "<svg" in svg.read_text()
+    png = tmp_path / "e.png"
+    assert (
+        0
+        == invoke("graph", EXPENSE, "--instance", "E-g", "--store", sqlite_url, "--format", "png", "-o", str(png)).code
+    )
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert_one_line_error(invoke("graph", EXPENSE, "--format", "png"), 2, "-o FILE")
+    other = invoke("graph", "tests.cli.flows:Parcel", "--instance", "E-g", "--store", sqlite_url, "--format", "dot")
+    assert_one_line_error(other, 1, "Expense")
+
+
+def test_alerts_lists_a_failed_compensation(
+    invoke: Invoke, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """alerts exits 0 on a quiet store, and 1 listing a compensation_failed instance (JSON and table)."""
+    assert 0 == invoke("db", "upgrade", "--store", sqlite_url).code
+    quiet = invoke("alerts", "--store", sqlite_url, "--json")
+    assert (0, []) == (quiet.code, quiet.json())
+    monkeypatch.setenv("ORCH_TEST_REFUND_OK", str(tmp_path / "never"))
+    failed = invoke(
+        "run", "tests.cli.flows:Refundable", "--store", sqlite_url, "--here", "--id", "R-a", "-i", "amount=2"
+    )
+    assert 1 == failed.code
+    found = invoke("alerts", "--store", sqlite_url, "--json")
+    assert 1 == found.code
+    assert [("compensation_failed", "R-a", "Refundable")] == [
+        (a["kind"], a["instance_id"], a["workflow"]) for a in found.json()
+    ]
+    assert found.json()[0]["since"].endswith("Z")
+    table = invoke("alerts", "--store", sqlite_url)
+    assert 1 == table.code
+    assert "compensation_failed" in table.out
