@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Alert", "AlertKind", "AlertWatcher", "StoreCollector", "Thresholds", "scan"]
 
-logger: Any = structlog.get_logger("statemachine_orch.alerts")
+_log: Any = structlog.get_logger("statemachine_orch.alerts")
 
 
 class AlertKind(enum.Enum):
@@ -287,10 +287,10 @@ class AlertWatcher:
         current = {a.key: a for a in found}
         for key, alert in current.items():
             if key not in self._raised:
-                logger.warning("alert_raised", **_fields(alert))
+                _log.warning("alert_raised", **_fields(alert))
         for key, alert in self._raised.items():
             if key not in current:
-                logger.info("alert_cleared", **_fields(alert))
+                _log.info("alert_cleared", **_fields(alert))
         self._raised = current
         return found
 
@@ -305,7 +305,7 @@ class AlertWatcher:
             try:
                 self.check()
             except StoreError as exc:
-                logger.error("alert_scan_failed", error=str(exc))  # noqa: TRY400 - the message is the point
+                _log.error("alert_scan_failed", error=str(exc))
             await asyncio.sleep(self.interval)
 
 
@@ -383,7 +383,7 @@ class StoreCollector:
                 alerts = scan(self.store, now=now, thresholds=self.thresholds, engine=engine)
                 late = self.store.late_timers(now, 1)
             except StoreError as exc:
-                logger.warning("store_metrics_failed", error=str(exc))
+                _log.warning("store_metrics_failed", error=str(exc))
                 return []
 
         by_workflow: dict[str, dict[str, int]] = {}

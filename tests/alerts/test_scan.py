@@ -274,3 +274,21 @@ def test_thresholds_must_not_be_negative() -> None:
         Thresholds(stuck_after=-1)
     with pytest.raises(ValueError, match="timer_lag_after"):
         Thresholds(timer_lag_after=float("nan"))
+
+
+def test_the_alerts_module_exports_are_pinned_and_documented() -> None:
+    """Issue 12: statemachine_orch.alerts exports exactly the reviewed names, each with a docstring."""
+    from statemachine_orch import alerts
+
+    assert ["Alert", "AlertKind", "AlertWatcher", "StoreCollector", "Thresholds", "scan"] == alerts.__all__
+    for name in alerts.__all__:
+        obj = getattr(alerts, name)
+        assert (obj.__doc__ or "").strip(), name
+        assert "statemachine_orch.alerts" == obj.__module__, name
+    assert [
+        "stuck_instance",
+        "overdue_task_unescalated",
+        "compensation_failed",
+        "quarantined",
+        "timer_lag",
+    ] == [k.value for k in AlertKind]
