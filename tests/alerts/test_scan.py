@@ -292,3 +292,51 @@ def test_the_alerts_module_exports_are_pinned_and_documented() -> None:
         "quarantined",
         "timer_lag",
     ] == [k.value for k in AlertKind]
+
+
+SCANNER = """
+import json, sys
+from statemachine_orch import SqliteStore
+from statemachine_orch.alerts import scan
+from statemachine_orch._registry import default_registry
+assert default_registry.resolve("AlertDesk", "1") is None, "this process must not know the class"
+with SqliteStore(sys.argv[1]) as store:
+    found = scan(store, now=float(sys.argv[2]))
+print(json.dumps([[a.kind.value, a.instance_id, a.workflow, a.step, a.since] for a in found]))
+"""
+"""Another process, without the test's workflow classes (a command line without the user's module), scanning."""
+
+
+def test_another_process_without_the_classes_scans_the_store_a_worker_is_using(tmp_path: Path, run: Runner) -> None:
+    """Issue 12: a process that never imported the workflows finds the stuck instance and the unescalated overdue task."""
+    import subprocess
+    import sys
+
+    from statemachine_orch import SqliteStore
+
+    clock = VirtualClock(START, autojump=False)
+    gate = Gate()
+    path = tmp_path / "shared.db"
+
+    async def scenario() -> tuple[list[list[Any]], dict[str, str]]:
+        with SqliteStore(path) as store:
+            async with Engine(store, clock=clock, workflows=PINNED, services={"gate": gate}) as engine:
+                desk = await engine.start(AlertDesk())
+                hotline = await engine.start(AlertHotline())
+                hang = await engine.start(AlertHang())
+                await asyncio.wait_for(gate.entered.wait(), WAIT)
+                clock.advance(HOUR + 1)
+                argv = [sys.executable, "-c", SCANNER, str(path), str(clock.now())]
+                done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+                assert 0 == done.returncode, done.stderr
+                gate.open()
+                await asyncio.wait_for(engine.wait_instance(hang.instance_id), WAIT)
+                ids = {"desk": desk.instance_id, "hotline": hotline.instance_id, "hang": hang.instance_id}
+                return json.loads(done.stdout), ids
+
+    found, ids = run(scenario())
+    assert [
+        ["overdue_task_unescalated", ids["desk"], "AlertDesk", "review", START + HOUR],
+        ["stuck_instance", ids["hang"], "AlertHang", found[1][3], START],
+    ] == found, "the hotline's task waits on its escalation timer: not reported"
+    assert found[1][3] in ("prepare", "hang")
