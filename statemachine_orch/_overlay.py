@@ -38,8 +38,8 @@ def _names(value: Iterable[str]) -> frozenset[str]:
     return frozenset(value)
 
 
-# The steps a run took the instance through, as the history shows them; a failure
-# routed by on_error is not "the failed step", the instance's failure is.
+# The statuses in which the instance's own failure (its instance_failed entry) names
+# the failed step: a step failure routed by on_error, or a retried one, does not fail it.
 _FAILING = (InstanceStatus.FAILED, InstanceStatus.COMPENSATING, InstanceStatus.COMPENSATION_FAILED)
 
 

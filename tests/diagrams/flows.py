@@ -18,6 +18,7 @@ class DgShipment(Workflow, version="1"):
     express: bool = False
     fragile: bool = False
     truck_ok: bool = True
+    card_ok: bool = True
     approved: bool = False
 
     def needs_review(self) -> bool:
@@ -49,7 +50,8 @@ class DgShipment(Workflow, version="1"):
     @after(approve)
     @step
     def charge(self, ctx: Ctx) -> None:
-        pass
+        if not self.card_ok:
+            raise DgDeclinedError("card declined")
 
     @charge.compensation
     def refund(self, ctx: Ctx) -> None:

@@ -81,6 +81,20 @@ def test_a_waiting_instance_read_by_a_client_engine(run: Runner, tmp_path: Path)
     assert picture.count(rgb(current)) == 0
 
 
+def test_a_failure_routed_by_on_error_is_not_the_failed_step(run: Runner, tmp_path: Path) -> None:
+    async def scenario() -> Overlay:
+        with SqliteStore(tmp_path / "routed.db") as store:
+            async with Engine(store, workflows=[DgShipment]) as engine:
+                declined = await engine.start(DgShipment(amount=50, card_ok=False))
+                await declined.result()
+                return Overlay.of(engine, declined.instance_id)
+
+    overlay = run(scenario())
+    assert overlay.status is InstanceStatus.COMPLETED
+    assert (overlay.failed, overlay.current, overlay.compensated) == (None, frozenset(), frozenset())
+    assert {"reserve", "notify_declined"} == overlay.completed
+
+
 def test_the_title_names_the_instance(run: Runner, tmp_path: Path) -> None:
     (doomed, _), overlay, _ = run_two_shipments(run, tmp_path / "runs.db")
     assert f'label="DgShipment version 1: instance {doomed} (failed)"'.encode() in render(
