@@ -32,6 +32,10 @@ _log: Any = structlog.get_logger("statemachine_orch.engine")
 
 _perf = time.perf_counter
 
+_STARTED = EventKind.INSTANCE_STARTED
+_STATUS_CHANGED = EventKind.STATUS_CHANGED
+_END_STATUSES = frozenset(s.value for s in InstanceStatus if s.is_terminal)
+
 
 class Attempt:
     """One attempt of a step or a compensation in progress: its clock, span and bound log context."""
@@ -255,9 +259,9 @@ class _Observed(Observer):
         for rec in records:
             for event in rec.history:
                 kind = event.kind
-                if kind is EventKind.INSTANCE_STARTED:
+                if kind is _STARTED:
                     ends.append((rec.spec.name, None))
-                elif kind is EventKind.STATUS_CHANGED and InstanceStatus(event.detail).is_terminal:
+                elif kind is _STATUS_CHANGED and event.detail in _END_STATUSES:
                     ends.append((rec.spec.name, event.detail))
         return _Commit(ends, _perf())
 

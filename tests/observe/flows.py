@@ -50,6 +50,24 @@ class ObsTrip(Workflow):
         raise RuntimeError(msg)
 
 
+class ObsStuckRefund(Workflow):
+    """Charge (compensable, its refund always fails), then a step that fails: the saga's undo fails."""
+
+    @step(initial=True)
+    def charge(self, ctx: Ctx) -> None: ...
+
+    @charge.compensation
+    def refund(self, ctx: Ctx) -> None:
+        msg = "the bank is closed"
+        raise RuntimeError(msg)
+
+    @after(charge)
+    @step(final=True)
+    def ship(self, ctx: Ctx) -> None:
+        msg = "no truck"
+        raise RuntimeError(msg)
+
+
 class ObsNap(Workflow):
     """Wait an hour, then wake up."""
 
@@ -99,4 +117,4 @@ class ObsTraced(Workflow):
             user_log.info("inside the async step")
 
 
-OBSERVED = (ObsFlaky, ObsTrip, ObsNap, ObsGated, ObsTraced)
+OBSERVED = (ObsFlaky, ObsTrip, ObsStuckRefund, ObsNap, ObsGated, ObsTraced)

@@ -20,7 +20,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from statemachine_orch import Engine, MemoryStore, VirtualClock
-from tests.observe.flows import OBSERVED, ObsFlaky, ObsTrip
+from tests.observe.flows import OBSERVED, ObsFlaky, ObsStuckRefund, ObsTrip
 
 if TYPE_CHECKING:
     from tests.conftest import Runner
@@ -94,6 +94,23 @@ def test_a_compensation_is_logged_with_the_step_it_undoes(run: Runner) -> None:
     (comp_done,) = events(lines, "compensation_completed")
     assert ("cancel_flight", "info") == (comp_done["step"], comp_done["log_level"])
     assert ["compensating", "failed"] == [e["status"] for e in events(lines, "status_changed")]
+
+
+def test_a_failed_compensation_is_logged_as_an_error(run: Runner) -> None:
+    """Issue 12: the undo that fails for good is an error line naming the step it undoes and why."""
+    instance_id, lines = run_logged(run, ObsStuckRefund())
+    (failed,) = events(lines, "compensation_failed")
+    assert ("error", "refund", "charge", "RuntimeError: the bank is closed", instance_id) == (
+        failed["log_level"],
+        failed["step"],
+        failed["undoing"],
+        failed["error"],
+        failed["instance_id"],
+    )
+    assert "compensation_failed" == events(lines, "status_changed")[-1]["status"]
+    retries = events(lines, "compensation_retry")
+    assert {"warning"} == {e["log_level"] for e in retries}
+    assert len(retries) + 1 == len(events(lines, "compensation_started"))
 
 
 def test_without_logs_the_engine_binds_and_logs_no_step(run: Runner) -> None:

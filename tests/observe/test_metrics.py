@@ -21,10 +21,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from statemachine_orch import Engine, InstanceStatus, MemoryStore, SqliteStore, VirtualClock
+from statemachine_orch import Engine, EventKind, InstanceStatus, MemoryStore, SqliteStore, VirtualClock
 from statemachine_orch.metrics import Metrics
 from tests.integration.helpers import eventually
-from tests.observe.flows import OBSERVED, Gate, ObsFlaky, ObsGated, ObsNap, ObsTrip
+from tests.observe.flows import OBSERVED, Gate, ObsFlaky, ObsGated, ObsNap, ObsStuckRefund, ObsTrip
 
 if TYPE_CHECKING:
     from tests.conftest import Runner
@@ -124,6 +124,25 @@ def test_a_failed_step_compensates_and_the_instance_ends_failed(run: Runner) -> 
     assert 1.0 == value(s, "orch_compensations_total", workflow=wf, step="book_flight", outcome="completed")
     assert 0.0 == value(s, "orch_compensations_total", workflow=wf, step="book_flight", outcome="failed")
     assert 1.0 == value(s, "orch_instances_ended_total", workflow=wf, status="failed")
+
+
+def test_a_compensation_that_fails_counts_as_failed_and_the_instance_ends_compensation_failed(run: Runner) -> None:
+    """Issue 12: the failed undo is counted with its outcome, and the end status is the one alerts look for."""
+    metrics = Metrics()
+
+    async def scenario() -> int:
+        async with engine_on(metrics) as engine:
+            handle = await engine.start(ObsStuckRefund())
+            assert InstanceStatus.COMPENSATION_FAILED == await handle.wait_idle()
+            return len([e for e in handle.history() if e.kind is EventKind.COMPENSATION_FAILED])
+
+    attempts = run(scenario())
+    assert attempts >= 1  # the compensation's own retries come first
+    s = parse(metrics.exposition())
+    wf = "ObsStuckRefund"
+    assert attempts == value(s, "orch_compensations_total", workflow=wf, step="charge", outcome="failed")
+    assert 0.0 == value(s, "orch_compensations_total", workflow=wf, step="charge", outcome="completed")
+    assert 1.0 == value(s, "orch_instances_ended_total", workflow=wf, status="compensation_failed")
 
 
 def test_timer_lag_is_the_fire_time_minus_the_due_time(run: Runner) -> None:
