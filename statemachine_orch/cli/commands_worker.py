@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
@@ -18,21 +18,30 @@ from .client import opened
 from .failures import Problem, guarded
 from .loading import import_all, services_of, workflows_in
 
+if TYPE_CHECKING:
+    from statemachine_orch.metrics import Metrics
+
 log = structlog.get_logger("statemachine_orch.cli")
 
 
-def _metrics(port: int | None) -> tuple[dict[str, Any], Callable[[], None]]:
-    """The engine's keyword for metrics, and how to stop serving them (both empty without a port)."""
+def _metrics(port: int | None, addr: str) -> tuple[Metrics | None, Callable[[], None]]:
+    """The engine's metrics, and how to stop serving them (nothing without a port)."""
     if port is None:
-        return {}, lambda: None
+        return None, lambda: None
+    from statemachine_orch.metrics import Metrics  # noqa: PLC0415 - prometheus-client is optional
+
     try:
-        from statemachine_orch import metrics  # noqa: PLC0415 - prometheus-client is optional
+        collected = Metrics()
     except ImportError as exc:
-        msg = f"--metrics-port: metrics are not available here ({exc}); install statemachine-orch[metrics]"
+        msg = f"--metrics-port: metrics need prometheus-client ({exc}); install statemachine-orch[metrics]"
         raise Problem(msg) from None
-    collected: Any = metrics.Metrics()
-    stop: Callable[[], None] = collected.serve(port)
-    return {"metrics": collected}, stop
+    try:
+        serving = collected.serve(port, addr)
+    except OSError as exc:
+        msg = f"--metrics-port {port}: cannot listen on {addr}:{port} ({exc.strerror or exc})"
+        raise Problem(msg) from None
+    sys.stderr.write(f"orch worker metrics at {serving.url}\n")
+    return collected, serving
 
 
 @guarded
@@ -47,6 +56,12 @@ def worker(
     ] = None,
     lease: Annotated[float, typer.Option(min=0.1, help="Lease length in seconds (failover time).")] = 10.0,
     poll: Annotated[float, typer.Option(min=0.001, help="How often an idle worker looks for work (seconds).")] = 0.05,
+    metrics_addr: Annotated[
+        str, typer.Option("--metrics-addr", help="The address /metrics listens on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    tracing: Annotated[
+        bool, typer.Option("--tracing", help="OpenTelemetry spans per turn, step attempt and compensation.")
+    ] = False,
 ) -> None:
     """Run workers for the workflows of MODULE... on the store, until SIGINT or SIGTERM."""
     loaded = import_all(modules)
@@ -56,10 +71,18 @@ def worker(
         raise Problem(msg)
     services = services_of(loaded)
     with opened(store, create=True) as st:
-        extra, stop_metrics = _metrics(metrics_port)
+        collected, stop_metrics = _metrics(metrics_port, metrics_addr)
         try:
             engine = Engine(
-                st, services=services, workflows=classes, concurrency=concurrency, lease=lease, poll=poll, **extra
+                st,
+                services=services,
+                workflows=classes,
+                concurrency=concurrency,
+                lease=lease,
+                poll=poll,
+                metrics=collected,
+                tracing=tracing,
+                logs=True,
             )
             asyncio.run(_serve(engine, [f"{c.__orch_spec__.name} v{c.__orch_spec__.version}" for c in classes]))
         finally:

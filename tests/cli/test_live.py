@@ -266,3 +266,38 @@ def test_python_dash_m_and_help() -> None:
         "demo",
     ):
         assert f"  {name} " in result.out, name
+
+
+def test_worker_serves_metrics(store_url: str, workers: Workers) -> None:
+    """--metrics-port 0: the worker serves /metrics on a free port; the scrape parses and counts the step run."""
+    import re
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    proc_log = workers.tmp / "metrics-worker.log"
+    with proc_log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "statemachine_orch", "worker", FLOWS, "--store", store_url, "--metrics-port", "0"],
+            cwd=ROOT,
+            env=environment(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    workers.started.append((proc, proc_log))
+    wait_until(lambda: "orch worker " in proc_log.read_text() and "running" in proc_log.read_text(), "the worker")
+    match = re.search(r"metrics at (http://\S+)", proc_log.read_text())
+    assert match is not None, proc_log.read_text()
+    run_to_wait(store_url, "Parcel", "P-m", "ref=M")
+    with urllib.request.urlopen(match.group(1), timeout=LIMIT) as response:  # noqa: S310 - a local http URL
+        text = response.read().decode()
+    samples = {
+        (s.name, s.labels.get("workflow"), s.labels.get("step"), s.labels.get("outcome")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert 1.0 == samples[("orch_step_attempts_total", "Parcel", "ship", "completed")]
+    taken = orch_process(
+        "worker", FLOWS, "--store", store_url, "--metrics-port", match.group(1).rsplit(":", 1)[1].split("/")[0]
+    )
+    assert_one_line_error(taken, 1, "--metrics-port", "cannot listen")
