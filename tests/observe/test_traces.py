@@ -11,7 +11,11 @@ and they must nest under the step's span, in sync and async steps alike.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -149,3 +153,53 @@ def test_without_tracing_no_span_is_made(exporter: InMemorySpanExporter, run: Ru
     run(scenario())
     assert ["user sync", "user async"] == [s.name for s in exporter.get_finished_spans()]
     assert all(s.parent is None for s in exporter.get_finished_spans())
+
+
+GLOBAL_PROVIDER = """
+import asyncio, json
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from statemachine_orch import Ctx, Engine, MemoryStore, Workflow, step
+
+exported = InMemorySpanExporter()
+
+
+class Hello(Workflow):
+    @step(initial=True, final=True)
+    async def greet(self, ctx: Ctx) -> None:
+        with trace.get_tracer("user").start_as_current_span("user call"):
+            await asyncio.sleep(0)
+
+
+async def main() -> None:
+    async with Engine(MemoryStore(), tracing=True) as engine:
+        # The provider is set after the engine was made: its tracer follows the global one.
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+        trace.set_tracer_provider(provider)
+        await (await engine.start(Hello())).wait_idle()
+
+
+asyncio.run(main())
+spans = {s.context.span_id: s for s in exported.get_finished_spans()}
+print(json.dumps({s.name: spans[s.parent.span_id].name if s.parent else None for s in spans.values()}))
+"""
+
+
+def test_tracing_true_uses_the_global_provider_set_by_the_application() -> None:
+    """Issue 12: ``tracing=True`` opens spans through the global provider, even one set after the engine was made."""
+    done = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDER],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    parents = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"user call": "orch step greet", "orch step greet": "orch turn Hello", "orch turn Hello": None} == parents
