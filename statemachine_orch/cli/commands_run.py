@@ -14,7 +14,7 @@ from statemachine_orch import Engine, InstanceInfo, InstanceStatus, OrchError, W
 from . import output
 from .client import POLL, opened
 from .convert import workflow_input
-from .failures import FAILED, guarded
+from .failures import FAILED, Problem, guarded
 from .loading import import_module, load_class, services_of
 from .options import JsonOption, StoreOption
 
@@ -38,6 +38,10 @@ def run(
             "--here", help="Also run it in this process (a worker with the module's orch_services) until it waits."
         ),
     ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Stop following after this many seconds (the instance goes on; exit 1)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start an instance and follow it to its end or its first wait (workers run it: see orch worker)."""
@@ -46,7 +50,7 @@ def run(
     services = services_of([import_module(workflow.__module__)]) if here else None
     with opened(store, create=True) as st:
         engine = Engine(st, concurrency=4 if here else 0, workflows=[workflow], services=services, poll=POLL)
-        info = asyncio.run(_start_and_follow(engine, wf, instance_id, live=not as_json, here=here))
+        info = asyncio.run(_start_and_follow(engine, wf, instance_id, live=not as_json, here=here, timeout=timeout))
     if as_json:
         output.emit_json(output.instance_json(info))
     else:
@@ -59,7 +63,13 @@ def run(
 
 
 async def _start_and_follow(
-    engine: Engine, wf: Workflow, instance_id: str | None, *, live: bool, here: bool
+    engine: Engine,
+    wf: Workflow,
+    instance_id: str | None,
+    *,
+    live: bool,
+    here: bool,
+    timeout: float | None,  # noqa: ASYNC109 - the command's option, applied to the following only
 ) -> InstanceInfo:
     if here:
         await engine.recover()
@@ -67,15 +77,26 @@ async def _start_and_follow(
         handle = await engine.start(wf, instance_id=instance_id)
         waiting = asyncio.ensure_future(engine.wait_instance(handle.instance_id, terminal=False))
         try:
-            if live:
-                await _display(engine, handle.instance_id, waiting)
-            await waiting
+            await asyncio.wait_for(_follow(engine, handle.instance_id, waiting, live=live), timeout)
+        except TimeoutError:
+            info = engine.info(handle.instance_id)
+            msg = (
+                f"{info.id} is still {info.status.value} after {timeout:g} s "
+                "(is a worker running? orch worker MODULE --store URL, or orch run --here)"
+            )
+            raise Problem(msg) from None
         finally:
             waiting.cancel()
         return engine.info(handle.instance_id)
     finally:
         if here:
             await engine.aclose()
+
+
+async def _follow(engine: Engine, instance_id: str, waiting: asyncio.Future[InstanceStatus], *, live: bool) -> None:
+    if live:
+        await _display(engine, instance_id, waiting)
+    await waiting
 
 
 async def _display(engine: Engine, instance_id: str, waiting: asyncio.Future[InstanceStatus]) -> None:

@@ -317,3 +317,12 @@ def test_alerts_lists_a_failed_compensation(
     table = invoke("alerts", "--store", sqlite_url)
     assert 1 == table.code
     assert "compensation_failed" in table.out
+
+
+def test_run_without_a_worker_gives_up_after_its_timeout(invoke: Invoke, sqlite_url: str) -> None:
+    """With no worker anywhere, run --timeout stops following (exit 1) and says a worker is needed; the instance stays."""
+    result = invoke(
+        "run", "tests.cli.flows:Parcel", "--store", sqlite_url, "--id", "P-t", "-i", "ref=T", "--timeout", "0.5"
+    )
+    assert_one_line_error(result, 1, "P-t is still running", "is a worker running?")
+    assert ["P-t"] == [i["id"] for i in invoke("instances", "--store", sqlite_url, "--json").json()]
