@@ -3,7 +3,7 @@ Workflows the command-line tests run (issue 12), in worker processes and in the 
 
 ``Expense``: submit → the manager approves (a human task with a form) → pay (undo:
 refund) → book; a rejected expense ends ``failed``. ``Parcel``: waits for a
-``Delivered`` message. ``Refundable``: pays, then fails for good; its refund fails
+``Delivered`` message; ``Shipment`` runs one as its child. ``Refundable``: pays, then fails for good; its refund fails
 until the file named by ``$ORCH_TEST_REFUND_OK`` exists (``compensation_failed``,
 then ``orch retry``). ``ExpenseV2`` migrates a waiting ``Expense``.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from statemachine_orch import Ctx, Retry, Workflow, after, human_task, migration, step, wait_for
+from statemachine_orch import Ctx, Retry, Workflow, after, human_task, migration, step, subflow, wait_for
 
 
 @attrs.frozen
@@ -122,6 +122,20 @@ class Parcel(Workflow, version="1"):
     @wait_for(Delivered, final=True)
     def delivered(self, ctx: Ctx, msg: Delivered) -> None:
         self.signed_by = msg.signed_by
+
+
+class Shipment(Workflow, version="1"):
+    """Ships a parcel as a child instance (a ``Parcel``), then files it."""
+
+    ref: str
+
+    @subflow(Parcel, initial=True)
+    def send(self, ctx: Ctx) -> Parcel:
+        return Parcel(ref=self.ref)
+
+    @after(send)
+    @step(final=True)
+    def file(self, ctx: Ctx) -> None: ...
 
 
 class BrokenError(Exception):

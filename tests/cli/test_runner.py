@@ -326,3 +326,23 @@ def test_run_without_a_worker_gives_up_after_its_timeout(invoke: Invoke, sqlite_
     )
     assert_one_line_error(result, 1, "P-t is still running", "is a worker running?")
     assert ["P-t"] == [i["id"] for i in invoke("instances", "--store", sqlite_url, "--json").json()]
+
+
+def test_tree_of_a_parent_and_its_child(invoke: Invoke, sqlite_url: str) -> None:
+    """tree shows the child a subflow step started, under its parent (text and JSON)."""
+    result = invoke("run", "tests.cli.flows:Shipment", "--store", sqlite_url, "--here", "--id", "S-1", "-i", "ref=R")
+    assert 0 == result.code, result.err
+    tree = invoke("tree", "S-1", "--store", sqlite_url, "--json").json()
+    assert ("S-1", "Shipment", "waiting") == (tree["id"], tree["workflow"], tree["status"])
+    [child] = tree["children"]
+    assert ("S-1/0", "Parcel", "waiting", "S-1", []) == (
+        child["id"],
+        child["workflow"],
+        child["status"],
+        child["parent"],
+        child["children"],
+    )
+    text = invoke("tree", "S-1", "--store", sqlite_url).out.splitlines()
+    assert ["S-1 Shipment waiting", "  send -> S-1/0 Parcel waiting"] == text
+    shown = invoke("show", "S-1", "--store", sqlite_url, "--json").json()
+    assert ["S-1/0"] == [c["id"] for c in shown["children"]]
