@@ -335,14 +335,9 @@ def test_tree_of_a_parent_and_its_child(invoke: Invoke, sqlite_url: str) -> None
     tree = invoke("tree", "S-1", "--store", sqlite_url, "--json").json()
     assert ("S-1", "Shipment", "waiting") == (tree["id"], tree["workflow"], tree["status"])
     [child] = tree["children"]
-    assert ("S-1/0", "Parcel", "waiting", "S-1", []) == (
-        child["id"],
-        child["workflow"],
-        child["status"],
-        child["parent"],
-        child["children"],
-    )
+    # The child's own status depends on how far the --here worker drove it before the parent waited.
+    assert ("S-1/0", "Parcel", "S-1", []) == (child["id"], child["workflow"], child["parent"], child["children"])
     text = invoke("tree", "S-1", "--store", sqlite_url).out.splitlines()
-    assert ["S-1 Shipment waiting", "  send -> S-1/0 Parcel waiting"] == text
+    assert ["S-1 Shipment waiting", f"  send -> S-1/0 Parcel {child['status']}"] == text
     shown = invoke("show", "S-1", "--store", sqlite_url, "--json").json()
     assert ["S-1/0"] == [c["id"] for c in shown["children"]]
