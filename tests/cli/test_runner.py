@@ -179,6 +179,15 @@ def test_run_that_fails_exits_1(invoke: Invoke, sqlite_url: str) -> None:
     assert 1 == result.code, result.err
     assert "failed" == result.json()["status"]
     assert "this step always fails" in result.json()["error"]
+    instance_id = result.json()["id"]
+    followed = invoke("history", instance_id, "--follow", "--json", "--store", sqlite_url)
+    assert 0 == followed.code
+    lines = [json.loads(line) for line in followed.out.splitlines()]
+    assert ("instance_started", "status_changed", "failed") == (
+        lines[0]["kind"],
+        lines[-1]["kind"],
+        lines[-1]["detail"],
+    )
 
 
 def test_check_a_good_and_a_bad_module(invoke: Invoke, tmp_path: Path) -> None:
