@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import structlog
@@ -24,24 +23,36 @@ if TYPE_CHECKING:
 log = structlog.get_logger("statemachine_orch.cli")
 
 
-def _metrics(port: int | None, addr: str) -> tuple[Metrics | None, Callable[[], None]]:
-    """The engine's metrics, and how to stop serving them (nothing without a port)."""
-    if port is None:
-        return None, lambda: None
+def _new_metrics() -> Metrics:
     from statemachine_orch.metrics import Metrics  # noqa: PLC0415 - prometheus-client is optional
 
     try:
-        collected = Metrics()
+        return Metrics()
     except ImportError as exc:
         msg = f"--metrics-port: metrics need prometheus-client ({exc}); install statemachine-orch[metrics]"
         raise Problem(msg) from None
+
+
+def _serve_metrics(
+    collected: Metrics, engine: Engine, url: str | None, port: int, addr: str, stack: contextlib.ExitStack
+) -> None:
+    """
+    Serve the engine's metrics and the store's gauges (``alerts.StoreCollector``) at ``/metrics``.
+
+    The store's gauges are read at each scrape, in the server's thread, through a
+    store of their own on the same database (the engine's connection is its own).
+    """
+    from statemachine_orch.alerts import StoreCollector  # noqa: PLC0415 - loaded only with metrics
+
+    gauges_store = stack.enter_context(opened(url))
+    collected.registry.register(StoreCollector(gauges_store, engine=engine))
     try:
         serving = collected.serve(port, addr)
     except OSError as exc:
         msg = f"--metrics-port {port}: cannot listen on {addr}:{port} ({exc.strerror or exc})"
         raise Problem(msg) from None
+    stack.callback(serving)
     sys.stderr.write(f"orch worker metrics at {serving.url}\n")
-    return collected, serving
 
 
 @guarded
@@ -70,23 +81,23 @@ def worker(
         msg = f"no workflow classes in {', '.join(modules)}"
         raise Problem(msg)
     services = services_of(loaded)
-    with opened(store, create=True) as st:
-        collected, stop_metrics = _metrics(metrics_port, metrics_addr)
-        try:
-            engine = Engine(
-                st,
-                services=services,
-                workflows=classes,
-                concurrency=concurrency,
-                lease=lease,
-                poll=poll,
-                metrics=collected,
-                tracing=tracing,
-                logs=True,
-            )
-            asyncio.run(_serve(engine, [f"{c.__orch_spec__.name} v{c.__orch_spec__.version}" for c in classes]))
-        finally:
-            stop_metrics()
+    collected = _new_metrics() if metrics_port is not None else None
+    with contextlib.ExitStack() as stack:
+        st = stack.enter_context(opened(store, create=True))
+        engine = Engine(
+            st,
+            services=services,
+            workflows=classes,
+            concurrency=concurrency,
+            lease=lease,
+            poll=poll,
+            metrics=collected,
+            tracing=tracing,
+            logs=True,
+        )
+        if collected is not None and metrics_port is not None:
+            _serve_metrics(collected, engine, store, metrics_port, metrics_addr, stack)
+        asyncio.run(_serve(engine, [f"{c.__orch_spec__.name} v{c.__orch_spec__.version}" for c in classes]))
 
 
 async def _serve(engine: Engine, names: list[str]) -> None:

@@ -292,11 +292,17 @@ def test_worker_serves_metrics(store_url: str, workers: Workers) -> None:
     with urllib.request.urlopen(match.group(1), timeout=LIMIT) as response:  # noqa: S310 - a local http URL
         text = response.read().decode()
     samples = {
-        (s.name, s.labels.get("workflow"), s.labels.get("step"), s.labels.get("outcome")): s.value
+        (
+            s.name,
+            s.labels.get("workflow"),
+            s.labels.get("step"),
+            s.labels.get("outcome") or s.labels.get("status"),
+        ): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    assert 1.0 == samples[("orch_step_attempts_total", "Parcel", "ship", "completed")]
+    assert 1.0 == samples[("orch_step_attempts_total", "Parcel", "ship", "completed")]  # the engine's metrics
+    assert 1.0 == samples[("orch_instances", "Parcel", None, "waiting")]  # the store's gauges
     taken = orch_process(
         "worker", FLOWS, "--store", store_url, "--metrics-port", match.group(1).rsplit(":", 1)[1].split("/")[0]
     )
