@@ -371,7 +371,10 @@ class ClientApi(DriverForks):
         if self._leasing:
             if current.state != COMPENSATION_FAILED:
                 apply(current)  # refused at the door, plainly (raises)
-            await self._command(instance_id, "retry_compensation", {}, apply)
+            applied, _ = await self._command(instance_id, "retry_compensation", {}, apply)
+            if not applied:
+                # A worker applies it: until then the instance still shows the old end.
+                await self._command_taken(instance_id, "retry_compensation")
         else:
             await self._submit(instance_id, apply)
         return await self._wait_for(instance_id, terminal_only=True)
@@ -397,6 +400,18 @@ class ClientApi(DriverForks):
             # Refused at once rather than queued behind a step that may take long.
             raise MigrationError(instance_id, "is running a step now; migrate it while it waits")
         apply = self._migrate_apply(instance_id, to)
+        if self._leasing and not self._drives:
+            # A client: a worker (which knows the new version's class) applies it.
+            target = spec_of(to)
+            self.store.add_command(instance_id, "migrate", {"workflow": target.name, "version": target.version})
+            before = len(self.store.history(instance_id))
+            await self._command_taken(instance_id, "migrate")
+            info = self.info(instance_id)
+            if (info.workflow, info.version) != (target.name, target.version):
+                why = [e.detail or "" for e in self.store.history(instance_id)[before:] if e.kind is K.COMMAND_REJECTED]
+                detail = why[-1] if why else f"the worker that took it knows no {target.name} version {target.version}"
+                raise MigrationError(instance_id, detail)
+            return info
         if self._leasing:
             body = {"workflow": spec_of(to).name, "version": spec_of(to).version}
             applied, info = await self._command(instance_id, "migrate", body, apply, local_only=True)
@@ -405,6 +420,12 @@ class ClientApi(DriverForks):
             result: InstanceInfo = info
             return result
         return await self._submit(instance_id, apply)
+
+    async def _command_taken(self, instance_id: str, kind: str) -> None:
+        """Wait until no *kind* command waits for the instance any more: a worker applied (or refused) it."""
+        # Another process takes it: only the store can tell, so look at it now and then.
+        while any(c.kind == kind for c in self.store.commands(instance_id)):  # noqa: ASYNC110
+            await asyncio.sleep(max(self.poll, 0.02))
 
     # ----------------------------------------------------------------- waiting
 

@@ -559,7 +559,9 @@ class MemoryStore:
         found: list[tuple[float, str]] = []
         for rec in self._records.values():
             i = rec.id
-            if i in exclude or not self._claimable(i, owner, now):
+            # A compensation_failed instance answers a command too (a retry of its compensations).
+            answers = rec.status is InstanceStatus.COMPENSATION_FAILED and i in self._commands
+            if i in exclude or not self._claimable(i, owner, now, terminal=answers):
                 continue
             holder, until_now, _ = self._leases.get(i, (None, None, 0))
             if holder == owner and until_now is not None and until_now >= now:

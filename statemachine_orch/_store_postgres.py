@@ -199,6 +199,9 @@ _TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signa
 _LIVE: Final = "status NOT IN ('completed', 'failed', 'cancelled', 'compensation_failed')"
 """SQL: the instance is not terminal."""
 
+_ANSWERS: Final = "status NOT IN ('completed', 'failed', 'cancelled')"
+"""SQL: the instance can still act on a command: live, or ``compensation_failed`` (a retry of its compensations)."""
+
 # Each commit writes one statement per table whatever the number of records (with
 # group commit, hundreds): the rows go as one JSON array of arrays (a parameter
 # %(rows)s or %s, dumped by the json module in C: psycopg dumps a Python list as a
@@ -380,7 +383,7 @@ WITH candidates AS MATERIALIZED (
             AND owner IS NOT NULL AND lease_until < %(now)s
         UNION ALL SELECT id, wake_at FROM instances WHERE wake_at <= %(now)s AND {_LIVE} AND {_FREE}
         UNION ALL SELECT id, NULL FROM instances
-            WHERE id IN (SELECT instance_id FROM commands) AND {_LIVE} AND {_FREE}
+            WHERE id IN (SELECT instance_id FROM commands) AND {_ANSWERS} AND {_FREE}
     ) AS found
     WHERE id <> ALL(%(exclude)s::text[])
     GROUP BY id
@@ -388,7 +391,7 @@ WITH candidates AS MATERIALIZED (
     LIMIT %(window)s
 ), picked AS (
     SELECT i.id, candidates.due FROM instances i JOIN candidates ON candidates.id = i.id
-    WHERE i.{_LIVE} AND (i.owner IS NULL OR i.lease_until IS NULL OR i.lease_until < %(now)s)
+    WHERE i.{_ANSWERS} AND (i.owner IS NULL OR i.lease_until IS NULL OR i.lease_until < %(now)s)
     ORDER BY candidates.due NULLS FIRST, i.id
     LIMIT %(limit)s
     FOR UPDATE OF i SKIP LOCKED

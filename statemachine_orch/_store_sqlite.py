@@ -185,6 +185,9 @@ _IDS_IN = "id IN (SELECT value FROM json_each(?))"
 _LIVE = "status NOT IN ('completed', 'failed', 'cancelled', 'compensation_failed')"
 """SQL: the instance is not terminal."""
 
+_ANSWERS = "status NOT IN ('completed', 'failed', 'cancelled')"
+"""SQL: the instance can still act on a command: live, or ``compensation_failed`` (a retry of its compensations)."""
+
 _FREE = "(owner IS NULL OR lease_until IS NULL OR lease_until < :now)"
 """SQL: nobody holds the instance's lease at ``:now`` (free, released or expired)."""
 
@@ -200,7 +203,7 @@ SELECT id, fence FROM (
     SELECT id, fence, 0, wake_at FROM instances WHERE wake_at <= :now AND {_LIVE} AND {_FREE}
     UNION ALL
     SELECT id, fence, 1, NULL FROM instances
-        WHERE id IN (SELECT instance_id FROM commands) AND {_LIVE} AND {_FREE}
+        WHERE id IN (SELECT instance_id FROM commands) AND {_ANSWERS} AND {_FREE}
 ){{exclude}}
 GROUP BY id
 ORDER BY CASE WHEN max(first) THEN NULL ELSE min(wake) END, id
@@ -210,7 +213,8 @@ _RUNNABLE_ALL = _RUNNABLE.format(exclude="")
 """The instances that need a worker and whose lease is free: in flight (its driver
 died; inside a fork, a branch may have a timer while another ran: such an instance
 is in flight when its lease expired rather than being given back), timer due, or
-commands waiting; in due order, those with no due time first.
+commands waiting (also for a ``compensation_failed`` instance: a retry of its
+compensations); in due order, those with no due time first.
 Each branch reaches its rows through an index (status, wake_at, commands)."""
 
 _RUNNABLE_EXCLUDING = _RUNNABLE.format(exclude="\nWHERE id NOT IN (SELECT value FROM json_each(:exclude))")

@@ -131,10 +131,14 @@ async def _retry(engine: Engine, instance_id: str, *, here: bool, timeout: float
     seen = len(engine.history(instance_id))
     if here:
         await engine.recover()
+
+    async def retried() -> InstanceStatus:
+        await engine.retry_compensation(instance_id)  # a client's waits until a worker took the command
+        return await _new_end(engine, instance_id, seen)
+
     try:
-        await engine.retry_compensation(instance_id)
         try:
-            return await asyncio.wait_for(_new_end(engine, instance_id, seen), timeout)
+            return await asyncio.wait_for(retried(), timeout)
         except TimeoutError:
             msg = (
                 f"instance {instance_id}: the compensations did not end within {timeout:g} s "
@@ -150,9 +154,8 @@ async def _new_end(engine: Engine, instance_id: str, seen: int) -> InstanceStatu
     """
     Wait for a terminal status written after the first *seen* history entries.
 
-    The engine's ``retry_compensation`` may return as soon as its command is
-    written, while the instance is still ``compensation_failed`` from before: the
-    new end is the next terminal status in the history.
+    The new end is the next terminal status in the history (the instance shows
+    ``compensation_failed`` from before until a worker takes the command).
     """
     terminal = {s.value: s for s in InstanceStatus if s.is_terminal}
     while True:

@@ -154,11 +154,6 @@ def test_retry_a_failed_compensation(store_url: str, workers: Workers, tmp_path:
     assert_one_line_error(refused, 1, "R-1", "not compensation_failed")
 
 
-@pytest.mark.xfail(
-    reason="engine: a running worker does not claim a compensation_failed instance for a retry command written by "
-    "another process (only recover() applies it); reported with issue 12",
-    strict=True,
-)
 def test_retry_by_a_worker_elsewhere(sqlite_url: str, workers: Workers, tmp_path: Path) -> None:
     """retry without --here: the worker process that runs the workflows runs the compensations again."""
     marker = tmp_path / "refund-ok"

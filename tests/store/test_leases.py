@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from statemachine_orch import StoreError
+from statemachine_orch import InstanceStatus, StoreError
 from statemachine_orch._errors import InstanceExists, LeaseLost
 from tests.store.flows import (
     LEASE,
@@ -192,6 +192,23 @@ def test_a_record_loaded_after_a_claim_is_the_stored_one_and_then_its_commits(st
     assert (instance_id, instance_id) == (claimed, again)
     assert ("after the claim", fence, before.history_len) == seen
     assert ("after the claim", before.history_len) == (taken.error, taken.history_len)
+
+
+def test_claim_runnable_takes_a_compensation_failed_instance_only_for_a_command(store: Store, run: Runner) -> None:
+    """Issue 9: a retry of the compensations written by a client reaches a worker; other ends are never claimed."""
+    stuck, done = parked(store, run, [ContractPay(), ContractPay()])
+
+    def compensation_failed(rec: InstanceRecord) -> None:
+        rec.status = InstanceStatus.COMPENSATION_FAILED
+        rec.wake_at = None
+
+    drive(store, stuck, compensation_failed)
+    drive(store, done, ended)
+    before = store.claim_runnable(W1, LATER, LATER + LEASE, 10, frozenset())
+    store.add_command(stuck, "retry_compensation", {})
+    store.add_command(done, "wake", {})  # a stale wake-up of an instance that ended
+    after = store.claim_runnable(W1, LATER, LATER + LEASE, 10, frozenset())
+    assert ([], [stuck]) == (before, [i for i, _ in after])
 
 
 # --------------------------------------------------------------------------- fencing and new rows
