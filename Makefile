@@ -17,12 +17,15 @@ install: $(BIN)/python
 dev: $(BIN)/python sysdeps
 	$(BIN)/python -m pip install --quiet -e '.[postgres,cli,metrics,otel,diagrams]' --group dev
 
-# System packages the tests need: Graphviz's dot (SVG and PNG diagrams), from Debian's packages.
+# System packages the tests need, from Debian's packages: Graphviz's dot (SVG and PNG
+# diagrams) and Prometheus's promtool (checks examples/prometheus-alerts.yml).
 .PHONY: sysdeps
 sysdeps:
-	@command -v dot >/dev/null 2>&1 || { \
+	@if ! command -v dot >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends graphviz prometheus >/dev/null; \
+	fi
 
 demo: install
 	$(BIN)/python examples/order_process.py
