@@ -36,10 +36,15 @@ def script(store: str) -> str:
 
 
 def run_page(store: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_script(script(store), cwd)
+
+
+def run_script(text: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run *text* with bash in *cwd*, in a session of its own (killed afterwards, whatever it left running)."""
     env = environment()
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.Popen(
-        [shutil.which("bash") or "/bin/bash", "-c", script(store)],
+        [shutil.which("bash") or "/bin/bash", "-c", text],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -73,3 +78,24 @@ def test_every_example_of_the_operations_page_runs(store_url: str, tmp_path: Pat
     assert (tmp_path / "order.mmd").read_text().startswith("stateDiagram-v2")
     assert (tmp_path / "a1.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "orders.db").exists()  # the page ran on the test's store
+
+
+README = ROOT / "README.md"
+
+
+def test_the_readme_command_line_example_runs(store_url: str, tmp_path: Path) -> None:
+    """The README's "From the command line" block runs as written (its worker stopped after it)."""
+    text = README.read_text()
+    section = text[text.index("### From the command line") :]
+    match = BLOCK.search(section)
+    assert match is not None
+    block = match.group(1)
+    assert STORE_LINE in block
+    body = block.replace(STORE_LINE, f"export ORCH_STORE='{store_url}'")
+    done = run_script(f"set -eu\n{body}\nkill %1\nwait %1 || true\n", tmp_path)
+    out, err = done.stdout, done.stderr
+    assert 0 == done.returncode, out + err
+    assert "A-1 waiting at manual_approval (task A-1.2)" in out
+    assert "completed task A-1.2 (manual_approval of A-1) as manager" in out
+    assert "status_changed - completed" in out
+    assert (tmp_path / "a1.png").read_bytes().startswith(b"\x89PNG")
