@@ -87,6 +87,7 @@ CPU_STEP_MS: Final = 2.0  # each step of CpuOrder burns this much CPU
 SEQ_FLOOR_RATIO: Final = 0.70
 CONC_FLOOR_RATIO: Final = 3.0
 TWO_WORKERS_RATIO: Final = 1.6
+DBOS_RATIO: Final = 5.0
 TAKEOVER_SLACK_S: Final = 2.0
 
 
@@ -1087,7 +1088,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"  INFO  order example: 4 workers / 1 worker: {w4_ratio:.2f}")
         if dbos.samples:
-            print(f"  INFO  1 worker sequential / DBOS sequential: {paired(pg_rows[2], dbos, lambda s: s.inst_s):.2f}")
+            dbos_ratio = paired(pg_rows[2], dbos, lambda s: s.inst_s)
+            missed += dbos_ratio < DBOS_RATIO
+            print(
+                f"  {verdict(dbos_ratio >= DBOS_RATIO)}  1 worker sequential >= {DBOS_RATIO:g}x DBOS sequential: "
+                f"{dbos_ratio:.2f}"
+            )
         if lite_floor.samples:
             print("SQLite (no targets):")
             print(f"  INFO  sequential / floor inst/s: {paired(lite_rows[1], lite_floor, lambda s: s.inst_s):.2f}")
