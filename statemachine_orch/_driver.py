@@ -236,8 +236,14 @@ class Driver(Commands):
         if task_id is None:
             return
         task = self.store.task(task_id)
-        if task is not None and task.status is TaskStatus.OPEN:
-            rec.add_task(attrs.evolve(task, status=TaskStatus.CANCELLED, completed_at=self.clock.now()))
+        # The instance still waits on the task, so it is open for it even when the store
+        # shows it completed: that is a completion written as a command (by another
+        # process, or a caller here) that the driver has not applied, and now refuses.
+        if task is not None and task.status is not TaskStatus.CANCELLED:
+            cancelled = attrs.evolve(
+                task, status=TaskStatus.CANCELLED, completed_by=None, completed_at=self.clock.now(), form=None
+            )
+            rec.add_task(cancelled)
             self._note(rec, K.TASK_CANCELLED, task.step, 0, f"{task.id} ({why})")
 
     async def _run_step(self, rec: InstanceRecord, step: StepSpec, tok: Branch | None = None) -> bool:
