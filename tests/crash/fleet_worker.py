@@ -132,7 +132,7 @@ class TickFlow(Workflow, name="TickFlow", version="1"):
         mark("end", ctx)
 
 
-BUSY_CPU = 0.05
+BUSY_CPU = 0.03
 """CPU seconds BusyFlow's step burns."""
 
 

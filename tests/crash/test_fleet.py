@@ -309,12 +309,17 @@ def test_two_workers_share_cpu_bound_work_that_was_waiting(fleet: Fleet) -> None
     Work waiting for a fleet is shared: a worker with free slots claims a batch, not all it could hold.
 
     Both workers (256 slots each) are stopped while a client starts 96 instances
-    whose one step keeps a worker's CPU busy for 50 ms, then continued together:
+    whose one step keeps a worker's CPU busy for 30 ms, then continued together:
     the first to claim takes at most a batch (32), and while it crunches, its loop
-    cannot claim more, so the other claims too. Each runs a third at least.
+    cannot claim more, so the other claims too. Each runs a third at least, and
+    each step once. The lease is the default's 10 s: a batch's CPU (about 1 s) must
+    stay well under it even on a loaded machine, since a worker whose loop is
+    blocked past its lease loses its instances to the other (which then runs
+    those steps again: with a 2 s lease and 50 ms steps, two loaded workers handed
+    the same instances back and forth, each step running 4-5 times).
     """
     count = 96
-    workers = [fleet.ready(fleet.spawn(concurrency=256)) for _ in range(2)]
+    workers = [fleet.ready(fleet.spawn(concurrency=256, lease=10.0)) for _ in range(2)]
     for worker in workers:
         os.kill(worker.pid, signal.SIGSTOP)
     ids = [f"busy-{n}" for n in range(count)]
