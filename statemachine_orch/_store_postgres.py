@@ -234,10 +234,9 @@ VALUES (%(id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(state)s, %(status)
     %(payload)s::jsonb, %(saga)s::jsonb, %(attempt)s, %(comp_attempt)s, %(visit)s, %(task_id)s, %(error)s,
     %(cause)s, %(cancel)s::jsonb, %(wake_at)s::float8, %(history_len)s, %(created_at)s::float8,
     %(updated_at)s::float8, %(branches)s::jsonb, %(parent)s, %(owner)s, %(lease_until)s::float8, %(fence)s::bigint)
-ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
-"""One new instance's row (a batch of one: no arrays); not returned: the id was taken."""
+"""One new instance's row; a taken id fails the statement (``instances_pkey``), and its transaction with it."""
 
 _UPDATE: Final = """
 UPDATE instances AS t SET workflow = v.workflow, version = v.version, fingerprint = v.fingerprint, state = v.state,
@@ -265,10 +264,19 @@ UPDATE instances SET workflow = %(workflow)s, version = %(version)s, fingerprint
 WHERE id = %(id)s AND (%(fence)s::bigint = 0 OR fence = %(fence)s::bigint)
 RETURNING id
 """
-"""One stored instance's row, fenced: a batch of one needs no arrays (dumping them is most of its cost)."""
+"""One stored instance's row, fenced (a fence of 0: no check); not returned: its lease (or its row) is gone."""
 
-_INSERT_ONE_STRICT: Final = _INSERT_ONE.replace("ON CONFLICT (id) DO NOTHING\nRETURNING id\n", "")
-"""One new instance's row; a taken id fails the statement (``instances_pkey``), and its transaction with it."""
+_INSERT_HISTORY: Final = """
+INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
+SELECT e->>0, (e->>1)::bigint, (e->>2)::float8, e->>3, e->>4, (e->>5)::bigint, e->>6
+FROM json_array_elements(%(history)s::json) AS e
+"""
+"""History rows, given as the JSON parameter ``history``."""
+
+_DELETE_ENDED_SIGNALS: Final = """
+DELETE FROM signals WHERE instance_id IN (SELECT json_array_elements_text(%(ended)s::json))
+"""
+"""The messages of instances that ended (the JSON parameter ``ended``): nobody will consume them."""
 
 # The common commit as ONE statement (no pipeline: psycopg's pipeline polls its
 # socket until the results come, which costs the worker CPU): the rows' statement as
@@ -277,13 +285,9 @@ _INSERT_ONE_STRICT: Final = _INSERT_ONE.replace("ON CONFLICT (id) DO NOTHING\nRE
 # the statement, and so everything in it, when a fence moved (``orch_lease_lost``).
 _ROWS_ONE: Final = f"WITH u AS ({_UPDATE_ONE.strip()})"
 _ROWS_MANY: Final = f"WITH u AS ({_UPDATE.strip()})"
-_ROWS_NEW: Final = f"WITH u AS ({_INSERT_ONE_STRICT.strip()}\nRETURNING id)"
-_HISTORY_CTE: Final = """,
-h AS (INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
-    SELECT e->>0, (e->>1)::bigint, (e->>2)::float8, e->>3, e->>4, (e->>5)::bigint, e->>6
-    FROM json_array_elements(%(history)s::json) AS e)"""
-_ENDED_CTE: Final = """,
-d AS (DELETE FROM signals WHERE instance_id IN (SELECT json_array_elements_text(%(ended)s::json)))"""
+_ROWS_NEW: Final = f"WITH u AS ({_INSERT_ONE.strip()})"
+_HISTORY_CTE: Final = f",\nh AS ({_INSERT_HISTORY.strip()})"
+_ENDED_CTE: Final = f",\nd AS ({_DELETE_ENDED_SIGNALS.strip()})"
 _GUARD_ONE: Final = "\nSELECT CASE WHEN EXISTS (SELECT FROM u) THEN 0 ELSE orch_lease_lost(%(id)s) END"
 _GUARD_MANY: Final = """
 SELECT orch_lease_lost(string_agg(e->>0, ' ')) FROM json_array_elements(%(rows)s::json) AS e
@@ -299,12 +303,6 @@ _UPDATE_KEYS: Final = (
     *("branches", "fence"),
 )
 _INSERT_KEYS: Final = (*_UPDATE_KEYS, "created_at", "parent", "owner", "lease_until")
-
-_INSERT_HISTORY: Final = """
-INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail)
-SELECT e->>0, (e->>1)::bigint, (e->>2)::float8, e->>3, e->>4, (e->>5)::bigint, e->>6
-FROM json_array_elements(%s::json) AS e
-"""
 
 _UPSERT_TASKS: Final = """
 INSERT INTO tasks (id, instance_id, workflow, version, fingerprint, step, assignee, groups, created_at, due_at,
@@ -723,10 +721,7 @@ class PostgresStore:
                 self._commit_checked(batch)
             else:
                 try:
-                    if batch.rows_only():
-                        self._commit_one_statement(batch)
-                    else:
-                        self._commit_guarded(batch)
+                    self._commit_guarded(batch)
                 except psycopg.errors.UniqueViolation as exc:
                     if batch.new and exc.diag.constraint_name == "instances_pkey":
                         raise InstanceExists(batch.new[0]["id"]) from None
@@ -765,41 +760,21 @@ class PostgresStore:
         """
         Changes of leased instances only, or one new instance (the common batches): one round trip.
 
-        The statements run in the pipeline's implicit transaction, which the sync
-        commits. The instance rows' statement checks the fences itself and fails
-        when one moved (``orch_lease_lost``, SQLSTATE ``OR001``), as the insert of a
-        new row fails on a taken id: the whole transaction is then rolled back, so
-        nothing of it is written.
-        """
-        with self._pool.connection() as conn, conn.pipeline() as pipeline:
-            cur = conn.cursor()
-            if batch.new:
-                cur.execute(_INSERT_ONE_STRICT, batch.new[0])
-            elif len(batch.stored) == 1:
-                cur.execute(_ROWS_ONE + _GUARD_ONE, batch.stored[0])
-            else:
-                cur.execute(_ROWS_MANY + _GUARD_MANY, _rows(batch.stored, _UPDATE_KEYS))
-            batch.write(cur)
-            pipeline.sync()
-
-    def _commit_one_statement(self, batch: _Batch) -> None:
-        """
-        The commonest batches (rows, their history, instances that ended) as one statement: one round trip.
-
-        Run in autocommit, the statement is its own transaction: when a fence moved
-        or a new id is taken it fails, and nothing of it is written (as
-        :meth:`_commit_guarded`).
+        The rows, their history and the end of ended instances' messages are one
+        statement, which checks the fences itself and fails when one moved
+        (``orch_lease_lost``, SQLSTATE ``OR001``), as the insert of a new row fails
+        on a taken id. Alone (a step's commit, a start), it runs in autocommit as
+        its own transaction; with more to write (tasks, messages, commands,
+        notifications), it goes first in a pipeline whose sync commits everything
+        as one implicit transaction. Either way a failure writes nothing.
         """
         params: dict[str, Any]
         if batch.new:
-            query, params = _ROWS_NEW, dict(batch.new[0])
-            guard = _GUARD_NEW
+            query, params, guard = _ROWS_NEW, dict(batch.new[0]), _GUARD_NEW
         elif len(batch.stored) == 1:
-            query, params = _ROWS_ONE, dict(batch.stored[0])
-            guard = _GUARD_ONE
+            query, params, guard = _ROWS_ONE, dict(batch.stored[0]), _GUARD_ONE
         else:
-            query, params = _ROWS_MANY, _rows(batch.stored, _UPDATE_KEYS)
-            guard = _GUARD_MANY
+            query, params, guard = _ROWS_MANY, _rows(batch.stored, _UPDATE_KEYS), _GUARD_MANY
         if batch.history:
             query += _HISTORY_CTE
             params["history"] = _dumps(batch.history)
@@ -807,7 +782,14 @@ class PostgresStore:
             query += _ENDED_CTE
             params["ended"] = _dumps(batch.ended)
         with self._pool.connection() as conn:
-            conn.execute(query + guard, params)
+            if batch.rows_only():
+                conn.execute(query + guard, params)
+                return
+            with conn.pipeline() as pipeline:
+                cur = conn.cursor()
+                cur.execute(query + guard, params)
+                batch.write(cur, rows_statement=True)
+                pipeline.sync()
 
     def _check_rows(self, batch: _Batch, updated: set[str], inserted: psycopg.Cursor[Any]) -> None:
         """Raise LeaseLost for stored rows whose fence moved, InstanceExists for a taken new id."""
@@ -1423,10 +1405,15 @@ class _Batch:
             gone = [{**row, "owner": None, "lease_until": None, "fence": 0} for row in self.gone]
             cur.execute(_INSERT_NEW, _rows(gone, _INSERT_KEYS))
 
-    def write(self, cur: psycopg.Cursor[Any]) -> None:
-        """Queue every statement but the instance rows' (a pipeline sends them together)."""
-        if self.history:
-            cur.execute(_INSERT_HISTORY, (_dumps(self.history),))
+    def write(self, cur: psycopg.Cursor[Any], *, rows_statement: bool = False) -> None:
+        """
+        Queue every statement but the instance rows' (a pipeline sends them together).
+
+        With *rows_statement*, the history and the ended instances' messages are
+        left out: the rows' statement of ``_commit_guarded`` carries them.
+        """
+        if self.history and not rows_statement:
+            cur.execute(_INSERT_HISTORY, {"history": _dumps(self.history)})
         if self.tasks:
             rows = [_store_rows.task_row(t, self.tasks_spec[t.id], nul=False) for t in self.tasks.values()]
             cur.execute(_UPSERT_TASKS, (_dumps(rows),))
@@ -1444,8 +1431,8 @@ class _Batch:
                 cur.execute("DELETE FROM task_groups WHERE task_id = ANY(%s::text[])", (closed,))
         if self.signals_gone:
             cur.execute("DELETE FROM signals WHERE seq = ANY(%s::bigint[])", (self.signals_gone,))
-        if self.ended:
-            cur.execute("DELETE FROM signals WHERE instance_id = ANY(%s::text[])", (self.ended,))
+        if self.ended and not rows_statement:
+            cur.execute(_DELETE_ENDED_SIGNALS, {"ended": _dumps(self.ended)})
         if self.commands_gone:
             cur.execute(
                 "DELETE FROM commands c USING unnest(%s::bigint[], %s::text[]) AS g(seq, instance_id) "
