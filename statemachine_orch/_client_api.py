@@ -403,8 +403,8 @@ class ClientApi(DriverForks):
         if self._leasing and not self._drives:
             # A client: a worker (which knows the new version's class) applies it.
             target = spec_of(to)
+            before = len(self.store.history(instance_id))  # before the command: a worker may take it at once
             self.store.add_command(instance_id, "migrate", {"workflow": target.name, "version": target.version})
-            before = len(self.store.history(instance_id))
             await self._command_taken(instance_id, "migrate")
             info = self.info(instance_id)
             if (info.workflow, info.version) != (target.name, target.version):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from statemachine_orch import Engine, EventKind, InstanceInfo, InstanceStatus, TaskNotFound, Workflow
+from statemachine_orch import Engine, InstanceInfo, InstanceStatus, TaskNotFound, Workflow
 from statemachine_orch._registry import default_registry
 
 from . import output
@@ -128,41 +128,20 @@ def retry(
 
 
 async def _retry(engine: Engine, instance_id: str, *, here: bool, timeout: float | None) -> InstanceStatus:  # noqa: ASYNC109
-    seen = len(engine.history(instance_id))
     if here:
         await engine.recover()
-
-    async def retried() -> InstanceStatus:
-        await engine.retry_compensation(instance_id)  # a client's waits until a worker took the command
-        return await _new_end(engine, instance_id, seen)
-
     try:
-        try:
-            return await asyncio.wait_for(retried(), timeout)
-        except TimeoutError:
-            msg = (
-                f"instance {instance_id}: the compensations did not end within {timeout:g} s "
-                "(is a worker running? --here runs them in this process)"
-            )
-            raise Problem(msg) from None
+        # The new end: a client's call waits until a worker took the command, then for the end.
+        return await asyncio.wait_for(engine.retry_compensation(instance_id), timeout)
+    except TimeoutError:
+        msg = (
+            f"instance {instance_id}: the compensations did not end within {timeout:g} s "
+            "(is a worker running? --here runs them in this process)"
+        )
+        raise Problem(msg) from None
     finally:
         if here:
             await engine.aclose()
-
-
-async def _new_end(engine: Engine, instance_id: str, seen: int) -> InstanceStatus:
-    """
-    Wait for a terminal status written after the first *seen* history entries.
-
-    The new end is the next terminal status in the history (the instance shows
-    ``compensation_failed`` from before until a worker takes the command).
-    """
-    terminal = {s.value: s for s in InstanceStatus if s.is_terminal}
-    while True:
-        for event in engine.history(instance_id)[seen:]:
-            if event.kind is EventKind.STATUS_CHANGED and event.detail in terminal:
-                return terminal[event.detail]
-        await asyncio.sleep(POLL)
 
 
 @guarded
