@@ -18,22 +18,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from tests.store.conftest import ALL, DURABLE, Stores
-
-
-def _opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    kind: str = request.param
-    if kind == "sqlite":
-        location = str(tmp_path / "alerts.db")
-    elif kind == "postgres":
-        location = request.getfixturevalue("pg_store_dsn")
-    else:
-        location = ""
-    opened = Stores(kind, location)
-    try:
-        yield opened
-    finally:
-        opened.close()
+from tests.store.conftest import ALL, DURABLE, Stores, opened_stores
 
 
 @pytest.fixture(autouse=True)
@@ -46,10 +31,10 @@ def _quiet_structlog() -> Iterator[None]:
 @pytest.fixture(params=ALL)
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     """Each store kind in turn: memory, SQLite on a file, PostgreSQL on a fresh database."""
-    yield from _opened(request, tmp_path)
+    yield from opened_stores(request, tmp_path)
 
 
 @pytest.fixture(params=DURABLE)
 def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     """The store kinds several processes share: SQLite on a file, PostgreSQL on a fresh database."""
-    yield from _opened(request, tmp_path)
+    yield from opened_stores(request, tmp_path)

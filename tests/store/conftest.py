@@ -64,7 +64,8 @@ class Stores:
             made.close()
 
 
-def _stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+def opened_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """The stores of the kind *request* names, on this test's data (also the alert tests' fixtures)."""
     kind: str = request.param
     location = ""
     if kind == "sqlite":
@@ -88,13 +89,13 @@ def _quiet_structlog() -> Iterator[None]:
 @pytest.fixture(params=ALL)
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     """Each store kind in turn: memory, SQLite on a file, PostgreSQL on a fresh database."""
-    yield from _stores(request, tmp_path)
+    yield from opened_stores(request, tmp_path)
 
 
 @pytest.fixture(params=DURABLE)
 def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     """The store kinds several processes share: SQLite on a file, PostgreSQL on a fresh database."""
-    yield from _stores(request, tmp_path)
+    yield from opened_stores(request, tmp_path)
 
 
 @pytest.fixture
