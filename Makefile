@@ -15,16 +15,17 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 
 dev: $(BIN)/python sysdeps
-	$(BIN)/python -m pip install --quiet -e '.[postgres,cli,metrics,otel,diagrams]' --group dev
+	$(BIN)/python -m pip install --quiet -e '.[postgres,cli,metrics,otel,diagrams,http,web,testing]' --group dev
 
 # System packages the tests need, from Debian's packages: Graphviz's dot (SVG and PNG
-# diagrams) and Prometheus's promtool (checks examples/prometheus-alerts.yml).
+# diagrams), Prometheus's promtool (checks examples/prometheus-alerts.yml) and Chromium
+# (the browser tests of the web pages drive /usr/bin/chromium through playwright).
 .PHONY: sysdeps
 sysdeps:
-	@if ! command -v dot >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+	@if ! command -v dot >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    --no-install-recommends graphviz prometheus >/dev/null; \
+	    --no-install-recommends graphviz prometheus chromium >/dev/null; \
 	fi
 
 demo: install
