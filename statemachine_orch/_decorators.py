@@ -193,7 +193,7 @@ class Step(Generic[W, P, R_co]):
         Returns:
             A :class:`ResultHandler`, stored in the class under the method's name.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
         handler: ResultHandler[W, R_co] = ResultHandler(fn, self)
         self.results.append(handler)
@@ -204,7 +204,7 @@ class ResultHandler(Generic[W, R_co]):
     """
     What a ``@subflow`` step does with its finished child: ``@ship.on_result``.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("fn", "name", "step")
@@ -335,7 +335,6 @@ def step(
         A :class:`Step` (or a decorator making one).
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 ``fork``.
     """
     options = StepOptions(
         StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout), fork=fork
@@ -562,7 +561,7 @@ def subflow(
     Returns:
         A decorator making a :class:`Step`.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
     options = StepOptions(StepKind.SUBFLOW, initial=initial, final=final, retry=retry, child=child)
 

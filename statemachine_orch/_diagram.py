@@ -20,7 +20,7 @@ class GraphvizUnavailable(OrchError, ImportError):
     Attributes:
         missing: ``"graphviz"`` (the package) or ``"dot"`` (the program).
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, missing: str, message: str) -> None:
@@ -39,7 +39,7 @@ class OverlayMismatch(OrchError, ValueError):
         workflow: The diagram's workflow, ``Name version V``.
         steps: The overlay's steps the workflow does not have.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, workflow: str, steps: tuple[str, ...], message: str) -> None:
@@ -107,8 +107,6 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
         OverlayMismatch: The overlay belongs to another workflow or version.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 Forks and joins.
-    .. versionchanged:: 0.5.0 ``overlay=``.
     """
     spec = spec_from(workflow)
     shown = checked(spec, overlay)

@@ -126,7 +126,7 @@ class VariableTypeError(OrchError, TypeError):
         workflow: The class name.
         field_path: The offending field, with the path inside it (``"items[2].qty"``).
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, workflow: str, field_path: str, message: str) -> None:
@@ -256,7 +256,7 @@ class ChildWorkflowFailed(OrchError):
         status: How the child ended (``failed``, ``cancelled`` or ``compensation_failed``).
         reason: The child's error.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, child_id: str, status: InstanceStatus, reason: str | None) -> None:
@@ -323,7 +323,6 @@ class TaskFormError(TaskError, TypeError):
         field_path: The offending field of the form (``"Approval.amount"``), if one.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.3.0 the fields of the form are checked too; ``field_path``.
     """
 
     def __init__(self, task_id: str, message: str, *, field_path: str | None = None) -> None:
@@ -343,7 +342,6 @@ class SignalTypeError(OrchError, TypeError):
         field_path: The offending field of the message (``"Paid.amount"``), if one.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.3.0 the fields of the message are checked too; ``field_path``.
     """
 
     def __init__(self, instance_id: str, message: str, *, field_path: str | None = None) -> None:
@@ -432,7 +430,7 @@ class RecordLoadError(StoreError):
         field_path: The offending field, with the path inside it (``"Parcel.count"``).
         detail: What is wrong with it (``"expected int but got None (type=NoneType)"``).
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(
@@ -470,7 +468,7 @@ class LeaseLost(StoreError):
     Attributes:
         instance_ids: The instances whose fence did not match.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, instance_ids: Sequence[str], path: str | None = None) -> None:
@@ -490,7 +488,7 @@ class InstanceExists(OrchError):
     Attributes:
         instance_id: The id.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, instance_id: str, message: str = "an instance with this id exists already") -> None:

@@ -51,8 +51,6 @@ class InstanceInfo:
             restart the engine.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 ``steps``, ``in_fork`` and ``parent``.
-    .. versionchanged:: 0.3.0 ``quarantined``.
     """
 
     id: str
@@ -92,7 +90,7 @@ class Command:
     ``migrate`` and ``wake``; ``body`` is its JSON object (see
     ``docs/design/leases.md``).
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.1.0
     """
 
     seq: int

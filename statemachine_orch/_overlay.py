@@ -19,7 +19,7 @@ class InstanceReader(Protocol):
     An :class:`~statemachine_orch.Engine` is one, running workers or not: a client
     ``Engine(store, concurrency=0)`` reads a store that workers in other processes write.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     def info(self, instance_id: str) -> InstanceInfo:
@@ -64,7 +64,7 @@ class Overlay:
         version: The version it runs, when known: drawing it over another
             version's diagram is refused.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     completed: frozenset[str] = attrs.field(default=frozenset[str](), converter=_names)

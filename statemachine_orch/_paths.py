@@ -84,7 +84,7 @@ class TooManyPaths(ValueError):
     """
     :func:`paths` would list more than its ``max_paths``: forks multiply the paths of their branches.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
 
@@ -108,7 +108,7 @@ class Branch:
             stopped it at an unknown point: any of its steps may have completed.
         forks: The forks visited inside the branch.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     name: str
@@ -151,7 +151,7 @@ class ForkVisit:
         join: Its join step.
         branches: One per outgoing edge of the fork, in declaration order.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     step: str
@@ -251,7 +251,6 @@ class Path:
         maybe_compensations: The names of their compensation methods.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 ``forks``, ``maybe_undone``, ``maybe_compensations``.
     """
 
     workflow: str
@@ -379,7 +378,6 @@ def paths(workflow: type[Any] | WorkflowSpec, max_loops: int = 1, max_paths: int
         TypeError: *workflow* is not a concrete workflow class.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0 Forks and joins; ``max_paths``.
     """
     if max_loops < 0:
         msg = f"paths(max_loops={max_loops}) is invalid: it counts how often a loop may repeat, so >= 0"

@@ -221,7 +221,7 @@ class RegionSpec:
         steps: Every step of the branch, in declaration order, nested forks' included.
         ends: The branch's steps with an edge into the join.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     name: str
@@ -241,7 +241,7 @@ class ForkSpec:
         regions: One per outgoing edge of the fork, in declaration order.
         parent: ``(fork, branch)`` of the fork whose branch holds this one, or ``None``.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     step: str

@@ -36,7 +36,7 @@ class LateTask:
         due_at: When it was due (engine clock, seconds since the epoch).
         wake_at: The instance's timer, if it has one (an escalation's, while it waits on the task).
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     id: str

@@ -483,7 +483,7 @@ def upgrade(dsn_or_conn: str | psycopg.Connection[Any], schema: str = "public") 
             another application, or its schema version is newer than this
             library's (or not a number).
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.1.0
     """
     if isinstance(dsn_or_conn, str):
         name, password = _describe(dsn_or_conn, schema)
@@ -613,7 +613,7 @@ class PostgresStore:
             application's tables, or it was written by a newer version. Errors
             name the database (never its password), as does :attr:`database`.
 
-    .. versionadded:: 0.4.0
+    .. versionadded:: 0.1.0
     """
 
     group_commit = True

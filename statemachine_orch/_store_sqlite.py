@@ -337,7 +337,6 @@ class SqliteStore:
             StoreError too.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.4.0 several processes may share the file (leases, commands).
     """
 
     group_commit = True

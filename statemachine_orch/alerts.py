@@ -14,7 +14,7 @@ raised and once when it clears; :class:`StoreCollector` exposes the store's stat
 and the alerts as Prometheus gauges computed at scrape time (``prometheus-client``,
 the ``metrics`` extra, is imported only when a collector is used).
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class AlertKind(enum.Enum):
     """
     What an :class:`Alert` is about.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     STUCK_INSTANCE = "stuck_instance"
@@ -84,7 +84,7 @@ class Thresholds:
     Raises:
         ValueError: A threshold is negative (or not a number).
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     stuck_after: float = attrs.field(default=300.0, validator=_non_negative)
@@ -107,7 +107,7 @@ class Alert:
             last change of a stuck or ``compensation_failed`` instance, a task's
             due time, a timer's due time, the moment of the quarantine.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     kind: AlertKind
@@ -251,7 +251,7 @@ class AlertWatcher:
         engine: An engine whose quarantined instances to report too, and whose
             clock to judge by.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(
@@ -352,7 +352,7 @@ class StoreCollector:
         engine: An engine whose quarantined instances count as alerts, and whose
             clock to judge by.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(

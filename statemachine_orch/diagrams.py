@@ -15,7 +15,7 @@ needs nothing; DOT, SVG and PNG are drawn by ``transitions``' own
     png = render(OrderProcess, "png", overlay=Overlay.of(engine, instance_id))
     Path("order.png").write_bytes(png)
 
-.. versionadded:: 0.5.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def render(workflow: type[Workflow] | WorkflowSpec, fmt: Format, *, overlay: Ove
             it names steps the workflow does not have.
         ValueError: *fmt* is not one of :data:`FORMATS`.
 
-    .. versionadded:: 0.5.0
+    .. versionadded:: 0.1.0
     """
     if fmt not in FORMATS:
         msg = f"cannot draw a diagram as {fmt!r}: the formats are {', '.join(FORMATS)}"

@@ -293,7 +293,7 @@ class CancelChild:
 
     Its parent's subflow step then fails with ``ChildWorkflowFailed``.
 
-    .. versionadded:: 0.3.0
+    .. versionadded:: 0.1.0
     """
 
     instance: int
