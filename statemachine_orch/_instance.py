@@ -194,6 +194,8 @@ class InstanceRecord:
         "poke",
         "runners",
         "saga",
+        "signals_out",
+        "spawned",
         "spec",
         "status",
         "stored",
@@ -237,6 +239,8 @@ class InstanceRecord:
     stored: bool
     consumed_commands: list[int]
     outbox: list[tuple[str, str, dict[str, object]]]
+    signals_out: list[tuple[str, str, object]]
+    spawned: list[InstanceRecord]
 
     def __init__(self, instance_id: str, wf: Any, spec: WorkflowSpec, machine: Machine, now: float) -> None:
         self.id = instance_id
@@ -280,6 +284,11 @@ class InstanceRecord:
         # commands for other instances (inserted by it): [(instance id, kind, body)].
         self.consumed_commands = _EMPTY
         self.outbox = _EMPTY
+        # Messages a step sent to instances (ctx.signal): [(instance id, type name, message)],
+        # kept as signal rows by the next commit; and the instances a step started
+        # (ctx.start), inserted by the same commit (docs/design/leases.md).
+        self.signals_out = _EMPTY
+        self.spawned = _EMPTY
 
     def add_saga(self, step: str, visit: int) -> None:
         """Record a completion of a compensable step."""
@@ -316,6 +325,13 @@ class InstanceRecord:
         else:
             self.outbox.append((instance_id, kind, body))
 
+    def send_signal(self, instance_id: str, type_name: str, message: object) -> None:
+        """Queue a message for an instance (filed under its declared type), kept by the next commit."""
+        if self.signals_out is _EMPTY:
+            self.signals_out = [(instance_id, type_name, message)]
+        else:
+            self.signals_out.append((instance_id, type_name, message))
+
     def committed(self) -> None:
         """Called by a store once everything pending is written."""
         self.history_len += len(self.history)
@@ -324,6 +340,7 @@ class InstanceRecord:
         self.consumed_signals = _EMPTY
         self.consumed_commands = _EMPTY
         self.outbox = _EMPTY
+        self.signals_out = _EMPTY
         self.stored = True
 
     @property

@@ -48,6 +48,27 @@ class LateTask:
     wake_at: float | None
 
 
+@attrs.frozen
+class ScheduleState:
+    """
+    What a store keeps about one schedule (``Engine(schedules=...)``): how far its due times were dealt with.
+
+    Attributes:
+        id: The schedule's id.
+        cursor: Every due time at or before it (engine clock, seconds since the
+            epoch) was started or skipped; the next one after it is pending.
+        last_instance: The instance its latest start made (the overlap policy looks at it).
+        started: How many instances it started.
+
+    .. versionadded:: 0.1.0
+    """
+
+    id: str
+    cursor: float
+    last_instance: str | None = None
+    started: int = 0
+
+
 class Store(Protocol):
     """
     **Protocol:** where an engine keeps instances, their history, tasks, timers and signals.
@@ -216,6 +237,22 @@ class Store(Protocol):
         """The instance's unapplied commands, oldest first."""
         ...
 
+    # Schedules, as in docs/design/leases.md
+
+    def schedule(self, schedule_id: str) -> ScheduleState | None:
+        """The schedule's stored state, if it has one."""
+        ...
+
+    def save_schedule(self, state: ScheduleState, expected: float | None) -> bool:
+        """
+        Write a schedule's state if its stored cursor is still *expected*; whether it was written.
+
+        With *expected* ``None`` the state is inserted if the schedule has none
+        yet. The compare-and-set lets several workers advance one schedule: the
+        one whose view is stale writes nothing and looks again.
+        """
+        ...
+
     def close(self) -> None:
         """Release the store's resources."""
         ...
@@ -277,6 +314,7 @@ class MemoryStore:
         "_open_tasks",
         "_pushed",
         "_records",
+        "_schedules",
         "_signal_seq",
         "_signals",
         "_wakes",
@@ -297,6 +335,7 @@ class MemoryStore:
         self._commands: dict[str, list[Command]] = {}
         self._command_seq = itertools.count(1)
         self._leases: dict[str, tuple[str | None, float | None, int]] = {}  # id -> (owner, until, fence)
+        self._schedules: dict[str, ScheduleState] = {}
 
     def attach(self, registry: WorkflowRegistry) -> None:
         """Nothing to resolve: records are live objects."""
@@ -328,6 +367,10 @@ class MemoryStore:
                 for target, kind, body in rec.outbox:
                     self._add_command(target, kind, body)
                 rec.outbox = _EMPTY
+            if rec.signals_out:
+                for target, type_name, message in rec.signals_out:
+                    self.add_signal(target, type_name, message)
+                rec.signals_out = _EMPTY
             stored = self._history.get(rec.id)
             pending = rec.history
             if stored is None:
@@ -642,6 +685,20 @@ class MemoryStore:
     def commands(self, instance_id: str) -> list[Command]:
         """The instance's unapplied commands, oldest first."""
         return list(self._commands.get(instance_id, ()))
+
+    # ----------------------------------------------------------------- schedules
+
+    def schedule(self, schedule_id: str) -> ScheduleState | None:
+        """The schedule's state, if it has one."""
+        return self._schedules.get(schedule_id)
+
+    def save_schedule(self, state: ScheduleState, expected: float | None) -> bool:
+        """Write the schedule's state if its cursor is still *expected* (``None``: if it has none)."""
+        current = self._schedules.get(state.id)
+        if (current.cursor if current is not None else None) != expected:
+            return False
+        self._schedules[state.id] = state
+        return True
 
     def records(self) -> Iterable[InstanceRecord]:
         """Every instance record, oldest first."""

@@ -66,7 +66,7 @@ from ._instance import Command, InstanceInfo, InstanceRecord, Signal
 from ._registry import WorkflowRegistry, default_registry
 from ._serialize import unstructure
 from ._status import InstanceStatus
-from ._store import LateTask
+from ._store import LateTask, ScheduleState
 from ._store_rows import dumps as _dumps
 from ._store_sqlite import FaultPoint
 from ._tasks import Task, TaskStatus
@@ -78,7 +78,7 @@ __all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "u
 
 _log: Any = structlog.get_logger("statemachine_orch.store")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this library writes (table ``meta``, key ``schema_version``)."""
 
 APPLICATION: Final = "statemachine-orch"
@@ -190,9 +190,19 @@ MIGRATIONS: dict[int, list[LiteralString]] = {
         END
         $$""",
     ],
+    # Schedules (Engine(schedules=...)): how far each one's due times were dealt with.
+    3: [
+        """CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            cursor DOUBLE PRECISION NOT NULL,
+            last_instance TEXT,
+            started BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 }
 
-_TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signals", "commands")
+_TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signals", "commands", "schedules")
 
 # ----------------------------------------------------------------- statements
 
@@ -328,6 +338,14 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY
     AS v(instance_id, kind, body, created_at, n)
 ORDER BY v.n
 """
+
+_INSERT_SIGNALS: Final = """
+INSERT INTO signals (instance_id, type, payload)
+SELECT v.instance_id, v.type, v.payload::jsonb
+FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS v(instance_id, type, payload, n)
+ORDER BY v.n
+"""
+"""Messages steps sent (``ctx.signal``), in the order they were sent."""
 
 _INSERT_COMMAND: Final = (
     "INSERT INTO commands (instance_id, kind, body, created_at) VALUES (%s, %s, %s::jsonb, %s) RETURNING seq"
@@ -1278,6 +1296,42 @@ class PostgresStore:
 
     # ----------------------------------------------------------------- notifications
 
+    # ----------------------------------------------------------------- schedules
+
+    @_reads
+    def schedule(self, schedule_id: str) -> ScheduleState | None:
+        """The schedule's stored state, if it has one."""
+        if not _encodable(schedule_id):
+            return None
+        row = self._fetchone("SELECT id, cursor, last_instance, started FROM schedules WHERE id = %s", (schedule_id,))
+        return ScheduleState(row[0], row[1], row[2], int(row[3])) if row is not None else None
+
+    def save_schedule(self, state: ScheduleState, expected: float | None) -> bool:
+        """
+        Write the schedule's state if its stored cursor is still *expected* (``None``: if it has none).
+
+        Raises:
+            StoreError: It could not be written.
+        """
+        values = (float(state.cursor), state.last_instance, state.started, time.time(), state.id)
+
+        def run(conn: psycopg.Connection[Any]) -> bool:
+            if expected is None:
+                cur = conn.execute(
+                    "INSERT INTO schedules (cursor, last_instance, started, updated_at, id) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    values,
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE schedules SET cursor = %s, last_instance = %s, started = %s, updated_at = %s "
+                    "WHERE id = %s AND cursor = %s",
+                    (*values, float(expected)),
+                )
+            return cur.rowcount == 1
+
+        return self._write("saving a schedule", run)
+
     def listen(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """
         Call *callback* with the instance id of every ``orch_commands`` notification.
@@ -1340,6 +1394,7 @@ class _Batch:
         "new",
         "outbox",
         "signals_gone",
+        "signals_out",
         "stored",
         "tasks",
         "tasks_spec",
@@ -1357,13 +1412,22 @@ class _Batch:
         self.ended: list[str] = []
         self.commands_gone: list[tuple[int, str]] = []  # (seq, the instance's id)
         self.outbox: list[tuple[str, str, str, float]] = []
+        self.signals_out: list[tuple[str, str, str]] = []  # (instance id, type name, message as JSON)
         # New instances nobody holds (a client started them): announced like commands,
         # so that a listening worker claims them at once, not at its next poll.
         self.unowned: list[str] = []
 
     def rows_only(self) -> bool:
         """Whether the batch writes no more than instance rows, history and the end of instances' messages."""
-        return not (self.tasks or self.signals_gone or self.commands_gone or self.outbox or self.unowned or self.gone)
+        return not (
+            self.tasks
+            or self.signals_gone
+            or self.commands_gone
+            or self.outbox
+            or self.signals_out
+            or self.unowned
+            or self.gone
+        )
 
     def add(self, rec: InstanceRecord, now: float) -> None:
         """Gather *rec*'s row and its other changes."""
@@ -1382,6 +1446,8 @@ class _Batch:
             self.commands_gone.extend((seq, rec.id) for seq in rec.consumed_commands)
         for target, kind, body in rec.outbox:
             self.outbox.append((target, kind, _dumps(body), now))
+        for target, type_name, message in rec.signals_out:
+            self.signals_out.append((target, type_name, _dumps(unstructure(message))))
         if not rec.stored and rec.lease is None:
             self.unowned.append(rec.id)
         row: dict[str, Any] = {
@@ -1441,6 +1507,8 @@ class _Batch:
             )
         if self.outbox:
             cur.execute(_INSERT_OUTBOX, list(map(list, zip(*self.outbox, strict=True))))
+        if self.signals_out:
+            cur.execute(_INSERT_SIGNALS, list(map(list, zip(*self.signals_out, strict=True))))
         if self.outbox or self.unowned:
             targets = [*(t for t, _, _, _ in self.outbox), *self.unowned]
             cur.execute(_NOTIFY_ALL, (list(dict.fromkeys(targets)),))

@@ -54,7 +54,7 @@ from ._instance import Command, InstanceInfo, InstanceRecord, Signal
 from ._registry import WorkflowRegistry, default_registry
 from ._serialize import unstructure
 from ._status import InstanceStatus
-from ._store import LateTask
+from ._store import LateTask, ScheduleState
 from ._store_rows import ROW_COLUMNS as _ROW_COLUMNS
 from ._store_rows import dumps as _dumps
 from ._store_rows import encodable as _encodable
@@ -63,7 +63,7 @@ from ._tasks import Task, TaskStatus
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x534D4F52  # "SMOR": marks a file as ours
 
 # The schema, as the list of statements that upgrade a file from one version to
@@ -163,6 +163,16 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX commands_instance ON commands(instance_id, seq)",
     ],
+    5: [
+        # Schedules (Engine(schedules=...)): how far each one's due times were dealt with.
+        """CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            cursor REAL NOT NULL,
+            last_instance TEXT,
+            started INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+    ],
 }
 
 _UPDATE = f"UPDATE instances SET {', '.join(f'{c} = ?' for c in _ROW_COLUMNS)} WHERE id = ?"
@@ -178,6 +188,8 @@ _INSERT = f"INSERT INTO instances ({', '.join(_NEW_COLUMNS)}) VALUES ({', '.join
 _INSERT_HISTORY = "INSERT INTO history (instance_id, seq, at, kind, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 _INSERT_COMMAND = "INSERT INTO commands (instance_id, kind, body, created_at) VALUES (?, ?, ?, ?)"
+
+_INSERT_SIGNAL = "INSERT INTO signals (instance_id, type, payload) VALUES (?, ?, ?)"
 
 _IDS_IN = "id IN (SELECT value FROM json_each(?))"
 """SQL: the id is one of a JSON array of ids (one parameter, however many ids)."""
@@ -631,6 +643,7 @@ class SqliteStore:
         signals_gone: list[tuple[int]] = []
         commands_gone: list[tuple[int, str]] = []
         outbox: list[tuple[str, str, str, float]] = []
+        signals_out: list[tuple[str, str, str]] = []
         for rec in records:
             if rec.dirty_tasks:
                 for task in rec.dirty_tasks:
@@ -643,12 +656,16 @@ class SqliteStore:
                 commands_gone.extend((seq, rec.id) for seq in rec.consumed_commands)
             if rec.outbox:
                 outbox.extend((target, kind, _dumps(body), now) for target, kind, body in rec.outbox)
+            if rec.signals_out:
+                signals_out.extend((t, kind, json.dumps(unstructure(m))) for t, kind, m in rec.signals_out)
         if signals_gone:
             db.executemany("DELETE FROM signals WHERE seq = ?", signals_gone)
         if commands_gone:
             db.executemany("DELETE FROM commands WHERE seq = ? AND instance_id = ?", commands_gone)
         if outbox:
             db.executemany(_INSERT_COMMAND, outbox)
+        if signals_out:
+            db.executemany(_INSERT_SIGNAL, signals_out)
         if history:
             db.executemany(_INSERT_HISTORY, history)
 
@@ -851,10 +868,7 @@ class SqliteStore:
         """Durably keep a message (its own transaction)."""
         payload = json.dumps(unstructure(message))
         try:
-            cur = self._db.execute(
-                "INSERT INTO signals (instance_id, type, payload) VALUES (?, ?, ?)",
-                (instance_id, type_name, payload),
-            )
+            cur = self._db.execute(_INSERT_SIGNAL, (instance_id, type_name, payload))
         except sqlite3.Error as exc:
             raise self._fail("a signal could not be stored", exc) from exc
         seq = cur.lastrowid
@@ -1122,10 +1136,7 @@ class SqliteStore:
                     raise TaskAlreadyCompleted(done[-1], _NOT_OPEN)  # completed or cancelled meanwhile
                 db.execute("DELETE FROM task_groups WHERE task_id = ?", (done[-1],))
             if signal is not None:
-                db.execute(
-                    "INSERT INTO signals (instance_id, type, payload) VALUES (?, ?, ?)",
-                    (instance_id, signal[0], message),
-                )
+                db.execute(_INSERT_SIGNAL, (instance_id, signal[0], message))
             seq = db.execute(_INSERT_COMMAND, (instance_id, kind, text, time.time())).lastrowid
         assert seq is not None  # noqa: S101 - an INSERT always has one
         return seq
@@ -1139,3 +1150,39 @@ class SqliteStore:
             "SELECT seq, kind, body, created_at FROM commands WHERE instance_id = ? ORDER BY seq", (instance_id,)
         )
         return _store_rows.commands(instance_id, rows)
+
+    # ----------------------------------------------------------------- schedules
+
+    @_reads
+    def schedule(self, schedule_id: str) -> ScheduleState | None:
+        """The schedule's stored state, if it has one."""
+        if not _encodable(schedule_id):
+            return None
+        row = self._db.execute(
+            "SELECT id, cursor, last_instance, started FROM schedules WHERE id = ?", (schedule_id,)
+        ).fetchone()
+        return ScheduleState(*row) if row is not None else None
+
+    def save_schedule(self, state: ScheduleState, expected: float | None) -> bool:
+        """
+        Write the schedule's state if its stored cursor is still *expected* (``None``: if it has none).
+
+        Raises:
+            StoreError: It could not be written.
+        """
+        values = (state.cursor, state.last_instance, state.started, time.time(), state.id)
+        with self._writing("saving a schedule") as db:
+            if expected is None:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO schedules (cursor, last_instance, started, updated_at, id) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    values,
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE schedules SET cursor = ?, last_instance = ?, started = ?, updated_at = ? "
+                    "WHERE id = ? AND cursor = ?",
+                    (*values, expected),
+                )
+            written: bool = cur.rowcount == 1
+        return written

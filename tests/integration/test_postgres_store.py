@@ -941,7 +941,9 @@ def test_upgrade_is_idempotent_and_records_the_version(pg_store_dsn: str) -> Non
     tables = execute(pg_store_dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'orch' ORDER BY tablename")
     meta = execute(pg_store_dsn, "SELECT key, value FROM orch.meta ORDER BY key")
     assert [0, SCHEMA_VERSION, SCHEMA_VERSION] == found
-    assert ["commands", "history", "instances", "meta", "signals", "task_groups", "tasks"] == [t for (t,) in tables]
+    assert ["commands", "history", "instances", "meta", "schedules", "signals", "task_groups", "tasks"] == [
+        t for (t,) in tables
+    ]
     assert [("application", "statemachine-orch"), ("schema_version", str(SCHEMA_VERSION))] == meta
 
 
