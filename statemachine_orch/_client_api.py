@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ._clock import VirtualClock
 from ._driver_forks import DriverForks
 from ._engine_core import K, migration_for
 from ._errors import (
@@ -441,7 +442,7 @@ class ClientApi(DriverForks):
 
     async def wait_instance(self, instance_id: str, *, terminal: bool = True) -> InstanceStatus:
         """
-        Wait until the instance is terminal (or, with ``terminal=False``, waiting).
+        Wait until the instance is terminal (or, with ``terminal=False``, settled as :meth:`Handle.wait_idle` says).
 
         Returns:
             Its status then.
@@ -460,7 +461,50 @@ class ClientApi(DriverForks):
             await fut
 
     async def _wait_for(self, instance_id: str, *, terminal_only: bool) -> InstanceStatus:
-        return (await self._wait_record(instance_id, terminal_only=terminal_only))[0]
+        if not terminal_only:
+            return await self._wait_settled(instance_id)
+        return (await self._wait_record(instance_id, terminal_only=True))[0]
+
+    async def _wait_settled(self, instance_id: str) -> InstanceStatus:
+        """Wait until nothing more happens to the instance, nor to its children, unless a caller or the clock acts."""
+        loop = asyncio.get_running_loop()
+        while True:
+            status = self._settled(instance_id)
+            if status is not None:
+                return status
+            # Any turn may settle it (a child's, or its own parking in a backoff); another
+            # process's turns are not heard here, so a leasing engine looks again now and then.
+            fut: asyncio.Future[None] = loop.create_future()
+            self._turn_waiters.append(fut)
+            try:
+                await asyncio.wait({fut}, timeout=max(self.poll, 0.02) if self._leasing else None)
+            finally:
+                fut.cancel()
+
+    def _settled(self, instance_id: str) -> InstanceStatus | None:
+        """
+        The instance's status once it settled, else ``None``.
+
+        Settled: ended; or waiting, and each of its children that has not ended settled
+        too; or parked on a retry's backoff that only a test can move the clock past
+        (a ``VirtualClock`` that does not jump).
+        """
+        rec = self._live.get(instance_id)
+        if rec is not None and rec.worker is not None:
+            return None
+        if instance_id in self._queued_ids or instance_id in self._inbox:
+            return None
+        info = self.info(instance_id)
+        status = info.status
+        if status.is_terminal:
+            return status
+        if status is InstanceStatus.WAITING:
+            children = self.children(instance_id)
+            ok = all(c.status.is_terminal or self._settled(c.id) is not None for c in children)
+            return status if ok else None
+        clock = self.clock
+        manual = isinstance(clock, VirtualClock) and not clock.autojump
+        return status if manual and info.wake_at is not None and info.wake_at > clock.now() else None
 
     async def _wait_record(self, instance_id: str, *, terminal_only: bool) -> tuple[InstanceStatus, Any]:
         """Wait as :meth:`_wait_for`; also return the workflow object, when the turn that ended had it."""

@@ -273,6 +273,8 @@ class Driver(Commands):
                     await _with_timeout(step.fn(*args), step.timeout)
             else:
                 step.fn(*args)
+            if self.after_attempt is not None:
+                self.after_attempt(ctx)
             # A variable of the wrong type fails the attempt (and is put back) before
             # anything is committed: the record must stay loadable.
             if strict or not variables.settled(wf, kept):
@@ -449,6 +451,8 @@ class Driver(Commands):
                         await comp.fn(rec.wf, ctx)
                     else:
                         comp.fn(rec.wf, ctx)
+                    if self.after_attempt is not None:
+                        self.after_attempt(ctx)
                     variables.check_step(rec.wf, kept, True, self._strict_vars)  # noqa: FBT003
             except asyncio.CancelledError:
                 if seen is not None:

@@ -112,6 +112,10 @@ class Engine(ClientApi):
         before_attempt: Called with the :class:`Ctx` before every attempt of a step or
             a compensation; an exception it raises counts as that attempt's failure.
             The testing toolkit injects faults through it.
+        after_attempt: Called with the :class:`Ctx` after the body of an attempt of a
+            step or a compensation ran, before its outcome is committed; an
+            exception it raises counts as that attempt's failure. The testing
+            toolkit injects faults "after the effect" through it.
         workflows: Workflow classes this engine runs, every version whose instances
             may be in the store (default: every class defined in the process).
         lease: With a store shared by several processes (``SqliteStore``,
@@ -150,6 +154,7 @@ class Engine(ClientApi):
         clock: Clock | None = None,
         concurrency: int = 64,
         before_attempt: Callable[[Ctx], None] | None = None,
+        after_attempt: Callable[[Ctx], None] | None = None,
         workflows: Iterable[type[Workflow]] = (),
         lease: float = 10.0,
         poll: float = 0.05,
@@ -165,6 +170,7 @@ class Engine(ClientApi):
         self.clock = clock if clock is not None else SystemClock()
         self.concurrency = concurrency
         self.before_attempt = before_attempt
+        self.after_attempt = after_attempt
         self.registry = WorkflowRegistry(workflows, parent=default_registry)
         self.store.attach(self.registry)
         self._group = self.store.group_commit
@@ -202,6 +208,8 @@ class Engine(ClientApi):
         # Waiters get the record itself, so that result() needs no reload from the store.
         self._waiters = {}
         self._idle_waiters = []
+        # Those who wait until an instance and its children settle: woken after every turn.
+        self._turn_waiters = []
         self._subscribers = []
         self._known = set()
         self._now = self.clock.now

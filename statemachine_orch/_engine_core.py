@@ -126,6 +126,7 @@ class EngineCore:
     clock: Clock
     concurrency: int
     before_attempt: Callable[[Ctx], None] | None
+    after_attempt: Callable[[Ctx], None] | None
     registry: WorkflowRegistry
     lease: float
     poll: float
@@ -160,6 +161,7 @@ class EngineCore:
     # Waiters get the record itself, so that result() needs no reload from the store.
     _waiters: dict[str, list[tuple[bool, asyncio.Future[InstanceRecord | None]]]]
     _idle_waiters: list[asyncio.Future[None]]
+    _turn_waiters: list[asyncio.Future[None]]
     _subscribers: list[Callable[[str, HistoryEvent], None]]
     _known: set[type[Workflow]]
     _now: Callable[[], float]

@@ -131,7 +131,13 @@ class Handle(Generic[W]):
         return self._engine.progress(self.instance_id)
 
     async def wait_idle(self) -> InstanceStatus:
-        """Wait until the instance is waiting (task, timer, message) or terminal; return its status."""
+        """
+        Wait until the instance settles: it waits (task, timer, message) or ended; return its status.
+
+        A parent waiting for a child settles once the child does. With a
+        ``VirtualClock(autojump=False)``, an instance parked on a retry's backoff has
+        settled too (its status is then ``running``): only the test moves the clock on.
+        """
         return await self._engine.wait_instance(self.instance_id, terminal=False)
 
     async def result(self) -> W:

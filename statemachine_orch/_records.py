@@ -114,6 +114,11 @@ class Records(EngineCore):
         return isinstance(clock, VirtualClock) and not clock.autojump and nxt > clock.now()
 
     def _notify(self, rec: InstanceRecord) -> None:
+        if self._turn_waiters:
+            turn_waiters, self._turn_waiters = self._turn_waiters, []
+            for turn in turn_waiters:
+                if not turn.done():
+                    turn.set_result(None)
         waiters = self._waiters.get(rec.id)
         if not waiters:
             return

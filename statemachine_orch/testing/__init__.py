@@ -35,9 +35,9 @@ from ._engine import capture_history as capture_history
 from ._engine import virtual_engine as virtual_engine
 
 if TYPE_CHECKING:
+    from ._faults import InjectedFault as InjectedFault
+    from ._faults import InjectedPermanentFault as InjectedPermanentFault
     from ._machine import CoverageError as CoverageError
-    from ._machine import InjectedFault as InjectedFault
-    from ._machine import InjectedPermanentFault as InjectedPermanentFault
     from ._machine import InvariantViolation as InvariantViolation
     from ._machine import RunawayLoop as RunawayLoop
     from ._machine import WorkflowMachine as WorkflowMachine
@@ -69,8 +69,8 @@ __all__ = [
 _LAZY = {
     "Actor": "_strategies",
     "CoverageError": "_machine",
-    "InjectedFault": "_machine",
-    "InjectedPermanentFault": "_machine",
+    "InjectedFault": "_faults",
+    "InjectedPermanentFault": "_faults",
     "InvariantViolation": "_machine",
     "RunawayLoop": "_machine",
     "WorkflowMachine": "_machine",

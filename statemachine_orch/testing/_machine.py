@@ -65,15 +65,13 @@ from statemachine_orch._tasks import Task
 from statemachine_orch._workflow import spec_of
 
 from ._coverage import Coverage, current_registry, describe_edge
+from ._faults import InjectedFault, InjectedPermanentFault, Injector
 from ._recorder import Recorder
 from ._strategies import (
-    OK,
-    PERMANENT,
-    RAISE,
-    TRANSIENT,
     Actor,
     FaultPlan,
     actors,
+    capped,
     fault_plans,
     form_strategy,
     input_strategy,
@@ -82,6 +80,8 @@ from ._strategies import (
 
 _K = EventKind
 _REAL_TIMEOUT = 30.0  # real seconds a rule may take before the engine counts as hung
+_SPIN_LIMIT = 200  # retries of one instance within one action before it counts as hung
+_HISTORY_SHOWN = 120  # history entries a message shows of one instance (its first and its last ones)
 _CHECKED_AFTER = (
     _K.TRANSITION,
     _K.STATUS_CHANGED,
@@ -97,22 +97,6 @@ _TERMINAL_STATE_STATUS = {
     CANCELLED: InstanceStatus.CANCELLED,
     COMPENSATION_FAILED: InstanceStatus.COMPENSATION_FAILED,
 }
-
-
-class InjectedFault(Exception):
-    """
-    A transient fault injected into a step or compensation attempt by ``WorkflowMachine``.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-class InjectedPermanentFault(NonRetryableError):
-    """
-    A permanent (never retried) fault injected by ``WorkflowMachine``.
-
-    .. versionadded:: 0.1.0
-    """
 
 
 class RunawayLoop(NonRetryableError):
@@ -186,12 +170,24 @@ class _Config:
     tree: tuple[tuple[type[Any], WorkflowSpec], ...] = ()
     """The workflow and the children its ``@subflow`` steps start (and theirs), each once, the workflow first."""
     explicit_max: bool = False
+    capped: tuple[str, ...] = ()
+    """What the fault plans leave out: retry policies longer than a plan injects faults into."""
 
     def max_for(self, spec: WorkflowSpec) -> int:
         """The runaway-loop bound of an instance of *spec* (a child's own default, unless one was given)."""
         if spec is self.spec or self.explicit_max:
             return self.max_transitions
         return max(200, 20 * len(spec.steps))
+
+
+class _Spinning(Exception):
+    """An instance retried too often within one action: the story stops jumping over its backoffs."""
+
+    def __init__(self, instance_id: str, step: str | None, message: str) -> None:
+        self.instance_id = instance_id
+        self.step = step
+        self.message = message
+        super().__init__(message)
 
 
 @attrs.define
@@ -221,6 +217,10 @@ class _Track:
     via: str | None = None
     started_step: str | None = None
     """The step whose ``step_started`` is the instance's latest event (a subflow step then runs its handler)."""
+    in_compensation: bool = False
+    """Whether a compensation attempt is in flight (its ``compensation_started`` is the latest event)."""
+    retries_now: int = 0
+    """Retries scheduled since the story's current action began."""
 
 
 @attrs.frozen
@@ -268,7 +268,7 @@ class Cancel:
 @attrs.frozen
 class Send:
     """
-    Deliver *message* to one of the waiting instances: 0 the newest... (if there are that many).
+    Deliver *message* to one of the waiting instances that take it: 0 the newest... (if there are that many).
 
     .. versionadded:: 0.1.0
     """
@@ -336,13 +336,16 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         # Not autojump: a wait's timer (escalation, @timer) fires only when the story
         # says so (rule fire_timers); retry backoffs are jumped over by _settle.
         self.clock = VirtualClock(autojump=False)
+        self._faults = Injector(self._live_workflow, cfg.errors)
+        given = cfg.services()
         self.engine = Engine(
             MemoryStore(),
-            services=cfg.services(),
+            services=self._faults.services(given if isinstance(given, ServiceRegistry) else ServiceRegistry(given)),
             clock=self.clock,
             # One worker: a parent waiting on its child (or on its child's undo) holds none.
             concurrency=1,
             before_attempt=self._before_attempt,
+            after_attempt=self._after_attempt,
         )
         sinks_main = (self.coverage, current_registry().of(cfg.spec))
         self._recorder = Recorder(
@@ -354,6 +357,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._violations: list[_Violation] = []
         self._touched: dict[str, None] = {}
         self._anomalies_seen = 0
+        self._action_began = 0.0
         # Refreshed after every rule (the engine is idle then), read by the preconditions.
         self._open_tasks_now: list[Task] = []
         self._waiting_now: dict[str, None] = {}
@@ -385,8 +389,13 @@ class WorkflowStateMachine(RuleBasedStateMachine):
 
         try:
             return self._loop.run_until_complete(go())
+        except _Spinning as spin:
+            self._violate("hung", spin.instance_id, spin.step, spin.message)
+            raise self._error(self._violations[-1]) from None
         except TimeoutError:
-            instance_id = next(reversed(self._touched or self._tracks), None)
+            # Blame the instance whose attempt is in flight, not the last one something happened to.
+            busy = [i for i, t in self._tracks.items() if t.started_step is not None or t.in_compensation]
+            instance_id = next(reversed(busy or list(self._touched) or list(self._tracks)), None)
             if instance_id is None:
                 raise
             msg = (
@@ -414,10 +423,37 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                 clock.jump_to(now)  # wakes the engine's timer task
                 await asyncio.sleep(0)
                 continue
-            backoffs = [i.wake_at for i in pending if i.wake_at is not None and self._backing_off(i.id, i.status)]
+            backoffs = [i for i in pending if i.wake_at is not None and self._backing_off(i.id, i.status)]
             if not backoffs:
                 return
-            clock.jump_to(min(backoffs))
+            soonest = min(backoffs, key=lambda i: i.wake_at or 0.0)
+            self._check_spinning(soonest.id)
+            assert soonest.wake_at is not None  # noqa: S101 - filtered above
+            clock.jump_to(soonest.wake_at)
+
+    def _check_spinning(self, instance_id: str) -> None:
+        """Stop jumping over the backoffs of an instance that retries on and on within one action."""
+        track = self._tracks.get(instance_id)
+        if track is None or track.retries_now < _SPIN_LIMIT:
+            return
+        history = self.engine.history(instance_id)
+        failed = next((e for e in reversed(history) if e.kind in (_K.STEP_FAILED, _K.COMPENSATION_FAILED)), None)
+        step = failed.step if failed is not None else track.last_step
+        last = f"; its last attempt failed with {failed.detail}" if failed is not None and failed.detail else ""
+        spec = self._spec(track)
+        policy = ""
+        if step is not None and spec.has_step(step):
+            s = spec.step(step)
+            undoing = failed is not None and failed.kind is _K.COMPENSATION_FAILED and s.compensation is not None
+            retry = s.compensation.retry if undoing and s.compensation is not None else s.retry
+            policy = f" under Retry(attempts={retry.attempts})"
+        elapsed = self.clock.now() - self._action_began
+        msg = (
+            f"{track.name} was retried {track.retries_now} times{policy} within one action, the clock jumping "
+            f"{_duration(elapsed)} over the backoffs, and it still neither waits nor ended: for these inputs and "
+            f"services its attempts never succeed{last}"
+        )
+        raise _Spinning(instance_id, step, self._names(msg, instance_id))
 
     def _backing_off(self, instance_id: str, status: InstanceStatus) -> bool:
         """Whether the instance's timer is a retry's backoff (a plain step waits for nothing else)."""
@@ -448,20 +484,14 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if not ctx.compensating and track.started_step == ctx.step and self._spec(track).step(ctx.step).child:
             # A subflow step's attempt met its fault when it started the child; this is its on_result handler.
             return
-        plan = track.faults.get(ctx.step)
-        if not plan or ctx.attempt > len(plan):
-            return
-        fault = plan[ctx.attempt - 1]
-        if fault == OK:
-            return
-        track.injected.append(f"{ctx.step} attempt {ctx.attempt}: {fault}")
-        what = f"{fault} fault injected into {ctx.step} attempt {ctx.attempt}"
-        if fault == TRANSIENT:
-            raise InjectedFault(what)
-        if fault == PERMANENT:
-            raise InjectedPermanentFault(what)
-        build = self.config.errors[fault.removeprefix(RAISE)]
-        raise build(what)
+        self._faults.before(ctx, track.faults, track.injected)
+
+    def _after_attempt(self, ctx: Ctx) -> None:
+        if ctx.instance_id in self._tracks:
+            self._faults.after(ctx)
+
+    def _live_workflow(self, instance_id: str) -> object:
+        return self.engine.workflow(instance_id)
 
     def _limit(self, track: _Track) -> int:
         return self.config.max_for(self._spec(track))
@@ -482,6 +512,9 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             return
         self._touched[instance_id] = None
         track.started_step = event.step if kind is _K.STEP_STARTED else None
+        track.in_compensation = kind is _K.COMPENSATION_STARTED
+        if kind is _K.RETRY_SCHEDULED:
+            track.retries_now += 1
         if kind is _K.CHILD_STARTED and event.step is not None and event.detail is not None:
             self._child_started(instance_id, track, event.step, event.detail)
         if kind is _K.TRANSITION:
@@ -616,7 +649,15 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         family += [i for i, t in self._tracks.items() if t.parent == v.instance_id]
         for instance_id in family:
             lines.append(f"history of {self._tracks[instance_id].name}:")
-            lines += [f"  {self._describe(instance_id, e)}" for e in self.engine.history(instance_id)]
+            history = self.engine.history(instance_id)
+            half = _HISTORY_SHOWN // 2
+            if len(history) > _HISTORY_SHOWN:
+                lines += [f"  {self._describe(instance_id, e)}" for e in history[:half]]
+                lines.append(f"  ... {len(history) - 2 * half} entries left out ...")
+                history = history[-half:]
+            lines += [f"  {self._describe(instance_id, e)}" for e in history]
+        if self.config.capped:
+            lines.append("fault plans capped: " + "; ".join(self.config.capped))
         return InvariantViolation("\n".join(lines), rule=v.rule, workflow=spec.name, instance=track.name, step=v.step)
 
     def _runaway(self, instance_id: str, step: str) -> None:
@@ -880,6 +921,9 @@ class WorkflowStateMachine(RuleBasedStateMachine):
 
     def apply(self, action: Action) -> None:
         """Apply one action of the story, run the engine until every instance waits or ended, check."""
+        self._action_began = self.clock.now()
+        for track in self._tracks.values():
+            track.retries_now = 0
         if isinstance(action, Start):
             self._start(action)
         elif isinstance(action, Complete):
@@ -920,11 +964,6 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         note(f"{name} = start {started_as}{faults}")
         self._run(self.engine.start(action.workflow))
         self._after_rule()
-
-    def _waiting_target(self, index: int) -> str | None:
-        """The *index*-th newest waiting instance, if there are that many."""
-        waiting = list(self._waiting_now)
-        return waiting[-1 - index] if index < len(waiting) else None
 
     def _complete(self, action: Complete) -> None:
         tasks = self.open_tasks(action.step)
@@ -986,13 +1025,29 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._after_rule()
 
     def _send(self, action: Send) -> None:
-        instance_id = self._waiting_target(action.instance)
-        if instance_id is None:
+        # Only to an instance whose workflow takes the message (a child may take other messages than its parent).
+        takers = [i for i in self._waiting_now if _takes(self._spec(self._tracks[i]), action.message)]
+        if action.instance >= len(takers):
             return
+        instance_id = takers[-1 - action.instance]
         note(f"{self._tracks[instance_id].name}: signal {action.message!r}")
         self._touched[instance_id] = None
         self._run(self.engine.signal(instance_id, action.message))
         self._after_rule()
+
+
+def _duration(seconds: float) -> str:
+    """``90s``, ``5.5 h``, ``13.4 days``: a span of virtual time, readable."""
+    if seconds < 120:  # noqa: PLR2004 - below two minutes, seconds read best
+        return f"{seconds:g}s"
+    if seconds < 2 * 86_400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
+
+
+def _takes(spec: WorkflowSpec, message: object) -> bool:
+    """Whether a ``@wait_for`` step of *spec* takes *message* (the engine refuses it otherwise)."""
+    return any(s.message is not None and isinstance(message, s.message) for s in spec.steps)
 
 
 def _leaves(state: object) -> list[str]:
@@ -1258,6 +1313,7 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
         errors=errors,
         tree=tree,
         explicit_max=max_transitions is not None,
+        capped=tuple(capped(spec)) if faults else (),
     )
     start_inputs = inputs if inputs is not None else input_strategy(workflow, spec, specs[1:])
     plans = fault_plans(spec, errors) if faults else st.just(cast("FaultPlan", {}))
@@ -1269,13 +1325,18 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             if s.kind is not StepKind.HUMAN_TASK or task is None:
                 continue
             key = s.name if sp is spec else f"{sp.name}.{s.name}"
-            by_step = next((v for k, v in form_overrides.items() if _names_step(k, key, s.name, cls)), None)
-            by_type = form_overrides.get(task.form) if task.form is not None else None
-            form = by_step or by_type or form_strategy(task)
+            # Never `a or b` on strategies: hypothesis warns that bool() of one is always True.
+            form = next((v for k, v in form_overrides.items() if _names_step(k, key, s.name, cls)), None)
+            if form is None and task.form is not None:
+                form = form_overrides.get(task.form)
+            if form is None:
+                form = form_strategy(task)
             actions.append(st.builds(Complete, step=st.just(key), task=_PICK, form=form, by=_people(task)))
     message_types = sorted({s.message for sp in specs for s in sp.steps if s.message is not None}, key=_type_name)
     for message_type in message_types:
-        message = (messages or {}).get(message_type) or st.from_type(cast("type[Any]", message_type))
+        message = (messages or {}).get(message_type)
+        if message is None:
+            message = st.from_type(cast("type[Any]", message_type))
         actions.append(st.builds(Send, instance=_PICK, message=message))
     if any(e.is_timeout for sp in specs for e in sp.edges) or any(
         s.kind is StepKind.TIMER for sp in specs for s in sp.steps

@@ -3,9 +3,11 @@ Hypothesis strategies derived from a workflow spec: inputs, forms, actors and fa
 
 A fault plan is a plain dict, so that a failing example prints it as it is: for a
 step, what each attempt does (``"ok"``, ``"transient"``, ``"permanent"`` or
-``"raise SomeError"`` for an error type the step routes with ``on_error``); for a
-compensation, which of its attempts hit a transient fault (never more than its
-retry policy absorbs).
+``"raise SomeError"`` for an error type the step routes with ``on_error``, all
+before the attempt runs; ``"lost reply"`` and ``"crash"`` after it took effect);
+for a compensation, which of its attempts hit a fault (never more than its retry
+policy absorbs). A plan never injects more than :data:`MAX_INJECTED` faults into
+one visit: ``Retry(attempts=1_000_000)`` is how "retry for ever" is written.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ OK = "ok"
 TRANSIENT = "transient"
 PERMANENT = "permanent"
 RAISE = "raise "
+LOST_REPLY = "lost reply"
+"""The attempt's first ``ctx.call`` took effect, and its reply was lost (the call raises); no call: as ``CRASH``."""
+CRASH = "crash"
+"""The attempt's body ran to its end, then the process died before the commit: its writes are lost, not its effects."""
+AFTER_EFFECT = (LOST_REPLY, CRASH)
+
+MAX_INJECTED = 10
+"""The most faults a plan injects into one visit of a step or compensation, whatever its retry policy allows."""
 
 FaultPlan = dict[str, tuple[str, ...]]
 
@@ -162,16 +172,47 @@ def make_error(exc_type: type[BaseException]) -> Callable[[str], BaseException] 
 
 
 def _step_plans(attempts: int, retryable: list[str]) -> list[tuple[str, ...]]:
-    """Every way a visit's attempts can fail, shortest first: retryable faults, maybe ending permanent."""
+    """
+    Every way a visit's attempts can fail, shortest first: retryable faults, maybe ending permanent.
+
+    A step that is retried also meets a fault *after* its first attempt took effect
+    (its reply lost, or a crash before the commit), then a retry that works: a
+    step that is not idempotent then acts twice.
+    """
     longest = min(attempts, 3)
     plans: list[tuple[str, ...]] = []
     for n in range(1, longest + 1):
         plans += [tuple(p) for p in itertools.product(retryable, repeat=n)]
         plans += [(*p, PERMANENT) for p in itertools.product(retryable, repeat=n - 1)]
     if attempts > longest:
-        plans.append((TRANSIENT,) * attempts)  # every retry used up
+        # Every retry used up, or as many faults as a plan may inject when there are more.
+        plans.append((TRANSIENT,) * min(attempts, MAX_INJECTED))
     plans.sort(key=lambda p: (len(p), p != (TRANSIENT,) * len(p)))
+    if attempts > 1:
+        plans[1:1] = [(LOST_REPLY,), (CRASH,)]
     return plans
+
+
+def capped(spec: WorkflowSpec) -> list[str]:
+    """
+    What the fault plans of *spec* (and its children) leave out: retry policies longer than :data:`MAX_INJECTED`.
+
+    One line per step or compensation, saying that its retries are never all used up.
+    """
+    out: list[str] = []
+    for s in spec.steps:
+        policies = [(s.name, s.retry.attempts)]
+        if s.compensation is not None and s.child is None:
+            policies.append((f"{s.compensation.name} (undoing {s.name})", s.compensation.retry.attempts))
+        for name, attempts in policies:
+            if attempts > MAX_INJECTED:
+                out.append(
+                    f"{spec.name}.{name}: Retry(attempts={attempts}), at most {MAX_INJECTED} faults injected "
+                    "into one visit, so its retries are never all used up"
+                )
+        if s.child is not None:
+            out += capped(spec_of(s.child))
+    return out
 
 
 def fault_plans(spec: WorkflowSpec, errors: Mapping[str, object]) -> st.SearchStrategy[FaultPlan]:
@@ -225,9 +266,10 @@ def _optional_faults(spec: WorkflowSpec, errors: Mapping[str, object]) -> dict[s
         comp = s.compensation
         # A subflow step's compensation is its child's own: faults go into those.
         if comp is not None and comp.retry.attempts > 1 and s.child is None:
-            # Never more transient faults than the policy absorbs: a failure is then the compensation's own.
-            budget = comp.retry.attempts - 1
-            optional[comp.name] = st.sampled_from([(TRANSIENT,) * n for n in sorted({1, min(budget, 2), budget})])
+            # Never more faults than the policy absorbs: a failure is then the compensation's own.
+            budget = min(comp.retry.attempts - 1, MAX_INJECTED)
+            comp_plans = [(TRANSIENT,) * n for n in sorted({1, min(budget, 2), budget})]
+            optional[comp.name] = st.sampled_from([comp_plans[0], (LOST_REPLY,), (CRASH,), *comp_plans[1:]])
     for s in spec.steps:
         if s.child is not None:
             for name, plan in _optional_faults(spec_of(s.child), errors).items():
