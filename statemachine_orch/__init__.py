@@ -55,6 +55,7 @@ from ._errors import ServiceNotFound as ServiceNotFound
 from ._errors import SignalTypeError as SignalTypeError
 from ._errors import StoreError as StoreError
 from ._errors import TaskAlreadyCompleted as TaskAlreadyCompleted
+from ._errors import TaskClaimed as TaskClaimed
 from ._errors import TaskError as TaskError
 from ._errors import TaskFormError as TaskFormError
 from ._errors import TaskNotAuthorized as TaskNotAuthorized
@@ -93,6 +94,7 @@ from ._store import MemoryStore as MemoryStore
 from ._store import Store as Store
 from ._store_sqlite import SqliteStore as SqliteStore
 from ._tasks import Task as Task
+from ._tasks import TaskClaim as TaskClaim
 from ._tasks import TaskStatus as TaskStatus
 from ._workflow import Workflow as Workflow
 from ._workflow import spec_of as spec_of
@@ -150,6 +152,8 @@ __all__ = [
     "SystemClock",
     "Task",
     "TaskAlreadyCompleted",
+    "TaskClaim",
+    "TaskClaimed",
     "TaskError",
     "TaskFormError",
     "TaskNotAuthorized",

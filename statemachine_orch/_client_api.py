@@ -26,6 +26,7 @@ from ._errors import (
     SignalTypeError,
     StoreError,
     TaskAlreadyCompleted,
+    TaskClaimed,
     TaskFormError,
     TaskNotAuthorized,
     TaskNotFound,
@@ -38,7 +39,7 @@ from ._spec import (
     COMPENSATION_FAILED,
 )
 from ._status import InstanceStatus
-from ._tasks import Task, TaskStatus, check_user, group_names
+from ._tasks import Task, TaskClaim, TaskStatus, check_user, group_names
 from ._validate import value_mismatch
 from ._workflow import Workflow, spec_of
 
@@ -62,6 +63,17 @@ def _check_form(task: Task, form: object) -> None:
     if bad is not None:
         where = expected.__name__ + bad.path
         raise TaskFormError(task.id, f"{where}: {bad.describe()}", field_path=where)
+
+
+def _not_for(task: Task, user: str, groups: tuple[str, ...], doing: str) -> TaskNotAuthorized:
+    """The refusal of a user the task is not for (neither its assignee nor in a candidate group)."""
+    allowed: list[str] = []
+    if task.assignee is not None:
+        allowed.append(f"assignee {task.assignee!r}")
+    if task.candidate_groups:
+        allowed.append(f"members of {', '.join(task.candidate_groups)}")
+    msg = f"user {user!r} (groups: {', '.join(groups) or 'none'}) may not {doing} it; only {' or '.join(allowed)} may"
+    return TaskNotAuthorized(task.id, user, msg)
 
 
 def _type_name(tp: type) -> str:
@@ -169,17 +181,37 @@ class ClientApi(DriverForks):
         return progress_of(self._peek(instance_id), self.history(instance_id))
 
     def tasks(
-        self, user: str | None = None, groups: Iterable[str] = (), *, instance_id: str | None = None
+        self,
+        user: str | None = None,
+        groups: Iterable[str] = (),
+        *,
+        instance_id: str | None = None,
+        due_before: float | None = None,
+        limit: int | None = None,
     ) -> list[Task]:
         """
-        Open human tasks; with *user*, only those that user (member of *groups*) may complete.
+        Open human tasks, oldest first; with *user*, only those that user (member of *groups*) may complete.
+
+        A task claimed by someone is only its claimant's.
 
         Args:
             user: Filter to tasks this user may complete.
             groups: The user's groups (the caller vouches for them).
             instance_id: Filter to this instance's tasks.
+            due_before: Filter to tasks due at or before this time (the engine clock's seconds): overdue ones.
+            limit: At most this many.
+
+        Raises:
+            ValueError: *limit* is negative.
+
+        .. versionchanged:: 0.6.0 *due_before* and *limit*.
         """
-        return self.store.open_tasks(user, frozenset(_groups(groups)), instance_id)
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            msg = f"limit= must be a number of tasks (an int >= 0) or None; got {limit!r}"
+            raise ValueError(msg)
+        if due_before is None and limit is None:
+            return self.store.open_tasks(user, frozenset(_groups(groups)), instance_id)
+        return self.store.open_tasks(user, frozenset(_groups(groups)), instance_id, due_before=due_before, limit=limit)
 
     def statistics(self) -> EngineStatistics:
         """What the engine is doing right now."""
@@ -246,16 +278,9 @@ class ClientApi(DriverForks):
             raise TaskAlreadyCompleted(task_id, f"is already {task.status.value}{by}; a task completes once")
         group_list = _groups(groups)
         if not task.may_complete(user, group_list):
-            allowed: list[str] = []
-            if task.assignee is not None:
-                allowed.append(f"assignee {task.assignee!r}")
-            if task.candidate_groups:
-                allowed.append(f"members of {', '.join(task.candidate_groups)}")
-            msg = (
-                f"user {user!r} (groups: {', '.join(group_list) or 'none'}) may not complete it; "
-                f"only {' or '.join(allowed)} may"
-            )
-            raise TaskNotAuthorized(task_id, user, msg)
+            if task.claimed_by is not None and task.may_claim(user, group_list):
+                raise TaskClaimed(task_id, user, task.claimed_by)
+            raise _not_for(task, user, group_list, "complete")
         self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
         _check_form(task, form)
         completed_at = self.clock.now()
@@ -278,6 +303,100 @@ class ClientApi(DriverForks):
             # The completion was written; only its acknowledgement was lost. The
             # instance's reload runs it on.
             return stored
+
+    async def claim_task(self, task_id: str, *, user: str, groups: Iterable[str] = ()) -> Task:
+        """
+        Claim an open task for *user*: from now on only they may complete it, until they unclaim it.
+
+        Those the task is for may claim it: its assignee and the members of its
+        candidate groups. Claiming a task one holds already changes nothing. The
+        claim is in the instance's history (``task_claimed``).
+
+        Args:
+            task_id: The task.
+            user: Who claims it.
+            groups: The user's groups (the caller vouches for them).
+
+        Returns:
+            The task, claimed by *user*.
+
+        Raises:
+            TaskNotFound: No such task.
+            TaskAlreadyCompleted: It is no longer open.
+            TaskClaimed: Another user holds it.
+            TaskNotAuthorized: *user* is not the assignee and in no candidate group.
+            TypeError: *user* is not a ``str``, or *groups* is not an iterable of ``str``.
+            ValueError: *user* is empty or holds a control character.
+            StoreError: The claim could not be written (nothing changed).
+
+        .. versionadded:: 0.6.0
+        """
+        task = self._claimable(task_id, user, groups, claim=True)
+        if task.claimed_by == user:
+            return task
+        return await self._change_claim(task, TaskClaim(task.id, user, claim=True))
+
+    async def unclaim_task(self, task_id: str, *, user: str, groups: Iterable[str] = ()) -> Task:
+        """
+        Give back the claim *user* holds on an open task: all it is for may complete it again.
+
+        Unclaiming a task nobody holds changes nothing (for one it is for). The
+        release is in the instance's history (``task_unclaimed``).
+
+        Args:
+            task_id: The task.
+            user: Its claimant.
+            groups: The user's groups (the caller vouches for them).
+
+        Returns:
+            The task, claimed by nobody.
+
+        Raises:
+            TaskNotFound: No such task.
+            TaskAlreadyCompleted: It is no longer open.
+            TaskClaimed: Another user holds it.
+            TaskNotAuthorized: Nobody holds it and *user* is not one it is for.
+            TypeError: *user* is not a ``str``, or *groups* is not an iterable of ``str``.
+            ValueError: *user* is empty or holds a control character.
+            StoreError: The release could not be written (nothing changed).
+
+        .. versionadded:: 0.6.0
+        """
+        task = self._claimable(task_id, user, groups, claim=False)
+        if task.claimed_by is None:
+            return task
+        return await self._change_claim(task, TaskClaim(task.id, user, claim=False))
+
+    def _claimable(self, task_id: str, user: str, groups: Iterable[str], *, claim: bool) -> Task:
+        """The open task *user* may claim (or give back), as the store has it now; else the typed refusal."""
+        check_user(user)
+        group_list = _groups(groups)
+        task = self.store.task(task_id)
+        if task is None:
+            raise TaskNotFound(task_id, "no such task")
+        if task.status is not TaskStatus.OPEN:
+            by = f" by {task.completed_by!r}" if task.completed_by else ""
+            raise TaskAlreadyCompleted(task_id, f"is already {task.status.value}{by}; only an open task is claimed")
+        if task.claimed_by == user:
+            return task  # its claimant, even one no longer in its groups
+        if not task.may_claim(user, group_list):
+            raise _not_for(task, user, group_list, "claim" if claim else "unclaim")
+        if task.claimed_by is not None:
+            raise TaskClaimed(task_id, user, task.claimed_by)
+        return task
+
+    async def _change_claim(self, task: Task, change: TaskClaim) -> Task:
+        """Write a claim (or its release) with its history entry, through the instance's driver."""
+        self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
+        changed = attrs.evolve(task, claimed_by=change.after)
+        if self._leasing:
+            # The task row and the command in one transaction: a claim racing another,
+            # or a completion, from any process, finds the row changed and is refused.
+            body = {"task": task.id, "user": change.user, "claim": change.claim}
+            await self._command(task.instance_id, "claim_task", body, self._claim_apply(task, change), claim=change)
+            return changed
+        await self._submit(task.instance_id, self._claim_apply(task, change, write=True))
+        return changed
 
     async def signal(self, instance_id: str, message: object) -> None:
         """

@@ -4,8 +4,8 @@ The driver's inbox: callers' changes of an instance become commands (docs/design
 ``_submit`` hands a command to the instance's driver and ``_wake_driver`` makes
 sure someone looks; ``_apply_inbox`` applies them in the driver's turn. Across
 processes a command is durable (``_command``, ``_pull_commands``,
-``_decode_command``). The apply factories (``_complete_apply``, ``_cancel_apply``,
-``_retry_apply``, ``_migrate_apply``) are what each call changes.
+``_decode_command``). The apply factories (``_complete_apply``, ``_claim_apply``,
+``_cancel_apply``, ``_retry_apply``, ``_migrate_apply``) are what each call changes.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ._errors import (
     RecordLoadError,
     StoreError,
     TaskAlreadyCompleted,
+    TaskClaimed,
     UnknownWorkflowVersion,
     WorkflowInputError,
 )
@@ -37,7 +38,7 @@ from ._spec import (
     StepKind,
 )
 from ._status import InstanceStatus
-from ._tasks import Task, TaskStatus
+from ._tasks import Task, TaskClaim, TaskStatus
 from ._workflow import Workflow, spec_of
 
 _R = TypeVar("_R")
@@ -61,8 +62,12 @@ class Commands(Runtime):
                     by = f" by {closed.completed_by!r}" if closed.completed_by else ""
                     raise TaskAlreadyCompleted(task_id, f"is already {closed.status.value}{by}; a task completes once")
                 raise TaskAlreadyCompleted(task_id, "its instance is no longer waiting on it")
+            current = self._current_task(rec, task)
+            if not self._leasing and current.claimed_by is not None and current.claimed_by != user:
+                # Claimed since the caller's checks (a leasing store refused that in the command's transaction).
+                raise TaskClaimed(task_id, user, current.claimed_by)
             done = attrs.evolve(
-                task, status=TaskStatus.COMPLETED, completed_by=user, completed_at=completed_at, form=form
+                current, status=TaskStatus.COMPLETED, completed_by=user, completed_at=completed_at, form=form
             )
             rec.add_task(done)
             tok: InstanceRecord | Branch = rec if branch is None else branch
@@ -74,6 +79,34 @@ class Commands(Runtime):
             self._note(rec, K.TASK_COMPLETED, task.step, 0, user)
             self._set_status(rec, InstanceStatus.RUNNING)
             return done
+
+        return apply
+
+    def _current_task(self, rec: InstanceRecord, task: Task) -> Task:
+        """*task* as the driver's turn has it: changed in this turn, else as stored (else as the caller read it)."""
+        pending = next((t for t in rec.dirty_tasks if t.id == task.id), None)
+        return pending or self.store.task(task.id) or task
+
+    def _claim_apply(self, task: Task, change: TaskClaim, *, write: bool = False) -> Callable[[InstanceRecord], object]:
+        """
+        A claim of *task* (or its release), as its driver applies it: the history entry.
+
+        With *write* (a store without leases) the driver checks the task again and
+        changes it too; a leasing store changed the row with the command already.
+        """
+
+        def apply(rec: InstanceRecord) -> object:
+            if write:
+                current = self._current_task(rec, task)
+                if current.status is not TaskStatus.OPEN:
+                    msg = f"is already {current.status.value}; only an open task is claimed"
+                    raise TaskAlreadyCompleted(task.id, msg)
+                if current.claimed_by != change.before:
+                    raise TaskClaimed(task.id, change.user, current.claimed_by)
+                rec.add_task(attrs.evolve(current, claimed_by=change.after))
+            kind = K.TASK_CLAIMED if change.claim else K.TASK_UNCLAIMED
+            self._note(rec, kind, task.step, 0, change.user)
+            return None
 
         return apply
 
@@ -223,6 +256,7 @@ class Commands(Runtime):
         apply: Callable[[InstanceRecord], _R],
         *,
         complete: Task | None = None,
+        claim: TaskClaim | None = None,
         local_only: bool = False,
     ) -> tuple[bool, Any]:
         """
@@ -241,7 +275,10 @@ class Commands(Runtime):
             except InstanceBusy:
                 return False, None
             return True, await self._submit(instance_id, apply, interrupt=kind == "cancel")
-        seq = self.store.add_command(instance_id, kind, body, complete=complete)
+        if claim is not None:
+            seq = self.store.add_command(instance_id, kind, body, claim=claim)
+        else:
+            seq = self.store.add_command(instance_id, kind, body, complete=complete)
         if not self._drives:
             return False, None
         try:
@@ -300,6 +337,11 @@ class Commands(Runtime):
             if task is None:
                 return None
             return self._complete_apply(task, str(body.get("user")), task.completed_at or self._now(), task.form)
+        if kind == "claim_task":
+            task = self.store.task(str(body.get("task")))
+            if task is None:
+                return None
+            return self._claim_apply(task, TaskClaim(task.id, str(body.get("user")), claim=bool(body.get("claim"))))
         if kind == "migrate":
             cls = self.registry.resolve(str(body.get("workflow")), str(body.get("version")))
             if cls is None:

@@ -23,6 +23,7 @@ The tree::
     └── TaskError
         ├── TaskNotFound (also LookupError)
         ├── TaskNotAuthorized                      user is neither assignee nor in a group
+        │   └── TaskClaimed                        another user claimed the task
         ├── TaskAlreadyCompleted                   a task completes once
         └── TaskFormError (also TypeError)         the form is not the declared type
 """
@@ -302,6 +303,27 @@ class TaskNotAuthorized(TaskError):
     def __init__(self, task_id: str, user: str, message: str) -> None:
         self.user = user
         super().__init__(task_id, message)
+
+
+class TaskClaimed(TaskNotAuthorized):
+    """
+    The task is claimed by another user (or, to give a claim back, not claimed by this one).
+
+    While a task is claimed only its claimant may complete it or give it back.
+
+    Attributes:
+        user: Who tried.
+        claimant: Who holds the claim (``None``: nobody does).
+
+    .. versionadded:: 0.6.0
+    """
+
+    def __init__(self, task_id: str, user: str, claimant: str | None, message: str | None = None) -> None:
+        self.claimant = claimant
+        if message is None:
+            held = f"claimed by {claimant!r}" if claimant is not None else "not claimed"
+            message = f"is {held}: only its claimant may complete it or give it back; {user!r} may not"
+        super().__init__(task_id, user, message)
 
 
 class TaskAlreadyCompleted(TaskError):

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from ._errors import InstanceExists, LeaseLost, TaskAlreadyCompleted
+from ._errors import InstanceExists, LeaseLost, TaskAlreadyCompleted, TaskClaimed
 from ._history import HistoryEvent, new_event
 from ._instance import EMPTY as _EMPTY
 from ._status import InstanceStatus
-from ._tasks import Task, TaskStatus
+from ._tasks import Task, TaskClaim, TaskStatus
 
 if TYPE_CHECKING:
     from ._instance import Command, InstanceInfo, InstanceRecord, Signal
@@ -126,8 +126,22 @@ class Store(Protocol):
         """The task with this id, if any."""
         ...
 
-    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
-        """Open tasks, optionally only those *user* (in *groups*) may complete, or of one instance."""
+    def open_tasks(
+        self,
+        user: str | None,
+        groups: frozenset[str],
+        instance_id: str | None,
+        *,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """
+        Open tasks, oldest first: all, or only those *user* (in *groups*) may complete, or of one instance.
+
+        With *due_before* only those due at or before it; with *limit*, at most that many.
+
+        .. versionchanged:: 0.6.0 *due_before* and *limit*; a claimed task is only its claimant's.
+        """
         ...
 
     def add_signal(self, instance_id: str, type_name: str, message: object) -> int:
@@ -224,12 +238,20 @@ class Store(Protocol):
         *,
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
+        claim: TaskClaim | None = None,
     ) -> int:
         """
-        Keep a command for an instance in one transaction (with a task's completion or a signal); return its seq.
+        Keep a command for an instance in one transaction (with a task's completion, a claim or a signal); its seq.
+
+        *complete* closes its open task row, unless another user than its
+        ``completed_by`` claimed it; *claim* sets the open task's claimant from
+        ``claim.before`` to ``claim.after``.
 
         Raises:
-            TaskAlreadyCompleted: *complete*'s task row is no longer open (nothing written).
+            TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
+            TaskClaimed: Another user holds the task's claim (nothing written).
+
+        .. versionchanged:: 0.6.0 *claim*; a claimed task is completed only by its claimant.
         """
         ...
 
@@ -461,13 +483,24 @@ class MemoryStore:
         """The task with this id, if any."""
         return self._open_tasks.get(task_id) or self._closed_tasks.get(task_id)
 
-    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
+    def open_tasks(
+        self,
+        user: str | None,
+        groups: frozenset[str],
+        instance_id: str | None,
+        *,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
         """Open tasks, oldest first."""
-        return [
+        found = [
             t
             for t in self._open_tasks.values()
-            if (user is None or t.may_complete(user, groups)) and (instance_id is None or t.instance_id == instance_id)
+            if (user is None or t.may_complete(user, groups))
+            and (instance_id is None or t.instance_id == instance_id)
+            and (due_before is None or (t.due_at is not None and t.due_at <= due_before))
         ]
+        return found[:limit]
 
     def add_signal(self, instance_id: str, type_name: str, message: object) -> int:
         """Keep a message for the instance."""
@@ -663,13 +696,24 @@ class MemoryStore:
         *,
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
+        claim: TaskClaim | None = None,
     ) -> int:
-        """Keep a command (with a task's completion or a signal)."""
+        """Keep a command (with a task's completion, a claim or a signal)."""
         if complete is not None:
             current = self.task(complete.id)
             if current is None or current.status is not TaskStatus.OPEN:
                 raise TaskAlreadyCompleted(complete.id, "is no longer open; a task completes once")
-            self._file_task(complete)
+            user = complete.completed_by or ""
+            if current.claimed_by not in (None, user):
+                raise TaskClaimed(complete.id, user, current.claimed_by)
+            self._file_task(attrs.evolve(complete, claimed_by=current.claimed_by))
+        if claim is not None:
+            current = self.task(claim.task_id)
+            if current is None or current.status is not TaskStatus.OPEN:
+                raise TaskAlreadyCompleted(claim.task_id, "is no longer open; only an open task is claimed")
+            if current.claimed_by != claim.before:
+                raise TaskClaimed(claim.task_id, claim.user, current.claimed_by)
+            self._file_task(attrs.evolve(current, claimed_by=claim.after))
         if signal is not None:
             self.add_signal(instance_id, *signal)
         return self._add_command(instance_id, kind, body)

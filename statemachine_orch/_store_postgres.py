@@ -60,6 +60,8 @@ from ._errors import (
     RecordLoadError,
     StoreError,
     TaskAlreadyCompleted,
+    TaskClaimed,
+    TaskError,
 )
 from ._history import HistoryEvent
 from ._instance import Command, InstanceInfo, InstanceRecord, Signal
@@ -69,7 +71,7 @@ from ._status import InstanceStatus
 from ._store import LateTask, ScheduleState
 from ._store_rows import dumps as _dumps
 from ._store_sqlite import FaultPoint
-from ._tasks import Task, TaskStatus
+from ._tasks import Task, TaskClaim, TaskStatus
 
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
@@ -78,7 +80,7 @@ __all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "u
 
 _log: Any = structlog.get_logger("statemachine_orch.store")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this library writes (table ``meta``, key ``schema_version``)."""
 
 APPLICATION: Final = "statemachine-orch"
@@ -199,6 +201,12 @@ MIGRATIONS: dict[int, list[LiteralString]] = {
             started BIGINT NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL
         )""",
+    ],
+    # Who claimed an open task (claim_task): only they may complete it then. Written
+    # only with a claim's command, never by a commit of the task's row (_UPSERT_TASKS).
+    4: [
+        "ALTER TABLE tasks ADD COLUMN claimed_by TEXT",
+        "CREATE INDEX tasks_open_claimed ON tasks (claimed_by) WHERE status = 'open' AND claimed_by IS NOT NULL",
     ],
 }
 
@@ -352,6 +360,7 @@ _INSERT_COMMAND: Final = (
 )
 
 _NOT_OPEN: Final = "is no longer open; a task completes once"
+_NOT_OPEN_CLAIM: Final = "is no longer open; only an open task is claimed"
 
 _NOTIFY: Final = "SELECT pg_notify('orch_commands', %s)"
 _NOTIFY_ALL: Final = "SELECT pg_notify('orch_commands', i) FROM unnest(%s::text[]) AS i"
@@ -366,7 +375,7 @@ _INFO_COLUMNS: Final = "id, workflow, version, status, state, created_at, error,
 
 _TASK_COLUMNS: Final = (
     "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
-    "completed_by, completed_at, form, fingerprint"
+    "completed_by, completed_at, form, fingerprint, claimed_by"
 )
 
 _CLAIM: Final = """
@@ -943,27 +952,45 @@ class PostgresStore:
         return self._task(row) if row is not None else None
 
     @_reads
-    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
-        """Open tasks, oldest first, filtered through the indexes on assignee and groups."""
+    def open_tasks(
+        self,
+        user: str | None,
+        groups: frozenset[str],
+        instance_id: str | None,
+        *,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Open tasks, oldest first, filtered through the indexes on assignee, claimant and groups."""
         cols = _TASK_COLUMNS
         if instance_id is not None:
             if not _encodable(instance_id):
                 return []
             rows = self._fetchall(
-                f"SELECT {cols} FROM tasks WHERE instance_id = %s AND status = 'open' ORDER BY seq", (instance_id,)
+                f"SELECT {cols} FROM tasks WHERE instance_id = %s AND status = 'open' "
+                "AND (%s::float8 IS NULL OR due_at <= %s::float8) ORDER BY seq",
+                (instance_id, due_before, due_before),
             )
             found = [self._task(r) for r in rows]
-            return [t for t in found if user is None or t.may_complete(user, groups)]
+            return [t for t in found if user is None or t.may_complete(user, groups)][:limit]
         if user is None:
-            rows = self._fetchall(f"SELECT {cols} FROM tasks WHERE status = 'open' ORDER BY created_at, seq")
+            rows = self._fetchall(
+                f"SELECT {cols} FROM tasks WHERE status = 'open' AND (%s::float8 IS NULL OR due_at <= %s::float8) "
+                "ORDER BY created_at, seq LIMIT %s",
+                (due_before, due_before, limit),
+            )
             return [self._task(r) for r in rows]
         # A user or group that cannot be stored matches no task (`assignee = NULL` is never true).
+        # Those it is for, then (a claimed task) only its claimant.
+        who = user if _encodable(user) else None
         rows = self._fetchall(
             f"SELECT {cols} FROM tasks WHERE id IN ("
-            "SELECT id FROM tasks WHERE assignee = %s AND status = 'open' "
-            "UNION SELECT task_id FROM task_groups WHERE grp = ANY(%s::text[])"
-            ") AND status = 'open' ORDER BY created_at, seq",
-            (user if _encodable(user) else None, sorted(g for g in groups if _encodable(g))),
+            "SELECT id FROM tasks WHERE assignee = %(who)s AND status = 'open' "
+            "UNION SELECT id FROM tasks WHERE claimed_by = %(who)s AND status = 'open' "
+            "UNION SELECT task_id FROM task_groups WHERE grp = ANY(%(groups)s::text[])"
+            ") AND status = 'open' AND (claimed_by IS NULL OR claimed_by = %(who)s) "
+            "AND (%(due)s::float8 IS NULL OR due_at <= %(due)s::float8) ORDER BY created_at, seq LIMIT %(limit)s",
+            {"who": who, "groups": sorted(g for g in groups if _encodable(g)), "due": due_before, "limit": limit},
         )
         return [self._task(r) for r in rows]
 
@@ -1237,16 +1264,20 @@ class PostgresStore:
         *,
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
+        claim: TaskClaim | None = None,
     ) -> int:
         """
-        Keep a command for an instance, in one transaction with a task's completion or a signal; its seq.
+        Keep a command for an instance, in one transaction with a task's completion, a claim or a signal; its seq.
 
         With *complete* (a completed :class:`Task`), its row goes from open to
-        completed (who, when, the form); with *signal* (``(type name, message)``), a
-        signal row is kept; then the command row, and ``NOTIFY orch_commands``.
+        completed (who, when, the form), unless another user claimed it; with
+        *claim*, the open row's claimant goes from ``claim.before`` to
+        ``claim.after``; with *signal* (``(type name, message)``), a signal row is
+        kept; then the command row, and ``NOTIFY orch_commands``.
 
         Raises:
-            TaskAlreadyCompleted: *complete*'s task row is no longer open (nothing written).
+            TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
+            TaskClaimed: Another user holds the task's claim (nothing written).
             StoreError: Nothing was written.
         """
         task_args: tuple[object, ...] | None = None
@@ -1254,6 +1285,8 @@ class PostgresStore:
             if not _encodable(complete.id):
                 raise TaskAlreadyCompleted(complete.id, _NOT_OPEN)  # such an id cannot have been stored
             task_args = _store_rows.completion(complete, nul=False)
+        if claim is not None and not (_encodable(claim.task_id) and _encodable(claim.user)):
+            raise TaskAlreadyCompleted(claim.task_id, _NOT_OPEN_CLAIM)  # such an id (or claimant) cannot be stored
         signal_args = None
         if signal is not None:
             signal_args = (instance_id, signal[0], _dumps(unstructure(signal[1])))
@@ -1263,12 +1296,20 @@ class PostgresStore:
             if task_args is not None:
                 closed = conn.execute(
                     "UPDATE tasks SET status = %s, completed_by = %s, completed_at = %s, form = %s::jsonb "
-                    "WHERE id = %s AND status = 'open'",
-                    task_args,
+                    "WHERE id = %s AND status = 'open' AND (claimed_by IS NULL OR claimed_by = %s)",
+                    (*task_args, task_args[1]),
                 ).rowcount
                 if not closed:
-                    raise _NotOpenError
+                    raise _Refused(_task_refusal(conn, str(task_args[-1]), str(task_args[1] or ""), _NOT_OPEN))
                 conn.execute("DELETE FROM task_groups WHERE task_id = %s", (task_args[-1],))
+            if claim is not None:
+                changed = conn.execute(
+                    "UPDATE tasks SET claimed_by = %s WHERE id = %s AND status = 'open' "
+                    "AND claimed_by IS NOT DISTINCT FROM %s",
+                    (claim.after, claim.task_id, claim.before),
+                ).rowcount
+                if not changed:
+                    raise _Refused(_task_refusal(conn, claim.task_id, claim.user, _NOT_OPEN_CLAIM))
             if signal_args is not None:
                 conn.execute("INSERT INTO signals (instance_id, type, payload) VALUES (%s, %s, %s::jsonb)", signal_args)
             row = conn.execute(_INSERT_COMMAND, command_args).fetchone()
@@ -1279,9 +1320,8 @@ class PostgresStore:
 
         try:
             return self._write("keeping a command", run)
-        except _NotOpenError:
-            assert complete is not None  # noqa: S101 - raised only when completing
-            raise TaskAlreadyCompleted(complete.id, _NOT_OPEN) from None  # completed or cancelled meanwhile
+        except _Refused as refused:
+            raise refused.error from None  # completed, cancelled or claimed meanwhile
 
     @_reads
     def commands(self, instance_id: str) -> list[Command]:
@@ -1379,8 +1419,20 @@ class PostgresStore:
             self._listeners.remove(listener)
 
 
-class _NotOpenError(Exception):
-    """add_command: the task row was not open (rolls the transaction back)."""
+class _Refused(Exception):
+    """add_command: the task row was not open, or claimed by another (rolls the transaction back)."""
+
+    def __init__(self, error: TaskError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _task_refusal(conn: psycopg.Connection[Any], task_id: str, user: str, not_open: str) -> TaskError:
+    """Why a task row's change found no row to change (asked inside its transaction): closed, or claimed."""
+    row = conn.execute("SELECT status, claimed_by FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    if row is not None and row[0] == TaskStatus.OPEN.value:
+        return TaskClaimed(task_id, user, row[1])
+    return TaskAlreadyCompleted(task_id, not_open)
 
 
 class _Batch:

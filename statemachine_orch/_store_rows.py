@@ -301,10 +301,10 @@ def task(row: tuple[Any, ...], registry: WorkflowRegistry) -> Task:
     The task of a row, its form decoded with its workflow's form type.
 
     The row: id, instance_id, workflow, version, step, assignee, groups, created_at,
-    due_at, status, completed_by, completed_at, form, fingerprint.
+    due_at, status, completed_by, completed_at, form, fingerprint, claimed_by.
     """
     (task_id, instance_id, workflow, version, step, assignee, groups, created_at, due_at) = row[:9]
-    (status, completed_by, completed_at, form, fingerprint) = row[9:]
+    (status, completed_by, completed_at, form, fingerprint, claimed_by) = row[9:]
     cls = registry.resolve(workflow, version, fingerprint)
     spec = cls.__orch_spec__ if cls is not None else None
     task_spec = spec.step(step).task if spec is not None and spec.has_step(step) else None
@@ -326,6 +326,7 @@ def task(row: tuple[Any, ...], registry: WorkflowRegistry) -> Task:
         completed_by=completed_by,
         completed_at=completed_at,
         form=value,
+        claimed_by=claimed_by,
     )
 
 

@@ -48,6 +48,8 @@ from ._errors import (
     RecordLoadError,
     StoreError,
     TaskAlreadyCompleted,
+    TaskClaimed,
+    TaskError,
 )
 from ._history import HistoryEvent
 from ._instance import Command, InstanceInfo, InstanceRecord, Signal
@@ -58,12 +60,12 @@ from ._store import LateTask, ScheduleState
 from ._store_rows import ROW_COLUMNS as _ROW_COLUMNS
 from ._store_rows import dumps as _dumps
 from ._store_rows import encodable as _encodable
-from ._tasks import Task, TaskStatus
+from ._tasks import Task, TaskClaim, TaskStatus
 
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x534D4F52  # "SMOR": marks a file as ours
 
 # The schema, as the list of statements that upgrade a file from one version to
@@ -173,6 +175,12 @@ MIGRATIONS: dict[int, list[str]] = {
             updated_at REAL NOT NULL
         )""",
     ],
+    6: [
+        # Who claimed an open task (Engine.claim_task): only they may complete it then.
+        # Written only with a claim's command, never by a commit of the task's row.
+        "ALTER TABLE tasks ADD COLUMN claimed_by TEXT",
+        "CREATE INDEX tasks_open_claimed ON tasks(claimed_by) WHERE status = 'open' AND claimed_by IS NOT NULL",
+    ],
 }
 
 _UPDATE = f"UPDATE instances SET {', '.join(f'{c} = ?' for c in _ROW_COLUMNS)} WHERE id = ?"
@@ -190,6 +198,18 @@ _INSERT_HISTORY = "INSERT INTO history (instance_id, seq, at, kind, step, attemp
 _INSERT_COMMAND = "INSERT INTO commands (instance_id, kind, body, created_at) VALUES (?, ?, ?, ?)"
 
 _INSERT_SIGNAL = "INSERT INTO signals (instance_id, type, payload) VALUES (?, ?, ?)"
+
+_UPSERT_TASK = """
+INSERT INTO tasks (id, instance_id, workflow, version, fingerprint, step, assignee, groups, created_at, due_at,
+    status, completed_by, completed_at, form)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET instance_id = excluded.instance_id, workflow = excluded.workflow,
+    version = excluded.version, fingerprint = excluded.fingerprint, step = excluded.step,
+    assignee = excluded.assignee, groups = excluded.groups, created_at = excluded.created_at,
+    due_at = excluded.due_at, status = excluded.status, completed_by = excluded.completed_by,
+    completed_at = excluded.completed_at, form = excluded.form
+"""
+"""A task's row as its instance's commit writes it: everything but its claimant (only a claim's command sets that)."""
 
 _IDS_IN = "id IN (SELECT value FROM json_each(?))"
 """SQL: the id is one of a JSON array of ids (one parameter, however many ids)."""
@@ -239,6 +259,17 @@ _BEGIN_RETRY = 5.0
 """Further seconds a ``BEGIN IMMEDIATE`` that still finds the database busy is retried."""
 
 _NOT_OPEN = "is no longer open; a task completes once"
+
+_NOT_OPEN_CLAIM = "is no longer open; only an open task is claimed"
+
+
+def _task_refusal(db: sqlite3.Connection, task_id: str, user: str, not_open: str) -> TaskError:
+    """Why a task row's change found no row to change (asked inside its transaction): closed, or claimed."""
+    row = db.execute("SELECT status, claimed_by FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is not None and row[0] == TaskStatus.OPEN.value:
+        return TaskClaimed(task_id, user, row[1])
+    return TaskAlreadyCompleted(task_id, not_open)
+
 
 _INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent"
 
@@ -707,12 +738,7 @@ class SqliteStore:
         return _store_rows.instance_values(rec, now, history, nul=True, branch_pairs=False)
 
     def _write_task(self, db: sqlite3.Connection, task: Task, spec: WorkflowSpec) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO tasks (id, instance_id, workflow, version, fingerprint, step, assignee, "
-            "groups, created_at, due_at, status, completed_by, completed_at, form) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            _store_rows.task_row(task, spec, nul=True, encode=json.dumps),
-        )
+        db.execute(_UPSERT_TASK, _store_rows.task_row(task, spec, nul=True, encode=json.dumps))
         if task.status is TaskStatus.OPEN:
             db.executemany(
                 "INSERT OR IGNORE INTO task_groups (grp, task_id) VALUES (?, ?)",
@@ -820,7 +846,7 @@ class SqliteStore:
 
     _TASK_COLUMNS = (
         "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
-        "completed_by, completed_at, form, fingerprint"
+        "completed_by, completed_at, form, fingerprint, claimed_by"
     )
 
     def _task(self, row: tuple[Any, ...]) -> Task:
@@ -835,30 +861,45 @@ class SqliteStore:
         return self._task(row) if row is not None else None
 
     @_reads
-    def open_tasks(self, user: str | None, groups: frozenset[str], instance_id: str | None) -> list[Task]:
-        """Open tasks, filtered through the indexes on assignee and groups."""
+    def open_tasks(
+        self,
+        user: str | None,
+        groups: frozenset[str],
+        instance_id: str | None,
+        *,
+        due_before: float | None = None,
+        limit: int | None = None,
+    ) -> list[Task]:
+        """Open tasks, oldest first, filtered through the indexes on assignee, claimant and groups."""
         cols = self._TASK_COLUMNS
+        due = "" if due_before is None else " AND due_at <= ?"
+        due_args: tuple[float, ...] = () if due_before is None else (due_before,)
         if instance_id is not None:
             if not _encodable(instance_id):
                 return []
             rows = self._db.execute(
-                f"SELECT {cols} FROM tasks WHERE instance_id = ? AND status = 'open'",
-                (instance_id,),
+                f"SELECT {cols} FROM tasks WHERE instance_id = ? AND status = 'open'{due} ORDER BY created_at, rowid",
+                (instance_id, *due_args),
             )
             found = [self._task(r) for r in rows]
-            return [t for t in found if user is None or t.may_complete(user, groups)]
+            return [t for t in found if user is None or t.may_complete(user, groups)][:limit]
+        page = "" if limit is None else f" LIMIT {int(limit)}"
         if user is None:
-            rows = self._db.execute(f"SELECT {cols} FROM tasks WHERE status = 'open' ORDER BY created_at")
+            rows = self._db.execute(
+                f"SELECT {cols} FROM tasks WHERE status = 'open'{due} ORDER BY created_at, rowid{page}", due_args
+            )
             return [self._task(r) for r in rows]
         # A user or group that cannot be encoded matches no task (`assignee = NULL` is never true).
         groups = frozenset(g for g in groups if _encodable(g))
-        assignee = user if _encodable(user) else None
+        who = user if _encodable(user) else None
         marks = ",".join("?" * len(groups))
         by_group = f" UNION SELECT task_id FROM task_groups WHERE grp IN ({marks})" if groups else ""
+        # Those it is for, then (a claimed task) only its claimant.
         rows = self._db.execute(
             f"SELECT {cols} FROM tasks WHERE id IN (SELECT id FROM tasks WHERE assignee = ? AND status = 'open'"
-            f"{by_group}) AND status = 'open' ORDER BY created_at",
-            (assignee, *sorted(groups)),
+            f" UNION SELECT id FROM tasks WHERE claimed_by = ? AND status = 'open'{by_group})"
+            f" AND status = 'open' AND (claimed_by IS NULL OR claimed_by = ?){due} ORDER BY created_at, rowid{page}",
+            (who, who, *sorted(groups), who, *due_args),
         )
         return [self._task(r) for r in rows]
 
@@ -1110,12 +1151,14 @@ class SqliteStore:
         *,
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
+        claim: TaskClaim | None = None,
     ) -> int:
         """
-        Keep a command for an instance, with a task's completion or a signal, in one transaction; return its seq.
+        Keep a command for an instance, with a task's completion, a claim or a signal, in one transaction; its seq.
 
         Raises:
-            TaskAlreadyCompleted: *complete*'s task row is no longer open (nothing written).
+            TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
+            TaskClaimed: Another user holds the task's claim (nothing written).
             StoreError: It could not be written (nothing written).
         """
         text = _dumps(dict(body))
@@ -1125,16 +1168,25 @@ class SqliteStore:
             if not _encodable(complete.id):
                 raise TaskAlreadyCompleted(complete.id, _NOT_OPEN)  # such an id cannot have been stored
             done = _store_rows.completion(complete, nul=True, encode=json.dumps)
+        if claim is not None and not (_encodable(claim.task_id) and _encodable(claim.user)):
+            raise TaskAlreadyCompleted(claim.task_id, _NOT_OPEN)  # such an id (or claimant) cannot have been stored
         with self._writing("storing a command") as db:
             if done is not None:
                 cur = db.execute(
                     "UPDATE tasks SET status = ?, completed_by = ?, completed_at = ?, form = ? "
-                    "WHERE id = ? AND status = 'open'",
-                    done,
+                    "WHERE id = ? AND status = 'open' AND (claimed_by IS NULL OR claimed_by = ?)",
+                    (*done, done[1]),
                 )
                 if cur.rowcount != 1:
-                    raise TaskAlreadyCompleted(done[-1], _NOT_OPEN)  # completed or cancelled meanwhile
+                    raise _task_refusal(db, done[-1], done[1] or "", _NOT_OPEN)  # closed or claimed meanwhile
                 db.execute("DELETE FROM task_groups WHERE task_id = ?", (done[-1],))
+            if claim is not None:
+                cur = db.execute(
+                    "UPDATE tasks SET claimed_by = ? WHERE id = ? AND status = 'open' AND claimed_by IS ?",
+                    (claim.after, claim.task_id, claim.before),
+                )
+                if cur.rowcount != 1:
+                    raise _task_refusal(db, claim.task_id, claim.user, _NOT_OPEN_CLAIM)
             if signal is not None:
                 db.execute(_INSERT_SIGNAL, (instance_id, signal[0], message))
             seq = db.execute(_INSERT_COMMAND, (instance_id, kind, text, time.time())).lastrowid

@@ -43,8 +43,11 @@ class Task:
         completed_by: Who completed it.
         completed_at: When it was completed or cancelled.
         form: The form it was completed with.
+        claimed_by: The user who claimed it (``Engine.claim_task``): while it is
+            claimed, only they may complete it.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.6.0 ``claimed_by``.
     """
 
     id: str
@@ -60,16 +63,59 @@ class Task:
     completed_by: str | None = None
     completed_at: float | None = None
     form: object | None = None
+    claimed_by: str | None = None
 
     def may_complete(self, user: str, groups: Iterable[str] = ()) -> bool:
         """
         Whether *user*, member of *groups*, may complete this task.
 
-        The assignee may; so may any member of a candidate group.
+        The assignee may; so may any member of a candidate group; but once the
+        task is claimed, only its claimant may.
+        """
+        if self.claimed_by is not None:
+            return user == self.claimed_by
+        return self.may_claim(user, groups)
+
+    def may_claim(self, user: str, groups: Iterable[str] = ()) -> bool:
+        """
+        Whether *user*, member of *groups*, is one the task is for: its assignee or in a candidate group.
+
+        Who it is for may claim it while nobody has (claiming it again is no change).
+
+        .. versionadded:: 0.6.0
         """
         if self.assignee is not None and user == self.assignee:
             return True
         return not set(self.candidate_groups).isdisjoint(groups)
+
+
+@attrs.frozen
+class TaskClaim:
+    """
+    A claim (or its release) of an open task, as ``Store.add_command(claim=...)`` writes it.
+
+    Attributes:
+        task_id: The task.
+        user: Who claims it, or who gives their claim back.
+        claim: ``True`` to claim it (nobody holds it now), ``False`` to give it back
+            (*user* holds it now).
+
+    .. versionadded:: 0.6.0
+    """
+
+    task_id: str
+    user: str
+    claim: bool
+
+    @property
+    def before(self) -> str | None:
+        """The claimant the task must have for the change to apply."""
+        return None if self.claim else self.user
+
+    @property
+    def after(self) -> str | None:
+        """The claimant the task has after the change."""
+        return self.user if self.claim else None
 
 
 def check_user(user: object) -> str:

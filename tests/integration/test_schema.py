@@ -143,4 +143,5 @@ def test_processes_upgrading_one_old_file_at_once_upgrade_it_once(tmp_path: Path
         "signals_instance",
         "tasks_instance",
         "tasks_open_assignee",
+        "tasks_open_claimed",
     ] == indexes

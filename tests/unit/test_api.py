@@ -67,6 +67,8 @@ EXPECTED_EXPORTS = {
     "SystemClock",
     "Task",
     "TaskAlreadyCompleted",
+    "TaskClaim",
+    "TaskClaimed",
     "TaskError",
     "TaskFormError",
     "TaskNotAuthorized",
