@@ -204,7 +204,7 @@ class ClientApi(DriverForks):
         Raises:
             ValueError: *limit* is negative.
 
-        .. versionchanged:: 0.6.0 *due_before* and *limit*.
+        .. versionchanged:: 0.1.0 *due_before* and *limit*.
         """
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             msg = f"limit= must be a number of tasks (an int >= 0) or None; got {limit!r}"
@@ -329,7 +329,7 @@ class ClientApi(DriverForks):
             ValueError: *user* is empty or holds a control character.
             StoreError: The claim could not be written (nothing changed).
 
-        .. versionadded:: 0.6.0
+        .. versionadded:: 0.1.0
         """
         task = self._claimable(task_id, user, groups, claim=True)
         if task.claimed_by == user:
@@ -360,7 +360,7 @@ class ClientApi(DriverForks):
             ValueError: *user* is empty or holds a control character.
             StoreError: The release could not be written (nothing changed).
 
-        .. versionadded:: 0.6.0
+        .. versionadded:: 0.1.0
         """
         task = self._claimable(task_id, user, groups, claim=False)
         if task.claimed_by is None:

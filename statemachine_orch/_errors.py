@@ -315,7 +315,7 @@ class TaskClaimed(TaskNotAuthorized):
         user: Who tried.
         claimant: Who holds the claim (``None``: nobody does).
 
-    .. versionadded:: 0.6.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(self, task_id: str, user: str, claimant: str | None, message: str | None = None) -> None:

@@ -140,7 +140,7 @@ class Store(Protocol):
 
         With *due_before* only those due at or before it; with *limit*, at most that many.
 
-        .. versionchanged:: 0.6.0 *due_before* and *limit*; a claimed task is only its claimant's.
+        .. versionchanged:: 0.1.0 *due_before* and *limit*; a claimed task is only its claimant's.
         """
         ...
 
@@ -251,7 +251,7 @@ class Store(Protocol):
             TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
             TaskClaimed: Another user holds the task's claim (nothing written).
 
-        .. versionchanged:: 0.6.0 *claim*; a claimed task is completed only by its claimant.
+        .. versionchanged:: 0.1.0 *claim*; a claimed task is completed only by its claimant.
         """
         ...
 

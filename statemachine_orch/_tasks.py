@@ -47,7 +47,7 @@ class Task:
             claimed, only they may complete it.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.6.0 ``claimed_by``.
+    .. versionchanged:: 0.1.0 ``claimed_by``.
     """
 
     id: str
@@ -82,7 +82,7 @@ class Task:
 
         Who it is for may claim it while nobody has (claiming it again is no change).
 
-        .. versionadded:: 0.6.0
+        .. versionadded:: 0.1.0
         """
         if self.assignee is not None and user == self.assignee:
             return True
@@ -100,7 +100,7 @@ class TaskClaim:
         claim: ``True`` to claim it (nobody holds it now), ``False`` to give it back
             (*user* holds it now).
 
-    .. versionadded:: 0.6.0
+    .. versionadded:: 0.1.0
     """
 
     task_id: str
