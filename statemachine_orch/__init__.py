@@ -28,6 +28,7 @@ from ._decorators import Migration as Migration
 from ._decorators import ResultHandler as ResultHandler
 from ._decorators import Step as Step
 from ._decorators import after as after
+from ._decorators import fan_out as fan_out
 from ._decorators import goto as goto
 from ._decorators import human_task as human_task
 from ._decorators import migration as migration
@@ -83,6 +84,7 @@ from ._services import Service as Service
 from ._services import ServiceRegistry as ServiceRegistry
 from ._spec import CompensationSpec as CompensationSpec
 from ._spec import EdgeSpec as EdgeSpec
+from ._spec import FanOutSpec as FanOutSpec
 from ._spec import FieldSpec as FieldSpec
 from ._spec import MigrationSpec as MigrationSpec
 from ._spec import StepKind as StepKind
@@ -114,6 +116,7 @@ __all__ = [
     "Engine",
     "EngineStatistics",
     "EventKind",
+    "FanOutSpec",
     "FieldSpec",
     "GuardError",
     "Handle",
@@ -170,6 +173,7 @@ __all__ = [
     "WorkflowRegistry",
     "WorkflowSpec",
     "after",
+    "fan_out",
     "goto",
     "human_task",
     "invariant",

@@ -31,6 +31,7 @@ from ._serialize import serialisation_problem
 from ._spec import (
     CompensationSpec,
     EdgeSpec,
+    FanOutSpec,
     FieldSpec,
     MigrationSpec,
     StepKind,
@@ -41,6 +42,9 @@ from ._spec import (
 
 # Attributes the engine reads or writes on every instance; user names must not clash.
 RESERVED_PREFIX = "_orch"
+
+# The kinds of step that start child workflows.
+_WITH_CHILDREN = (StepKind.SUBFLOW, StepKind.FAN_OUT)
 
 
 def compile_workflow(cls: type, version: object, name: object = None) -> WorkflowSpec:
@@ -170,14 +174,17 @@ class _Builder:
                 msg = f"is declared as the compensation of {_describe(c.step)}, which is not a step of {self.name}"
                 self.problem(cname, "compensation-not-a-step", msg)
         for name, s in self.steps.items():
-            if s.options.kind is StepKind.SUBFLOW:
+            if s.options.kind in _WITH_CHILDREN:
+                fan = s.options.kind is StepKind.FAN_OUT
                 if name in out:
+                    what, whose = ("fan-out", "children's") if fan else ("subflow", "child's")
                     msg = (
-                        "is a subflow step with its own compensation; a subflow is undone by its child's "
+                        f"is a {what} step with its own compensation; a {what} is undone by its {whose} "
                         "compensations: drop this one"
                     )
                     self.problem(name, "subflow-compensation", msg)
-                out[name] = CompensationSpec(f"{name}.child", _undo_child, is_async=True, retry=COMPENSATION_RETRY)
+                undo = f"{name}.children" if fan else f"{name}.child"
+                out[name] = CompensationSpec(undo, _undo_child, is_async=True, retry=COMPENSATION_RETRY)
         return out
 
     def signature(self, name: str, fn: Callable[..., Any], count: int, shape: str) -> None:
@@ -199,28 +206,36 @@ class _Builder:
         child: type | None = None
         start: Callable[..., Any] | None = None
         handlers = [h for h in s.results if self.results.get(h.name) is h]
-        if handlers and o.kind is not StepKind.SUBFLOW:
-            msg = f"has an @{name}.on_result handler ({handlers[0].name}), but only a @subflow step has a child result"
+        if handlers and o.kind not in _WITH_CHILDREN:
+            msg = (
+                f"has an @{name}.on_result handler ({handlers[0].name}), but only a @subflow or @fan_out step "
+                "has a child result"
+            )
             self.problem(name, "result-not-subflow", msg)
-        if o.kind is StepKind.SUBFLOW:
+        fan: FanOutSpec | None = None
+        if o.kind in _WITH_CHILDREN:
             self.signature(name, fn, 2, "(self, ctx)")
             spec_of_child: object = getattr(o.child, "__orch_spec__", None)
             if not isinstance(o.child, type) or spec_of_child is None or o.child is self.cls:
                 what = "the workflow itself" if o.child is self.cls else _describe(o.child)
-                msg = f"@subflow({what}) needs another concrete Workflow class as its child"
+                msg = f"@{o.kind.value}({what}) needs another concrete Workflow class as its child"
                 self.problem(name, "subflow-not-a-workflow", msg)
             else:
                 child = o.child
             if len(handlers) > 1:
                 names = ", ".join(h.name for h in handlers)
+                takes = "the children's results" if o.kind is StepKind.FAN_OUT else "the child"
                 self.problem(
-                    name, "result-twice", f"has {len(handlers)} on_result handlers ({names}); one takes the child"
+                    name, "result-twice", f"has {len(handlers)} on_result handlers ({names}); one takes {takes}"
                 )
             start = fn
             fn = handlers[0].fn if handlers else _keep_child
             if handlers:
-                self.signature(handlers[0].name, fn, 3, "(self, ctx, child)")
+                shape = "(self, ctx, results)" if o.kind is StepKind.FAN_OUT else "(self, ctx, child)"
+                self.signature(handlers[0].name, fn, 3, shape)
             is_async = inspect.iscoroutinefunction(fn)
+            if o.kind is StepKind.FAN_OUT:
+                fan = self.fan_out(name, o.limit, o.tolerate)
         if o.kind is StepKind.HUMAN_TASK:
             if o.form is None:
                 self.signature(name, s.fn, 2, "(self, ctx)")
@@ -269,7 +284,22 @@ class _Builder:
             fork=o.fork,
             child=child,
             start=start,
+            fan=fan,
         )
+
+    def fan_out(self, name: str, limit: object, tolerate: object) -> FanOutSpec:
+        """The checked options of a ``@fan_out`` step (each bad one recorded, and replaced by its default)."""
+        if limit is not None and (type(limit) is not int or limit < 1):
+            msg = f"@fan_out(limit={limit!r}) must be a whole number >= 1 (children at once), or None for all"
+            self.problem(name, "bad-fan-out", msg)
+            limit = None
+        if type(tolerate) is not int or tolerate < 0:
+            msg = f"@fan_out(tolerate={tolerate!r}) must be a whole number >= 0 (children that may fail)"
+            self.problem(name, "bad-fan-out", msg)
+            tolerate = 0
+        assert limit is None or isinstance(limit, int)  # noqa: S101 - checked above
+        assert isinstance(tolerate, int)  # noqa: S101
+        return FanOutSpec(limit, tolerate)
 
     def ref(self, site: str, obj: object, where: str) -> str | None:
         """The step name *obj* refers to, or None after recording why it is not a step."""

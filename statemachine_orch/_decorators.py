@@ -16,7 +16,7 @@ import inspect
 import itertools
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
@@ -26,9 +26,11 @@ from ._spec import StepKind
 from ._types import R2, RS, C, F, P, R_co, W
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Self
 
     from ._ctx import Ctx
+    from ._errors import ChildWorkflowFailed
 
 _order = itertools.count()
 
@@ -52,6 +54,8 @@ class StepOptions:
     message: object | None = None
     fork: bool = False
     child: object | None = None
+    limit: object = None
+    tolerate: object = 0
 
 
 @attrs.frozen
@@ -185,7 +189,9 @@ class Step(Generic[W, P, R_co]):
 
         It runs once the child instance completed, with the child's workflow
         object (its final variables): ``(self, ctx, child: ChildWorkflow) -> None``;
-        copy what the parent needs into its own fields there.
+        copy what the parent needs into its own fields there. On a ``@fan_out``
+        step it runs once every child ended, with their results in item order:
+        ``(self, ctx, results: Sequence[ChildWorkflow]) -> None``.
 
         Args:
             fn: The method.
@@ -566,6 +572,79 @@ def subflow(
     options = StepOptions(StepKind.SUBFLOW, initial=initial, final=final, retry=retry, child=child)
 
     def mark(f: Callable[[W, Ctx], C]) -> Step[W, [Ctx], C]:
+        return _make_step(f, options)
+
+    return mark
+
+
+@overload
+def fan_out(
+    child: type[C],
+    *,
+    limit: int | None = None,
+    tolerate: Literal[0] = 0,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], Sequence[C]]], Step[W, [Ctx], Sequence[C]]]: ...
+@overload
+def fan_out(
+    child: type[C],
+    *,
+    limit: int | None = None,
+    tolerate: int,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], Sequence[C]]], Step[W, [Ctx], Sequence[C | ChildWorkflowFailed]]]: ...
+def fan_out(
+    child: type[Any],
+    *,
+    limit: int | None = None,
+    tolerate: int = 0,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[..., Any]], Step[Any, Any, Any]]:
+    """
+    Declare a step that runs a child workflow per item, side by side, and waits for them all.
+
+    The method ``(self, ctx) -> list[ChildWorkflow]`` builds the children, one per
+    item of a list variable, in item order. The engine starts them as instances of
+    their own, ids ``<parent id>/<visit>/<index>`` (``<visit>.<attempt>`` after a
+    retry), at most *limit* at a time: each start happens once, in the commit that
+    records it, and the children not started yet are kept with the parent. When
+    every child has ended, the step's ``@x.on_result`` handler (if any) receives
+    their results in item order, ``(self, ctx, results: Sequence[ChildWorkflow])``.
+
+    Failures: by default the first child that does not complete fails the step:
+    the children still running are cancelled (each compensates its own steps),
+    those not started never start, and the completed ones are undone through their
+    compensations, newest first; then the step fails with
+    :class:`ChildWorkflowFailed` (routable with ``on_error``, or retried with
+    *retry*: a new set of children). With ``tolerate=k``, up to *k* children may fail
+    and the step still completes; the results then hold a
+    :class:`ChildWorkflowFailed` in the place of each failed child. Compensating
+    the step undoes its completed children, newest first.
+
+    Args:
+        child: The child workflow class.
+        limit: How many children may run at once (``None``: all of them).
+        tolerate: How many children may fail without failing the step.
+        initial: The instance starts here.
+        final: Completing this step completes the instance.
+        retry: Retry policy: each attempt builds and starts a new set of children.
+
+    Returns:
+        A decorator making a :class:`Step`.
+
+    .. versionadded:: 0.6.0
+    """
+    options = StepOptions(
+        StepKind.FAN_OUT, initial=initial, final=final, retry=retry, child=child, limit=limit, tolerate=tolerate
+    )
+
+    def mark(f: Callable[..., Any]) -> Step[Any, Any, Any]:
         return _make_step(f, options)
 
     return mark

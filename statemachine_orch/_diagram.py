@@ -122,6 +122,8 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
                 s.task.assignee if s.task and s.task.assignee else ", ".join(s.task.candidate_groups if s.task else ())
             )
             lines.append(f"    {s.name}: {s.name} (human task: {_label(who)})")
+        if s.fan is not None and s.child is not None:
+            lines.append(f"    {s.name}: {s.name} (fan-out: {s.child.__name__}, {s.fan.label})")
         if s.compensation is not None:
             lines.append(f"    note right of {s.name}: undo: {s.compensation.name}")
     for f in spec.forks:

@@ -167,6 +167,8 @@ class Driver(Commands):
         woken, rec.woken = rec.woken, False
         if step.kind is StepKind.SUBFLOW:
             return await self._child_wait(rec, step, None)
+        if step.kind is StepKind.FAN_OUT:
+            return await self._fan_wait(rec, step, None)
         timeout = next((e for e in rec.spec.outgoing(step.name) if e.is_timeout), None)
         if step.kind is StepKind.TIMER:
             if woken:
@@ -405,8 +407,12 @@ class Driver(Commands):
         reason, compensate = rec.cancel
         self._close_task(rec, "cancelled")
         state = rec.state
-        if state.__class__ is str and rec.spec.has_step(state) and rec.spec.step(state).child is not None:
-            self._cancel_child(rec, child_id_of(rec, rec), f"its parent was cancelled: {reason}", compensate=compensate)
+        if state.__class__ is str and rec.spec.has_step(state) and (step := rec.spec.step(state)).child is not None:
+            why = f"its parent was cancelled: {reason}"
+            if step.fan is not None:
+                self._fan_abandon(rec, step, rec, why, compensate=compensate)
+            else:
+                self._cancel_child(rec, child_id_of(rec, rec), why, compensate=compensate)
         if rec.branches:
             self._leave_fork(rec, f"cancelled: {reason}" if reason else "cancelled", compensate=compensate)
         rec.wake_at = None
@@ -426,15 +432,22 @@ class Driver(Commands):
             return True
         while rec.saga:
             name, visit = rec.saga[-1]
-            comp = spec.step(name).compensation
+            step = spec.step(name)
+            comp = step.compensation
             assert comp is not None  # noqa: S101 - only steps with one enter the saga
             attempt = rec.comp_attempt
-            undo = self._child_undo(rec, name, visit, attempt) if spec.step(name).child is not None else None
+            undo = None
+            if step.fan is not None:
+                undo = self._fan_undo(rec, name, visit, attempt)
+            elif step.child is not None:
+                undo = self._child_undo(rec, name, visit, attempt)
             if undo is not None and undo[0] == "running":
                 return True
             ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name)
             if undo is None or undo[0] == "kick":
-                self._note(rec, K.COMPENSATION_STARTED, name, attempt, comp.name)
+                # A fan-out's children are undone one at a time: each start names the child.
+                detail = undo[1] if undo is not None and step.fan is not None else comp.name
+                self._note(rec, K.COMPENSATION_STARTED, name, attempt, detail)
             obs = self._obs
             seen = obs.attempt_begin(ctx) if obs is not None and undo is None else None
             try:

@@ -26,7 +26,7 @@ def _retrieved(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _undo_marker(parent: InstanceRecord, attempt: int) -> str:
+def undo_marker(parent: InstanceRecord, attempt: int) -> str:
     """What a child undone by its parent records as its cause (the attempt tells a retry from a failure)."""
     return f"compensated by its parent {parent.id}" + (f" (attempt {attempt})" if attempt > 1 else "")
 
@@ -157,7 +157,7 @@ class DriverChildren(Driver):
             if status is InstanceStatus.COMPLETED:
                 return "kick", child_id
             if status is InstanceStatus.COMPENSATION_FAILED:
-                ours = self._peek(child_id).cause == _undo_marker(rec, attempt)
+                ours = self._peek(child_id).cause == undo_marker(rec, attempt)
                 return ("failed" if ours else "kick"), child_id
             return "running", child_id
         return "done", ""
@@ -171,7 +171,13 @@ class DriverChildren(Driver):
         if word == "failed":
             self._unpin(child)
             raise ChildWorkflowFailed(child_id, child.status, child.error)
-        marker = _undo_marker(rec, attempt)
+        self._start_undo(child, undo_marker(rec, attempt))
+        await self._save(child)
+        self._enqueue(child)
+        return True
+
+    def _start_undo(self, child: InstanceRecord, marker: str) -> None:
+        """Turn a completed child (or one whose undo failed) to compensating, *marker* its cause."""
         if child.status is InstanceStatus.COMPLETED:
             child.error = child.cause = marker
             trigger(child, "undo")
@@ -180,6 +186,3 @@ class DriverChildren(Driver):
             trigger(child, "retry_undo")
             child.comp_attempt = 1
         self._set_status(child, InstanceStatus.COMPENSATING)
-        await self._save(child)
-        self._enqueue(child)
-        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ._driver_children import DriverChildren
+from ._driver_fanout import DriverFanOut
 from ._engine_core import InboxCommand, K, child_id_of, poke_fork, sync_wake, trigger, type_label
 from ._errors import (
     NoEdgeEnabled,
@@ -23,7 +23,7 @@ def _in_fork(rec: InstanceRecord) -> bool:
     return isinstance(state, list)
 
 
-class DriverForks(DriverChildren):
+class DriverForks(DriverFanOut):
     """The driver's forks."""
 
     # ----------------------------------------------------------------- forks
@@ -76,7 +76,10 @@ class DriverForks(DriverChildren):
         for name, branch in rec.branches.items():
             if branch.task_id is not None:
                 self._close_task(rec, why, branch)
-            if branch.waiting and rec.spec.step(name).child is not None:
+            step = rec.spec.step(name)
+            if step.fan is not None:
+                self._fan_abandon(rec, step, branch, why, compensate=compensate)
+            elif branch.waiting and step.child is not None:
                 self._cancel_child(rec, child_id_of(rec, branch), why, compensate=compensate)
         rec.branches = {}
         rec.wake_at = None
@@ -187,6 +190,8 @@ class DriverForks(DriverChildren):
         if kind is StepKind.SUBFLOW:
             info = self._find_info(child_id_of(rec, branch))
             return info is None or info.status.is_terminal
+        if kind is StepKind.FAN_OUT:
+            return self._fan_moved(rec, name, branch)
         return kind is StepKind.WAIT_FOR and self._message_arrived(rec, name)
 
     async def _branch_turn(self, rec: InstanceRecord, name: str, branch: Branch) -> None:
@@ -206,6 +211,9 @@ class DriverForks(DriverChildren):
         woken, branch.woken = branch.woken, False
         if step.kind is StepKind.SUBFLOW:
             await self._child_wait(rec, step, branch)
+            return
+        if step.kind is StepKind.FAN_OUT:
+            await self._fan_wait(rec, step, branch)
             return
         name = step.name
         timeout = next((e for e in rec.spec.outgoing(name) if e.is_timeout), None)

@@ -79,6 +79,9 @@ def migration_for(rec: InstanceRecord, to: type[Workflow]) -> MigrationSpec:
     new_spec = spec_of(to)
     if isinstance(rec.state, list):
         raise MigrationError(rec.id, "is inside a fork's branches; migrate it before the fork or after the join")
+    if rec.fan is not None:
+        msg = f"waits at the fan-out step {rec.state} for its children; migrate it before the fan-out or after it"
+        raise MigrationError(rec.id, msg)
     if rec.status.is_terminal or not rec.spec.has_step(rec.state):
         raise MigrationError(rec.id, f"is {rec.status.value}: a finished instance is not migrated")
     found = [m for m in new_spec.migrations if m.source_version == rec.spec.version and new_spec.name == rec.spec.name]
@@ -235,6 +238,20 @@ class EngineCore:
 
     async def _kick_child_undo(self, rec: InstanceRecord, undo: tuple[str, str], attempt: int) -> bool:
         # called by driver; implemented in _driver_children
+        raise NotImplementedError
+
+    async def _fan_wait(self, rec: InstanceRecord, step: StepSpec, tok: Branch | None) -> bool:
+        # called by driver, forks; implemented in _driver_fanout
+        raise NotImplementedError
+
+    def _fan_abandon(
+        self, rec: InstanceRecord, step: StepSpec, t: InstanceRecord | Branch, why: str, *, compensate: bool
+    ) -> None:
+        # called by driver, forks; implemented in _driver_fanout
+        raise NotImplementedError
+
+    def _fan_undo(self, rec: InstanceRecord, name: str, visit: int, attempt: int) -> tuple[str, str]:
+        # called by driver; implemented in _driver_fanout
         raise NotImplementedError
 
     def _resume(self, rec: InstanceRecord) -> None:

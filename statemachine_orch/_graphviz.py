@@ -133,6 +133,8 @@ def _describe(step: StepSpec, spec: WorkflowSpec, joins: set[str]) -> str:
         notes.append(f"waits for {step.message.__name__}")
     elif step.kind is StepKind.SUBFLOW and step.child is not None:
         notes.append(f"subflow: {step.child.__name__}")
+    elif step.fan is not None and step.child is not None:
+        notes.append(f"fan-out: {step.child.__name__}, {step.fan.label}")
     if spec.fork(step.name) is not None:
         notes.append("fork")
     if step.name in joins:
@@ -184,7 +186,7 @@ class _Builder:
                 done = state == "compensated"
                 self.node_styles[prefix + undo] = self.style("compensation", "compensated" if done else None)
                 child = s.child.__name__ if s.child is not None else None
-                what = f"child {child}" if child else s.compensation.name
+                what = f"{'children' if s.fan is not None else 'child'} {child}" if child else s.compensation.name
                 out.append({"name": undo, "label": _lines(what, f"undoes {s.name}")})
         return out
 

@@ -11,6 +11,7 @@ from ._status import InstanceStatus
 if TYPE_CHECKING:
     from transitions import Machine
 
+    from ._fanout import FanOut
     from ._history import HistoryEvent
     from ._spec import WorkflowSpec
     from ._tasks import Task
@@ -141,12 +142,23 @@ class Branch:
     What the engine keeps about one running branch of a fork: its current step's visit.
 
     The fields mean what the record's fields of the same names mean for an
-    instance outside forks. ``waiting`` is set while the branch waits (a task, a
+    instance outside forks (``fan``: a fan-out step's children). ``waiting`` is set while the branch waits (a task, a
     message, a timer, a retry's backoff); ``cancelled`` holds why the engine
     cancelled the branch's step in flight.
     """
 
-    __slots__ = ("attempt", "cancelled", "in_step", "payload", "task_id", "visit", "waiting", "wake_at", "woken")
+    __slots__ = (
+        "attempt",
+        "cancelled",
+        "fan",
+        "in_step",
+        "payload",
+        "task_id",
+        "visit",
+        "waiting",
+        "wake_at",
+        "woken",
+    )
 
     def __init__(self, visit: int) -> None:
         self.attempt = 1
@@ -158,6 +170,7 @@ class Branch:
         self.waiting = False
         self.in_step = False
         self.cancelled: str | None = None
+        self.fan: FanOut | None = None
 
 
 class InstanceRecord:
@@ -165,7 +178,8 @@ class InstanceRecord:
     Everything the engine keeps about one instance besides its variables.
 
     ``saga`` holds ``(step, visit)`` for each completion of a step that has a
-    compensation, oldest first: compensation pops from the end. ``history``,
+    compensation, oldest first: compensation pops from the end. ``fan`` holds,
+    at a ``@fan_out`` step, its children's progress (stored with the record). ``history``,
     ``dirty_tasks`` and ``consumed_signals`` hold what the next commit writes;
     the store empties them when it commits.
     """
@@ -181,6 +195,7 @@ class InstanceRecord:
         "created_at",
         "dirty_tasks",
         "error",
+        "fan",
         "fence",
         "history",
         "history_len",
@@ -221,6 +236,7 @@ class InstanceRecord:
     task_id: str | None
     payload: Any
     error: str | None
+    fan: FanOut | None
     cause: str | None
     cancel: tuple[str, bool] | None
     wake_at: float | None
@@ -274,6 +290,7 @@ class InstanceRecord:
         self.runners = None
         self.poke = None
         self.parent = None  # the instance whose subflow step started this one
+        self.fan = None  # at a fan-out step: its children, started, ended and to start
         # Leases (docs/design/leases.md): the fence this record was claimed with (0:
         # unleased, no check), the (owner, until) a new row is inserted with, and
         # whether the row exists yet.

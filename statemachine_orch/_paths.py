@@ -192,14 +192,21 @@ _Labels = dict[str, str]
 
 
 def _labels_of(spec: WorkflowSpec) -> _Labels:
-    """``ship (child: Parcel)`` for each subflow step; ``child Parcel of ship`` for its compensation."""
+    """
+    ``ship (child: Parcel)`` for each subflow step, ``child Parcel of ship`` for its compensation.
+
+    A fan-out step: ``ship (children: Parcel, 2 at a time)``, undone by ``children Parcel of ship``.
+    """
     labels: _Labels = {}
     for s in spec.steps:
         if s.child is not None:
             child = spec_of(s.child).name
-            labels[s.name] = f"{s.name} (child: {child})"
+            if s.fan is not None:
+                labels[s.name] = f"{s.name} (children: {child}, {s.fan.label})"
+            else:
+                labels[s.name] = f"{s.name} (child: {child})"
             if s.compensation is not None:
-                labels[s.compensation.name] = f"child {child} of {s.name}"
+                labels[s.compensation.name] = f"{'children' if s.fan is not None else 'child'} {child} of {s.name}"
     return labels
 
 

@@ -39,6 +39,8 @@ class StepKind(enum.Enum):
     """Waits for an external message (a signal)."""
     SUBFLOW = "subflow"
     """Starts a child workflow and waits for it to end."""
+    FAN_OUT = "fan_out"
+    """Starts a child workflow per item, a bounded number at a time, and waits for them all."""
 
     @property
     def waits(self) -> bool:
@@ -94,6 +96,30 @@ class TaskSpec:
 
 
 @attrs.frozen
+class FanOutSpec:
+    """
+    What a ``@fan_out`` step declared about its children.
+
+    Attributes:
+        limit: How many of its children may run at once (``None``: all of them).
+        tolerate: How many of its children may fail before the step does.
+
+    .. versionadded:: 0.6.0
+    """
+
+    limit: int | None
+    tolerate: int
+
+    @property
+    def label(self) -> str:
+        """``2 at a time, tolerates 1`` (what a diagram or a path shows next to the child's name)."""
+        parts = [f"{self.limit} at a time" if self.limit is not None else "all at once"]
+        if self.tolerate:
+            parts.append(f"tolerates {self.tolerate}")
+        return ", ".join(parts)
+
+
+@attrs.frozen
 class CompensationSpec:
     """
     The undo of a step.
@@ -131,6 +157,7 @@ class StepSpec:
     fork: bool = False
     child: type | None = None
     start: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    fan: FanOutSpec | None = None
 
     @property
     def payload_type(self) -> type | None:
@@ -433,6 +460,7 @@ def _fingerprint(spec: WorkflowSpec) -> str:
         f"undo={s.compensation.name if s.compensation else None} payload={_type_label(s.payload_type)}"
         + (" fork" if s.fork else "")
         + (f" child={s.child.__qualname__}" if s.child is not None else "")
+        + (f" fan_out limit={s.fan.limit} tolerate={s.fan.tolerate}" if s.fan is not None else "")
         for s in spec.steps
     ]
     parts += [

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import UnknownWorkflowVersion
+from ._fanout import FanOut
 from ._history import EventKind, HistoryEvent
 from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
 from ._machine import STATE_ATTRIBUTE
@@ -105,6 +106,8 @@ def instance_values(
         branches = dumps(list(rows.items()) if branch_pairs else rows)
         task_id = next((b.task_id for b in rec.branches.values() if b.task_id is not None), None)
         state = dumps(state)
+    elif rec.fan is not None:
+        payload = dumps({"fan": rec.fan.to_json()})
     elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
         tp = spec.step(state).payload_type if spec.has_step(state) else None
         payload = dumps({"v": unstructure(rec.payload, tp)})
@@ -145,7 +148,9 @@ def branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
     for name, b in rec.branches.items():
         payload = None
         # A subflow's finished child is not stored: it is read again from its own row.
-        if b.payload is not NO_PAYLOAD and spec.step(name).child is None:
+        if b.fan is not None:
+            payload = {"fan": b.fan.to_json()}
+        elif b.payload is not NO_PAYLOAD and spec.step(name).child is None:
             payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
         out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
     return out
@@ -248,8 +253,12 @@ def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec)
         rec.task_id = None
         rec.branches = branches_of(spec, json.loads(branches or "[]"))
     if payload is not None:
-        tp = spec.step(state).payload_type if spec.has_step(state) else None
-        rec.payload = structure(json.loads(payload)["v"], tp) if tp is not None else None
+        stored = json.loads(payload)
+        if "fan" in stored:
+            rec.fan = _fan(spec, state, stored["fan"])
+        else:
+            tp = spec.step(state).payload_type if spec.has_step(state) else None
+            rec.payload = structure(stored["v"], tp) if tp is not None else None
     # The row exists (its next commit updates it), at the fence it was last claimed with.
     rec.stored = True
     rec.fence = int(fence)
@@ -268,11 +277,22 @@ def branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
         b.task_id = task_id
         b.wake_at = wake_at
         b.waiting = bool(waiting)
-        if payload is not None:
+        if payload is not None and "fan" in payload:
+            b.fan = _fan(spec, name, payload["fan"])
+        elif payload is not None:
             tp = spec.step(name).payload_type
             b.payload = structure(payload["v"], tp) if tp is not None else None
         out[name] = b
     return out
+
+
+def _fan(spec: WorkflowSpec, step: str, stored: Any) -> FanOut:
+    """The progress of the fan-out step *step* as stored (its children not started yet rebuilt)."""
+    child = spec.step(step).child
+    if child is None:
+        msg = f"the stored children of {step} belong to a fan-out step, which {spec.label} does not have"
+        raise TypeError(msg)
+    return FanOut.from_json(stored, child)
 
 
 def info(row: tuple[Any, ...]) -> InstanceInfo:
