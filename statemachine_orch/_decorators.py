@@ -638,7 +638,7 @@ def fan_out(
     Returns:
         A decorator making a :class:`Step`.
 
-    .. versionadded:: 0.6.0
+    .. versionadded:: 0.1.0
     """
     options = StepOptions(
         StepKind.FAN_OUT, initial=initial, final=final, retry=retry, child=child, limit=limit, tolerate=tolerate

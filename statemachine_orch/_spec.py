@@ -104,7 +104,7 @@ class FanOutSpec:
         limit: How many of its children may run at once (``None``: all of them).
         tolerate: How many of its children may fail before the step does.
 
-    .. versionadded:: 0.6.0
+    .. versionadded:: 0.1.0
     """
 
     limit: int | None
