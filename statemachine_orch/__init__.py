@@ -79,6 +79,7 @@ from ._paths import paths as paths
 from ._progress import Progress as Progress
 from ._registry import WorkflowRegistry as WorkflowRegistry
 from ._retry import Retry as Retry
+from ._serialize import register_type as register_type
 from ._services import InProcessService as InProcessService
 from ._services import Service as Service
 from ._services import ServiceRegistry as ServiceRegistry
@@ -181,6 +182,7 @@ __all__ = [
     "mermaid",
     "migration",
     "paths",
+    "register_type",
     "spec_of",
     "step",
     "subflow",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 
 @runtime_checkable
@@ -86,3 +87,12 @@ class VirtualClock:
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call *listener* whenever the time moves (engines use it to wake up)."""
         self._listeners.append(listener)
+
+
+@overload
+def utc_datetime(seconds: float) -> dt.datetime: ...
+@overload
+def utc_datetime(seconds: float | None) -> dt.datetime | None: ...
+def utc_datetime(seconds: float | None) -> dt.datetime | None:
+    """A clock reading (seconds since the epoch) as an aware datetime in UTC; ``None`` stays ``None``."""
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from ._clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from ._services import ServiceRegistry
 
 _base_log: Any = structlog.get_logger("statemachine_orch.step")
+_SYSTEM_CLOCK = SystemClock()
 
 
 class Ctx:
@@ -31,6 +35,7 @@ class Ctx:
     """
 
     __slots__ = (
+        "_clock",
         "_key",
         "_log",
         "_services",
@@ -56,8 +61,11 @@ class Ctx:
         attempt: int,
         idempotency_key: str | tuple[str, int, str],
         undoing: str | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self._services = services
+        self._clock = clock
         self.instance_id = instance_id
         self.workflow = workflow
         self.step = step
@@ -75,6 +83,19 @@ class Ctx:
             instance_id, visit, suffix = key
             key = self._key = f"{instance_id}:{visit}{suffix}"
         return key
+
+    def now(self) -> dt.datetime:
+        """
+        The engine's current time, as an aware datetime in UTC.
+
+        It comes from the engine's :class:`~statemachine_orch.Clock`: the real
+        time in production, a :class:`~statemachine_orch.VirtualClock`'s in tests,
+        so step code that compares dates (a deadline, a cut-off) runs on the time
+        the test sets. It is read anew at each call, also in a re-run after a crash.
+
+        .. versionadded:: 0.1.0
+        """
+        return dt.datetime.fromtimestamp((self._clock or _SYSTEM_CLOCK).now(), dt.UTC)
 
     @property
     def compensating(self) -> bool:

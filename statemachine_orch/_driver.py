@@ -255,7 +255,7 @@ class Driver(Commands):
         attempt = t.attempt
         wf = rec.wf
         name = step.name
-        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, (rec.id, t.visit, ""))
+        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, (rec.id, t.visit, ""), clock=self.clock)
         self._note(rec, K.STEP_STARTED, name, attempt, None)
         payload = t.payload
         args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
@@ -443,7 +443,9 @@ class Driver(Commands):
                 undo = self._child_undo(rec, name, visit, attempt)
             if undo is not None and undo[0] == "running":
                 return True
-            ctx = Ctx(self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name)
+            ctx = Ctx(
+                self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name, clock=self.clock
+            )
             if undo is None or undo[0] == "kick":
                 # A fan-out's children are undone one at a time: each start names the child.
                 detail = undo[1] if undo is not None and step.fan is not None else comp.name

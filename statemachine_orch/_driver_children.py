@@ -40,7 +40,9 @@ class DriverChildren(Driver):
         child_id = child_id_of(rec, t)
         info = self._find_info(child_id)
         if info is None:
-            ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, t.attempt, (rec.id, t.visit, ""))
+            ctx = Ctx(
+                self.services, rec.id, rec.spec.name, step.name, t.attempt, (rec.id, t.visit, ""), clock=self.clock
+            )
             start = step.start
             assert start is not None  # noqa: S101 - subflow steps always have one
             try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._clock import utc_datetime
 from ._status import InstanceStatus
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class InstanceInfo:
             restart the engine.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.1.0 :attr:`created_datetime` and :attr:`wake_datetime`.
     """
 
     id: str
@@ -67,6 +70,24 @@ class InstanceInfo:
     in_fork: bool = False
     parent: str | None = None
     quarantined: str | None = None
+
+    @property
+    def created_datetime(self) -> dt.datetime:
+        """
+        :attr:`created_at` as an aware datetime in UTC.
+
+        .. versionadded:: 0.1.0
+        """
+        return utc_datetime(self.created_at)
+
+    @property
+    def wake_datetime(self) -> dt.datetime | None:
+        """
+        :attr:`wake_at` as an aware datetime in UTC, or ``None`` when no timer is due.
+
+        .. versionadded:: 0.1.0
+        """
+        return utc_datetime(self.wake_at)
 
 
 @attrs.frozen

@@ -2,20 +2,74 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import reprlib
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from cattrs.errors import AttributeValidationNote, IterableValidationNote, StructureHandlerNotFoundError
 from cattrs.preconf.json import make_converter
 
+from . import _json_types
 from ._errors import RecordLoadError
 
 converter = make_converter()
 """The one converter used for everything the stores persist."""
+_json_types.install(converter)
+
+T = typing.TypeVar("T")
+
+_OWN: tuple[type, ...] = (str, int, float, bool, bytes, type(None), *_json_types.BUILT_IN)
+
+
+def register_type(tp: type[T], *, to_json: Callable[[T], Any], from_json: Callable[[Any], T]) -> None:
+    """
+    Teach the stores a type of your own, for variables, forms and messages.
+
+    Values of *tp* are written as ``to_json(value)`` (anything :func:`json.dumps`
+    takes: a string, a number, a list, a dict...) and read back with
+    ``from_json(data)``. Register the type before the first workflow class that
+    uses it is defined: the class checks then that its fields can be stored.
+    Registering a type again replaces its functions.
+
+    Money and time need nothing: ``Decimal``, ``datetime``, ``date``, ``time``,
+    ``timedelta``, ``UUID``, enums and attrs classes are stored out of the box.
+
+    Args:
+        tp: The class (its subclasses are written the same way).
+        to_json: Its JSON form.
+        from_json: The value of a JSON form; what it raises makes the load fail
+            with a :class:`~statemachine_orch.RecordLoadError` (or the call that
+            was given the value with its typed error).
+
+    Raises:
+        TypeError: *tp* is not a class, or *to_json* / *from_json* is not callable.
+        ValueError: *tp* is one the library stores itself (``str``, ``Decimal``...).
+
+    .. versionadded:: 0.1.0
+    """
+    given = typing.cast("object", tp)  # the caller's value may be of any type, whatever the annotation says
+    if not isinstance(given, type):
+        msg = f"register_type() takes a class, got {given!r} ({type(given).__name__})"
+        raise TypeError(msg)
+    if tp in _OWN:
+        msg = f"register_type({tp.__name__}): {tp.__name__} is stored out of the box and cannot be replaced"
+        raise ValueError(msg)
+    hooks: tuple[tuple[str, object], ...] = (("to_json", to_json), ("from_json", from_json))
+    for name, fn in hooks:
+        if not callable(fn):
+            msg = f"register_type({tp.__name__}, {name}=...) must be a function, got {fn!r}"
+            raise TypeError(msg)
+
+    def structure_hook(value: Any, _: object) -> T:
+        return from_json(value)
+
+    converter.register_unstructure_hook(tp, to_json)
+    converter.register_structure_hook(tp, structure_hook)
 
 
 def serialisation_problem(tp: object) -> str | None:
@@ -36,10 +90,31 @@ def serialisation_problem(tp: object) -> str | None:
     try:
         converter.get_structure_hook(tp)
         converter.get_unstructure_hook(tp)
-    except StructureHandlerNotFoundError as exc:
-        return f"its type {getattr(tp, '__name__', tp)!r} cannot be stored as JSON ({exc})"
+    except StructureHandlerNotFoundError:
+        name = getattr(tp, "__name__", tp)
+        return (
+            f"its type {name!r} cannot be stored as JSON; make it an attrs class, or register its JSON form "
+            f"with statemachine_orch.register_type({name}, to_json=..., from_json=...) before this class"
+        )
     except Exception as exc:  # noqa: BLE001 - cattrs raises many kinds for odd types
         return f"its type {tp!r} cannot be stored as JSON ({type(exc).__name__}: {exc})"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_problem(tp)
+    return None
+
+
+def _enum_problem(tp: type[enum.Enum]) -> str | None:
+    """Why a member of the enum *tp* would not read back as itself, if one would not."""
+    for member in tp:
+        try:
+            back = converter.structure(json.loads(json.dumps(converter.unstructure(member, tp))), tp)
+        except Exception:  # noqa: BLE001 - a value json cannot write, or that reads back as no member
+            back = None
+        if back is not member:
+            return (
+                f"its enum {tp.__name__!r} has the member {member.name} = {show(member.value)}, which is stored "
+                "by its value and would not read back; give the members str or int values"
+            )
     return None
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 import typing
 from collections.abc import Iterable
 
 import attrs
+
+from ._clock import utc_datetime
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -46,8 +49,13 @@ class Task:
         claimed_by: The user who claimed it (``Engine.claim_task``): while it is
             claimed, only they may complete it.
 
+    The times are seconds since the epoch; :attr:`created_datetime`,
+    :attr:`due_datetime` and :attr:`completed_datetime` give them as aware
+    datetimes in UTC.
+
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.1.0 ``claimed_by``.
+    .. versionchanged:: 0.1.0 the ``*_datetime`` accessors.
     """
 
     id: str
@@ -64,6 +72,21 @@ class Task:
     completed_at: float | None = None
     form: object | None = None
     claimed_by: str | None = None
+
+    @property
+    def created_datetime(self) -> dt.datetime:
+        """:attr:`created_at` as an aware datetime in UTC."""
+        return utc_datetime(self.created_at)
+
+    @property
+    def due_datetime(self) -> dt.datetime | None:
+        """:attr:`due_at` as an aware datetime in UTC, or ``None`` when the task has no due date."""
+        return utc_datetime(self.due_at)
+
+    @property
+    def completed_datetime(self) -> dt.datetime | None:
+        """:attr:`completed_at` as an aware datetime in UTC, or ``None`` while the task is open."""
+        return utc_datetime(self.completed_at)
 
     def may_complete(self, user: str, groups: Iterable[str] = ()) -> bool:
         """

@@ -240,7 +240,8 @@ def _attrs_checker(cls: type) -> Checker:
 # ----------------------------------------------------------------- the fast test
 
 _fasts: dict[object, Fast | None] = {}
-_EXACT: tuple[type, ...] = (str, bool, bytes, dt.datetime, dt.date)
+# Every value of these exact classes round-trips (a time may carry a zone it cannot write: not here).
+_EXACT: tuple[type, ...] = (str, bool, bytes, dt.datetime, dt.date, dt.timedelta, decimal.Decimal, uuid.UUID)
 
 
 def fast_for(tp: object) -> Fast | None:

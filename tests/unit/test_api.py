@@ -94,6 +94,7 @@ EXPECTED_EXPORTS = {
     "mermaid",
     "migration",
     "paths",
+    "register_type",
     "spec_of",
     "step",
     "subflow",

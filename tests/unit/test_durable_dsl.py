@@ -235,7 +235,8 @@ def test_a_message_type_that_cannot_be_persisted() -> None:
     [problem] = problems(err)
     assert ("OpaqueMessage", "receive", "message-not-serialisable") == (problem.workflow, problem.step, problem.rule)
     assert problem.message.startswith(
-        "the message cannot be persisted: its type 'Opaque' cannot be stored as JSON (Unsupported type: "
+        "the message cannot be persisted: its type 'Opaque' cannot be stored as JSON; make it an attrs class, or "
+        "register its JSON form with statemachine_orch.register_type(Opaque, to_json=..., from_json=...)"
     ), problem.message
 
 
@@ -254,25 +255,28 @@ def test_a_form_type_that_cannot_be_persisted() -> None:
     [problem] = problems(err)
     assert ("OpaqueForm", "review", "form-not-serialisable") == (problem.workflow, problem.step, problem.rule)
     assert problem.message.startswith(
-        "the form cannot be persisted: its type 'Opaque' cannot be stored as JSON (Unsupported type: "
+        "the form cannot be persisted: its type 'Opaque' cannot be stored as JSON; make it an attrs class, or "
+        "register its JSON form with statemachine_orch.register_type(Opaque, to_json=..., from_json=...)"
     ), problem.message
 
 
 def test_a_field_type_that_cannot_be_persisted() -> None:
-    """Issue 3: variables are stored as JSON; a timedelta field cannot be, and is refused (rule field-not-serialisable)."""
+    """Issue 3: variables are stored as JSON; a complex field cannot be, and is refused (rule field-not-serialisable)."""
     with pytest.raises(WorkflowDefinitionError) as err:
 
-        class Durations(Workflow):
-            grace: timedelta = timedelta(days=1)
+        class Phases(Workflow):
+            phase: complex = 1j
 
             @step(initial=True, final=True)
             def a(self, ctx: Ctx) -> None: ...
 
     [problem] = problems(err)
-    assert ("Durations", "grace", "field-not-serialisable") == (problem.workflow, problem.step, problem.rule)
-    assert problem.message.startswith(
-        "field 'grace' cannot be persisted: its type 'timedelta' cannot be stored as JSON (Unsupported type: "
-    ), problem.message
+    assert ("Phases", "phase", "field-not-serialisable") == (problem.workflow, problem.step, problem.rule)
+    assert (
+        "field 'phase' cannot be persisted: its type 'complex' cannot be stored as JSON; make it an attrs class, or "
+        "register its JSON form with statemachine_orch.register_type(complex, to_json=..., from_json=...) before "
+        "this class"
+    ) == problem.message
 
 
 def test_a_union_field_whose_members_json_cannot_tell_apart() -> None:
