@@ -75,7 +75,7 @@ class DriverFanOut(DriverChildren):
 
     def _fan_build(self, rec: InstanceRecord, step: StepSpec, t: InstanceRecord | Branch) -> FanOut | Exception:
         """Call the step's method for its children and check them; what goes wrong is the step's failure."""
-        ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, t.attempt, (rec.id, t.visit, ""))
+        ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, t.attempt, (rec.id, t.visit, ""), clock=self.clock)
         start = step.start
         child = step.child
         assert start is not None  # noqa: S101 - fan-out steps always have both
