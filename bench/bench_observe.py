@@ -19,16 +19,28 @@ figures are medians over ``--runs`` runs. The configurations:
   raises ImportError for them): the cost of the hooks with nothing to observe
   is what ``baseline`` pays too, so this figure checks that the package imports
   and does nothing more without them;
-- ``on``: ``Engine(..., metrics=Metrics(), tracing=provider)`` with the
-  OpenTelemetry SDK's ``TracerProvider`` and a ``BatchSpanProcessor`` whose
+- ``on``: ``Engine(..., metrics=Metrics(), tracing=True)`` with both extras
+  installed as the package declares them: prometheus-client, and
+  opentelemetry-api with no SDK provider set, so spans are the API's no-ops (what
+  a worker pays until its application installs an SDK);
+- ``sdk``: ``Engine(..., metrics=Metrics(), tracing=provider)`` with the
+  OpenTelemetry SDK's ``TracerProvider``, sampling ``--sample`` of the turns
+  (``ParentBased(TraceIdRatioBased(...))``), and a ``BatchSpanProcessor`` whose
   exporter drops the spans (``--processor memory``: a ``SimpleSpanProcessor``
   into an ``InMemorySpanExporter``, cleared between repeats);
+- ``floor`` (only with ``--sample 1``): the OpenTelemetry SDK alone, the
+  reference for ``sdk``: as many spans as one ``sdk`` workload ends (counted by a
+  span processor in a warm-up workload), each started with four attributes, made
+  current, given one more attribute and ended, in a plain loop, with the same
+  provider and processor, and no engine. ``sdk`` minus ``baseline`` minus
+  ``floor`` is what the library itself adds to the work of the engine and of the SDK;
 - ``before`` (with ``--before REV``): the package as it was at git revision REV
   (``git archive`` into a temporary folder), default settings: the cost of the
   hooks themselves, compared with ``baseline``.
 
 Targets (issue 12): ``on`` at most 10% slower than ``baseline``; ``none`` at most
-1% slower. The script prints each figure, the ratios and PASS/FAIL, and exits 1
+1% slower. ``sdk`` has no target: a recorded SDK span costs about as much as a
+whole step of this workload, and ``floor`` shows it. The script prints each figure, the ratios and PASS/FAIL, and exits 1
 when a target is missed.
 """
 
@@ -82,8 +94,12 @@ def child(
 
     options: dict[str, Any] = {}
     clear = None
-    if mode in ("on", "tracing"):
-        from opentelemetry.sdk.trace import TracerProvider
+    if mode == "on":
+        from statemachine_orch.metrics import Metrics
+
+        options = {"metrics": Metrics(), "tracing": True}
+    elif mode in ("sdk", "tracing", "floor"):
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
         from opentelemetry.sdk.trace.export import (
             BatchSpanProcessor,
             SimpleSpanProcessor,
@@ -96,6 +112,13 @@ def child(
         from statemachine_orch.metrics import Metrics
 
         provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample)))
+        counted: list[int] = [0]
+
+        class Counting(SpanProcessor):
+            def on_end(self, span: Any) -> None:  # noqa: ARG002 - counted only
+                counted[0] += 1
+
+        provider.add_span_processor(Counting())
         if processor == "memory":
             memory = InMemorySpanExporter()
             provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -107,7 +130,7 @@ def child(
                     return SpanExportResult.SUCCESS
 
             provider.add_span_processor(BatchSpanProcessor(Dropped()))
-        options = {"metrics": Metrics(), "tracing": provider} if mode == "on" else {"tracing": provider}
+        options = {"metrics": Metrics(), "tracing": provider} if mode != "tracing" else {"tracing": provider}
     elif mode == "metrics":
         from statemachine_orch.metrics import Metrics
 
@@ -147,6 +170,9 @@ def child(
         return elapsed
 
     timings: list[float] = []
+    if mode == "floor":
+        asyncio.run(workload("floor"))  # the warm-up, which counts the spans an 'on' workload ends
+        return [sdk_floor(options["tracing"], counted[0]) for _ in range(repeat)]
     for r in range(repeat + 1):
         elapsed = asyncio.run(workload(f"{mode}{r}"))
         if clear is not None:
@@ -154,6 +180,30 @@ def child(
         if r:  # the first is the warm-up
             timings.append(elapsed)
     return timings
+
+
+def sdk_floor(provider: Any, spans: int) -> float:
+    """The time of *spans* spans made and ended by *provider* in a plain loop, with attributes like the engine's."""
+    from opentelemetry import context, trace
+
+    tracer = provider.get_tracer("bench_observe")
+    attach, detach, in_context = context.attach, context.detach, trace.set_span_in_context
+    t0 = time.perf_counter()
+    for i in range(spans):
+        span = tracer.start_span(
+            "orch step s",
+            attributes={
+                "orch.instance_id": f"ORD-{i}",
+                "orch.workflow": "OrderProcess",
+                "orch.step": "s",
+                "orch.attempt": 1,
+            },
+        )
+        token = attach(in_context(span))
+        detach(token)
+        span.set_attribute("orch.outcome", "completed")
+        span.end()
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------- the parent: runs and report
@@ -218,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.instances, args.repeat, args.processor, args.store, args.sample)))
         return 0
-    modes = ["baseline", "none", "on"] + (["before"] if args.before else [])
+    modes = ["baseline", "none", "on", "sdk"] + (["floor"] if args.sample == 1 else [])
+    modes += ["before"] if args.before else []
     if args.breakdown:
         modes += ["metrics", "tracing", "logs"]
     figures: dict[str, list[float]] = {m: [] for m in modes}
@@ -248,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ok = ok and passed
             line += f"  target <= {TARGETS[mode]:.2f}: {'PASS' if passed else 'FAIL'}"
         print(line)
+    if "floor" in figures:
+        own = (statistics.median(figures["sdk"]) - base - statistics.median(figures["floor"])) / base
+        print(
+            f"  sdk - baseline - floor: the library's own part of the cost with an SDK recording every span: {own:+.1%}"
+        )
     return 0 if ok else 1
 
 

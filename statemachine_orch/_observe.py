@@ -13,7 +13,7 @@ configures structlog: the events go where the application's configuration sends 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -32,9 +32,11 @@ _log: Any = structlog.get_logger("statemachine_orch.engine")
 
 _perf = time.perf_counter
 
-_STARTED = EventKind.INSTANCE_STARTED
 _STATUS_CHANGED = EventKind.STATUS_CHANGED
-_END_STATUSES = frozenset(s.value for s in InstanceStatus if s.is_terminal)
+# A tuple, not a set: `in` compares by identity first, where a set would call the enum's __hash__.
+_ENDED = tuple(s for s in InstanceStatus if s.is_terminal)
+_END_STATUSES = frozenset(s.value for s in _ENDED)
+_NO_ENDS: list[tuple[str, str | None]] = []  # shared, never written to
 
 
 class Attempt:
@@ -100,21 +102,12 @@ class Observer:
 class _Turn:
     """An instance turn's span, current in its worker's context."""
 
-    __slots__ = ("otel", "span")
+    __slots__ = ("instance_id", "otel", "span")
 
-    def __init__(self, span: Any, otel: Any) -> None:
+    def __init__(self, span: Any, otel: Any, instance_id: str) -> None:
         self.span = span
         self.otel = otel
-
-
-class _Commit:
-    """A commit in progress: the starts and ends it records, and when it began."""
-
-    __slots__ = ("ends", "started")
-
-    def __init__(self, ends: list[tuple[str, str | None]], started: float) -> None:
-        self.ends = ends
-        self.started = started
+        self.instance_id = instance_id
 
 
 class _Observed(Observer):
@@ -126,6 +119,10 @@ class _Observed(Observer):
         self.logs = logs
         # Bound once: a lazy proxy would resolve structlog's configuration at every call.
         self.log: Any = _log.bind() if logs else None
+        # The step histogram's own method: one call less per attempt than Metrics.count_step.
+        self._count_step: Any = metrics.count_step_labelled if metrics is not None else None
+        # The instances whose turn has a recorded span (one turn at a time per instance).
+        self._recording: set[str] = set()
         if tracer is not None:
             from opentelemetry import context, trace  # noqa: PLC0415 - the optional extra
             from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
@@ -145,17 +142,26 @@ class _Observed(Observer):
             f"orch turn {rec.spec.name}",
             attributes={"orch.instance_id": rec.id, "orch.workflow": rec.spec.name},
         )
-        return _Turn(span, self._attach(self._in_context(span)))
+        if span.is_recording():
+            self._recording.add(rec.id)
+        elif not span.get_span_context().is_valid:
+            return None  # the API's no-op span (no SDK installed): nothing to end or propagate
+        # A turn the sampler dropped is still current, so the spans of the user's code
+        # in the steps follow its decision.
+        return _Turn(span, self._attach(self._in_context(span)), rec.id)
 
     def turn_end(self, token: object) -> None:
         if isinstance(token, _Turn):
+            self._recording.discard(token.instance_id)
             self._detach(token.otel)
             token.span.end()
 
     def attempt_begin(self, ctx: Ctx) -> Attempt:
         attempt = Attempt(self, ctx)
         undoing = ctx.undoing
-        if self.tracer is not None:
+        # Only a recorded turn gets step spans: in a turn the sampler dropped they would
+        # be dropped too (the SDK's samplers follow the parent), at the cost of a span each.
+        if ctx.instance_id in self._recording:
             attributes = {
                 "orch.instance_id": ctx.instance_id,
                 "orch.workflow": ctx.workflow,
@@ -190,7 +196,7 @@ class _Observed(Observer):
         metrics = self.metrics
         if metrics is not None and outcome != "cancelled":
             if undoing is None:
-                metrics.count_step(ctx.workflow, ctx.step, outcome, seconds)
+                self._count_step((ctx.workflow, ctx.step, outcome), seconds)
             else:
                 metrics.count_compensation(ctx.workflow, undoing, outcome)
         span = attempt.span
@@ -255,21 +261,30 @@ class _Observed(Observer):
         if self.metrics is None:
             return None
         # Counted once committed: a failed commit is run again from what the store holds.
-        ends: list[tuple[str, str | None]] = []
+        # Only a new row can hold the start, and only an ended instance an end: the
+        # other records (most of them) are not scanned. The token is the start time,
+        # or (start time, ends) when there are starts or ends.
+        ends: list[tuple[str, str | None]] | None = None
         for rec in records:
-            for event in rec.history:
-                kind = event.kind
-                if kind is _STARTED:
-                    ends.append((rec.spec.name, None))
-                elif kind is _STATUS_CHANGED and event.detail in _END_STATUSES:
-                    ends.append((rec.spec.name, event.detail))
-        return _Commit(ends, _perf())
+            if not rec.stored:
+                ends = [] if ends is None else ends
+                ends.append((rec.spec.name, None))
+            if rec.status in _ENDED:
+                for event in rec.history:
+                    if event.kind is _STATUS_CHANGED and event.detail in _END_STATUSES:
+                        ends = [] if ends is None else ends
+                        ends.append((rec.spec.name, event.detail))
+        return _perf() if ends is None else (_perf(), ends)
 
     def committed(self, token: object, size: int) -> None:
         metrics = self.metrics
-        if metrics is None or not isinstance(token, _Commit):
+        if metrics is None:
             return
-        metrics.count_commit(_perf() - token.started, size, token.ends)
+        if type(token) is float:
+            metrics.count_commit(_perf() - token, size, _NO_ENDS)
+        elif isinstance(token, tuple):
+            started, ends = cast("tuple[float, list[tuple[str, str | None]]]", token)
+            metrics.count_commit(_perf() - started, size, ends)
 
     def timer_fired(self, workflow: str, lag: float) -> None:
         if self.metrics is not None:

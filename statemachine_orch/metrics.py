@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -82,10 +82,17 @@ class _Histogram:
         self.bounds = bounds
         self.by_labels: dict[tuple[str, ...], list[float]] = {}
 
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
+    def figures(self, labels: tuple[str, ...]) -> list[float]:
+        """The live figures of *labels* (made, zero, if new): bucket counts, then the count and the sum."""
         figures = self.by_labels.get(labels)
         if figures is None:
             figures = self.by_labels[labels] = [0.0] * (len(self.bounds) + 3)
+        return figures
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        figures = self.by_labels.get(labels)
+        if figures is None:
+            figures = self.figures(labels)
         figures[bisect_left(self.bounds, value)] += 1
         figures[-2] += 1
         figures[-1] += value
@@ -169,6 +176,9 @@ class Metrics:
         self._steps = _Histogram(
             f"{ns}_step_duration_seconds", "Time of step attempts, by outcome.", step, _STEP_BUCKETS
         )
+        #: :meth:`count_step` with the labels as one tuple ``(workflow, step, outcome)``: what
+        #: the engine calls once per attempt, one call shorter.
+        self.count_step_labelled: Callable[[tuple[str, ...], float], None] = self._steps.observe
         self._attempts_doc = "Attempts of steps, by outcome."
         self._retries = _Counter(f"{ns}_step_retries", "Retries of steps scheduled.", ("workflow", "step"))
         self._compensations = _Counter(
@@ -187,6 +197,8 @@ class Metrics:
         self._commit_batch = _Histogram(
             f"{ns}_commit_batch_size", "Instance changes written by one store commit.", (), _BATCH_BUCKETS
         )
+        self._commit_figures = self._commit_duration.figures(())
+        self._batch_figures = self._commit_batch.figures(())
         self._takeovers = _Counter(
             f"{ns}_lease_takeovers", "Instances this worker claimed in flight from a dead or expired owner."
         )
@@ -234,8 +246,15 @@ class Metrics:
 
     def count_commit(self, seconds: float, size: int, ends: list[tuple[str, str | None]]) -> None:
         """A commit of *size* changes took *seconds*; *ends*: (workflow, end status, None for a start) it wrote."""
-        self._commit_duration.observe((), seconds)
-        self._commit_batch.observe((), size)
+        # Once per commit: the two unlabelled histograms' figures are updated in place.
+        figures = self._commit_figures
+        figures[bisect_left(_COMMIT_BUCKETS, seconds)] += 1
+        figures[-2] += 1
+        figures[-1] += seconds
+        figures = self._batch_figures
+        figures[bisect_left(_BATCH_BUCKETS, size)] += 1
+        figures[-2] += 1
+        figures[-1] += size
         for workflow, status in ends:
             if status is None:
                 self._started.inc((workflow,))

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
+from opentelemetry.util.types import Attributes
 
 from statemachine_orch import Engine, InstanceStatus, MemoryStore, VirtualClock
 from tests.observe.flows import OBSERVED, PROVIDER, ObsFlaky, ObsTraced, ObsTrip
@@ -203,3 +206,51 @@ def test_tracing_true_uses_the_global_provider_set_by_the_application() -> None:
     assert 0 == done.returncode, done.stderr
     parents = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"user call": "orch step greet", "orch step greet": "orch turn Hello", "orch turn Hello": None} == parents
+
+
+class TurnsDropped(Sampler):
+    """Drops every instance turn, samples the rest as its parent was; remembers the spans it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.inner = ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        self.asked.append(name)
+        if name.startswith("orch turn"):
+            return SamplingResult(Decision.DROP)
+        return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "TurnsDropped"
+
+
+def test_a_turn_the_sampler_drops_makes_no_step_spans_and_the_users_spans_follow_its_decision(run: Runner) -> None:
+    """Issue 12: sampled-out turns cost one span, not one per step; the body still runs in the turn's trace."""
+    sampler = TurnsDropped()
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    PROVIDER[:] = [provider]
+
+    async def scenario() -> None:
+        async with Engine(MemoryStore(), clock=VirtualClock(autojump=True), tracing=provider) as engine:
+            assert InstanceStatus.COMPLETED == await (await engine.start(ObsTraced())).wait_idle()
+
+    try:
+        run(scenario())
+    finally:
+        PROVIDER.clear()
+        provider.shutdown()
+    assert ["orch turn ObsTraced", "user sync", "user async"] == sampler.asked
+    # The user's spans were children of the dropped turn, so ParentBased dropped them too.
+    assert [] == list(exported.get_finished_spans())
