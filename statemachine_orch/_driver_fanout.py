@@ -211,8 +211,10 @@ class DriverFanOut(DriverChildren):
         """
         The instance leaves the fan-out step unfinished (cancelled, or a sibling branch failed).
 
-        The running children are cancelled with it; the completed ones, if any, go on
-        the saga, so that compensating the instance undoes them, newest first.
+        The running children are cancelled with it, and the step goes on the saga
+        (once it started a child), so that compensating the instance undoes the
+        completed ones, newest first: those it saw complete, and any that completed
+        instead of being cancelled.
         """
         fan = t.fan
         if fan is None:
@@ -222,7 +224,7 @@ class DriverFanOut(DriverChildren):
         self._fan_observe(rec, step, t, fan, prefix)
         for i in fan.running():
             self._cancel_child(rec, child_of(prefix, i), why, compensate=compensate)
-        if fan.completed():
+        if fan.started:
             rec.add_saga(step.name, t.visit)
 
     def _fan_undo(self, rec: InstanceRecord, name: str, visit: int, attempt: int) -> tuple[str, str]:

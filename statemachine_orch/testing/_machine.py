@@ -739,6 +739,15 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._violate("stuck", instance_id, (humans or active)[0], msg)
             return
         for name in active:
+            if spec.step(name).kind is StepKind.FAN_OUT and replay is not None:
+                ours = [c for c in self.engine.children(instance_id) if replay.started.get(c.id) == name]
+                if all(c.status.is_terminal for c in ours):
+                    msg = (
+                        f"idle engine, but {track.name} waits at its fan-out step {name}, whose children all "
+                        "ended: their ends never resumed the parent"
+                    )
+                    self._violate("stuck", instance_id, name, msg)
+                    return
             if spec.step(name).kind is not StepKind.SUBFLOW or replay is None:
                 continue
             child_id = replay.open_children.get(name)
@@ -798,11 +807,22 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         status: InstanceStatus,
         history: list[HistoryEvent],
     ) -> None:
-        completed = [
-            e.step
-            for e in history
-            if e.kind is _K.STEP_COMPLETED and e.step is not None and spec.step(e.step).compensation is not None
-        ]
+        completed: list[str] = []
+        # A fan-out step left with children started (a cancel, a failing sibling branch) is undone like a completed one.
+        fans = {s.name for s in spec.steps if s.fan is not None}
+        left: dict[str, None] = {}
+        for e in history:
+            step = e.step or ""
+            if e.kind is _K.STEP_COMPLETED and e.step is not None and spec.step(e.step).compensation is not None:
+                completed.append(step)
+                left.pop(step, None)
+            elif e.kind is _K.CHILD_STARTED and step in fans:
+                left[step] = None
+            elif e.kind is _K.STEP_FAILED:
+                left.pop(step, None)
+            elif e.kind is _K.STATUS_CHANGED and e.detail == InstanceStatus.COMPENSATING.value:
+                completed += left
+                left.clear()
         undone = [e.step for e in history if e.kind is _K.COMPENSATION_COMPLETED]
         expected = completed[::-1]
         if status is InstanceStatus.COMPENSATION_FAILED:
@@ -829,7 +849,12 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if status is InstanceStatus.CANCELLED and cancel is None and track.parent is not None:
             # Cancelled by its parent (cancelled, or failing), or undone by the parent's compensation.
             parent = self.engine.info(track.parent).status
-            if parent in (InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.COMPLETED):
+            # A fan-out that fails cancels its running children and undoes its completed ones: the parent goes on.
+            via = self._spec(self._tracks[track.parent]).step(track.via or "")
+            unwound = via.fan is not None and any(
+                e.kind is _K.STEP_FAILED and e.step == via.name for e in self.engine.history(track.parent)
+            )
+            if not unwound and parent in (InstanceStatus.RUNNING, InstanceStatus.WAITING, InstanceStatus.COMPLETED):
                 msg = f"{track.name} ended cancelled, but nobody cancelled it (its parent is {parent.value})"
                 self._violate("saga", instance_id, None, msg)
                 return
@@ -866,6 +891,11 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         finished: dict[str, str] = {}
         used: dict[str, None] = {}
         last_done: dict[str, str] = {}
+        # A fan-out keeps every child that completed (undone with it), unless the fan-out
+        # failed: then it undid them itself, before its step failed (unwound).
+        fans = {s.name for s in self._spec(track).steps if s.fan is not None}
+        kept: dict[str, dict[str, None]] = {}
+        unwound: dict[str, None] = {}
         for e in history:
             step, detail = e.step or "", e.detail or ""
             if e.kind is _K.CHILD_STARTED:
@@ -873,10 +903,16 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             elif e.kind is _K.CHILD_FINISHED:
                 child_id, _, how = detail.rpartition(" ")
                 finished[child_id] = how
-                if how == InstanceStatus.COMPLETED.value:
+                if how == InstanceStatus.COMPLETED.value and step in fans:
+                    kept.setdefault(step, {})[child_id] = None
+                elif how == InstanceStatus.COMPLETED.value:
                     last_done[step] = child_id
             elif e.kind is _K.STEP_COMPLETED and step in last_done:
                 used[last_done.pop(step)] = None
+            elif e.kind is _K.STEP_FAILED and step in kept:
+                unwound.update(kept.pop(step))
+        for children in kept.values():
+            used.update(children)
         compensated = status is InstanceStatus.FAILED or (status is InstanceStatus.CANCELLED and track.cancel)
         for child_id, step in started.items():
             child = self.engine.info(child_id)
@@ -896,6 +932,14 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                     f"{child.status.value}"
                 )
                 self._violate("orphan-child", instance_id, step, msg)
+            elif child_id in unwound and (undos != 1 or child.status is not InstanceStatus.CANCELLED):
+                msg = (
+                    f"the fan-out {step} of {track.name} failed, so its completed child {name} must be undone "
+                    f"once and end cancelled; it was undone {undos} times and ended {child.status.value}"
+                )
+                self._violate("child-saga", instance_id, step, msg)
+            elif child_id in unwound:
+                continue
             elif status is InstanceStatus.COMPLETED and undos:
                 msg = f"{track.name} completed, but its completed child {name} (started by {step}) was undone"
                 self._violate("child-saga", instance_id, step, msg)
@@ -1091,6 +1135,8 @@ class _Replay:
         # Per subflow step: the child it waits on (started, not finished); every child started, by step.
         self.open_children: dict[str, str] = {}
         self.started: dict[str, str] = {}
+        # Per fan-out step: its children started and not finished.
+        self.fanned: dict[str, dict[str, None]] = {}
 
     def where(self) -> str:
         """The current steps, as text."""
@@ -1107,7 +1153,7 @@ class _Replay:
         if kind is _K.CHILD_FINISHED:
             return self._child_finished(source, dest)
         if kind is _K.TRANSITION:
-            open_child = self.open_children.get(source)
+            open_child = self.open_children.get(source) or next(iter(self.fanned.get(source, ())), None)
             if open_child is not None and not any(x.dest == dest and x.is_timeout for x in self.spec.outgoing(source)):
                 return f"the transition {source} -> {dest} while its child {open_child} had not finished"
             self.open_children.pop(source, None)
@@ -1125,8 +1171,15 @@ class _Replay:
 
     def _child_started(self, step: str, child_id: str) -> str | None:
         spec = self.spec
-        if step not in self.active or not spec.has_step(step) or spec.step(step).kind is not StepKind.SUBFLOW:
+        kind = spec.step(step).kind if spec.has_step(step) else None
+        if step not in self.active or kind not in (StepKind.SUBFLOW, StepKind.FAN_OUT):
             return f"a child {child_id} started by {step} while the machine was at {self.where()}"
+        if kind is StepKind.FAN_OUT:
+            if not child_id.startswith(f"{self.instance_id}/") or child_id in self.started:
+                return f"a child {child_id} started by {step}: not a new id under its parent's"
+            self.started[child_id] = step
+            self.fanned.setdefault(step, {})[child_id] = None
+            return None
         if step in self.open_children:
             return f"a second child {child_id} started by {step}, whose child {self.open_children[step]} runs"
         if not child_id.startswith(f"{self.instance_id}/") or child_id in self.started:
@@ -1137,6 +1190,9 @@ class _Replay:
 
     def _child_finished(self, step: str, detail: str) -> str | None:
         child_id, _, how = detail.rpartition(" ")
+        if child_id in self.fanned.get(step, {}):
+            del self.fanned[step][child_id]
+            return None if how in _ENDED else f"the child {child_id} of {step} finished {how}, which is no end"
         if self.open_children.get(step) != child_id:
             return f"the child {child_id} of {step} finished, but {step} was not waiting on it"
         if how not in _ENDED:
