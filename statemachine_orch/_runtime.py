@@ -127,8 +127,10 @@ class Runtime(Records):
             and rec.status in (InstanceStatus.RUNNING, InstanceStatus.COMPENSATING)
         )
         if rec.id in self._inbox or in_flight:
-            if in_flight and self._obs is not None:
-                # Claimable in flight only when its driver's lease expired (it died or stalled).
+            if in_flight and rec.fence > 1 and self._obs is not None:
+                # Claimable in flight only when its driver's lease expired (it died or
+                # stalled). A start a client wrote (fence 0) was never driven: this
+                # claim, its first, gave it fence 1.
                 self._obs.takeover(instance_id)
             self._enqueue(rec)
             return True

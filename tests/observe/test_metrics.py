@@ -235,3 +235,26 @@ def test_metrics_go_into_a_registry_of_the_applications_own() -> None:
     other = Metrics(registry, namespace="billing")
     assert registry.get_sample_value("billing_leases_lost_total") == 0.0
     assert other.registry is registry
+
+
+def test_a_worker_running_an_instance_a_client_started_is_no_takeover(tmp_path: Path, run: Runner) -> None:
+    """Issue 12: a start from a client (`orch run`) is picked up by a worker: nothing was in flight, nothing taken over."""
+    path = tmp_path / "shared.db"
+    worker_metrics = Metrics()
+
+    async def scenario() -> None:
+        with SqliteStore(path) as s1, SqliteStore(path) as s2:
+            gate = {"gate": Gate(opened=True)}
+            worker = Engine(s1, services=gate, metrics=worker_metrics, workflows=OBSERVED, poll=0.02)
+            client = Engine(s2, concurrency=0, workflows=OBSERVED)
+            try:
+                await worker.recover()
+                handle = await client.start(ObsGated())
+                await eventually(lambda: worker.info(handle.instance_id).status is InstanceStatus.COMPLETED)
+            finally:
+                await asyncio.gather(worker.aclose(), client.aclose())
+
+    run(scenario())
+    samples = parse(worker_metrics.exposition())
+    assert 0.0 == value(samples, "orch_lease_takeovers_total")
+    assert 1.0 == value(samples, "orch_instances_ended_total", workflow="ObsGated", status="completed")
