@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._checks import DeadEdgeWarning as DeadEdgeWarning
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._clock import VirtualClock as VirtualClock
@@ -112,6 +113,7 @@ __all__ = [
     "Compensation",
     "CompensationSpec",
     "Ctx",
+    "DeadEdgeWarning",
     "DefinitionProblem",
     "EdgeSpec",
     "Engine",

@@ -8,11 +8,63 @@ raises them together.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 
+from ._conditions import conditions_of
 from ._errors import DefinitionProblem
-from ._spec import StepKind, WorkflowSpec
+from ._spec import EdgeSpec, StepKind, WorkflowSpec
+
+
+class DeadEdgeWarning(UserWarning):
+    """
+    An edge of a workflow can never be taken: its guard never holds, or only when an earlier edge's does.
+
+    Raised (as a warning) when the class is created. Guards are read from their
+    source: comparisons of variables with numbers, strings, enum members and
+    booleans, joined by ``and``, ``or`` and ``not``.
+
+    Attributes:
+        workflow: The class name.
+        edge: The dead edge.
+        shadowed_by: The earlier edges that take its instances (empty when its own guard never holds).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, workflow: str, edge: EdgeSpec, shadowed_by: tuple[EdgeSpec, ...]) -> None:
+        self.workflow = workflow
+        self.edge = edge
+        self.shadowed_by = shadowed_by
+        super().__init__(message)
+
+
+def _file_of(owner: type) -> str:
+    try:
+        return inspect.getsourcefile(owner) or "<unknown>"
+    except TypeError:  # a class of no file (built in a REPL)
+        return "<unknown>"
+
+
+def warn_dead_edges(spec: WorkflowSpec, owner: type) -> None:
+    """Warn (:class:`DeadEdgeWarning`) about each edge of *spec* that can never be taken, where it is declared."""
+    for edge, by in conditions_of(spec, owner).shadowed():
+        what = f"{edge.source} -> {edge.dest} [{f'when {edge.guard_name}' if edge.guard is not None else 'default'}]"
+        if not by:
+            why = "its guard never holds"
+        elif edge.guard is None:
+            why = "the guards before it cover every value: " + ", ".join(str(b.guard_name) for b in by)
+        else:
+            earlier = " or ".join(f"{b.source} -> {b.dest} [when {b.guard_name}]" for b in by)
+            why = f"every instance its guard lets through takes the earlier edge {earlier} (the first that holds wins)"
+        msg = f"{spec.name}.{edge.source}: the edge {what} is never taken: {why}"
+        code = getattr(edge.guard, "__code__", None)
+        filename = code.co_filename if code is not None else _file_of(owner)
+        lineno = code.co_firstlineno if code is not None else 1
+        warnings.warn_explicit(DeadEdgeWarning(msg, spec.name, edge, by), DeadEdgeWarning, filename, lineno)
+
 
 # Names of the base class that a field or step would shadow.
 ENGINE_ATTRIBUTES = frozenset(

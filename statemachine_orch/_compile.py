@@ -21,7 +21,7 @@ from typing import Any, TypeGuard
 
 import attrs
 
-from ._checks import structural_problems
+from ._checks import structural_problems, warn_dead_edges
 from ._decorators import Compensation, EdgeMark, Migration, ResultHandler, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._forks import analyse_forks
@@ -66,6 +66,7 @@ def compile_workflow(cls: type, version: object, name: object = None) -> Workflo
     if problems:
         raise WorkflowDefinitionError(cls.__name__, problems)
     assert spec is not None  # noqa: S101 - no problems means a spec was built
+    warn_dead_edges(spec, cls)
     return spec
 
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 import ast
 import enum
 import gc
-import inspect
 import itertools
-import textwrap
 import types
 import typing
 import weakref
@@ -37,8 +35,11 @@ from typing import Any, cast
 
 import attrs
 
+from ._conditions import Conditions, conditions_of
+from ._conditions import first_param as _first_param
+from ._conditions import function_node as _function_node
 from ._spec import EdgeSpec, ForkSpec, RegionSpec, StepKind, StepSpec, WorkflowSpec, negated
-from ._workflow import spec_of
+from ._workflow import default_registry, spec_of
 
 
 class Ending(enum.Enum):
@@ -393,7 +394,8 @@ def paths(workflow: type[Any] | WorkflowSpec, max_loops: int = 1, max_paths: int
         msg = f"paths(max_paths={max_paths}) is invalid: it is how many paths may be listed, so >= 1"
         raise ValueError(msg)
     spec = workflow if isinstance(workflow, WorkflowSpec) else spec_of(workflow)
-    analysis = _analysis(spec)
+    owner = default_registry.resolve(spec.name, spec.version) if isinstance(workflow, WorkflowSpec) else workflow
+    analysis = _analysis(spec, owner)
     walker = _ForkWalker(spec, analysis, max_loops) if spec.forks else _Walker(spec, analysis, max_loops)
     # The walk allocates tens of thousands of small acyclic tuples; the cyclic
     # collector would scan them again and again for nothing (half the time).
@@ -426,6 +428,7 @@ def _too_many(spec: WorkflowSpec, max_loops: int, max_paths: int) -> str:
 class _Fact:
     holds: bool
     where: str
+    edge: EdgeSpec
 
 
 _Facts = dict[object, _Fact]
@@ -963,7 +966,8 @@ _IMMUTABLE = (int, float, str, bool, bytes, complex, type(None))
 class _Analysis:
     """What each guard reads and each step writes, from their source (``None``: unknown, anything)."""
 
-    def __init__(self, spec: WorkflowSpec) -> None:
+    def __init__(self, spec: WorkflowSpec, conditions: Conditions) -> None:
+        self.conditions = conditions
         self.fields = frozenset(f.name for f in spec.fields)
         self.immutable = frozenset(f.name for f in spec.fields if _is_immutable(f.type))
         self.writes: dict[str, frozenset[str] | None] = {}
@@ -1012,29 +1016,82 @@ class _Analysis:
         if known is not None and known.holds == outcome.holds:
             return facts
         new = dict(facts)
-        new[key] = _Fact(outcome.holds, where)
+        new[key] = _Fact(outcome.holds, where, outcome.edge)
         return new
 
     def contradiction(self, facts: _Facts, outcome: GuardOutcome, where: str) -> str | None:
+        """Why *outcome* cannot follow the *facts* known after *where* (``None``: it can, as far as we know)."""
         known = facts.get(self.keys[id(outcome.edge)])
-        if known is None or known.holds == outcome.holds:
+        if known is not None:
+            if known.holds == outcome.holds:
+                return None
+            was = "true" if known.holds else "false"
+            now = "true" if outcome.holds else "false"
+            return (
+                f"{outcome.edge.guard_name} must be {now} after {where}, but it was {was} after "
+                f"{known.where} and no step since writes what it reads"
+            )
+        return self._compared(facts, outcome, where) if facts else None
+
+    def _compared(self, facts: _Facts, outcome: GuardOutcome, where: str) -> str | None:
+        """Why the comparisons of the guards contradict each other (``wf.x > 1000`` false, ``wf.x > 5000`` true)."""
+        reads = self.conditions.reads(outcome.edge)
+        if not reads:
             return None
-        was = "true" if known.holds else "false"
+        # The facts tied to the outcome through the variables they compare, directly or through each other.
+        related: list[_Fact] = []
+        pending = [f for f in facts.values() if self.conditions.reads(f.edge)]
+        grew = True
+        while grew:
+            grew = False
+            for f in list(pending):
+                if not self.conditions.reads(f.edge).isdisjoint(reads):
+                    related.append(f)
+                    reads = reads | self.conditions.reads(f.edge)
+                    pending.remove(f)
+                    grew = True
+        wanted = (outcome.edge, outcome.holds)
+        if self.conditions.satisfiable([*((f.edge, f.holds) for f in related), wanted]):
+            return None
         now = "true" if outcome.holds else "false"
+        if self.conditions.satisfiable([wanted]):
+            alone = [f for f in related if not self.conditions.satisfiable([(f.edge, f.holds), wanted])]
+            blamed = alone[:1] or related
+        else:
+            blamed = []
+        source = outcome.edge.source
+        if all(not f.holds and f.where == where == f.edge.source == source for f in blamed):
+            # The earlier edges of the same step: guards are tried in order, the first that holds wins.
+            if outcome.holds and blamed:
+                first = " or ".join(_described(f.edge) for f in blamed)
+                return (
+                    f"{_described(outcome.edge)} is never taken: every instance its guard lets through "
+                    f"takes the earlier edge {first}"
+                )
+            if not outcome.holds:
+                guards = ", ".join(str(e.guard_name) for e in [*(f.edge for f in related), outcome.edge])
+                return f"the guards of the edges after {where} ({guards}) cover every value: one is always taken"
+        if not blamed:
+            return f"{outcome.edge.guard_name} can never be {now}: no values of the variables it compares make it so"
+        was = " and ".join(f"{f.edge.guard_name} was {'true' if f.holds else 'false'} after {f.where}" for f in blamed)
         return (
-            f"{outcome.edge.guard_name} must be {now} after {where}, but it was {was} after "
-            f"{known.where} and no step since writes what it reads"
+            f"{outcome.edge.guard_name} must be {now} after {where}, but {was} and no step since writes what they "
+            "read: no values of the variables they compare allow both"
         )
 
 
 _ANALYSES: weakref.WeakKeyDictionary[WorkflowSpec, _Analysis] = weakref.WeakKeyDictionary()
 
 
-def _analysis(spec: WorkflowSpec) -> _Analysis:
+def _analysis(spec: WorkflowSpec, owner: type | None = None) -> _Analysis:
     found = _ANALYSES.get(spec)
     if found is None:
-        found = _ANALYSES[spec] = _Analysis(spec)
+        found = _ANALYSES[spec] = _Analysis(spec, conditions_of(spec, owner))
     return found
+
+
+def _described(edge: EdgeSpec) -> str:
+    return f"{edge.source} -> {edge.dest} [when {edge.guard_name}]"
 
 
 def _guard_key(edge: EdgeSpec) -> object:
@@ -1053,35 +1110,6 @@ def _is_immutable(tp: object) -> bool:
     if origin is typing.Union or origin is types.UnionType:
         return all(_is_immutable(a) for a in typing.get_args(tp))
     return origin is typing.Literal
-
-
-def _function_node(
-    fn: Callable[..., Any], text: str | None
-) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | None:
-    """The AST of *fn* (a lambda is found by its body's text, as the compiler names guards)."""
-    try:
-        source = textwrap.dedent(inspect.getsource(fn)).strip()
-    except (OSError, TypeError):
-        return None
-    for candidate in (source, source.lstrip("@"), f"({source})"):
-        try:
-            tree = ast.parse(candidate)
-        except SyntaxError:
-            continue
-        name = getattr(fn, "__name__", "")
-        if name == "<lambda>":
-            lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
-            matching = [n for n in lambdas if text is not None and ast.unparse(n.body) == text]
-            found = matching or lambdas
-            return found[0] if len(found) == 1 else None
-        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
-        return defs[0] if defs else None
-    return None
-
-
-def _first_param(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> str | None:
-    args = [*node.args.posonlyargs, *node.args.args]
-    return args[0].arg if args else None
 
 
 def _roots(node: ast.AST, param: str) -> tuple[list[ast.Attribute], int, int]:
@@ -1168,36 +1196,10 @@ def _targets(node: ast.AugAssign | ast.AnnAssign | ast.Assign) -> Sequence[ast.A
     return [node.target]
 
 
-def guard_constants(spec: WorkflowSpec) -> dict[str, set[object]]:
+def guard_constants(spec: WorkflowSpec, owner: type | None = None) -> dict[str, set[object]]:
     """
-    For each field, the constants guards compare it with (``wf.weight < 10`` gives ``{"weight": {10}}``).
+    For each field, the constants guards compare it with (``wf.weight < LIMIT`` gives ``{"weight": {LIMIT's value}}``).
 
     Input generation tries the values at and around them: that is where guard gaps hide.
     """
-    found: dict[str, set[object]] = {}
-    fields = {f.name for f in spec.fields}
-    for edge in spec.edges:
-        if edge.guard is None:
-            continue
-        node = _function_node(edge.guard, edge.guard_name)
-        param = _first_param(node) if node is not None else None
-        if node is None or param is None:
-            continue
-        for compare in (n for n in ast.walk(node) if isinstance(n, ast.Compare)):
-            operands = [compare.left, *compare.comparators]
-            names = [
-                o.attr
-                for o in operands
-                if isinstance(o, ast.Attribute) and isinstance(o.value, ast.Name) and o.value.id == param
-            ]
-            constants = [
-                o.value
-                for o in operands
-                if isinstance(o, ast.Constant)
-                and isinstance(o.value, (int, float, str))
-                and not isinstance(o.value, bool)
-            ]
-            for name in names:
-                if name in fields:
-                    found.setdefault(name, set()).update(constants)
-    return found
+    return conditions_of(spec, owner).constants()

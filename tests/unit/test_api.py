@@ -23,6 +23,7 @@ EXPECTED_EXPORTS = {
     "Compensation",
     "CompensationSpec",
     "Ctx",
+    "DeadEdgeWarning",
     "DefinitionProblem",
     "EdgeSpec",
     "Engine",

@@ -22,6 +22,7 @@ from examples.order_process import Approval, OrderProcess
 from statemachine_orch import (
     CompensationSpec,
     Ctx,
+    DeadEdgeWarning,
     DefinitionProblem,
     Retry,
     StepKind,
@@ -930,7 +931,16 @@ def test_compensation_retry_policy_can_be_given() -> None:
 
 def test_default_declared_before_a_guard_is_still_tried_last() -> None:
     """Issue 2: the machine tries guarded edges in declaration order and the default last, wherever it is declared."""
+    with pytest.warns(DeadEdgeWarning, match=r"a -> large \[when wf.x > 10\] is never taken"):
+        DefaultFirst = _default_first()  # noqa: N806 - a class
+    machine = machine_of(DefaultFirst)
+    tried = ["positive", "large", "fallback"]
+    assert tried == [t.dest for t in machine.events["next"].transitions["a"]]
+    guards = {None, "wf.x > 0", "wf.x > 10"}
+    assert guards == {e.guard_name for e in spec_of(DefaultFirst).outgoing("a")}
 
+
+def _default_first() -> type[Workflow]:
     class DefaultFirst(Workflow):
         x: int = 0
 
@@ -949,11 +959,7 @@ def test_default_declared_before_a_guard_is_still_tried_last() -> None:
         @step(final=True)
         def large(self, ctx: Ctx) -> None: ...
 
-    machine = machine_of(DefaultFirst)
-    tried = ["positive", "large", "fallback"]
-    assert tried == [t.dest for t in machine.events["next"].transitions["a"]]
-    guards = {None, "wf.x > 0", "wf.x > 10"}
-    assert guards == {e.guard_name for e in spec_of(DefaultFirst).outgoing("a")}
+    return DefaultFirst
 
 
 def test_spec_is_built_once_and_frozen() -> None:

@@ -27,6 +27,7 @@ import structlog
 from examples.order_process import Approval, InventoryService, Item, OrderProcess, PaymentService, UserService
 from statemachine_orch import (
     Ctx,
+    DeadEdgeWarning,
     Engine,
     EventKind,
     HistoryEvent,
@@ -147,25 +148,28 @@ class Linear(Workflow):
         self.trail.append("third")
 
 
-class Gateway(Workflow):
-    """Exclusive choice: two guards that can both hold, then a default."""
+# The second edge is dead on purpose (the first guard that holds wins): the class says so when it is created.
+with pytest.warns(DeadEdgeWarning, match=r"decide -> large \[when wf.x > 10\] is never taken"):
 
-    x: int
+    class Gateway(Workflow):
+        """Exclusive choice: two guards that can both hold, then a default."""
 
-    @step(initial=True)
-    def decide(self, ctx: Ctx) -> None: ...
+        x: int
 
-    @after(decide, when=lambda wf: wf.x > 0)
-    @step(final=True)
-    def positive(self, ctx: Ctx) -> None: ...
+        @step(initial=True)
+        def decide(self, ctx: Ctx) -> None: ...
 
-    @after(decide, when=lambda wf: wf.x > 10)
-    @step(final=True)
-    def large(self, ctx: Ctx) -> None: ...
+        @after(decide, when=lambda wf: wf.x > 0)
+        @step(final=True)
+        def positive(self, ctx: Ctx) -> None: ...
 
-    @after(decide)
-    @step(final=True)
-    def otherwise(self, ctx: Ctx) -> None: ...
+        @after(decide, when=lambda wf: wf.x > 10)
+        @step(final=True)
+        def large(self, ctx: Ctx) -> None: ...
+
+        @after(decide)
+        @step(final=True)
+        def otherwise(self, ctx: Ctx) -> None: ...
 
 
 class SloppyGuard(Workflow):
