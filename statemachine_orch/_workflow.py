@@ -10,7 +10,9 @@ into ``default_registry``. (``_registry.py`` re-exports them.)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 
 import attrs
@@ -68,24 +70,58 @@ class Workflow:
         cls, *, version: str = "1", name: str | None = None, abstract: bool = False, **kwargs: Any
     ) -> None:
         """Make the subclass an attrs class, then compile it into a spec and a machine."""
-        if kwargs:
-            unknown = ", ".join(f"{k}=" for k in kwargs)
-            msg = f"unknown class keyword {unknown}; Workflow accepts version=, name= and abstract="
-            raise WorkflowDefinitionError(cls.__name__, [DefinitionProblem(cls.__name__, None, "class-keyword", msg)])
         super().__init_subclass__()
-        try:
-            attrs.define(cls, slots=False, eq=False, auto_attribs=True)
-        except (ValueError, TypeError) as exc:
-            problem = DefinitionProblem(cls.__name__, None, "fields", _fields_message(str(exc)))
-            raise WorkflowDefinitionError(cls.__name__, [problem]) from None
-        cls.__orch_abstract__ = abstract
-        if abstract:
+        collected = _collected.get()
+        if collected is None:
+            _define(cls, version, name, abstract, kwargs)
             return
-        spec = compile_workflow(cls, version, name)
-        cls.__orch_spec__ = spec
-        cls.__orch_machine__ = build_machine(spec)
-        cls.__orch_validate__ = input_validator(spec)
-        default_registry.register(cls)
+        try:
+            _define(cls, version, name, abstract, kwargs)
+        except WorkflowDefinitionError as exc:
+            collected.append(exc)  # the class stays, with no spec: nothing runs it
+
+
+def _define(cls: type[Workflow], version: str, name: str | None, abstract: bool, kwargs: dict[str, Any]) -> None:
+    """Workflow.__init_subclass__'s work: check, attrs, compile, register."""
+    if kwargs:
+        unknown = ", ".join(f"{k}=" for k in kwargs)
+        msg = f"unknown class keyword {unknown}; Workflow accepts version=, name= and abstract="
+        raise WorkflowDefinitionError(cls.__name__, [DefinitionProblem(cls.__name__, None, "class-keyword", msg)])
+    try:
+        attrs.define(cls, slots=False, eq=False, auto_attribs=True)
+    except (ValueError, TypeError) as exc:
+        problem = DefinitionProblem(cls.__name__, None, "fields", _fields_message(str(exc)))
+        raise WorkflowDefinitionError(cls.__name__, [problem]) from None
+    cls.__orch_abstract__ = abstract
+    if abstract:
+        return
+    spec = compile_workflow(cls, version, name)
+    cls.__orch_spec__ = spec
+    cls.__orch_machine__ = build_machine(spec)
+    cls.__orch_validate__ = input_validator(spec)
+    default_registry.register(cls)
+
+
+_collected: ContextVar[list[WorkflowDefinitionError] | None] = ContextVar("orch_definition_errors", default=None)
+
+
+@contextmanager
+def collect_definition_errors() -> Generator[list[WorkflowDefinitionError]]:
+    """
+    Within this block a workflow class with definition errors does not raise: its error is collected.
+
+    For tools that check a whole module (``orch check``): the module's import goes on
+    past an invalid class, which is left without a spec (nothing can run it), and the
+    yielded list holds each class's :class:`WorkflowDefinitionError`, in definition order.
+
+    .. versionadded:: 0.1.0
+    """
+    errors: list[WorkflowDefinitionError] = []
+    token = _collected.set(errors)
+    try:
+        yield errors
+    finally:
+        _collected.reset(token)
 
 
 def _fields_message(attrs_message: str) -> str:

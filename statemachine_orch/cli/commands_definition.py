@@ -8,13 +8,16 @@ from typing import Annotated, Literal
 
 import typer
 
-from statemachine_orch import WorkflowDefinitionError, paths, spec_of
+from statemachine_orch import paths, spec_of
+from statemachine_orch._workflow import collect_definition_errors
 
 from . import output
 from .client import client
 from .failures import FAILED, UsageProblem, guarded
 from .loading import import_module, load_class, workflows_in
 from .options import JsonOption, StoreOption
+
+_ERRORS_KEPT = "__orch_definition_errors__"
 
 
 @guarded
@@ -23,19 +26,33 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Check every workflow class in a module; exit 1 with each definition error when there are any."""
-    try:
-        classes = workflows_in(import_module(module))
-    except WorkflowDefinitionError as exc:
+    # Each invalid class is reported, not only the first: the import goes on past them.
+    with collect_definition_errors() as errors:
+        imported = import_module(module)
+    # A module imported before (in this process) ran its class statements then: its
+    # errors are kept on it.
+    if errors:
+        vars(imported)[_ERRORS_KEPT] = errors
+    else:
+        errors = vars(imported).get(_ERRORS_KEPT, [])
+    classes = workflows_in(imported)
+    if errors:
         problems = [
-            {"workflow": p.workflow, "step": p.step, "rule": p.rule, "message": p.message} for p in exc.problems
+            {"workflow": p.workflow, "step": p.step, "rule": p.rule, "message": p.message}
+            for exc in errors
+            for p in exc.problems
         ]
+        valid = [f"{spec_of(c).name} v{spec_of(c).version}" for c in classes]
         if as_json:
-            output.emit_json({"ok": False, "workflows": [], "problems": problems})
+            output.emit_json({"ok": False, "workflows": valid, "problems": problems})
         else:
-            output.console.print(f"{module}: {exc.workflow} is invalid", markup=False)
-            for p in exc.problems:
-                output.console.print(f"  - {p}", markup=False)
-        raise typer.Exit(FAILED) from None
+            for name in valid:
+                output.console.print(f"ok  {name}", markup=False)
+            for exc in errors:
+                output.console.print(f"{module}: {exc.workflow} is invalid", markup=False)
+                for p in exc.problems:
+                    output.console.print(f"  - {p}", markup=False)
+        raise typer.Exit(FAILED)
     names = [f"{spec_of(c).name} v{spec_of(c).version}" for c in classes]
     if as_json:
         output.emit_json({"ok": True, "workflows": names, "problems": []})

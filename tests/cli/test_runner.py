@@ -203,15 +203,26 @@ def test_check_a_good_and_a_bad_module(invoke: Invoke, tmp_path: Path) -> None:
         "    def a(self, ctx: Ctx) -> None: ...\n"
         "    @step(final=True)\n"
         "    def b(self, ctx: Ctx) -> None: ...\n"
+        "class Fine(Workflow):\n"
+        "    @step(initial=True, final=True)\n"
+        "    def a(self, ctx: Ctx) -> None: ...\n"
+        "class AlsoLost(Workflow, colour='red'):\n"
+        "    @step(initial=True, final=True)\n"
+        "    def a(self, ctx: Ctx) -> None: ...\n"
     )
     bad = invoke("check", str(bad_file), "--json")
     assert 1 == bad.code
     report = bad.json()
     assert not report["ok"]
-    assert "no-initial-step" in {p["rule"] for p in report["problems"]}
+    # Every invalid class is reported, not only the first; the valid one is listed.
+    assert {("Lost", "no-initial-step"), ("AlsoLost", "class-keyword")} <= {
+        (p["workflow"], p["rule"]) for p in report["problems"]
+    }
+    assert ["Fine v1"] == report["workflows"]
     text = invoke("check", str(bad_file))
     assert 1 == text.code
     assert "Lost is invalid" in text.out
+    assert "AlsoLost is invalid" in text.out
 
 
 def test_paths_and_mermaid(invoke: Invoke, tmp_path: Path) -> None:
