@@ -72,6 +72,9 @@ from ._handle import Handle as Handle
 from ._handle import RecoveryReport as RecoveryReport
 from ._history import EventKind as EventKind
 from ._history import HistoryEvent as HistoryEvent
+from ._http_errors import HttpRejected as HttpRejected
+from ._http_errors import HttpServiceError as HttpServiceError
+from ._http_errors import HttpUnavailable as HttpUnavailable
 from ._instance import Command as Command
 from ._instance import InstanceInfo as InstanceInfo
 from ._instance import Signal as Signal
@@ -104,6 +107,8 @@ from ._workflow import Workflow as Workflow
 from ._workflow import spec_of as spec_of
 
 if TYPE_CHECKING:
+    from ._http_service import HttpRoute as HttpRoute  # httpx is optional: imported when first used
+    from ._http_service import HttpService as HttpService
     from ._store_postgres import PostgresStore as PostgresStore  # psycopg is optional: imported when first used
 
 __all__ = [
@@ -124,6 +129,9 @@ __all__ = [
     "GuardError",
     "Handle",
     "HistoryEvent",
+    "HttpRejected",
+    "HttpServiceError",
+    "HttpUnavailable",
     "InProcessService",
     "InstanceExists",
     "InstanceFinished",
@@ -216,5 +224,16 @@ def __getattr__(name: str) -> Any:
         PostgresStore.__module__ = __name__
         globals()[name] = PostgresStore
         return PostgresStore
+    if name in ("HttpService", "HttpRoute"):
+        # httpx is optional (the `http` extra): imported only when an HTTP service is asked for.
+        try:
+            from . import _http_service  # noqa: PLC0415
+        except ImportError as exc:
+            msg = f"{name} needs httpx: pip install 'statemachine-orch[http]' ({exc})"
+            raise ImportError(msg) from exc
+        for public in (_http_service.HttpService, _http_service.HttpRoute):
+            public.__module__ = __name__
+            globals()[public.__name__] = public
+        return globals()[name]
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

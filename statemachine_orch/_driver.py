@@ -22,6 +22,7 @@ from ._errors import (
 )
 from ._instance import NO_PAYLOAD, Branch, InstanceRecord, leaves
 from ._machine import DONE, START
+from ._retry import wait_after
 from ._spec import (
     CANCELLED,
     CANCELLING,
@@ -364,9 +365,9 @@ class Driver(Commands):
         retries = step.retry.retries(exc, attempt)
         if self._obs is not None:
             ctx = Ctx(self.services, rec.id, rec.spec.name, step.name, attempt, "")
-            self._obs.failed(ctx, error, step.retry.delay(attempt) if retries else None)
+            self._obs.failed(ctx, error, wait_after(step.retry, exc, attempt) if retries else None)
         if retries:
-            delay = step.retry.delay(attempt)
+            delay = wait_after(step.retry, exc, attempt)
             t.attempt = attempt + 1
             self._note(rec, K.RETRY_SCHEDULED, step.name, attempt + 1, f"in {delay:g}s")
             if tok is None:
@@ -479,9 +480,9 @@ class Driver(Commands):
                 retries = comp.retry.retries(exc, attempt)
                 if seen is not None:
                     seen.end("failed", exc)
-                    seen.obs.failed(ctx, error, comp.retry.delay(attempt) if retries else None)
+                    seen.obs.failed(ctx, error, wait_after(comp.retry, exc, attempt) if retries else None)
                 if retries:
-                    delay = comp.retry.delay(attempt)
+                    delay = wait_after(comp.retry, exc, attempt)
                     rec.comp_attempt = attempt + 1
                     self._note(rec, K.RETRY_SCHEDULED, name, attempt + 1, f"in {delay:g}s")
                     self._park(rec, delay)

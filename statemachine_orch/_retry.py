@@ -92,3 +92,18 @@ class Retry:
 
 NO_RETRY = Retry()
 COMPENSATION_RETRY = Retry(attempts=3, initial=0.5)
+
+
+def wait_after(retry: Retry, exc: BaseException, failed_attempt: int) -> float:
+    """
+    Seconds to wait before the attempt after *failed_attempt*, which raised *exc*.
+
+    The policy's :meth:`Retry.delay`, unless *exc* asks for a longer wait with a
+    ``retry_after`` attribute (seconds; an HTTP service's ``Retry-After``): then
+    that wait, capped at the policy's ``max_interval``.
+    """
+    wait = retry.delay(failed_attempt)
+    asked: object = getattr(exc, "retry_after", None)
+    if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > wait:
+        return min(float(asked), max(retry.max_interval, wait))
+    return wait
