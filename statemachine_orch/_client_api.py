@@ -137,6 +137,20 @@ class ClientApi(DriverForks):
                 stored[instance_id] = attrs.evolve(stored[instance_id], quarantined=why)
         return [i for i in stored.values() if status is None or i.status is status]
 
+    def quarantined(self) -> dict[str, tuple[float, str]]:
+        """
+        The instances this engine quarantined: id -> (when, on its clock; why).
+
+        A record this engine cannot load (a value of the wrong type, an unknown
+        version) is set aside in this process's memory, not written: another
+        worker, or this one once restarted with the class fixed, may load it.
+        ``orch alerts`` and :class:`~statemachine_orch.alerts.AlertWatcher`
+        report them.
+
+        .. versionadded:: 0.1.0
+        """
+        return dict(self._quarantine)
+
     def workflow(self, instance_id: str) -> Any:
         """
         The instance's workflow object (its variables).

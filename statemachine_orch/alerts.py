@@ -150,10 +150,8 @@ def _declares_escalation(workflow: str, version: str, step: str, registry: Workf
 
 
 def _quarantined(engine: Engine, store: Store) -> Iterator[Alert]:
-    # The engine keeps its quarantine in memory only (the records cannot be written);
-    # its map is read directly rather than listing every instance through instances().
-    quarantine: dict[str, tuple[float, str]] = engine._quarantine  # pyright: ignore[reportPrivateUsage]
-    for instance_id, (at, why) in list(quarantine.items()):
+    # The engine keeps its quarantine in memory only (the records cannot be written).
+    for instance_id, (at, why) in engine.quarantined().items():
         try:
             info = store.info(instance_id)
         except StoreError:

@@ -242,6 +242,9 @@ def test_an_in_flight_record_that_cannot_be_loaded_does_not_stop_recovery(
             # The one worker is still alive: it runs the next instance.
             fresh = await engine.start(Crate())
             status = await engine.wait_instance(fresh.instance_id)
+            # The public list is the one the alerts read: only the bad instance is in it.
+            assert [bad.instance_id] == list(engine.quarantined())
+            assert engine.quarantined()[bad.instance_id][1] == engine.info(bad.instance_id).quarantined
             return engine.info(bad.instance_id).quarantined, status
 
     quarantined, status = run(scenario())
