@@ -9,10 +9,14 @@ typed error, naming the field (``TaskFormError``, ``SignalTypeError``,
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import types
 import typing
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import attrs
 
@@ -145,12 +149,33 @@ def message_for(workflow: type[Workflow], instance_id: str, type_name: str, valu
     return message
 
 
-def _input_value(text: str) -> object:
-    """A ``k=v`` value: JSON when it parses (numbers, booleans, lists...), else the text itself."""
+# Types stored as JSON text: `-i amount=12.50` means the text "12.50", not the float 12.5
+# (which would lose the Decimal's trailing zero), and `-i id=007` the text "007".
+_TEXT_TYPES: tuple[type, ...] = (str, Decimal, UUID, dt.datetime, dt.date, dt.time, dt.timedelta)
+
+
+def _input_value(text: str, tp: object = None) -> object:
+    """
+    A ``k=v`` value: JSON when it parses (numbers, booleans, lists...), else the text itself.
+
+    For a field whose type is stored as text (``str``, ``Decimal``, dates, durations,
+    UUIDs, or such a type or ``None``), the text itself, unless it is a quoted JSON
+    string or ``null`` for an optional field.
+    """
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         return text
+    members = [a for a in typing.get_args(tp) if a is not type(None)] if _is_optional(tp) else [tp]
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], _TEXT_TYPES):
+        if isinstance(value, str) or (value is None and _is_optional(tp)):
+            return value
+        return text
+    return value
+
+
+def _is_optional(tp: object) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 def workflow_input(workflow: type[Workflow], pairs: Sequence[str], json_text: str | None) -> Workflow:
@@ -167,14 +192,15 @@ def workflow_input(workflow: type[Workflow], pairs: Sequence[str], json_text: st
         if not isinstance(given, dict):
             raise UsageProblem("--input-json: must be a JSON object of the workflow's fields")
         data.update({str(k): v for k, v in typing.cast("dict[object, object]", given).items()})
+    types_of = {f.name: f.type for f in spec_of(workflow).fields}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             msg = f"--input {pair!r}: use NAME=VALUE"
             raise UsageProblem(msg)
-        data[key.strip()] = _input_value(raw)
+        data[key.strip()] = _input_value(raw, types_of.get(key.strip()))
     name = spec_of(workflow).name
-    declared = {f.name for f in spec_of(workflow).fields}
+    declared = set(types_of)
     unknown = sorted(set(data) - declared)
     if unknown:
         msg = f"no such field (fields: {', '.join(sorted(declared))})"
