@@ -145,8 +145,8 @@ class HttpService:
 
     The service opens its connections (an ``httpx.AsyncClient``) on first use,
     in the running event loop; close it in that loop with :meth:`aclose` or
-    ``async with``. A *client* given is used as it is (its own base URL,
-    transport, TLS settings...) and not closed.
+    ``async with``. A *client* given is used as it is (its transport, proxies,
+    TLS settings...; the URLs are this service's) and not closed.
 
     Args:
         base_url: ``http://`` or ``https://`` URL the operations' paths follow.

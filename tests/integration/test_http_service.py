@@ -499,3 +499,22 @@ def test_the_package_imports_without_httpx_and_says_which_extra_to_install() -> 
     assert '"imported": false' in out
     assert '"errors": "HttpUnavailable"' in out
     assert "HttpService needs httpx: pip install 'statemachine-orch[http]'" in out
+
+
+def test_a_client_given_is_used_and_left_open(server: LoopbackServer, run: Runner) -> None:
+    """Issue 10: client= sends with the caller's httpx client (its settings) and aclose() leaves it to its owner."""
+
+    async def scenario() -> tuple[Any, bool]:
+        async with httpx.AsyncClient(headers={"X-Tenant": "acme"}) as client:
+            service = HttpService(server.url, client=client)
+            answer = await service.call("ping", {"n": 1}, idempotency_key="k-1")
+            await service.aclose()
+            return answer, client.is_closed
+
+    answer, closed = run(scenario())
+    assert ("acme", "k-1", {"n": 1}) == (
+        answer["headers"]["x-tenant"],
+        answer["headers"]["idempotency-key"],
+        answer["body"],
+    )
+    assert not closed
