@@ -456,7 +456,6 @@ class Driver(Commands):
             try:
                 if undo is not None:
                     if await self._kick_child_undo(rec, undo, attempt):
-                        await self._save(rec)
                         return True
                 else:
                     variables = rec.wf.__orch_validate__

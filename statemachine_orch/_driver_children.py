@@ -174,7 +174,8 @@ class DriverChildren(Driver):
             self._unpin(child)
             raise ChildWorkflowFailed(child_id, child.status, child.error)
         self._start_undo(child, undo_marker(rec, attempt))
-        await self._save(child)
+        # One commit: a crash must not leave the child undoing without the parent's note that it started it.
+        await self._save(rec, child)
         self._enqueue(child)
         return True
 
