@@ -32,7 +32,7 @@ from tests.crash.fanout_worker import WORKFLOWS, billing_fails, fails, parcels
 from tests.crash.procs import crash_loop
 
 ORDERS = 16
-KILLS = 8
+KILLS = 6
 
 pytestmark = pytest.mark.slow
 
