@@ -1,0 +1,28 @@
+"""An instance's diagram as SVG: its workflow drawn by Graphviz, its steps coloured by what it did."""
+
+from __future__ import annotations
+
+from statemachine_orch._errors import UnknownWorkflowVersion
+from statemachine_orch.diagrams import GraphvizUnavailable, Overlay, render
+
+from ._api import ApiError
+from ._app import Web
+
+
+def diagram_svg(web: Web, instance_id: str) -> bytes:
+    """
+    The SVG of *instance_id*'s workflow with its overlay (done, current, failed, compensated steps).
+
+    Raises:
+        UnknownWorkflowVersion: Its version has no class here.
+        ApiError: Graphviz cannot draw (503).
+    """
+    engine = web.engine
+    info = engine.info(instance_id)
+    cls = engine.registry.resolve(info.workflow, info.version)
+    if cls is None:
+        raise UnknownWorkflowVersion(instance_id, info.workflow, info.version, engine.registry.versions(info.workflow))
+    try:
+        return render(cls, "svg", overlay=Overlay.of(engine, instance_id))
+    except GraphvizUnavailable as exc:
+        raise ApiError(503, "GraphvizUnavailable", str(exc)) from None
