@@ -11,7 +11,15 @@ from typing import Annotated
 
 import typer
 
-from . import commands_change, commands_definition, commands_ops, commands_read, commands_run, commands_worker
+from . import (
+    commands_change,
+    commands_definition,
+    commands_ops,
+    commands_read,
+    commands_run,
+    commands_serve,
+    commands_worker,
+)
 from .failures import Settings
 from .logs import LogFormat, LogLevel, configure
 
@@ -41,6 +49,7 @@ def settings(
 
 app.command("run")(commands_run.run)
 app.command("worker")(commands_worker.worker)
+app.command("serve")(commands_serve.serve)
 app.command("instances")(commands_read.instances)
 app.command("show")(commands_read.show)
 app.command("history")(commands_read.history)

@@ -1,0 +1,77 @@
+"""
+``orch worker`` and ``orch serve`` as real processes for the web tests (issue 13).
+
+``Fleet`` starts them on one store and stops them (SIGTERM) when the test ends;
+each start waits for the line the process writes once it runs, never a fixed time.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import pytest
+
+from tests.cli.conftest import LIMIT, ROOT, environment
+
+
+@attrs.define
+class Fleet:
+    """The processes of one test: their logs are in *tmp*."""
+
+    tmp: Path
+    started: list[tuple[subprocess.Popen[bytes], Path]] = attrs.field(
+        factory=list[tuple[subprocess.Popen[bytes], Path]]
+    )
+
+    def _start(self, name: str, args: list[str], ready: re.Pattern[str]) -> re.Match[str]:
+        log = self.tmp / f"{name}{len(self.started)}.log"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "statemachine_orch", *args],
+                cwd=ROOT,
+                env=environment(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append((proc, log))
+        deadline = time.monotonic() + LIMIT
+        while (found := ready.search(log.read_text())) is None:
+            if proc.poll() is not None:
+                pytest.fail(f"orch {name} exited with {proc.returncode}: {log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"orch {name} did not start within {LIMIT} s: {log.read_text()}")
+            time.sleep(0.05)
+        return found
+
+    def worker(self, store: str, module: str) -> None:
+        """Start ``orch worker MODULE`` and wait until it runs."""
+        self._start("worker", ["worker", module, "--store", store, "--poll", "0.02"], re.compile(r"orch worker \S+"))
+
+    def server(self, store: str, module: str, *options: str) -> str:
+        """Start ``orch serve MODULE`` on a free loopback port; its base URL once it listens."""
+        args = ["serve", module, "--store", store, "--port", "0", *options]
+        found = self._start("serve", args, re.compile(r"listening on (http://127\.0\.0\.1:\d+)"))
+        return found.group(1)
+
+    def log(self, index: int) -> str:
+        """What process *index* wrote so far."""
+        return self.started[index][1].read_text()
+
+    def stop_all(self) -> list[int]:
+        """Stop every process cleanly; their exit codes."""
+        codes: list[int] = []
+        for proc, _ in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                codes.append(proc.wait(timeout=LIMIT))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        return codes
