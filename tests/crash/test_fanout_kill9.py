@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from statemachine_orch import EventKind, HistoryEvent, InstanceStatus, SqliteStore, WorkflowRegistry
+from statemachine_orch import EventKind, InstanceStatus, SqliteStore, WorkflowRegistry
 from tests.crash.fanout_worker import WORKFLOWS, billing_fails, fails, parcels
+from tests.crash.histories import compensated_steps, completed_once
 from tests.crash.procs import crash_loop
 
 ORDERS = 16
@@ -40,20 +41,6 @@ K = EventKind
 S = InstanceStatus
 UNDO = {"reserve": "release", "prepare": "unprepare", "produce": "unproduce"}
 Effect = tuple[str, str]
-
-
-def _done(history: list[HistoryEvent], who: str) -> list[str]:
-    """The steps completed, in order; no step completed twice, no transition applied twice, started once."""
-    done = [str(e.step) for e in history if e.kind is K.STEP_COMPLETED]
-    assert len(done) == len(set(done)), f"{who}: a step completed twice: {done}"
-    moves = [(e.step, e.detail) for e in history if e.kind is K.TRANSITION]
-    assert len(moves) == len(set(moves)), f"{who}: a transition applied twice: {moves}"
-    assert 1 == sum(e.kind is K.INSTANCE_STARTED for e in history), f"{who}: started more than once"
-    return done
-
-
-def _undone(history: list[HistoryEvent]) -> list[str]:
-    return [str(e.step) for e in history if e.kind is K.COMPENSATION_COMPLETED]
 
 
 def _check_effects(effects: list[Effect], instance_id: str, done: list[str], undone: list[str], who: str) -> None:
@@ -73,8 +60,8 @@ def _check_order(store: SqliteStore, order: str, n: int, effects: list[Effect]) 
     info = store.info(order)
     assert info is not None, who
     history = store.history(order)
-    done = _done(history, who)
-    undone = _undone(history)
+    done = completed_once(history, who)
+    undone = compensated_steps(history)
     _check_effects(effects, order, done, undone, who)
     started = [str(e.detail) for e in history if e.kind is K.CHILD_STARTED]
     assert [f"{order}/1/{i}" for i in range(len(started))] == started, f"{who}: started {started}"
@@ -89,7 +76,9 @@ def _check_order(store: SqliteStore, order: str, n: int, effects: list[Effect]) 
     children = {c.id: c.status for c in store.children(order)}
     for child_id in started:
         child_history = store.history(child_id)
-        _check_effects(effects, child_id, _done(child_history, child_id), _undone(child_history), child_id)
+        _check_effects(
+            effects, child_id, completed_once(child_history, child_id), compensated_steps(child_history), child_id
+        )
     undone_children = [str(e.detail) for e in history if e.kind is K.COMPENSATION_STARTED and e.step == "ship"]
     failing = [i for i in range(parcels(n)) if fails(n, i)]
     tolerate = n % 2

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from statemachine_orch import EventKind, HistoryEvent, InstanceInfo, InstanceStatus, SqliteStore, WorkflowRegistry
+from tests.crash.histories import compensated_steps, completed_once
 from tests.crash.procs import crash_loop
 from tests.crash.subflow_worker import (
     WORKFLOWS,
@@ -51,20 +52,6 @@ Effect = tuple[str, str]
 """An effect line: ``(kind, idempotency key)``."""
 
 
-def _done(history: list[HistoryEvent], who: str) -> list[str]:
-    """The steps completed, in order; no step completed twice, no transition applied twice."""
-    done = [str(e.step) for e in history if e.kind is K.STEP_COMPLETED]
-    assert len(done) == len(set(done)), f"{who}: a step completed twice: {done}"
-    moves = [(e.step, e.detail) for e in history if e.kind is K.TRANSITION]
-    assert len(moves) == len(set(moves)), f"{who}: a transition applied twice: {moves}"
-    assert 1 == sum(e.kind is K.INSTANCE_STARTED for e in history), f"{who}: started more than once"
-    return done
-
-
-def _undone(history: list[HistoryEvent]) -> list[str]:
-    return [str(e.step) for e in history if e.kind is K.COMPENSATION_COMPLETED]
-
-
 def _check_effects(effects: list[Effect], instance_id: str, done: list[str], undone: list[str], who: str) -> None:
     """
     Every effect of the instance under one key at most (bodies are at-least-once, keys stable).
@@ -87,8 +74,8 @@ def _check_child(
     n = wf.n
     who = f"child of n={n} ({info.id})"
     assert expected == info.status, f"{who}: {info.error}"
-    done = _done(history, who)
-    undone = _undone(history)
+    done = completed_once(history, who)
+    undone = compensated_steps(history)
     kinds = Counter(e.kind for e in history)
     checked = ["check"] if needs_check(n) else []
     if child_fails(n):
@@ -128,7 +115,7 @@ def _check_store(db: Path, effects_log: Path) -> None:
             who = f"n={n} ({info.id})"
             routes = isinstance(rec.wf, ScCrashOrder)
             history = store.history(info.id)
-            done = _done(history, who)
+            done = completed_once(history, who)
             # The one child of the subflow visit: named once by the parent, started once, the only one it has.
             started = [e.detail for e in history if e.kind is K.CHILD_STARTED]
             assert 1 == len(started), f"{who}: children started {started}"
@@ -141,7 +128,7 @@ def _check_store(db: Path, effects_log: Path) -> None:
             assert isinstance(crec.wf, ScCrashParcel)
             assert n == crec.wf.n, who
             finished = [e.detail for e in history if e.kind is K.CHILD_FINISHED]
-            undone = _undone(history)
+            undone = compensated_steps(history)
             if child_fails(n):
                 assert [f"{child_id} failed"] == finished, who
                 _check_child(child, store.history(child_id), crec.wf, effects, S.FAILED)

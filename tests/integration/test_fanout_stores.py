@@ -27,7 +27,6 @@ from statemachine_orch import (
     Engine,
     EventKind,
     InstanceStatus,
-    NonRetryableError,
     SqliteStore,
     Store,
     VirtualClock,
@@ -36,8 +35,8 @@ from statemachine_orch import (
     fan_out,
     human_task,
     step,
-    wait_for,
 )
+from tests.fanout_legs import HOLD, LOG, Leg, Verdict
 from tests.integration.helpers import eventually
 
 if TYPE_CHECKING:
@@ -46,44 +45,6 @@ if TYPE_CHECKING:
 
 K = EventKind
 S = InstanceStatus
-LOG: list[str] = []
-GATE: dict[str, asyncio.Event] = {}
-"""The undo of the leg of an item in it waits for its event (the engine's stop cancels the wait)."""
-
-
-@attrs.frozen
-class Go:
-    """A leg's carrier answers."""
-
-    ok: bool
-
-
-class FsLeg(Workflow, name="FsLeg"):
-    """A child: book (its undo may be held by GATE), wait for the answer, close."""
-
-    item: str
-    result: str = ""
-
-    @step(initial=True)
-    def book(self, ctx: Ctx) -> None:
-        LOG.append(f"book {self.item}")
-
-    @book.compensation
-    async def unbook(self, ctx: Ctx) -> None:
-        if self.item in GATE:
-            await GATE[self.item].wait()
-        LOG.append(f"unbook {self.item}")
-
-    @after(book)
-    @wait_for(Go)
-    def answer(self, ctx: Ctx, msg: Go) -> None:
-        if not msg.ok:
-            raise NonRetryableError(f"{self.item} refused")
-        self.result = self.item.upper()
-
-    @after(answer)
-    @step(final=True)
-    def close(self, ctx: Ctx) -> None: ...
 
 
 class FsOrder(Workflow, name="FsOrder"):
@@ -96,12 +57,12 @@ class FsOrder(Workflow, name="FsOrder"):
     def plan(self, ctx: Ctx) -> None: ...
 
     @after(plan)
-    @fan_out(FsLeg, limit=1)
-    def legs(self, ctx: Ctx) -> list[FsLeg]:
-        return [FsLeg(item=i) for i in self.items]
+    @fan_out(Leg, limit=1)
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        return [Leg(item=i) for i in self.items]
 
     @legs.on_result
-    def booked(self, ctx: Ctx, legs: Sequence[FsLeg]) -> None:
+    def booked(self, ctx: Ctx, legs: Sequence[Leg]) -> None:
         self.results = [leg.result for leg in legs]
 
     @after(legs)
@@ -118,9 +79,9 @@ class FsEager(Workflow, name="FsEager"):
     def plan(self, ctx: Ctx) -> None: ...
 
     @after(plan)
-    @fan_out(FsLeg)
-    def legs(self, ctx: Ctx) -> list[FsLeg]:
-        return [FsLeg(item=i) for i in self.items]
+    @fan_out(Leg)
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        return [Leg(item=i) for i in self.items]
 
     @after(legs)
     @step(final=True)
@@ -137,12 +98,12 @@ class FsForked(Workflow, name="FsForked"):
     def split(self, ctx: Ctx) -> None: ...
 
     @after(split)
-    @fan_out(FsLeg, limit=2)
-    def legs(self, ctx: Ctx) -> list[FsLeg]:
-        return [FsLeg(item=i) for i in self.items]
+    @fan_out(Leg, limit=2)
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        return [Leg(item=i) for i in self.items]
 
     @legs.on_result
-    def booked(self, ctx: Ctx, legs: Sequence[FsLeg]) -> None:
+    def booked(self, ctx: Ctx, legs: Sequence[Leg]) -> None:
         self.results = [leg.result for leg in legs]
 
     @after(split)
@@ -154,7 +115,7 @@ class FsForked(Workflow, name="FsForked"):
     def close(self, ctx: Ctx) -> None: ...
 
 
-WORKFLOWS = [FsLeg, FsOrder, FsEager, FsForked]
+WORKFLOWS = [Leg, FsOrder, FsEager, FsForked]
 Opener = Callable[[], Store]
 
 
@@ -213,7 +174,7 @@ def test_the_children_not_started_yet_survive_restarts(opener: Opener, run: Runn
     async def answer(engine: Engine) -> None:
         legs = waiting_legs(engine, ids[0])
         seen.append(legs)
-        await engine.signal(legs[0], Go(ok=True))
+        await engine.signal(legs[0], Verdict(ok=True))
         await engine.wait_idle()
 
     async def scenario() -> tuple[S, list[str], list[HistoryEvent]]:
@@ -247,10 +208,10 @@ def test_an_unwinding_fan_out_goes_on_undoing_after_a_restart(opener: Opener, ru
         ids.append((await engine.start(FsEager(items=["a", "b"]))).instance_id)
         await engine.wait_idle()
         legs = waiting_legs(engine, ids[0])
-        await engine.signal(legs[0], Go(ok=True))
+        await engine.signal(legs[0], Verdict(ok=True))
         await engine.wait_idle()
-        GATE["a"] = asyncio.Event()  # a's undo waits for it: the restart comes first
-        await engine.signal(legs[1], Go(ok=False))
+        HOLD["a"] = asyncio.Event()  # a's undo waits for it: the restart comes first
+        await engine.signal(legs[1], Verdict(ok=False))
         await eventually(lambda: engine.info(legs[0]).status is S.COMPENSATING)
 
     outcome: list[tuple[S, list[HistoryEvent], list[S]]] = []
@@ -264,7 +225,7 @@ def test_an_unwinding_fan_out_goes_on_undoing_after_a_restart(opener: Opener, ru
         try:
             await deployment.turn(start)
         finally:
-            GATE.clear()
+            HOLD.clear()
         await deployment.turn(finish)
 
     run(scenario())
@@ -286,18 +247,18 @@ def test_a_fan_out_in_a_fork_branch_survives_a_restart(opener: Opener, run: Runn
         await engine.wait_idle()
 
     async def answer_first(engine: Engine) -> None:
-        await engine.signal(waiting_legs(engine, ids[0])[1], Go(ok=True))
+        await engine.signal(waiting_legs(engine, ids[0])[1], Verdict(ok=True))
         await engine.wait_idle()
 
     async def the_rest(engine: Engine) -> None:
         for leg in waiting_legs(engine, ids[0]):
-            await engine.signal(leg, Go(ok=True))
+            await engine.signal(leg, Verdict(ok=True))
             await engine.wait_idle()
         [task] = engine.tasks(user="clerk")
         await engine.complete_task(task.id, user="clerk")
         await engine.wait_idle()
         for leg in waiting_legs(engine, ids[0]):
-            await engine.signal(leg, Go(ok=True))
+            await engine.signal(leg, Verdict(ok=True))
             await engine.wait_idle()
 
     outcome: list[tuple[S, list[str], list[HistoryEvent]]] = []

@@ -38,9 +38,9 @@ from statemachine_orch import (
     paths,
     spec_of,
     step,
-    wait_for,
 )
 from statemachine_orch.diagrams import render
+from tests.fanout_legs import LOG, Leg, Verdict, undone
 
 if TYPE_CHECKING:
     from statemachine_orch import HistoryEvent
@@ -48,39 +48,6 @@ if TYPE_CHECKING:
 
 K = EventKind
 S = InstanceStatus
-UNDONE: list[str] = []
-
-
-@attrs.frozen
-class Verdict:
-    """What a leg's carrier answers."""
-
-    ok: bool
-
-
-class FoLeg(Workflow):
-    """A child: book (undoable), wait for the carrier's verdict, close."""
-
-    item: str
-    result: str = ""
-
-    @step(initial=True)
-    def book(self, ctx: Ctx) -> None: ...
-
-    @book.compensation
-    def unbook(self, ctx: Ctx) -> None:
-        UNDONE.append(f"unbook {self.item}")
-
-    @after(book)
-    @wait_for(Verdict)
-    def settle(self, ctx: Ctx, msg: Verdict) -> None:
-        if not msg.ok:
-            raise NonRetryableError(f"{self.item} refused")
-        self.result = self.item.upper()
-
-    @after(settle)
-    @step(final=True)
-    def close(self, ctx: Ctx) -> None: ...
 
 
 class FoTrip(Workflow):
@@ -95,15 +62,15 @@ class FoTrip(Workflow):
 
     @plan.compensation
     def unplan(self, ctx: Ctx) -> None:
-        UNDONE.append("unplan")
+        LOG.append("unplan")
 
     @after(plan)
-    @fan_out(FoLeg, limit=2)
-    def legs(self, ctx: Ctx) -> list[FoLeg]:
-        return [FoLeg(item=i) for i in self.items]
+    @fan_out(Leg, limit=2)
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        return [Leg(item=i) for i in self.items]
 
     @legs.on_result
-    def booked(self, ctx: Ctx, legs: Sequence[FoLeg]) -> None:
+    def booked(self, ctx: Ctx, legs: Sequence[Leg]) -> None:
         self.results = [leg.result for leg in legs]
 
     @after(legs)
@@ -124,13 +91,13 @@ class FoTolerantTrip(Workflow):
     def plan(self, ctx: Ctx) -> None: ...
 
     @after(plan)
-    @fan_out(FoLeg, tolerate=1)
-    def legs(self, ctx: Ctx) -> list[FoLeg]:
-        return [FoLeg(item=i) for i in self.items]
+    @fan_out(Leg, tolerate=1)
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        return [Leg(item=i) for i in self.items]
 
     @legs.on_result
-    def booked(self, ctx: Ctx, legs: Sequence[FoLeg | ChildWorkflowFailed]) -> None:
-        self.results = [leg.result if isinstance(leg, FoLeg) else f"failed {leg.status.value}" for leg in legs]
+    def booked(self, ctx: Ctx, legs: Sequence[Leg | ChildWorkflowFailed]) -> None:
+        self.results = [leg.result if isinstance(leg, Leg) else f"failed {leg.status.value}" for leg in legs]
 
     @after(legs)
     @step(final=True)
@@ -147,9 +114,9 @@ class FoRoutedTrip(Workflow):
     def plan(self, ctx: Ctx) -> None: ...
 
     @after(plan)
-    @fan_out(FoLeg, retry=Retry(attempts=2, initial=1.0))
-    def legs(self, ctx: Ctx) -> list[FoLeg]:
-        return [FoLeg(item=i) for i in self.items]
+    @fan_out(Leg, retry=Retry(attempts=2, initial=1.0))
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        return [Leg(item=i) for i in self.items]
 
     @after(legs)
     @step(final=True)
@@ -221,7 +188,7 @@ def test_an_empty_list_completes_the_step_with_no_children(run: Runner, new_engi
 def test_the_first_failure_cancels_the_running_undoes_the_completed_newest_first_and_starts_no_more(
     run: Runner, new_engine: EngineFactory
 ) -> None:
-    UNDONE.clear()
+    LOG.clear()
 
     async def scenario() -> tuple[str, dict[str, S], list[HistoryEvent], str | None]:
         async with new_engine() as engine:
@@ -238,7 +205,7 @@ def test_the_first_failure_cancels_the_running_undoes_the_completed_newest_first
     ids = [f"{parent}/1/{i}" for i in range(4)]
     assert dict(zip(ids, [S.CANCELLED, S.CANCELLED, S.CANCELLED, S.FAILED], strict=True)) == statuses
     assert [f"{parent}/1/0", f"{parent}/1/1"] == of(history, K.COMPENSATION_STARTED)[:2], "a, then b: newest first"
-    assert ["unbook d", "unbook c", "unbook a", "unbook b", "unplan"] == UNDONE
+    assert ["unbook d", "unbook c", "unbook a", "unbook b", "unplan"] == undone()
     assert f"legs: ChildWorkflowFailed: child {parent}/1/3 ended failed: settle: NonRetryableError: d refused" == error
     step_failed = next(i for i, e in enumerate(history) if e.kind is K.STEP_FAILED)
     assert all(e.kind is not K.CHILD_STARTED for e in history[step_failed:])
@@ -261,7 +228,7 @@ def test_up_to_tolerate_children_may_fail(run: Runner, new_engine: EngineFactory
 def test_compensating_a_completed_fan_out_undoes_its_children_newest_first(
     run: Runner, new_engine: EngineFactory
 ) -> None:
-    UNDONE.clear()
+    LOG.clear()
 
     async def scenario() -> tuple[str, list[HistoryEvent], list[S]]:
         async with new_engine() as engine:
@@ -273,7 +240,7 @@ def test_compensating_a_completed_fan_out_undoes_its_children_newest_first(
             return handle.instance_id, handle.history(), [c.status for c in engine.children(handle.instance_id)]
 
     parent, history, children = run(scenario())
-    assert ["unbook c", "unbook a", "unbook b", "unplan"] == UNDONE, "completed b, a, c: undone c, a, b"
+    assert ["unbook c", "unbook a", "unbook b", "unplan"] == undone(), "completed b, a, c: undone c, a, b"
     started = of(history, K.COMPENSATION_STARTED)
     assert [f"{parent}/1/2", f"{parent}/1/0", f"{parent}/1/1", "unplan"] == started
     assert ["legs.children", "unplan"] == of(history, K.COMPENSATION_COMPLETED)
@@ -283,7 +250,7 @@ def test_compensating_a_completed_fan_out_undoes_its_children_newest_first(
 def test_cancelling_the_parent_mid_fan_out_undoes_the_completed_and_cancels_the_running(
     run: Runner, new_engine: EngineFactory
 ) -> None:
-    UNDONE.clear()
+    LOG.clear()
 
     async def scenario() -> tuple[S, dict[int, S]]:
         async with new_engine() as engine:
@@ -298,7 +265,7 @@ def test_cancelling_the_parent_mid_fan_out_undoes_the_completed_and_cancels_the_
     status, children = run(scenario())
     assert S.CANCELLED == status
     assert {0: S.CANCELLED, 1: S.CANCELLED, 2: S.CANCELLED} == children, "d never started"
-    assert ["unbook b", "unbook c", "unbook a", "unplan"] == sorted(UNDONE[:2]) + UNDONE[2:]
+    assert ["unbook b", "unbook c", "unbook a", "unplan"] == sorted(undone()[:2]) + undone()[2:]
 
 
 def test_a_failed_fan_out_is_retried_with_new_children_then_routed(run: Runner, new_engine: EngineFactory) -> None:
@@ -330,9 +297,9 @@ class FoBadBuilders(Workflow):
     def plan(self, ctx: Ctx) -> None: ...
 
     @after(plan)
-    @fan_out(FoLeg)
-    def legs(self, ctx: Ctx) -> list[FoLeg]:
-        leg = FoLeg(item="x")
+    @fan_out(Leg)
+    def legs(self, ctx: Ctx) -> list[Leg]:
+        leg = Leg(item="x")
         built: dict[str, Any] = {
             "a string": "legs",
             "another workflow": [FoTrip()],
@@ -350,15 +317,15 @@ class FoBadBuilders(Workflow):
     [
         (
             "a string",
-            "legs: TypeError: legs must return a list of new FoLeg objects to start as its children, got 'legs'",
+            "legs: TypeError: legs must return a list of new Leg objects to start as its children, got 'legs'",
         ),
         (
             "another workflow",
-            "legs: TypeError: legs must return new FoLeg objects to start as its children; item 0 is FoTrip(",
+            "legs: TypeError: legs must return new Leg objects to start as its children; item 0 is FoTrip(",
         ),
         (
             "the same object twice",
-            "legs: TypeError: legs returned the same FoLeg object as items 0 and 1; build one per item",
+            "legs: TypeError: legs returned the same Leg object as items 0 and 1; build one per item",
         ),
     ],
 )
@@ -387,8 +354,8 @@ def test_bad_limits_and_tolerances_are_definition_errors() -> None:
             def plan(self, ctx: Ctx) -> None: ...
 
             @after(plan)
-            @fan_out(FoLeg, limit=0, tolerate=-1)
-            def legs(self, ctx: Ctx) -> list[FoLeg]:
+            @fan_out(Leg, limit=0, tolerate=-1)
+            def legs(self, ctx: Ctx) -> list[Leg]:
                 return []
 
             @legs.compensation
@@ -442,16 +409,16 @@ def test_the_handler_and_the_child_class_are_checked() -> None:
 
 def test_spec_paths_and_diagrams_show_the_fan_out() -> None:
     step_spec = spec_of(FoTrip).step("legs")
-    assert (FoLeg, 2, 0) == (
+    assert (Leg, 2, 0) == (
         step_spec.child,
         step_spec.fan and step_spec.fan.limit,
         step_spec.fan and step_spec.fan.tolerate,
     )
     shown = [str(p) for p in paths(FoTrip)]
-    assert "plan -> legs (children: FoLeg, 2 at a time) -> pay => completed" in shown
-    assert any(p.endswith("undo children FoLeg of legs, unplan => failed") for p in shown), shown
-    assert "    legs: legs (fan-out: FoLeg, 2 at a time)" in mermaid(FoTrip).splitlines()
-    assert "fan-out: FoLeg, all at once, tolerates 1" in render(FoTolerantTrip, "dot").decode()
+    assert "plan -> legs (children: FanoutLeg, 2 at a time) -> pay => completed" in shown
+    assert any(p.endswith("undo children FanoutLeg of legs, unplan => failed") for p in shown), shown
+    assert "    legs: legs (fan-out: Leg, 2 at a time)" in mermaid(FoTrip).splitlines()
+    assert "fan-out: Leg, all at once, tolerates 1" in render(FoTolerantTrip, "dot").decode()
 
 
 class FoTripV2(Workflow, name="FoTrip", version="2"):
