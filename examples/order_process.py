@@ -3,7 +3,8 @@ The order process of the seed, end to end, on the embedded SQLite store.
 
 validate order → check inventory → (amount > 1000: manual approval by the manager)
 → process payment (undo: refund) → update inventory (undo: restore stock)
-→ send confirmation.
+→ send confirmation. An order the user service refuses, or the manager rejects,
+ends at the declared failure end ``reject_order``: ``failed``, outcome ``rejected``.
 
 Run it with ``python examples/order_process.py`` (on the SQLite file
 ``orders.db``; ``--memory`` for the in-memory store): three orders go through —
@@ -33,6 +34,7 @@ from statemachine_orch import (
     Workflow,
     WorkflowFailed,
     after,
+    failure_end,
     human_task,
     mermaid,
     step,
@@ -64,6 +66,7 @@ class OrderProcess(Workflow, version="1"):
     items: list[Item] = attrs.field(factory=list[Item])
     validated: bool = False
     approved: bool = False
+    approval_comment: str = ""
     payment_id: str | None = None
     confirmation_sent: bool = False
 
@@ -89,7 +92,18 @@ class OrderProcess(Workflow, version="1"):
     def manual_approval(self, ctx: Ctx, form: Approval) -> None:
         """The manager approves (or rejects) a large order."""
         self.approved = form.approved
+        self.approval_comment = form.comment
         ctx.log.info("approval_recorded", approved=form.approved, comment=form.comment)
+
+    @after(validate_order)  # not validated
+    @after(manual_approval)  # not approved
+    @failure_end(outcome="rejected")
+    def reject_order(self, ctx: Ctx) -> str:
+        """A refused customer or a rejected approval: the order ends rejected, with the reason."""
+        ctx.log.info("order_rejected", validated=self.validated)
+        if not self.validated:
+            return f"customer {self.customer_id} may not place orders"
+        return f"rejected by the manager: {self.approval_comment or 'no comment'}"
 
     @after(check_inventory)
     @after(manual_approval, when=lambda wf: wf.approved)

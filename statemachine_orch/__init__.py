@@ -2,7 +2,7 @@
 statemachine-orch: typed, class-based service orchestration on ``transitions``.
 
 Where each layer lives:
-  class body ── decorators (_decorators.py: step, human_task, after, goto, .compensation)
+  class body ── decorators (_decorators.py: step, human_task, failure_end, after, goto, .compensation)
       │          mark methods; Workflow (_workflow.py) makes the class an attrs class
       ▼
   WorkflowSpec (_spec.py) ── built once per class by _compile.py, checked by _checks.py
@@ -29,6 +29,7 @@ from ._decorators import Migration as Migration
 from ._decorators import ResultHandler as ResultHandler
 from ._decorators import Step as Step
 from ._decorators import after as after
+from ._decorators import failure_end as failure_end
 from ._decorators import fan_out as fan_out
 from ._decorators import goto as goto
 from ._decorators import human_task as human_task
@@ -67,6 +68,7 @@ from ._errors import VariableTypeError as VariableTypeError
 from ._errors import WorkflowDefinitionError as WorkflowDefinitionError
 from ._errors import WorkflowFailed as WorkflowFailed
 from ._errors import WorkflowInputError as WorkflowInputError
+from ._failure import Failure as Failure
 from ._handle import EngineStatistics as EngineStatistics
 from ._handle import Handle as Handle
 from ._handle import RecoveryReport as RecoveryReport
@@ -124,6 +126,7 @@ __all__ = [
     "Engine",
     "EngineStatistics",
     "EventKind",
+    "Failure",
     "FanOutSpec",
     "FieldSpec",
     "GuardError",
@@ -184,6 +187,7 @@ __all__ = [
     "WorkflowRegistry",
     "WorkflowSpec",
     "after",
+    "failure_end",
     "fan_out",
     "goto",
     "human_task",

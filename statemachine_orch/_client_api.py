@@ -31,6 +31,7 @@ from ._errors import (
     TaskNotAuthorized,
     TaskNotFound,
 )
+from ._failure import Failure, failure_of
 from ._handle import EngineStatistics, Handle
 from ._history import HistoryEvent, new_event
 from ._instance import InstanceInfo, InstanceRecord, active_steps
@@ -184,6 +185,23 @@ class ClientApi(DriverForks):
             at, why = quarantined
             events.append(new_event(HistoryEvent, (at, K.INSTANCE_QUARANTINED, None, 0, why)))
         return events
+
+    def failure(self, instance_id: str) -> Failure | None:
+        """
+        How and why the instance did not complete: its outcome, the step, the reason and the exception.
+
+        ``None`` while it runs normally, and for a completed instance. The
+        exception is built again from the store (same class, ``args`` and
+        attributes), so it is there after a restart and in another process.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            StoreError: The instance's record cannot be loaded.
+
+        .. versionadded:: 0.1.0
+        """
+        rec = self._peek(instance_id)
+        return failure_of(rec.failure, rec.error)
 
     def progress(self, instance_id: str) -> Progress:
         """

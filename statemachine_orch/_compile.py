@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import re
 import sys
 import textwrap
 import types
@@ -39,12 +40,15 @@ from ._spec import (
     TaskSpec,
     WorkflowSpec,
 )
+from ._status import InstanceStatus
 
 # Attributes the engine reads or writes on every instance; user names must not clash.
 RESERVED_PREFIX = "_orch"
 
 # The kinds of step that start child workflows.
 _WITH_CHILDREN = (StepKind.SUBFLOW, StepKind.FAN_OUT)
+_OUTCOME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_OTHER_STATUSES = frozenset(s.value for s in InstanceStatus) - {InstanceStatus.FAILED.value}
 
 
 def compile_workflow(cls: type, version: object, name: object = None) -> WorkflowSpec:
@@ -262,6 +266,7 @@ class _Builder:
             self.signature(name, s.fn, 2, "(self, ctx)")
             if o.kind is StepKind.TIMER and (o.delay is None or o.delay < 0):
                 self.problem(name, "bad-delay", f"@timer() needs a delay >= 0, got {o.delay!r}")
+        outcome = self.outcome(name, o.outcome)
         if o.timeout is not None and not is_async:
             msg = "has timeout= but is not async; only an async step can be interrupted, so make it `async def`"
             self.problem(name, "timeout-needs-async", msg)
@@ -286,6 +291,7 @@ class _Builder:
             child=child,
             start=start,
             fan=fan,
+            outcome=outcome,
         )
 
     def fan_out(self, name: str, limit: object, tolerate: object) -> FanOutSpec:
@@ -301,6 +307,25 @@ class _Builder:
         assert limit is None or isinstance(limit, int)  # noqa: S101 - checked above
         assert isinstance(tolerate, int)  # noqa: S101
         return FanOutSpec(limit, tolerate)
+
+    def outcome(self, name: str, value: object) -> str | None:
+        """The outcome of a failure end, or None after recording why it is not a valid one."""
+        if value is None:
+            return None
+        if not isinstance(value, str) or _OUTCOME.fullmatch(value) is None:
+            msg = (
+                f"@failure_end(outcome={value!r}) needs a name: letters, digits, _ and -, "
+                "starting with a letter (e.g. 'rejected')"
+            )
+            self.problem(name, "bad-outcome", msg)
+            return "failed"
+        if value in _OTHER_STATUSES:
+            msg = (
+                f"@failure_end(outcome={value!r}) names another status; a failure end ends the instance failed, "
+                "so name how it failed (e.g. 'rejected'), or leave the default 'failed'"
+            )
+            self.problem(name, "bad-outcome", msg)
+        return value
 
     def ref(self, site: str, obj: object, where: str) -> str | None:
         """The step name *obj* refers to, or None after recording why it is not a step."""

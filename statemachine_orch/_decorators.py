@@ -23,7 +23,7 @@ import attrs
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._retry import Retry
 from ._spec import StepKind
-from ._types import R2, RS, C, F, P, R_co, W
+from ._types import R2, RR, RS, C, F, P, R_co, W
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,6 +56,7 @@ class StepOptions:
     child: object | None = None
     limit: object = None
     tolerate: object = 0
+    outcome: object | None = None
 
 
 @attrs.frozen
@@ -424,6 +425,51 @@ def human_task(
         return _make_step(f, options)
 
     return mark
+
+
+@overload
+def failure_end(fn: Callable[[W, Ctx], RR], /) -> Step[W, [Ctx], RR]: ...
+@overload
+def failure_end(
+    *, outcome: str = "failed", retry: Retry | None = None
+) -> Callable[[Callable[[W, Ctx], RR]], Step[W, [Ctx], RR]]: ...
+def failure_end(
+    fn: Callable[[W, Ctx], RR] | None = None, /, *, outcome: str = "failed", retry: Retry | None = None
+) -> Step[W, [Ctx], RR] | Callable[[Callable[[W, Ctx], RR]], Step[W, [Ctx], RR]]:
+    """
+    Declare a final step that ends the instance ``failed``: a declared failure end.
+
+    Its method ``(self, ctx) -> str`` (sync or ``async``) runs like a step's and
+    returns the reason. Then the instance fails: the compensations of its completed
+    steps run, newest first, and it ends ``failed`` with that reason, its
+    ``outcome`` (``InstanceInfo.outcome``, ``WorkflowFailed.outcome``) being the one
+    declared here. Use it where a process ends unsuccessfully by design (an order
+    rejected by its approver), instead of a step that raises to get there or a
+    guard gap that fails with ``NoEdgeEnabled``.
+
+    Usable bare (``@failure_end``: the outcome is ``"failed"``) or with options.
+
+    Args:
+        fn: The method, when used bare.
+        outcome: The name of this ending (``"rejected"``, ``"expired"``...): letters,
+            digits, ``_`` and ``-``, not the name of another status.
+        retry: Retry policy of the method (if it fails for good, the instance fails
+            with that error instead).
+
+    Returns:
+        A :class:`Step` (or a decorator making one).
+
+    .. versionadded:: 0.1.0
+    """
+    options = StepOptions(StepKind.STEP, final=True, retry=retry, outcome=outcome)
+
+    def mark(f: Callable[[W, Ctx], RR]) -> Step[W, [Ctx], RR]:
+        made: Step[W, [Ctx], RR] = _make_step(f, options)
+        return made
+
+    if fn is None:
+        return mark
+    return mark(fn)
 
 
 def _edge_decorator(target: object, where: str) -> None:

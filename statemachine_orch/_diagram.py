@@ -94,7 +94,8 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
     A Mermaid ``stateDiagram-v2`` of the workflow, to paste into a README.
 
     Guards label their edges, ``[default]`` marks the default edge of a choice,
-    error routes are labelled ``on_error``, and steps with a compensation are noted.
+    error routes are labelled ``on_error``, and steps with a compensation are noted;
+    a failure end's edge to the end is labelled with its outcome.
     A fork step leads to a ``<<fork>>`` pseudo-state (``<step>_fork``) from which
     its branches start, and the branches end at a ``<<join>>`` pseudo-state
     (``<join>_join``) that leads to the join step.
@@ -124,6 +125,8 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
             lines.append(f"    {s.name}: {s.name} (human task: {_label(who)})")
         if s.fan is not None and s.child is not None:
             lines.append(f"    {s.name}: {s.name} (fan-out: {s.child.__name__}, {s.fan.label})")
+        if s.outcome is not None:
+            lines.append(f"    {s.name}: {s.name} (failure end: {_label(s.outcome)})")
         if s.compensation is not None:
             lines.append(f"    note right of {s.name}: undo: {s.compensation.name}")
     for f in spec.forks:
@@ -143,7 +146,9 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
             source = fork_node[s.name] if fork is not None and e.is_completion else e.source
             dest = join_node[e.dest] if (e.source, e.dest) in into_join else e.dest
             lines.append(f"    {source} --> {dest}{suffix}")
-        if s.final:
+        if s.outcome is not None:
+            lines.append(f"    {s.name} --> [*]: {_label(s.outcome)}")
+        elif s.final:
             lines.append(f"    {s.name} --> [*]")
     if shown is not None:
         lines += _mermaid_classes(spec, shown)

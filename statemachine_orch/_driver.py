@@ -20,6 +20,7 @@ from ._engine_core import K, child_id_of, logger, sync_wake, trigger, type_label
 from ._errors import (
     NoEdgeEnabled,
 )
+from ._failure import failure_record
 from ._instance import NO_PAYLOAD, Branch, InstanceRecord, leaves
 from ._machine import DONE, START
 from ._retry import wait_after
@@ -56,20 +57,21 @@ def _event(rec: InstanceRecord, kind: str, step: str) -> str:
     return f"{kind}@{step}" if rec.spec.has_forks else kind
 
 
-async def _with_timeout(coro: Coroutine[Any, Any, Any], seconds: float) -> None:
-    """Await *coro*, failing with TimeoutError after *seconds*; free when it never suspends."""
+async def _with_timeout(coro: Coroutine[Any, Any, Any], seconds: float) -> object:
+    """Await *coro* and return its result, failing with TimeoutError after *seconds*; free when it never suspends."""
     # Arming a timer costs more than a whole step that only calls in-process
     # services, so run the coroutine's first slice directly and arm the timeout
     # only if it actually waits for something.
     try:
         first = coro.send(None)
-    except StopIteration:
-        return
+    except StopIteration as stop:
+        result: object = stop.value
+        return result
     except BaseException:
         coro.close()
         raise
     async with asyncio.timeout(seconds):
-        await _Resumed(coro, first)
+        return await _Resumed(coro, first)
 
 
 class _Resumed:
@@ -271,13 +273,16 @@ class Driver(Commands):
                 self.before_attempt(ctx)
             if step.is_async:
                 if step.timeout is None:
-                    await step.fn(*args)
+                    result: object = await step.fn(*args)
                 else:
-                    await _with_timeout(step.fn(*args), step.timeout)
+                    result = await _with_timeout(step.fn(*args), step.timeout)
             else:
-                step.fn(*args)
+                result = step.fn(*args)
             if self.after_attempt is not None:
                 self.after_attempt(ctx)
+            if step.outcome is not None and not isinstance(result, str):
+                msg = f"the failure end {name} must return the reason (a str), got {result!r}"
+                raise TypeError(msg)
             # A variable of the wrong type fails the attempt (and is put back) before
             # anything is committed: the record must stay loadable.
             if strict or not variables.settled(wf, kept):
@@ -317,6 +322,12 @@ class Driver(Commands):
             rec.add_saga(name, t.visit)
         t.payload = NO_PAYLOAD
         t.attempt = 1
+        if step.outcome is not None:
+            # A declared failure end: the instance fails with the reason the method gave.
+            assert isinstance(result, str)  # noqa: S101 - checked above
+            self._fail(rec, result, name, outcome=step.outcome)
+            await self._save(rec)
+            return False
         if tok is not None and name not in rec.branches:
             # The instance left the fork while this step ran (a sibling failed, and
             # the step ignored its cancellation): its completion is compensated.
@@ -326,12 +337,13 @@ class Driver(Commands):
         try:
             moved = trigger(rec, _event(rec, "next", name), wf)
         except Exception as exc:  # noqa: BLE001 - a guard raised
-            self._fail(rec, f"{name}: a guard raised {type(exc).__name__}: {exc}", name)
+            self._fail(rec, f"{name}: a guard raised {type(exc).__name__}: {exc}", name, exc)
         else:
             if moved:
                 self._moved(rec, name, before)
             else:
-                self._fail(rec, str(NoEdgeEnabled(rec.spec.name, name)), name)
+                gap = NoEdgeEnabled(rec.spec.name, name)
+                self._fail(rec, str(gap), name, gap)
         await self._save(rec)
         return False
 
@@ -390,18 +402,22 @@ class Driver(Commands):
         ):
             self._moved(rec, step.name, before)
         else:
-            self._fail(rec, f"{step.name}: {error}", step.name)
+            self._fail(rec, f"{step.name}: {error}", step.name, exc)
         await self._save(rec)
         return False
 
-    def _fail(self, rec: InstanceRecord, error: str, step: str) -> None:
+    def _fail(
+        self, rec: InstanceRecord, error: str, step: str, exc: BaseException | None = None, *, outcome: str = "failed"
+    ) -> None:
+        """The instance fails at *step* (with *exc*, or at a failure end of *outcome*): its saga runs next."""
         rec.error = rec.cause = error
-        self._note(rec, K.INSTANCE_FAILED, step, 0, error)
+        rec.failure = failure_record(outcome, step, exc)
+        self._note(rec, K.INSTANCE_FAILED, step, 0, error if outcome == "failed" else f"{outcome}: {error}")
         if rec.branches:
             self._leave_fork(rec, f"a sibling branch failed: {error}")
         trigger(rec, "fail")
         self._set_status(rec, InstanceStatus.COMPENSATING)
-        logger.warning("instance_failed", instance_id=rec.id, workflow=rec.spec.name, error=error)
+        logger.warning("instance_failed", instance_id=rec.id, workflow=rec.spec.name, error=error, outcome=outcome)
 
     async def _apply_cancel(self, rec: InstanceRecord) -> None:
         assert rec.cancel is not None  # noqa: S101 - checked by the caller
@@ -419,6 +435,7 @@ class Driver(Commands):
         rec.wake_at = None
         rec.payload = NO_PAYLOAD
         rec.error = rec.cause = f"cancelled: {reason}" if reason else "cancelled"
+        rec.failure = failure_record("cancelled", None)
         trigger(rec, "cancel" if compensate else "abandon")
         self._set_status(rec, InstanceStatus.COMPENSATING if compensate else InstanceStatus.CANCELLED)
         await self._save(rec)

@@ -153,7 +153,7 @@ class DriverForks(DriverFanOut):
                     ok = trigger(rec, f"enter@{branch}", wf)
                 except Exception as exc:  # noqa: BLE001 - a guard raised
                     why = f"{fork}: the guard of the branch {branch} raised {type(exc).__name__}: {exc}"
-                    self._fail(rec, why, fork)
+                    self._fail(rec, why, fork, exc)
                     return True
                 if ok:
                     entered[fork] += 1
@@ -163,7 +163,8 @@ class DriverForks(DriverFanOut):
                     self._note(rec, K.BRANCH_SKIPPED, fork, 0, branch)
             for fork, count in entered.items():
                 if not count:
-                    self._fail(rec, str(NoEdgeEnabled(spec.name, fork)), fork)
+                    gap = NoEdgeEnabled(spec.name, fork)
+                    self._fail(rec, str(gap), fork, gap)
                     return True
             self._sync_branches(rec)
             return True

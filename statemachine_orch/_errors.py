@@ -229,20 +229,42 @@ class WorkflowFailed(OrchError):
     """
     Raised by ``Handle.result()`` when the instance ended in any status but ``completed``.
 
+    Its ``__cause__`` is :attr:`error`, so a traceback shows the step's exception too.
+
     Attributes:
         instance_id: The instance.
         status: How it ended (``failed``, ``cancelled`` or ``compensation_failed``).
         reason: The error or cancellation reason recorded for it.
+        outcome: How it ended in the workflow's own words: ``failed``, ``cancelled``,
+            or the outcome of the ``@failure_end`` it reached (``rejected``...).
+        step: The step that failed, or the failure end it reached (``None``: cancelled).
+        error: The exception of the step that failed (the same class, ``args`` and
+            attributes, built again from the store), or ``None``.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.1.0 ``outcome``, ``step`` and ``error``.
     """
 
-    def __init__(self, instance_id: str, status: InstanceStatus, reason: str | None) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        status: InstanceStatus,
+        reason: str | None,
+        *,
+        outcome: str | None = None,
+        step: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         self.instance_id = instance_id
         self.status = status
         self.reason = reason
-        msg = f"instance {instance_id} ended {status.value}: {reason}"
+        self.outcome = outcome if outcome is not None else status.value
+        self.step = step
+        self.error = error
+        ended = status.value if self.outcome == status.value else f"{status.value} ({self.outcome})"
+        msg = f"instance {instance_id} ended {ended}: {reason}"
         super().__init__(msg)
+        self.__cause__ = error
 
 
 class ChildWorkflowFailed(OrchError):

@@ -69,6 +69,13 @@ _KIND_STYLE: Mapping[str, Mapping[str, str]] = {
     "step": {"shape": "rectangle", "style": "rounded,filled", "fillcolor": "white", "peripheries": "1"},
     "human_task": {"shape": "rectangle", "style": "filled,bold", "fillcolor": "#e3f2fd", "peripheries": "2"},
     "wait": {"shape": "rectangle", "style": "rounded,filled,dashed", "fillcolor": "white", "peripheries": "1"},
+    "failure_end": {
+        "shape": "rectangle",
+        "style": "rounded,filled",
+        "fillcolor": "#ffebee",
+        "color": "#c62828",
+        "peripheries": "1",
+    },
     "compensation": {
         "shape": "note",
         "style": "filled,dashed",
@@ -84,6 +91,7 @@ _KIND_STYLE: Mapping[str, Mapping[str, str]] = {
 
 _LEGEND_TEXT = {
     "human_task": "human task",
+    "failure_end": "failure end",
     "compensation": "compensation (undo)",
     "completed": "completed",
     "current": "current",
@@ -116,6 +124,8 @@ def _lines(*parts: str) -> str:
 
 
 def _kind(step: StepSpec) -> str:
+    if step.outcome is not None:
+        return "failure_end"
     if step.kind is StepKind.HUMAN_TASK:
         return "human_task"
     return "step" if step.kind is StepKind.STEP else "wait"
@@ -135,6 +145,8 @@ def _describe(step: StepSpec, spec: WorkflowSpec, joins: set[str]) -> str:
         notes.append(f"subflow: {step.child.__name__}")
     elif step.fan is not None and step.child is not None:
         notes.append(f"fan-out: {step.child.__name__}, {step.fan.label}")
+    if step.outcome is not None:
+        notes.append(f"failure end: {step.outcome}")
     if spec.fork(step.name) is not None:
         notes.append("fork")
     if step.name in joins:
@@ -239,7 +251,9 @@ class _Builder:
                     self.add(source, self.region_paths[e.dest], e.label)
                 else:
                     self.add(source, self.paths[e.dest], self.completion_label(e, choice=choice))
-            if s.final:
+            if s.outcome is not None:
+                self.add(source, END, s.outcome, "error")  # the instance fails, with this outcome
+            elif s.final:
                 self.add(source, END, "")
             if s.compensation is not None:
                 undo = source.rpartition(".")[0]
@@ -326,7 +340,7 @@ def digraph(spec: WorkflowSpec, overlay: Overlay | None) -> Any:
 
 
 def _legend(graphviz: Any, drawn: Any, builder: _Builder) -> None:
-    entries = [k for k in ("human_task", "compensation", *OVERLAY_STATES) if k in builder.legend]
+    entries = [k for k in ("human_task", "failure_end", "compensation", *OVERLAY_STATES) if k in builder.legend]
     if not entries:
         return
     legend: Any = graphviz.Digraph(name="cluster_legend")

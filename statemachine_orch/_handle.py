@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from ._errors import WorkflowFailed
+from ._errors import OrchError, WorkflowFailed
 from ._status import InstanceStatus
 from ._workflow import Workflow
 
 if TYPE_CHECKING:
+    from ._failure import Failure
     from ._history import HistoryEvent
     from ._instance import InstanceInfo
     from ._progress import Progress
@@ -72,6 +73,10 @@ class EngineView(Protocol):
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """See :meth:`Engine.history`."""
+        ...
+
+    def failure(self, instance_id: str) -> Failure | None:
+        """See :meth:`Engine.failure`."""
         ...
 
     def progress(self, instance_id: str) -> Progress:
@@ -153,6 +158,14 @@ class Handle(Generic[W]):
         status, wf = await self._engine.wait_result(self.instance_id)
         if status is not InstanceStatus.COMPLETED:
             info = self._engine.info(self.instance_id)
-            raise WorkflowFailed(self.instance_id, status, info.error)
+            try:
+                why = self._engine.failure(self.instance_id)
+            except OrchError:  # its class is unknown here, or its record cannot be read: the info says enough
+                why = None
+            if why is None:
+                raise WorkflowFailed(self.instance_id, status, info.error, outcome=info.outcome)
+            raise WorkflowFailed(
+                self.instance_id, status, info.error, outcome=why.outcome, step=why.step, error=why.error
+            )
         result: W = wf
         return result

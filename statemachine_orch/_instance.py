@@ -52,9 +52,14 @@ class InstanceInfo:
             hand or by older code), or its workflow version has no registered class.
             Other instances carry on; fix the record (or register the class) and
             restart the engine.
+        outcome: How it ended, in the workflow's own words: ``completed``,
+            ``cancelled``, ``failed``, or the outcome of the ``@failure_end`` it
+            reached (``rejected``...); ``None`` while it runs. An instance whose
+            compensation failed keeps the outcome it was ending with (its
+            ``status`` says ``compensation_failed``).
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.1.0 :attr:`created_datetime` and :attr:`wake_datetime`.
+    .. versionchanged:: 0.1.0 :attr:`created_datetime` and :attr:`wake_datetime`; :attr:`outcome`.
     """
 
     id: str
@@ -70,6 +75,8 @@ class InstanceInfo:
     in_fork: bool = False
     parent: str | None = None
     quarantined: str | None = None
+    outcome: str | None = None
+
 
     @property
     def created_datetime(self) -> dt.datetime:
@@ -88,6 +95,15 @@ class InstanceInfo:
         .. versionadded:: 0.1.0
         """
         return utc_datetime(self.wake_at)
+
+
+def outcome_of(status: InstanceStatus, failure: dict[str, Any] | None) -> str | None:
+    """An instance's :attr:`InstanceInfo.outcome`, from its status and its kept failure record."""
+    if failure is not None and (status.is_terminal or status is InstanceStatus.COMPENSATING):
+        return str(failure.get("outcome", "failed"))
+    if status.is_terminal:
+        return "failed" if status is InstanceStatus.COMPENSATION_FAILED else status.value
+    return None
 
 
 @attrs.frozen
@@ -216,6 +232,7 @@ class InstanceRecord:
         "created_at",
         "dirty_tasks",
         "error",
+        "failure",
         "fan",
         "fence",
         "history",
@@ -259,6 +276,7 @@ class InstanceRecord:
     error: str | None
     fan: FanOut | None
     cause: str | None
+    failure: dict[str, Any] | None
     cancel: tuple[str, bool] | None
     wake_at: float | None
     woken: bool
@@ -297,6 +315,8 @@ class InstanceRecord:
         self.payload = NO_PAYLOAD
         self.error = None
         self.cause = None
+        # Why it failed, kept as JSON (``_failure.failure_record``): outcome, step, the exception.
+        self.failure = None
         self.cancel = None
         self.wake_at = None
         self.woken = False
@@ -403,6 +423,7 @@ class InstanceRecord:
                 wake_at=self.wake_at,
                 steps=(step,) if step is not None else (),
                 parent=self.parent,
+                outcome=outcome_of(self.status, self.failure),
             )
         steps = tuple(active_steps(state))
         tasks = [b.task_id for b in self.branches.values() if b.task_id is not None]
@@ -419,4 +440,5 @@ class InstanceRecord:
             steps=steps,
             in_fork=True,
             parent=self.parent,
+            outcome=outcome_of(self.status, self.failure),
         )

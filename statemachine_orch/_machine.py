@@ -9,7 +9,7 @@ arguments, so a guard is called with the workflow instance itself.
 
 Events:
     next                step → step (guards in declaration order, default last),
-                        final step → @completed
+                        final step → @completed (a failure end has none: it fires ``fail``)
     error               step → handler, when the exception matches on_error
     timeout             waiting step → escalation step, when the wait lasted too long
     fail                step → @compensating
@@ -80,7 +80,7 @@ def build_machine(spec: WorkflowSpec) -> Machine:
             else {"trigger": "next", "source": s.name, "dest": e.dest}
             for e in ordered
         )
-        if s.final:
+        if s.final and not s.ends_failed:  # a failure end leaves by `fail`, into the saga
             transitions.append({"trigger": "next", "source": s.name, "dest": COMPLETED})
         transitions.extend(
             {"trigger": "error", "source": s.name, "dest": e.dest, "conditions": [_matches(e.on_error)]}
@@ -310,7 +310,7 @@ def build_hierarchical(spec: WorkflowSpec) -> ForkMachine:
                 if e.guard is not None:
                     t["conditions"] = [_checked(spec, e)]
                 transitions.append(t)
-        if s.final:
+        if s.final and not s.ends_failed:
             transitions.append({"trigger": f"next@{s.name}", "source": source, "dest": COMPLETED})
         transitions.extend(
             {"trigger": f"error@{s.name}", "source": source, "dest": dest(e.dest), "conditions": [_matches(e.on_error)]}

@@ -3,8 +3,8 @@ Every path through a workflow, read from its :class:`WorkflowSpec`.
 
 A path starts at the initial step and follows edges until the instance would
 end: completed (a final step), failed (a step failed for good, or completed with
-no edge it could take) with the compensations that would then run, or cancelled
-while it waited. Error routes (``on_error``) and escalations (``timeout=``) are
+no edge it could take, or a ``@failure_end`` completed) with the compensations
+that would then run, or cancelled while it waited. Error routes (``on_error``) and escalations (``timeout=``) are
 ordinary edges on the way.
 Loops are unrolled: each back edge is taken at most ``max_loops`` times per path.
 
@@ -57,11 +57,13 @@ class Ending(enum.Enum):
     """The last step completed but none of its guards held and it has no default edge."""
     CANCELLED = "cancelled"
     """The instance was cancelled (with compensation) while it waited at the last step."""
+    FAILURE_END = "failure end"
+    """The last step is a ``@failure_end``: it completed, and the instance fails with its outcome."""
 
     @property
     def failed(self) -> bool:
         """Whether the instance ends ``failed`` (its compensations ran)."""
-        return self in (Ending.FAILED, Ending.NO_EDGE)
+        return self in (Ending.FAILED, Ending.NO_EDGE, Ending.FAILURE_END)
 
 
 @attrs.frozen
@@ -175,12 +177,15 @@ class _End:
 
     ending: Ending
     last: tuple[GuardOutcome, ...]
+    outcome: str | None = None
 
     def __str__(self) -> str:
         if self.ending is Ending.COMPLETED:
             return " => completed"
         if self.ending is Ending.NO_EDGE:
             return " => no edge enabled (" + ", ".join(str(g) for g in self.last) + ")"
+        if self.ending is Ending.FAILURE_END:
+            return f" => {self.outcome}"
         return " => fails" if self.ending is Ending.FAILED else " => cancel"
 
 
@@ -276,6 +281,20 @@ class Path:
     maybe_compensations: tuple[str, ...] = ()
     _trail: tuple[_Token, ...] | None = attrs.field(default=None, repr=False, eq=False, alias="trail")
     _labels: _Labels = attrs.field(factory=_no_labels, repr=False, eq=False, alias="labels")
+    _declared: str | None = attrs.field(default=None, alias="declared")
+
+    @property
+    def outcome(self) -> str:
+        """
+        How the instance ends on this path: ``completed``, ``failed``, ``cancelled``, or a failure end's outcome.
+
+        The same value as ``InstanceInfo.outcome`` once a real instance took the path.
+        """
+        if self.ending is Ending.FAILURE_END:
+            return self._declared or "failed"
+        if self.ending is Ending.CANCELLED:
+            return "cancelled"
+        return "completed" if self.ending is Ending.COMPLETED else "failed"
 
     @property
     def last_step(self) -> str:
@@ -311,6 +330,8 @@ class Path:
             if ending is Ending.NO_EDGE:
                 guards = ", ".join(str(g) for g in last)
                 text += f" => no edge enabled ({guards})"
+            elif ending is Ending.FAILURE_END:
+                text += f" => {self.outcome}"
             else:
                 text += " => fails" if ending is Ending.FAILED else " => cancel"
             if self.compensations:
@@ -469,6 +490,8 @@ class _Frame:
         saga: tuple[str, ...],
         why_not: str | None,
         last: tuple[GuardOutcome, ...] = (),
+        *,
+        outcome: str | None = None,  # noqa: ARG002 - a failure end's, printed by the fork walker's trail
     ) -> _Frame:
         guards = self.guards + last if last else self.guards
         choices = (*self.choices, last) if last else self.choices
@@ -485,6 +508,7 @@ class _Plan:
     waits: bool
     final: bool
     compensated: bool
+    outcome: str | None
 
 
 class _Walker:
@@ -512,6 +536,7 @@ class _Walker:
             waits=step.kind is not StepKind.STEP,
             final=step.final,
             compensated=step.compensation is not None,
+            outcome=step.outcome,
         )
 
     def walk(self) -> Iterator[Path]:
@@ -551,6 +576,7 @@ class _Walker:
             f.why_not,
             f.choices,
             labels=self.labels,
+            declared=self.spec.step(f.step).outcome if ending is Ending.FAILURE_END else None,
         )
 
     def _expand(self, f: _Frame, completion: bool = True) -> list[_Frame]:
@@ -563,6 +589,8 @@ class _Walker:
         saga = (*f.saga, f.step) if plan.compensated else f.saga
         if not completion:
             pass
+        elif plan.outcome is not None:
+            out.append(f.end(Ending.FAILURE_END, saga, f.why_not, outcome=plan.outcome))
         elif plan.final:
             out.append(f.end(Ending.COMPLETED, saga, f.why_not))
         else:
@@ -679,6 +707,8 @@ class _FFrame(_Frame):
         saga: tuple[str, ...],
         why_not: str | None,
         last: tuple[GuardOutcome, ...] = (),
+        *,
+        outcome: str | None = None,
     ) -> _FFrame:
         guards = self.guards + last if last else self.guards
         return _FFrame(
@@ -691,7 +721,7 @@ class _FFrame(_Frame):
             self.facts,
             why_not,
             ending,
-            trail=(*self.trail, _End(ending, last)),
+            trail=(*self.trail, _End(ending, last, outcome)),
             maybe=self.maybe,
             volatile=self.volatile,
         )
@@ -761,6 +791,7 @@ class _ForkWalker(_Walker):
             tuple(comp[s] for s in maybe),
             ff.trail,
             labels=self.labels,
+            declared=self.spec.step(f.step).outcome if ending is Ending.FAILURE_END else None,
         )
 
     def _follow(

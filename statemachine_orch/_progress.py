@@ -30,8 +30,9 @@ class Progress:
         status: Its status.
         step: The current step (``None`` once it left the steps; the first branch's, inside a fork).
         steps_done: Step completions so far (a step visited twice counts twice).
-        steps_left: The fewest steps still to run to reach an end from here
-            (0 once terminal), the current one included.
+        steps_left: The fewest steps still to run to complete from here
+            (0 once terminal), the current one included; a ``@failure_end`` is
+            no completion, so it does not shorten the way.
         fraction: ``steps_done / (steps_done + steps_left)``, 1.0 once completed.
 
     .. versionadded:: 0.1.0
@@ -53,12 +54,12 @@ class Progress:
 
 @cache
 def steps_to_end(spec: WorkflowSpec) -> dict[str, int]:
-    """For each step, the fewest steps (itself included) on a path to a final step."""
+    """For each step, the fewest steps (itself included) on a path to a final step that completes the instance."""
     incoming: dict[str, list[str]] = {s.name: [] for s in spec.steps}
     for e in spec.edges:
         if e.is_completion:
             incoming[e.dest].append(e.source)
-    dist = {s.name: 1 for s in spec.steps if s.final}
+    dist = {s.name: 1 for s in spec.steps if s.final and not s.ends_failed}
     todo = deque(dist)
     while todo:
         name = todo.popleft()

@@ -158,6 +158,13 @@ class StepSpec:
     child: type | None = None
     start: Callable[..., Any] | None = attrs.field(default=None, repr=False)
     fan: FanOutSpec | None = None
+    outcome: str | None = None
+    """The outcome of a declared failure end (``@failure_end``); ``None`` for every other step."""
+
+    @property
+    def ends_failed(self) -> bool:
+        """Whether completing this step fails the instance (a ``@failure_end``)."""
+        return self.outcome is not None
 
     @property
     def payload_type(self) -> type | None:
@@ -461,6 +468,7 @@ def _fingerprint(spec: WorkflowSpec) -> str:
         + (" fork" if s.fork else "")
         + (f" child={s.child.__qualname__}" if s.child is not None else "")
         + (f" fan_out limit={s.fan.limit} tolerate={s.fan.tolerate}" if s.fan is not None else "")
+        + (f" outcome={s.outcome}" if s.outcome is not None else "")
         for s in spec.steps
     ]
     parts += [

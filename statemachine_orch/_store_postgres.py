@@ -80,7 +80,7 @@ __all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "u
 
 _log: Any = structlog.get_logger("statemachine_orch.store")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The schema version this library writes (table ``meta``, key ``schema_version``)."""
 
 APPLICATION: Final = "statemachine-orch"
@@ -208,6 +208,8 @@ MIGRATIONS: dict[int, list[LiteralString]] = {
         "ALTER TABLE tasks ADD COLUMN claimed_by TEXT",
         "CREATE INDEX tasks_open_claimed ON tasks (claimed_by) WHERE status = 'open' AND claimed_by IS NOT NULL",
     ],
+    # Why an instance did not complete, as JSON text (ASCII: outcome, step, exception).
+    5: ["ALTER TABLE instances ADD COLUMN failure TEXT"],
 }
 
 _TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signals", "commands", "schedules")
@@ -228,17 +230,18 @@ _ANSWERS: Final = "status NOT IN ('completed', 'failed', 'cancelled')"
 _INSERT_NEW: Final = """
 INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
     comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches,
-    parent, owner, lease_until, fence)
+    parent, owner, lease_until, fence, failure)
 SELECT v.id, v.workflow, v.version, v.fingerprint, v.state, v.status, v.variables::jsonb, v.payload::jsonb,
     v.saga::jsonb, v.attempt, v.comp_attempt, v.visit, v.task_id, v.error, v.cause, v.cancel::jsonb, v.wake_at,
-    v.history_len, v.created_at, v.updated_at, v.branches::jsonb, v.parent, v.owner, v.lease_until, v.fence
+    v.history_len, v.created_at, v.updated_at, v.branches::jsonb, v.parent, v.owner, v.lease_until, v.fence,
+    v.failure
 FROM (SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, e->>8, (e->>9)::bigint, (e->>10)::bigint,
         (e->>11)::bigint, e->>12, e->>13, e->>14, e->>15, (e->>16)::float8, (e->>17)::bigint, (e->>18)::float8,
-        e->>19, (e->>20)::bigint, (e->>21)::float8, e->>22, e->>23, (e->>24)::float8
+        e->>19, (e->>20)::bigint, e->>21, (e->>22)::float8, e->>23, e->>24, (e->>25)::float8
     FROM json_array_elements(%(rows)s::json) AS e)
     AS v(id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt, comp_attempt, visit,
-        task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence, created_at, parent, owner,
-        lease_until)
+        task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence, failure, created_at, parent,
+        owner, lease_until)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -247,11 +250,12 @@ RETURNING id
 _INSERT_ONE: Final = """
 INSERT INTO instances (id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt,
     comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len, created_at, updated_at, branches,
-    parent, owner, lease_until, fence)
+    parent, owner, lease_until, fence, failure)
 VALUES (%(id)s, %(workflow)s, %(version)s, %(fingerprint)s, %(state)s, %(status)s, %(variables)s::jsonb,
     %(payload)s::jsonb, %(saga)s::jsonb, %(attempt)s, %(comp_attempt)s, %(visit)s, %(task_id)s, %(error)s,
     %(cause)s, %(cancel)s::jsonb, %(wake_at)s::float8, %(history_len)s, %(created_at)s::float8,
-    %(updated_at)s::float8, %(branches)s::jsonb, %(parent)s, %(owner)s, %(lease_until)s::float8, %(fence)s::bigint)
+    %(updated_at)s::float8, %(branches)s::jsonb, %(parent)s, %(owner)s, %(lease_until)s::float8, %(fence)s::bigint,
+    %(failure)s)
 RETURNING id
 """
 """One new instance's row; a taken id fails the statement (``instances_pkey``), and its transaction with it."""
@@ -261,13 +265,13 @@ UPDATE instances AS t SET workflow = v.workflow, version = v.version, fingerprin
     status = v.status, variables = v.variables::jsonb, payload = v.payload::jsonb, saga = v.saga::jsonb,
     attempt = v.attempt, comp_attempt = v.comp_attempt, visit = v.visit, task_id = v.task_id, error = v.error,
     cause = v.cause, cancel = v.cancel::jsonb, wake_at = v.wake_at, history_len = v.history_len,
-    updated_at = v.updated_at, branches = v.branches::jsonb
+    updated_at = v.updated_at, branches = v.branches::jsonb, failure = v.failure
 FROM (SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7, e->>8, (e->>9)::bigint, (e->>10)::bigint,
         (e->>11)::bigint, e->>12, e->>13, e->>14, e->>15, (e->>16)::float8, (e->>17)::bigint, (e->>18)::float8,
-        e->>19, (e->>20)::bigint
+        e->>19, (e->>20)::bigint, e->>21
     FROM json_array_elements(%(rows)s::json) AS e)
     AS v(id, workflow, version, fingerprint, state, status, variables, payload, saga, attempt, comp_attempt, visit,
-        task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence)
+        task_id, error, cause, cancel, wake_at, history_len, updated_at, branches, fence, failure)
 WHERE t.id = v.id AND (v.fence = 0 OR t.fence = v.fence)
 RETURNING t.id
 """
@@ -278,7 +282,8 @@ UPDATE instances SET workflow = %(workflow)s, version = %(version)s, fingerprint
     status = %(status)s, variables = %(variables)s::jsonb, payload = %(payload)s::jsonb, saga = %(saga)s::jsonb,
     attempt = %(attempt)s, comp_attempt = %(comp_attempt)s, visit = %(visit)s, task_id = %(task_id)s,
     error = %(error)s, cause = %(cause)s, cancel = %(cancel)s::jsonb, wake_at = %(wake_at)s::float8,
-    history_len = %(history_len)s, updated_at = %(updated_at)s::float8, branches = %(branches)s::jsonb
+    history_len = %(history_len)s, updated_at = %(updated_at)s::float8, branches = %(branches)s::jsonb,
+    failure = %(failure)s
 WHERE id = %(id)s AND (%(fence)s::bigint = 0 OR fence = %(fence)s::bigint)
 RETURNING id
 """
@@ -318,7 +323,7 @@ _LEASE_LOST: Final = "OR001"
 _UPDATE_KEYS: Final = (
     *("id", "workflow", "version", "fingerprint", "state", "status", "variables", "payload", "saga", "attempt"),
     *("comp_attempt", "visit", "task_id", "error", "cause", "cancel", "wake_at", "history_len", "updated_at"),
-    *("branches", "fence"),
+    *("branches", "fence", "failure"),
 )
 _INSERT_KEYS: Final = (*_UPDATE_KEYS, "created_at", "parent", "owner", "lease_until")
 
@@ -367,11 +372,11 @@ _NOTIFY_ALL: Final = "SELECT pg_notify('orch_commands', i) FROM unnest(%s::text[
 
 _LOAD: Final = (
     "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, visit, task_id, "
-    "error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, parent, fence "
+    "error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, parent, fence, failure "
     "FROM instances WHERE id = %s"
 )
 
-_INFO_COLUMNS: Final = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent"
+_INFO_COLUMNS: Final = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent, failure"
 
 _TASK_COLUMNS: Final = (
     "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
@@ -427,7 +432,7 @@ RETURNING instances.id, instances.fence, picked.due, instances.workflow, instanc
     instances.status, instances.variables, instances.payload, instances.saga, instances.attempt,
     instances.comp_attempt, instances.visit, instances.task_id, instances.error, instances.cause, instances.cancel,
     instances.wake_at, instances.history_len, instances.created_at, instances.fingerprint, instances.branches,
-    instances.parent, instances.fence
+    instances.parent, instances.fence, instances.failure
 """
 """Claim runnable instances; each comes back with its row as ``_LOAD`` reads it."""
 

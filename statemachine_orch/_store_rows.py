@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._errors import UnknownWorkflowVersion
 from ._fanout import FanOut
 from ._history import EventKind, HistoryEvent
-from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps
+from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps, outcome_of
 from ._machine import STATE_ATTRIBUTE
 from ._serialize import structure, unstructure
 from ._status import InstanceStatus
@@ -52,6 +52,7 @@ ROW_COLUMNS = (
     "history_len",
     "updated_at",
     "branches",
+    "failure",
 )
 """The columns every commit of an instance writes, in the order ``instance_row`` gives them."""
 
@@ -138,7 +139,13 @@ def instance_values(
         rec.history_len + len(rec.history),  # history_len
         now,  # updated_at
         branches,  # branches
+        _failure_json(rec.failure),  # failure
     )
+
+
+def _failure_json(failure: dict[str, Any] | None) -> str | None:
+    """An instance's kept failure (outcome, step, exception) as JSON: ASCII, so any database takes it."""
+    return dumps(failure) if failure is not None else None
 
 
 def branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
@@ -229,10 +236,10 @@ def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec)
 
     The row: workflow, version, state, status, variables, payload, saga, attempt,
     comp_attempt, visit, task_id, error, cause, cancel, wake_at, history_len,
-    created_at, fingerprint, branches, parent, fence.
+    created_at, fingerprint, branches, parent, fence, failure.
     """
     (_, _, state, status, variables, payload, saga, attempt, comp_attempt, visit) = row[:10]
-    (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent, fence) = row[10:]
+    (task_id, error, cause, cancel, wake_at, history_len, created_at, _, branches, parent, fence, failure) = row[10:]
     wf = structure(json.loads(variables), cls)
     in_fork = state.startswith("[")
     setattr(wf, STATE_ATTRIBUTE, json.loads(state) if in_fork else state)
@@ -246,6 +253,7 @@ def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec)
     rec.error = error
     rec.cause = cause
     rec.cancel = (str(json.loads(cancel)[0]), bool(json.loads(cancel)[1])) if cancel else None
+    rec.failure = _failure_of(failure)
     rec.wake_at = wake_at
     rec.history_len = history_len
     rec.parent = parent
@@ -263,6 +271,14 @@ def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec)
     rec.stored = True
     rec.fence = int(fence)
     return rec
+
+
+def _failure_of(stored: str | None) -> dict[str, Any] | None:
+    """The failure record of a row's ``failure`` column (``None``: none, or not an object)."""
+    if stored is None:
+        return None
+    decoded: object = json.loads(stored)
+    return cast("dict[str, Any]", decoded) if isinstance(decoded, dict) else None
 
 
 def branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
@@ -296,15 +312,21 @@ def _fan(spec: WorkflowSpec, step: str, stored: Any) -> FanOut:
 
 
 def info(row: tuple[Any, ...]) -> InstanceInfo:
-    """The snapshot of a row: id, workflow, version, status, state, created_at, error, task_id, wake_at, parent."""
-    instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent = row
+    """
+    The snapshot of a row.
+
+    The row: id, workflow, version, status, state, created_at, error, task_id,
+    wake_at, parent, failure.
+    """
+    instance_id, workflow, version, status, state, created_at, error, task_id, wake_at, parent, failure = row
     in_fork = state.startswith("[")
     steps = tuple(active_steps(json.loads(state) if in_fork else state))
+    stat = InstanceStatus(status)
     return InstanceInfo(
         id=instance_id,
         workflow=workflow,
         version=version,
-        status=InstanceStatus(status),
+        status=stat,
         step=steps[0] if steps else None,
         created_at=created_at,
         error=error,
@@ -313,6 +335,7 @@ def info(row: tuple[Any, ...]) -> InstanceInfo:
         steps=steps,
         in_fork=in_fork,
         parent=parent,
+        outcome=outcome_of(stat, _failure_of(failure)),
     )
 
 

@@ -65,7 +65,7 @@ from ._tasks import Task, TaskClaim, TaskStatus
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION_ID = 0x534D4F52  # "SMOR": marks a file as ours
 
 # The schema, as the list of statements that upgrade a file from one version to
@@ -181,6 +181,11 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE tasks ADD COLUMN claimed_by TEXT",
         "CREATE INDEX tasks_open_claimed ON tasks(claimed_by) WHERE status = 'open' AND claimed_by IS NOT NULL",
     ],
+    7: [
+        # Why an instance did not complete, as JSON: its outcome (a failure end's, or
+        # failed, cancelled), the step, and the failed step's exception.
+        "ALTER TABLE instances ADD COLUMN failure TEXT",
+    ],
 }
 
 _UPDATE = f"UPDATE instances SET {', '.join(f'{c} = ?' for c in _ROW_COLUMNS)} WHERE id = ?"
@@ -271,7 +276,7 @@ def _task_refusal(db: sqlite3.Connection, task_id: str, user: str, not_open: str
     return TaskAlreadyCompleted(task_id, not_open)
 
 
-_INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent"
+_INFO_COLUMNS = "id, workflow, version, status, state, created_at, error, task_id, wake_at, parent, failure"
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -771,7 +776,7 @@ class SqliteStore:
         row = self._db.execute(
             "SELECT workflow, version, state, status, variables, payload, saga, attempt, comp_attempt, "
             "visit, task_id, error, cause, cancel, wake_at, history_len, created_at, fingerprint, branches, "
-            "parent, fence FROM instances WHERE id = ?",
+            "parent, fence, failure FROM instances WHERE id = ?",
             (instance_id,),
         ).fetchone()
         if row is None:

@@ -17,6 +17,12 @@ R_co = TypeVar("R_co", covariant=True)
 R2 = TypeVar("R2", bound="Awaitable[None] | None")
 """Return type of a step or compensation method being decorated."""
 
+RR = TypeVar("RR", bound="Awaitable[str] | str")
+"""Return type of a ``@failure_end`` method: the reason, a ``str`` (or an awaitable of one)."""
+
+E = TypeVar("E", bound=BaseException)
+"""The error an ``on_error`` handler step receives."""
+
 F = TypeVar("F")
 """The form type of a human task."""
 

@@ -220,7 +220,12 @@ def predict(plan: Plan) -> tuple[InstanceStatus, list[str]]:
             break
         done.append(name)
         if (name == "validate_order" and plan.blocked) or (name == "manual_approval" and plan.answer == "reject"):
-            failed = True  # the step completed, but no edge out of it is enabled
+            # The declared failure end: reject_order completes, and the instance fails rejected.
+            if not survives("reject_order"):
+                failed = True
+                break
+            done.append("reject_order")
+            failed = True
             break
     if not failed:
         return InstanceStatus.COMPLETED, done

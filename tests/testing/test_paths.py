@@ -30,7 +30,8 @@ def test_order_example_paths_print_readably() -> None:
         "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval -[wf.approved]-> process_payment -> update_inventory -> send_confirmation => fails, undo restore_stock, refund_payment => failed",
         "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval -[wf.approved]-> process_payment -> update_inventory => fails, undo refund_payment => failed",
         "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval -[wf.approved]-> process_payment => fails => failed",
-        "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval => no edge enabled (not wf.approved) => failed",
+        "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval -[not wf.approved]-> reject_order => rejected => failed",
+        "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval -[not wf.approved]-> reject_order => fails => failed",
         "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval => fails => failed",
         "validate_order -[wf.validated]-> check_inventory -[needs_approval]-> manual_approval => cancel => cancelled",
         "validate_order -[wf.validated]-> check_inventory -[not needs_approval]-> process_payment -> update_inventory -> send_confirmation => completed",
@@ -38,7 +39,8 @@ def test_order_example_paths_print_readably() -> None:
         "validate_order -[wf.validated]-> check_inventory -[not needs_approval]-> process_payment -> update_inventory => fails, undo refund_payment => failed",
         "validate_order -[wf.validated]-> check_inventory -[not needs_approval]-> process_payment => fails => failed",
         "validate_order -[wf.validated]-> check_inventory => fails => failed",
-        "validate_order => no edge enabled (not wf.validated) => failed",
+        "validate_order -[not wf.validated]-> reject_order => rejected => failed",
+        "validate_order -[not wf.validated]-> reject_order => fails => failed",
         "validate_order => fails => failed",
     ]
 
@@ -56,9 +58,11 @@ def test_a_path_is_data() -> None:
     approved = paths(OrderProcess)[0]
 
     assert ("validate_order", "check_inventory", "manual_approval") == approved.steps[:3]
-    assert [e for e in spec.edges if e.dest != "process_payment" or e.source != "check_inventory"] == list(
-        approved.edges
-    )
+    assert [
+        e
+        for e in spec.edges
+        if (e.source, e.dest) != ("check_inventory", "process_payment") and e.dest != "reject_order"
+    ] == list(approved.edges)
     assert ["wf.validated", "needs_approval", "wf.approved"] == [str(g) for g in approved.guards]
     assert all(g.holds for g in approved.guards)
     assert all(type(g) is GuardOutcome for g in approved.guards)

@@ -844,7 +844,7 @@ def test_step_on_something_that_is_not_a_function() -> None:
 
 
 def test_order_example_steps() -> None:
-    """Issue 2: the order example compiles into its six steps, in declaration order, with their policies."""
+    """Issue 2: the order example compiles into its seven steps, in declaration order, with their policies."""
     spec = spec_of(OrderProcess)
     header = ("OrderProcess", "1", "validate_order")
     assert header == (spec.name, spec.version, spec.initial)
@@ -852,6 +852,7 @@ def test_order_example_steps() -> None:
         ("validate_order", StepKind.STEP, True, True, False, Retry(attempts=3, initial=0.01), 5.0),
         ("check_inventory", StepKind.STEP, True, False, False, Retry(), None),
         ("manual_approval", StepKind.HUMAN_TASK, False, False, False, Retry(), None),
+        ("reject_order", StepKind.STEP, False, False, True, Retry(), None),
         ("process_payment", StepKind.STEP, True, False, False, Retry(attempts=3, initial=0.01), None),
         ("update_inventory", StepKind.STEP, True, False, False, Retry(attempts=3, initial=0.01), None),
         ("send_confirmation", StepKind.STEP, False, False, True, Retry(), None),
@@ -869,6 +870,7 @@ def test_order_example_fields() -> None:
         ("items", True),
         ("validated", True),
         ("approved", True),
+        ("approval_comment", True),
         ("payment_id", True),
         ("confirmation_sent", True),
     ]
@@ -881,6 +883,8 @@ def test_order_example_edges_in_guard_order_default_last() -> None:
     expected = [
         ("validate_order", "check_inventory", "wf.validated"),
         ("check_inventory", "manual_approval", "needs_approval"),
+        ("validate_order", "reject_order", None),
+        ("manual_approval", "reject_order", None),
         ("check_inventory", "process_payment", None),
         ("manual_approval", "process_payment", "wf.approved"),
         ("process_payment", "update_inventory", None),
@@ -907,7 +911,7 @@ def test_order_example_compensations_and_task() -> None:
     assert ("refund_payment", True, compensation_retry) == (payment.name, payment.is_async, payment.retry)
     assert ("restore_stock", True, compensation_retry) == (stock.name, stock.is_async, stock.retry)
     without = [s.name for s in spec.steps if s.compensation is None]
-    expected = ["validate_order", "check_inventory", "manual_approval", "send_confirmation"]
+    expected = ["validate_order", "check_inventory", "manual_approval", "reject_order", "send_confirmation"]
     assert expected == without
     task = spec.step("manual_approval").task
     assert TaskSpec("manager", (), Approval, 2 * 24 * 3600.0) == task
