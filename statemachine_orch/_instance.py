@@ -77,7 +77,6 @@ class InstanceInfo:
     quarantined: str | None = None
     outcome: str | None = None
 
-
     @property
     def created_datetime(self) -> dt.datetime:
         """
