@@ -11,7 +11,8 @@ Where each layer lives:
       ├── input checks (_validate.py), progress (_progress.py), diagrams (_diagram.py)
       ▼
   Engine (_engine.py) ── Store (_store.py: MemoryStore) · Clock (_clock.py)
-      │   layers: _client_api.py ─ _driver*.py ─ _commands.py ─ _runtime.py ─ _records.py ─ _engine_core.py
+      │   layers: _schedules.py ─ _messages.py ─ _client_api.py ─ _driver*.py ─ _commands.py ─ _runtime.py ─
+      │           _records.py ─ _engine_core.py
       └── services (_services.py) · Ctx (_ctx.py) · history (_history.py) · tasks (_tasks.py)
 """
 
@@ -53,7 +54,9 @@ from ._errors import MigrationError as MigrationError
 from ._errors import NoEdgeEnabled as NoEdgeEnabled
 from ._errors import NonRetryableError as NonRetryableError
 from ._errors import OrchError as OrchError
+from ._errors import QueryError as QueryError
 from ._errors import RecordLoadError as RecordLoadError
+from ._errors import ScheduleError as ScheduleError
 from ._errors import ServiceNotFound as ServiceNotFound
 from ._errors import SignalTypeError as SignalTypeError
 from ._errors import StoreError as StoreError
@@ -83,8 +86,14 @@ from ._instance import Signal as Signal
 from ._invariant import invariant as invariant
 from ._paths import paths as paths
 from ._progress import Progress as Progress
+from ._query import Query as Query
+from ._query import query as query
 from ._registry import WorkflowRegistry as WorkflowRegistry
 from ._retry import Retry as Retry
+from ._schedule import CatchUp as CatchUp
+from ._schedule import Overlap as Overlap
+from ._schedule import Schedule as Schedule
+from ._schedules import ScheduleInfo as ScheduleInfo
 from ._serialize import register_type as register_type
 from ._services import InProcessService as InProcessService
 from ._services import Service as Service
@@ -114,6 +123,7 @@ if TYPE_CHECKING:
     from ._store_postgres import PostgresStore as PostgresStore  # psycopg is optional: imported when first used
 
 __all__ = [
+    "CatchUp",
     "ChildWorkflowFailed",
     "Clock",
     "Command",
@@ -150,11 +160,17 @@ __all__ = [
     "NoEdgeEnabled",
     "NonRetryableError",
     "OrchError",
+    "Overlap",
     "Progress",
+    "Query",
+    "QueryError",
     "RecordLoadError",
     "RecoveryReport",
     "ResultHandler",
     "Retry",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleInfo",
     "Service",
     "ServiceNotFound",
     "ServiceRegistry",
@@ -196,6 +212,7 @@ __all__ = [
     "mermaid",
     "migration",
     "paths",
+    "query",
     "register_type",
     "spec_of",
     "step",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import attrs
 
@@ -23,7 +23,6 @@ from ._errors import (
     InstanceFinished,
     InstanceNotFound,
     MigrationError,
-    SignalTypeError,
     StoreError,
     TaskAlreadyCompleted,
     TaskClaimed,
@@ -35,7 +34,9 @@ from ._failure import Failure, failure_of
 from ._handle import EngineStatistics, Handle
 from ._history import HistoryEvent, new_event
 from ._instance import InstanceInfo, InstanceRecord, active_steps
+from ._message_types import accepted_type, type_name
 from ._progress import Progress, progress_of
+from ._query import Query, ask
 from ._spec import (
     COMPENSATION_FAILED,
 )
@@ -43,6 +44,9 @@ from ._status import InstanceStatus
 from ._tasks import Task, TaskClaim, TaskStatus, check_user, group_names
 from ._validate import value_mismatch
 from ._workflow import Workflow, spec_of
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _groups(groups: Iterable[str]) -> tuple[str, ...]:
@@ -75,10 +79,6 @@ def _not_for(task: Task, user: str, groups: tuple[str, ...], doing: str) -> Task
         allowed.append(f"members of {', '.join(task.candidate_groups)}")
     msg = f"user {user!r} (groups: {', '.join(groups) or 'none'}) may not {doing} it; only {' or '.join(allowed)} may"
     return TaskNotAuthorized(task.id, user, msg)
-
-
-def _type_name(tp: type) -> str:
-    return f"{tp.__module__}.{tp.__qualname__}"
 
 
 class ClientApi(DriverForks):
@@ -164,6 +164,34 @@ class ClientApi(DriverForks):
                 instance is quarantined).
         """
         return self._peek(instance_id).wf
+
+    def query(self, instance_id: str, query: Query[Any, P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """
+        Ask an instance a ``@query`` of its workflow: the answer from its current variables.
+
+        The query of that name on the instance's own class (its version's) runs on
+        a copy of the variables the engine holds now (what :meth:`workflow` returns);
+        any engine on the store may ask, a client included.
+
+        Args:
+            instance_id: The instance.
+            query: The query as declared on the workflow class (``Order.total``).
+            args: Its arguments.
+            kwargs: Its keyword arguments.
+
+        Returns:
+            What the query returns.
+
+        Raises:
+            InstanceNotFound: No instance has this id.
+            QueryError: Its workflow declares no such query, or the query raised (the
+                exception is chained) or assigned a variable.
+            UnknownWorkflowVersion: Its workflow version has no registered class here.
+            StoreError: The store cannot be read, or the record cannot be loaded.
+
+        .. versionadded:: 0.1.0
+        """
+        return ask(self._peek(instance_id), query, *args, **kwargs)
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """
@@ -449,23 +477,18 @@ class ClientApi(DriverForks):
         rec = self._peek(instance_id)
         if rec.status.is_terminal:
             raise InstanceFinished(instance_id, rec.status, f"deliver {type(message).__name__}")
-        accepted = [s.message for s in rec.spec.steps if s.message is not None]
-        declared = next((t for t in accepted if isinstance(message, t)), None)
-        if declared is None:
-            names = ", ".join(sorted({t.__name__ for t in accepted})) or "none"
-            msg = f"{rec.spec.name} does not wait for {type(message).__name__} (it waits for: {names})"
-            raise SignalTypeError(instance_id, msg)
-        bad = value_mismatch(message, declared)
-        if bad is not None:
-            where = declared.__name__ + bad.path
-            raise SignalTypeError(instance_id, f"{where}: {bad.describe()}", field_path=where)
+        declared = accepted_type(rec.spec, message, instance_id)
         # Filed under the declared type it matched, so every store decodes it as that type.
         if self._leasing:
             # With a wake-up for whichever worker holds (or next claims) the instance.
-            self.store.add_command(instance_id, "wake", {}, signal=(_type_name(declared), message))
+            self.store.add_command(instance_id, "wake", {}, signal=(type_name(declared), message))
             self._kick(instance_id)
             return
-        self.store.add_signal(instance_id, _type_name(declared), message)
+        self.store.add_signal(instance_id, type_name(declared), message)
+        self._wake_for(rec, message)
+
+    def _wake_for(self, rec: InstanceRecord, message: object) -> None:
+        """Without leases: a message was kept for *rec*; run it now if it waits for one of that type."""
         waiting_here = any(
             (m := rec.spec.step(name).message) is not None and isinstance(message, m)
             for name in active_steps(rec.state)
@@ -473,9 +496,9 @@ class ClientApi(DriverForks):
         if not waiting_here:
             return
         if rec.branches:
-            self._resume(self._get(instance_id))
+            self._resume(self._get(rec.id))
         elif rec.status is InstanceStatus.WAITING and rec.worker is None:
-            self._enqueue(self._get(instance_id))
+            self._enqueue(self._get(rec.id))
 
     async def cancel(self, instance_id: str, *, reason: str = "", compensate: bool = True) -> InstanceStatus:
         """

@@ -27,6 +27,7 @@ from ._decorators import Compensation, EdgeMark, Migration, ResultHandler, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._forks import analyse_forks
 from ._invariant import collect_invariants
+from ._query import Query
 from ._retry import COMPENSATION_RETRY, NO_RETRY
 from ._serialize import serialisation_problem
 from ._spec import (
@@ -152,6 +153,9 @@ class _Builder:
             default: object = f.default
             if isinstance(default, (Step, Compensation)):
                 msg = f"{f.name!r} is both an annotated field and a step; rename one of them"
+                self.problem(f.name, "field-step-clash", msg)
+            elif isinstance(default, Query):
+                msg = f"{f.name!r} is both an annotated field and a query; rename one of them"
                 self.problem(f.name, "field-step-clash", msg)
             tp = resolved.get(f.name, f.type)
             why = serialisation_problem(tp)

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from ._commands import Commands
-from ._ctx import Ctx
+from ._ctx import Ctx, effects_of
 from ._engine_core import K, child_id_of, logger, sync_wake, trigger, type_label
 from ._errors import (
     NoEdgeEnabled,
@@ -258,7 +258,16 @@ class Driver(Commands):
         attempt = t.attempt
         wf = rec.wf
         name = step.name
-        ctx = Ctx(self.services, rec.id, rec.spec.name, name, attempt, (rec.id, t.visit, ""), clock=self.clock)
+        ctx = Ctx(
+            self.services,
+            rec.id,
+            rec.spec.name,
+            name,
+            attempt,
+            (rec.id, t.visit, ""),
+            clock=self.clock,
+            outbox=self._outbox,
+        )
         self._note(rec, K.STEP_STARTED, name, attempt, None)
         payload = t.payload
         args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
@@ -318,6 +327,8 @@ class Driver(Commands):
         if seen is not None:
             seen.end("completed")
         self._note(rec, K.STEP_COMPLETED, name, attempt, None)
+        if effects := effects_of(ctx):
+            self._stage_effects(rec, name, effects)  # messages sent, instances started: with this commit
         if step.compensation is not None:
             rec.add_saga(name, t.visit)
         t.payload = NO_PAYLOAD
@@ -462,7 +473,15 @@ class Driver(Commands):
             if undo is not None and undo[0] == "running":
                 return True
             ctx = Ctx(
-                self.services, rec.id, spec.name, comp.name, attempt, (rec.id, visit, ":undo"), name, clock=self.clock
+                self.services,
+                rec.id,
+                spec.name,
+                comp.name,
+                attempt,
+                (rec.id, visit, ":undo"),
+                name,
+                clock=self.clock,
+                outbox=self._outbox,
             )
             if undo is None or undo[0] == "kick":
                 # A fan-out's children are undone one at a time: each start names the child.
@@ -512,6 +531,8 @@ class Driver(Commands):
                 return False
             if seen is not None:
                 seen.end("completed")
+            if effects := effects_of(ctx):
+                self._stage_effects(rec, name, effects)
             rec.saga.pop()
             rec.comp_attempt = 1
             self._note(rec, K.COMPENSATION_COMPLETED, name, attempt, comp.name)

@@ -46,19 +46,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from ._client_api import ClientApi
 from ._clock import Clock, SystemClock, VirtualClock
 from ._ctx import Ctx
 from ._engine_core import logger
 from ._errors import (
-    InstanceExists,
     StoreError,
-    WorkflowInputError,
 )
 from ._handle import Handle, RecoveryReport
-from ._machine import STATE_ATTRIBUTE
+from ._messages import EngineOutbox
 from ._observe import make_observer
 from ._registry import WorkflowRegistry, default_registry
+from ._schedule import Schedule
+from ._schedules import Schedules
 from ._services import ServiceRegistry
 from ._status import InstanceStatus
 from ._store import MemoryStore, Store
@@ -72,23 +71,6 @@ if TYPE_CHECKING:
 W = TypeVar("W", bound=Workflow)
 
 
-_ID_MAX = 200
-
-
-def _check_instance_id(workflow: object, instance_id: object) -> None:
-    """A caller-given instance id: a printable text without "/" (child ids use it), at most 200 characters."""
-    name = type(workflow).__orch_spec__.name if isinstance(workflow, Workflow) else type(workflow).__name__
-    if not isinstance(instance_id, str):
-        msg = f"instance_id must be a str, got {instance_id!r} ({type(instance_id).__name__})"
-        raise WorkflowInputError(name, "instance_id", msg)
-    if not instance_id or len(instance_id) > _ID_MAX or not instance_id.isprintable() or "/" in instance_id:
-        msg = (
-            f"instance_id must be 1 to {_ID_MAX} printable characters without '/' "
-            f"(reserved for child instances); got {instance_id!r}"
-        )
-        raise WorkflowInputError(name, "instance_id", msg)
-
-
 def machine_of(workflow: type[Workflow]) -> Any:
     """
     The shared ``transitions`` machine compiled for *workflow*.
@@ -99,7 +81,7 @@ def machine_of(workflow: type[Workflow]) -> Any:
     return workflow.__orch_machine__
 
 
-class Engine(ClientApi):
+class Engine(Schedules):
     """
     Runs workflow instances.
 
@@ -139,6 +121,9 @@ class Engine(ClientApi):
             starts (debug), completions (info), retries (warning), compensations and
             status changes through structlog, as configured by the application
             (configure it before making the engine).
+        schedules: :class:`Schedule` objects: this engine's workers start each one's
+            due times (every worker of a fleet declares the same ones; each due time
+            starts once across them and across restarts).
 
     Use it inside a running event loop. ``async with Engine(...) as engine``
     recovers what the store holds in flight and stops the workers on exit.
@@ -161,6 +146,7 @@ class Engine(ClientApi):
         metrics: Metrics | None = None,
         tracing: bool | TracerProvider = False,
         logs: bool = False,
+        schedules: Iterable[Schedule[Any]] = (),
     ) -> None:
         if not lease > 0 or not poll > 0:
             msg = f"Engine(lease={lease!r}, poll={poll!r}): both must be positive numbers of seconds"
@@ -230,6 +216,8 @@ class Engine(ClientApi):
         self._backlog = False  # the last claim round filled every free worker: there may be more
         self._claim_now = False  # the fleet loop claims at its next wake-up, poll or not
         self._obs = make_observer(metrics, tracing, logs)
+        self._outbox = EngineOutbox(self._peek, self._find_info)
+        self._init_schedules(schedules)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -385,30 +373,8 @@ class Engine(ClientApi):
             TypeError: *workflow* is not an instance of a concrete Workflow class.
             StoreError: The store could not record it (nothing was started).
         """
-        if instance_id is not None:
-            _check_instance_id(workflow, instance_id)
-            if self._existing(workflow, instance_id):
-                return Handle(self, instance_id)
-        rec = self._create(workflow, instance_id)
-        self._live[rec.id] = rec
-        try:
-            await self._save(rec)
-        except InstanceExists:
-            self._drop_new(rec)
-            setattr(workflow, STATE_ATTRIBUTE, None)  # nothing of it was started
-            self._existing(workflow, rec.id)
-            return Handle(self, rec.id)
-        except StoreError:
-            if self.store.info(rec.id) is None:
-                self._drop_new(rec)
-                raise
-            # The commit landed and only its acknowledgement was lost: it started.
-            rec.committed()
-        if self._drives:
-            self._enqueue(rec)
-        else:
-            self._live.pop(rec.id, None)  # a client: a worker of the fleet claims it
-        return Handle(self, rec.id)
+        started_id, _ = await self._start(workflow, instance_id)
+        return Handle(self, started_id)
 
     def start_nowait(self, workflow: W) -> Handle[W]:
         """

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
 from ._clock import Clock
-from ._ctx import Ctx
+from ._ctx import Ctx, Outbox
 from ._errors import (
     InstanceExists,
     MigrationError,
@@ -181,6 +181,10 @@ class EngineCore:
     _claim_now: bool
     # Metrics, traces and logs (_observe.py): None when nothing observes the engine.
     _obs: Observer | None
+    # What ctx.signal and ctx.start ask of the engine (_messages.py).
+    _outbox: Outbox
+    # The earliest due time of the engine's schedules, as last seen (None: it has none; _schedules.py).
+    _sched_next: float | None
 
     # Implemented by the layers above; declared here so that a lower layer may call them.
 
@@ -198,6 +202,18 @@ class EngineCore:
 
     def _kick(self, instance_id: str) -> None:
         # called by runtime; implemented in _commands
+        raise NotImplementedError
+
+    async def _run_schedules(self, now: float) -> None:
+        # called by runtime; implemented in _schedules
+        raise NotImplementedError
+
+    async def _save_sending(self, rec: InstanceRecord, more: tuple[InstanceRecord, ...]) -> None:
+        # called by records; implemented in _messages
+        raise NotImplementedError
+
+    def _stage_effects(self, rec: InstanceRecord, step: str, effects: Sequence[object]) -> None:
+        # called by driver; implemented in _messages
         raise NotImplementedError
 
     def _run_commands(self, rec: InstanceRecord) -> None:

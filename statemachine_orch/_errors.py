@@ -18,6 +18,8 @@ The tree::
     ├── SignalTypeError (also TypeError)           signal() with a message no step waits for
     ├── UnknownWorkflowVersion (also LookupError)  a stored instance's version has no class
     ├── MigrationError                             migrate() cannot move this instance
+    ├── ScheduleError (also ValueError)            a Schedule declared with an unusable argument
+    ├── QueryError                                 query() found no such query, or the query raised
     ├── StoreError                                 the store cannot be used or a commit failed
     │   └── RecordLoadError                        a stored value does not match its declared type
     └── TaskError
@@ -538,3 +540,37 @@ class InstanceExists(OrchError):
     def __init__(self, instance_id: str, message: str = "an instance with this id exists already") -> None:
         self.instance_id = instance_id
         super().__init__(f"instance {instance_id}: {message}")
+
+
+class ScheduleError(OrchError, ValueError):
+    """
+    A :class:`Schedule` was declared with an argument it cannot use (a cron expression that does not parse...).
+
+    Attributes:
+        schedule_id: The schedule's id.
+        argument: The argument that is wrong (``"cron"``, ``"every"``, ``"start"``...).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, schedule_id: str, argument: str, message: str) -> None:
+        self.schedule_id = schedule_id
+        self.argument = argument
+        super().__init__(f"Schedule {schedule_id!r}: {message}")
+
+
+class QueryError(OrchError):
+    """
+    A query could not be answered: the instance's workflow has no such query, or the query raised or changed a variable.
+
+    Attributes:
+        instance_id: The instance queried.
+        query: The query's name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, instance_id: str, query: str, message: str) -> None:
+        self.instance_id = instance_id
+        self.query = query
+        super().__init__(f"instance {instance_id}: query {query}: {message}")

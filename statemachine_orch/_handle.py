@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 
@@ -15,8 +15,11 @@ if TYPE_CHECKING:
     from ._history import HistoryEvent
     from ._instance import InstanceInfo
     from ._progress import Progress
+    from ._query import Query
 
 W = TypeVar("W", bound=Workflow)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @attrs.frozen
@@ -91,6 +94,10 @@ class EngineView(Protocol):
         """See :meth:`Engine.wait_result`."""
         ...
 
+    def query(self, instance_id: str, query: Query[Any, P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """See :meth:`Engine.query`."""
+        ...
+
 
 class Handle(Generic[W]):
     """
@@ -130,6 +137,14 @@ class Handle(Generic[W]):
     def history(self) -> list[HistoryEvent]:
         """See :meth:`Engine.history`."""
         return self._engine.history(self.instance_id)
+
+    def query(self, query: Query[W, P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """
+        Ask the instance a ``@query`` of its workflow (see :meth:`Engine.query`).
+
+        .. versionadded:: 0.1.0
+        """
+        return self._engine.query(self.instance_id, query, *args, **kwargs)
 
     def progress(self) -> Progress:
         """See :meth:`Engine.progress`."""

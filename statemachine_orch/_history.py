@@ -76,6 +76,13 @@ class EventKind(_IdentityHash, enum.Enum):
     A command from another process no longer applied when its driver took it (detail:
     the command and why, e.g. ``cancel: instance ... is completed``). (0.4.0)
     """
+    SIGNAL_SENT = "signal_sent"
+    """A step sent a message with ``ctx.signal`` (step: the step, detail: ``<instance id> <message type>``)."""
+    STARTED_INSTANCE = "started_instance"
+    """
+    A step started an independent instance with ``ctx.start`` or ``ctx.signal_with_start``
+    (step: the step, detail: ``<instance id> <workflow>``).
+    """
 
 
 class HistoryEvent(NamedTuple):

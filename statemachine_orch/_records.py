@@ -105,6 +105,8 @@ class Records(EngineCore):
     def _is_idle(self) -> bool:
         if self._active:
             return False
+        if self._sched_next is not None and self._sched_next <= self.clock.now():
+            return False  # a schedule's due time has come: its round has not run yet
         nxt = self.store.next_wake(self._no_timers())
         if nxt is None:
             return True
@@ -285,8 +287,12 @@ class Records(EngineCore):
             self._orphan(rec.id, exc.of_instance(rec.id))
             return []
 
-    async def _save(self, rec: InstanceRecord, *more: InstanceRecord) -> None:
+    async def _save(self, rec: InstanceRecord, *more: InstanceRecord, effects: bool = True) -> None:
         """Commit *rec* (and *more*, in the same transaction); with a group-committing store, with others' changes."""
+        if effects and (rec.spawned or rec.signals_out):
+            # Instances its step started, messages it sent: in this commit, then run and woken.
+            await self._save_sending(rec, more)
+            return
         if self._leasing:
             for r in (rec, *more):
                 if r.parent is not None and r.status.is_terminal and _ended_now(r):

@@ -151,6 +151,8 @@ class Runtime(Records):
         loop = asyncio.get_running_loop()
         while True:
             try:
+                if self._sched_next is not None and self._sched_next <= clock.now():
+                    await self._run_schedules(clock.now())
                 if loop.time() - last_sweep >= interval:
                     last_sweep = loop.time()
                     self._expire_dead_owners()
@@ -183,13 +185,14 @@ class Runtime(Records):
             virtual = isinstance(clock, VirtualClock) and clock.autojump
             if virtual and self._active == 0 and nxt is not None and nxt > now:
                 assert isinstance(clock, VirtualClock)  # noqa: S101 - for the type checker
-                clock.jump_to(nxt)
+                clock.jump_to(self._stop_at(nxt))
                 continue
             # Timers of instances others hold, commands of others' instances: look again
             # after a short poll (a NOTIFY wakes the loop at once).
             delay = 1.0 if listening else self.poll
-            if nxt is not None and nxt > now:
-                delay = min(delay, nxt - now)
+            for at in (nxt, self._sched_next):  # a timer, a schedule's due time
+                if at is not None and at > now:
+                    delay = min(delay, at - now)
             wake.clear()
             await _wait_event(wake, delay)
 
@@ -414,6 +417,8 @@ class Runtime(Records):
             now = clock.now()
             due: list[str] = []
             try:
+                if self._sched_next is not None and self._sched_next <= now:
+                    await self._run_schedules(now)
                 nxt = store.next_wake(self._no_timers())
                 if nxt is not None and nxt <= now:
                     due = store.due(now, _DUE_BATCH)
@@ -424,10 +429,13 @@ class Runtime(Records):
                 continue
             failures = 0
             if nxt is None:
-                if self._idle_waiters and self._active == 0:
+                if self._idle_waiters and self._is_idle():
                     self._release_idle_waiters()
                 wake.clear()
-                await wake.wait()
+                if self._sched_next is not None and not isinstance(clock, VirtualClock):
+                    await _wait_event(wake, self._sched_next - now)  # a schedule's next due time
+                else:
+                    await wake.wait()
                 continue
             if nxt <= now:
                 if self._fire_due(due, now):
@@ -439,6 +447,7 @@ class Runtime(Records):
                     await _wait_event(wake, _BUSY_RETRY)
                 continue
             wake.clear()
+            nxt = self._stop_at(nxt)
             if isinstance(clock, VirtualClock):
                 if clock.autojump and self._active == 0:
                     clock.jump_to(nxt)
@@ -446,6 +455,17 @@ class Runtime(Records):
                 await wake.wait()
             else:
                 await _wait_event(wake, nxt - now)
+
+    def _stop_at(self, nxt: float) -> float:
+        """
+        When the loops wake (or a virtual clock jumps) for the timer due at *nxt*: at a schedule's due time before it.
+
+        A virtual clock never jumps to a schedule's due time by itself (an idle
+        engine would start instances forever), but stops at each on its way to a
+        later timer, so none is missed.
+        """
+        sched = self._sched_next
+        return nxt if sched is None or sched >= nxt else sched
 
     def _no_timers(self) -> frozenset[str]:
         """Instances whose timers do not fire now: orphans, and those waiting out a commit backoff."""

@@ -18,6 +18,14 @@ import pytest
 import statemachine_orch
 
 EXPECTED_EXPORTS = {
+    "CatchUp",
+    "Overlap",
+    "Query",
+    "QueryError",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleInfo",
+    "query",
     "ChildWorkflowFailed",
     "Clock",
     "Compensation",
