@@ -270,12 +270,16 @@ class Engine(Schedules):
 
         Instances that were running when the last engine stopped (or was killed)
         run their current step again, with the same idempotency key; timers that
-        fell due meanwhile fire at once, in due order. Called by ``async with``.
+        fell due meanwhile fire at once, in due order; schedules start what they
+        missed meanwhile, as their ``catch_up`` says. Called by ``async with``.
 
         Returns:
             How many instances were resumed, and which could not be (orphans).
         """
         self._ensure_running()
+        if self._sched_next is not None:
+            # The schedules' first round: a new schedule starts counting now, not at a later poll.
+            await self._run_schedules(self._now())
         if self._leasing:
             if not self._drives:
                 return RecoveryReport(0, ())

@@ -69,12 +69,13 @@ def _seconds(value: object, what: str, schedule_id: str) -> float:
     raise ScheduleError(schedule_id, what, msg)
 
 
-def iso_utc(due: float) -> str:
-    """A due time in UTC, as precise as it needs: ``2026-01-01T02:00:00Z``, ``...T02:00:00.250Z``."""
+def iso_utc(due: float, timespec: str = "auto") -> str:
+    """A due time in UTC (``2026-01-01T02:00:00Z``), to *timespec*; ``auto``: as precise as it needs."""
     micros = round(due * _US)
     when = datetime.fromtimestamp(micros // _US, UTC).replace(microsecond=micros % _US)
-    spec = "seconds" if micros % _US == 0 else "milliseconds" if micros % 1000 == 0 else "microseconds"
-    return when.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    if timespec == "auto":
+        timespec = "seconds" if micros % _US == 0 else "milliseconds" if micros % 1000 == 0 else "microseconds"
+    return when.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
 class Schedule(Generic[W]):
@@ -112,7 +113,7 @@ class Schedule(Generic[W]):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_cron", "_every", "_offset", "catch_up", "grace", "id", "overlap", "start", "tz")
+    __slots__ = ("_cron", "_every", "_offset", "_timespec", "catch_up", "grace", "id", "overlap", "start", "tz")
 
     id: str
     """The schedule's stable name."""
@@ -159,6 +160,8 @@ class Schedule(Generic[W]):
         self._cron = cron
         self._every = 0
         self._offset = 0
+        # One precision for all of a schedule's ids, so that they sort as their due times do.
+        self._timespec = "seconds"
         if cron is not None:
             self._check_cron(cron)
         else:
@@ -167,6 +170,9 @@ class Schedule(Generic[W]):
                 raise ScheduleError(id, "every", f"every= must be a positive interval, got {every!r}")
             self._every = every_us
             self._offset = round(_seconds(offset, "offset", id) * _US) % every_us
+            if every_us % _US or self._offset % _US:
+                whole_ms = every_us % 1000 == 0 and self._offset % 1000 == 0
+                self._timespec = "milliseconds" if whole_ms else "microseconds"
         policies = cast("tuple[object, object]", (catch_up, overlap))
         if not isinstance(policies[0], CatchUp):
             raise ScheduleError(id, "catch_up", f"catch_up= must be a CatchUp (SKIP, ONE or ALL), got {catch_up!r}")
@@ -210,7 +216,7 @@ class Schedule(Generic[W]):
 
     def instance_id(self, due: float) -> str:
         """The id of the instance this schedule starts for *due*: ``<id>@<due time in UTC>``."""
-        return f"{self.id}@{iso_utc(due)}"
+        return f"{self.id}@{iso_utc(due, self._timespec)}"
 
     def due_datetime(self, due: float) -> datetime:
         """*due* as the aware ``datetime`` in :attr:`tz` that :attr:`start` receives."""
