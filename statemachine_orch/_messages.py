@@ -128,17 +128,15 @@ class EngineOutbox:
             first = (type_name(accepted_type(cls.__orch_spec__, message, new_id)), message)
         starting = _pending_start(pending, new_id)
         info = self._find(new_id)
-        found = (starting.workflow.__orch_spec__.name, None) if starting is not None else None
-        if info is not None:
-            found = (info.workflow, info)
-        if found is None:
+        if info is None and starting is None:
             return StartEffect(workflow, new_id, first), new_id
-        if found[0] != name:
-            raise InstanceExists(new_id, f"it is an instance of {found[0]}, not of {name}")
+        owner = info.workflow if info is not None else spec_of(starting.workflow if starting else workflow).name
+        if owner != name:
+            raise InstanceExists(new_id, f"it is an instance of {owner}, not of {name}")
         if first is None:
             return None, new_id  # started already: a re-run, or a start that raced this one
-        if found[1] is not None and found[1].status.is_terminal:
-            raise InstanceFinished(new_id, found[1].status, f"deliver {type(message).__name__}")
+        if info is not None and info.status.is_terminal:
+            raise InstanceFinished(new_id, info.status, f"deliver {type(message).__name__}")
         return SignalEffect(new_id, first[0], message), new_id
 
 

@@ -146,7 +146,7 @@ class Schedule(Generic[W]):
             msg = f"the id must be 1 to {_ID_MAX} printable characters without '/', got {id!r}"
             raise ScheduleError(str(id), "id", msg)
         self.id = id
-        if not callable(start):
+        if not callable(cast("object", start)):
             msg = f"start= must be a callable (due: datetime) -> Workflow, got {start!r}"
             raise ScheduleError(id, "start", msg)
         self.start = start

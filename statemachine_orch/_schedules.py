@@ -166,12 +166,12 @@ class Schedules(Messages):
                 last=iso_utc(schedule.last_at(late - _MICRO)),
                 catch_up=schedule.catch_up.value,
             )
+        plan: list[float] = []
         if schedule.catch_up is CatchUp.ALL:
-            plan = [first]
+            plan.append(first)
             while len(plan) < _BATCH and (nxt := schedule.next_after(plan[-1])) <= now:
                 plan.append(nxt)
             return plan, plan[-1]
-        plan: list[float] = []
         due = schedule.next_after(max(cursor, late - _MICRO))
         while due <= now and len(plan) < _BATCH:
             plan.append(due)

@@ -74,7 +74,7 @@ class MkSender(Workflow, name="MkSender", version="1"):
         effect("send", ctx)
         ctx.signal_with_start(MkInbox(), MkPing(self.n), instance_id=f"inbox-{self.n}")
         ctx.start(MkEcho(n=self.n))
-        await asyncio.sleep(random.uniform(0.05, 0.3))  # noqa: S311 - test timing, not security
+        await asyncio.sleep(random.uniform(0.05, 0.3))
         if ctx.attempt == 1 and self.n % 3 == 0:
             msg = "lost after sending"
             raise ConnectionError(msg)
@@ -84,7 +84,7 @@ class MkSender(Workflow, name="MkSender", version="1"):
     async def again(self, ctx: Ctx) -> None:
         effect("again", ctx)
         ctx.signal(f"inbox-{self.n}", MkPing(self.n + 1000))
-        await asyncio.sleep(random.uniform(0.05, 0.3))  # noqa: S311
+        await asyncio.sleep(random.uniform(0.05, 0.3))
 
 
 WORKFLOWS: list[type[Workflow]] = [MkSender, MkInbox, MkEcho]

@@ -48,7 +48,7 @@ TICK = Schedule(
 
 def due_of(instance_id: str) -> datetime:
     """The due time an instance id of ``tick`` names."""
-    return datetime.fromisoformat(instance_id.removeprefix("tick@").replace("Z", "+00:00"))
+    return datetime.fromisoformat(instance_id.removeprefix("tick@"))
 
 
 async def work(db: str, *, finish: bool) -> None:

@@ -15,6 +15,7 @@ exact).
 
 from __future__ import annotations
 
+import itertools
 import random
 import subprocess
 import time
@@ -73,7 +74,7 @@ def test_each_due_time_starts_once_across_killed_workers(tmp_path: Path) -> None
         state = store.schedule("tick")
         histories = {i: store.history(i) for i in ticks}
     dues = [due_of(i) for i in ticks]
-    gaps = [(a, b) for a, b in zip(dues, dues[1:], strict=False) if b - a != timedelta(seconds=EVERY)]
+    gaps = [(a, b) for a, b in itertools.pairwise(dues) if b - a != timedelta(seconds=EVERY)]
     assert [] == gaps, f"due times lost or doubled between {gaps[:3]}"
     assert len(ticks) >= ROUNDS * 2, ticks  # the run covered several seconds of due times
     assert state is not None

@@ -151,7 +151,8 @@ def test_a_message_sent_before_the_target_waits_is_kept(new_engine: EngineFactor
             sender = await engine.start(MsgLauncher(count=0, named="early"))
             await sender.result()
             await engine.start(MsgOutbox(target="early", n=3))
-            return (await engine.handle("early").result()).got
+            early: MsgInbox = await engine.handle("early").result()
+            return early.got
 
     assert 3 == run(scenario())
 

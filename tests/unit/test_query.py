@@ -177,7 +177,7 @@ def test_misdeclared_queries_fail_at_definition() -> None:
     assert "a query answers at once, it cannot be async" in str(err.value)
 
     with pytest.raises(WorkflowDefinitionError) as err:
-        query(print)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+        query(print)  # pyright: ignore[reportArgumentType]
     assert "@query must decorate a plain method (def), not a builtin_function_or_method" in str(err.value)
 
     with pytest.raises(WorkflowDefinitionError) as err:
