@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
-
-import pytest
 
 from statemachine_orch import (
     CatchUp,
@@ -27,10 +24,10 @@ from statemachine_orch import (
     InstanceStatus,
     Overlap,
     Schedule,
-    SqliteStore,
     Store,
     VirtualClock,
 )
+from tests.integration.test_client_commands import open_store
 from tests.unit.test_messages import MsgInbox, MsgLauncher, MsgOutbox, MsgPing
 from tests.unit.test_query import QCart
 from tests.unit.test_schedules import T0, SchReport, report
@@ -40,21 +37,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Opener = Callable[[], Store]
+__all__ = ["open_store"]  # the fixture: a store object per "process" on one SQLite file or PostgreSQL database
 WORKFLOWS = [MsgInbox, MsgLauncher, MsgOutbox, QCart, SchReport]
 WAIT = 30.0
-
-
-@pytest.fixture(params=["sqlite", "pg"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """A function that opens another store object on this test's database."""
-    if request.param == "sqlite":
-        path = tmp_path / "shared.db"
-        SqliteStore(path).close()  # the file and its schema, before several stores open it
-        return lambda: SqliteStore(path)
-    dsn = str(request.getfixturevalue("pg_store_dsn"))
-    from statemachine_orch import PostgresStore
-
-    return lambda: PostgresStore(dsn)
 
 
 def _worker(store: Store) -> Engine:
