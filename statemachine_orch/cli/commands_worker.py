@@ -15,7 +15,7 @@ from statemachine_orch import Engine
 
 from .client import opened
 from .failures import Problem, guarded
-from .loading import import_all, services_of, workflows_in
+from .loading import import_all, schedules_of, services_of, workflows_in
 
 if TYPE_CHECKING:
     from statemachine_orch.metrics import Metrics
@@ -74,13 +74,14 @@ def worker(
         bool, typer.Option("--tracing", help="OpenTelemetry spans per turn, step attempt and compensation.")
     ] = False,
 ) -> None:
-    """Run workers for the workflows of MODULE... on the store, until SIGINT or SIGTERM."""
+    """Run workers for the workflows (and the orch_schedules) of MODULE... on the store, until SIGINT or SIGTERM."""
     loaded = import_all(modules)
     classes = [cls for m in loaded for cls in workflows_in(m)]
     if not classes:
         msg = f"no workflow classes in {', '.join(modules)}"
         raise Problem(msg)
     services = services_of(loaded)
+    schedules = schedules_of(loaded)
     collected = _new_metrics() if metrics_port is not None else None
     with contextlib.ExitStack() as stack:
         st = stack.enter_context(opened(store, create=True))
@@ -94,6 +95,7 @@ def worker(
             metrics=collected,
             tracing=tracing,
             logs=True,
+            schedules=schedules,
         )
         if collected is not None and metrics_port is not None:
             _serve_metrics(collected, engine, store, metrics_port, metrics_addr, stack)

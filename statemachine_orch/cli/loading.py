@@ -4,7 +4,9 @@ Finding workflow classes by import path: ``MODULE:Class``, ``MODULE`` (its workf
 The working directory is importable, as with ``python -m``: ``orch worker
 examples.order_process`` works from a checkout. A module may define
 ``orch_services``: a mapping of service names to objects, or a function without
-arguments returning one; workers register those services.
+arguments returning one; workers register those services. It may define
+``orch_schedules``: a list of :class:`~statemachine_orch.Schedule` objects (or a
+function returning one); workers run those schedules.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final
 
-from statemachine_orch import ServiceRegistry, Workflow
+from statemachine_orch import Schedule, ServiceRegistry, Workflow
 
 from .failures import UsageProblem
 
@@ -28,6 +30,9 @@ MODULES_ENV: Final = "ORCH_MODULES"
 
 SERVICES_ATTRIBUTE: Final = "orch_services"
 """The module attribute a worker takes its services from (a mapping, or a function returning one)."""
+
+SCHEDULES_ATTRIBUTE: Final = "orch_schedules"
+"""The module attribute a worker takes its schedules from (a list of Schedule, or a function returning one)."""
 
 
 def _importable_cwd() -> None:
@@ -138,3 +143,25 @@ def services_of(modules: Iterable[ModuleType]) -> ServiceRegistry:
             msg = f"{module.__name__}.{SERVICES_ATTRIBUTE} must be a mapping of names to services (or return one)"
             raise UsageProblem(msg)
     return ServiceRegistry(merged)
+
+
+def schedules_of(modules: Iterable[ModuleType]) -> list[Schedule[typing.Any]]:
+    """
+    The schedules the *modules* declare in ``orch_schedules``, in order.
+
+    Raises:
+        UsageProblem: An ``orch_schedules`` is not a list of Schedule objects (nor a function returning one).
+    """
+    found: list[Schedule[typing.Any]] = []
+    for module in modules:
+        declared: object = getattr(module, SCHEDULES_ATTRIBUTE, None)
+        if declared is None:
+            continue
+        if callable(declared):
+            declared = declared()
+        items = list(typing.cast("Iterable[object]", declared)) if isinstance(declared, (list, tuple)) else None
+        if items is None or not all(isinstance(item, Schedule) for item in items):
+            msg = f"{module.__name__}.{SCHEDULES_ATTRIBUTE} must be a list of Schedule objects (or return one)"
+            raise UsageProblem(msg)
+        found.extend(typing.cast("list[Schedule[typing.Any]]", items))
+    return found

@@ -302,3 +302,15 @@ def test_worker_serves_metrics(store_url: str, workers: Workers) -> None:
         "worker", FLOWS, "--store", store_url, "--metrics-port", match.group(1).rsplit(":", 1)[1].split("/")[0]
     )
     assert_one_line_error(taken, 1, "--metrics-port", "cannot listen")
+
+
+def test_a_worker_runs_its_modules_schedules(store_url: str, workers: Workers) -> None:
+    """Issue 10: orch worker runs the orch_schedules of its modules: the schedule's instances start and end."""
+    workers.start(store_url, env={**environment(), "ORCH_MODULES": "tests.cli.scheduled"})
+
+    def ticked() -> bool:
+        shown = orch_process("instances", "--store", store_url, "--json")
+        return any(i["id"].startswith("cli-tick@") and i["status"] == "completed" for i in shown.json())
+
+    wait_until(ticked, "an instance of the schedule cli-tick")
+    assert [0] == workers.stop_all()
