@@ -298,8 +298,8 @@ class Driver(Commands):
                 variables.check_step(wf, kept, tok is None, strict)
         except asyncio.CancelledError:
             t.in_step = False
-            if seen is not None:
-                seen.end("cancelled")
+            if seen is not None and obs is not None:
+                obs.attempt_ended(ctx, seen, "cancelled")
             current = asyncio.current_task()
             why = tok.cancelled if tok is not None else _cancel_reason(rec)
             ours = (
@@ -320,12 +320,12 @@ class Driver(Commands):
             t.in_step = False
             if isinstance(exc, TimeoutError) and step.timeout is not None and not str(exc):
                 exc = TimeoutError(f"attempt {attempt} exceeded the step's timeout of {step.timeout:g}s")
-            if seen is not None:
-                seen.end("failed", exc)
+            if seen is not None and obs is not None:
+                obs.attempt_ended(ctx, seen, "failed", exc)
             return await self._step_failed(rec, step, attempt, exc, tok)
         t.in_step = False
-        if seen is not None:
-            seen.end("completed")
+        if seen is not None and obs is not None:
+            obs.attempt_ended(ctx, seen, "completed")
         self._note(rec, K.STEP_COMPLETED, name, attempt, None)
         if effects := effects_of(ctx):
             self._stage_effects(rec, name, effects)  # messages sent, instances started: with this commit
@@ -506,16 +506,16 @@ class Driver(Commands):
                         self.after_attempt(ctx)
                     variables.check_step(rec.wf, kept, True, self._strict_vars)  # noqa: FBT003
             except asyncio.CancelledError:
-                if seen is not None:
-                    seen.end("cancelled")
+                if seen is not None and obs is not None:
+                    obs.attempt_ended(ctx, seen, "cancelled")
                 raise
             except Exception as exc:  # noqa: BLE001 - user code
                 error = f"{type(exc).__name__}: {exc}"
                 self._note(rec, K.COMPENSATION_FAILED, name, attempt, error)
                 retries = comp.retry.retries(exc, attempt)
-                if seen is not None:
-                    seen.end("failed", exc)
-                    seen.obs.failed(ctx, error, wait_after(comp.retry, exc, attempt) if retries else None)
+                if seen is not None and obs is not None:
+                    obs.attempt_ended(ctx, seen, "failed", exc)
+                    obs.failed(ctx, error, wait_after(comp.retry, exc, attempt) if retries else None)
                 if retries:
                     delay = wait_after(comp.retry, exc, attempt)
                     rec.comp_attempt = attempt + 1
@@ -529,8 +529,8 @@ class Driver(Commands):
                 self._set_status(rec, InstanceStatus.COMPENSATION_FAILED)
                 await self._save(rec)
                 return False
-            if seen is not None:
-                seen.end("completed")
+            if seen is not None and obs is not None:
+                obs.attempt_ended(ctx, seen, "completed")
             if effects := effects_of(ctx):
                 self._stage_effects(rec, name, effects)
             rec.saga.pop()

@@ -13,12 +13,14 @@ configures structlog: the events go where the application's configuration sends 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left as _bisect
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
 from ._history import EventKind
 from ._status import InstanceStatus
+from .metrics import STEP_BUCKETS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 _log: Any = structlog.get_logger("statemachine_orch.engine")
 
 _perf = time.perf_counter
+_STEP_BOUNDS = STEP_BUCKETS
 
 _STATUS_CHANGED = EventKind.STATUS_CHANGED
 # A tuple, not a set: `in` compares by identity first, where a set would call the enum's __hash__.
@@ -40,21 +43,15 @@ _NO_ENDS: list[tuple[str, str | None]] = []  # shared, never written to
 
 
 class Attempt:
-    """One attempt of a step or a compensation in progress: its clock, span and bound log context."""
+    """One attempt of a step or a compensation in progress, traced or logged: its clock, span and log context."""
 
-    __slots__ = ("ctx", "obs", "otel", "span", "started", "vars")
+    __slots__ = ("otel", "span", "started", "vars")
 
-    def __init__(self, obs: Observer, ctx: Ctx) -> None:
-        self.obs = obs
-        self.ctx = ctx
+    def __init__(self) -> None:
         self.started = 0.0
         self.span: Any = None
         self.otel: Any = None
         self.vars: Mapping[str, Token[Any]] | None = None
-
-    def end(self, outcome: str, error: BaseException | None = None) -> None:
-        """The attempt ended: ``completed``, ``failed`` (with *error*) or ``cancelled``."""
-        self.obs.attempt_ended(self, outcome, error)
 
 
 class Observer:
@@ -67,14 +64,16 @@ class Observer:
     def turn_end(self, token: object) -> None:
         """The turn begun with *token* ended."""
 
-    def attempt_begin(self, ctx: Ctx) -> Attempt:
-        """A step's (or a compensation's, ``ctx.undoing`` set) body is about to run."""
-        attempt = Attempt(self, ctx)
-        attempt.started = _perf()
-        return attempt
+    def attempt_begin(self, ctx: Ctx) -> object:  # noqa: ARG002 - a hook that does nothing
+        """
+        A step's (or a compensation's, ``ctx.undoing`` set) body is about to run.
 
-    def attempt_ended(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
-        """The body begun with :meth:`attempt_begin` ended."""
+        What it returns goes to :meth:`attempt_ended`.
+        """
+        return _perf()
+
+    def attempt_ended(self, ctx: Ctx, token: object, outcome: str, error: BaseException | None = None) -> None:
+        """The body begun with :meth:`attempt_begin` (which gave *token*) ended: completed, failed or cancelled."""
 
     def failed(self, ctx: Ctx, error: str, retry_in: float | None) -> None:
         """An attempt failed; *retry_in*: the retry's backoff (None: not retried)."""
@@ -119,8 +118,11 @@ class _Observed(Observer):
         self.logs = logs
         # Bound once: a lazy proxy would resolve structlog's configuration at every call.
         self.log: Any = _log.bind() if logs else None
-        # The step histogram's own method: one call less per attempt than Metrics.count_step.
-        self._count_step: Any = metrics.count_step_labelled if metrics is not None else None
+        # Metrics alone: an attempt is timed, with no span and no log context to keep.
+        self._timed_only = tracer is None and not logs
+        self._step_figures: dict[tuple[str, ...], list[float]] = (
+            metrics.step_histogram.by_labels if metrics is not None else {}
+        )
         # The instances whose turn has a recorded span (one turn at a time per instance).
         self._recording: set[str] = set()
         if tracer is not None:
@@ -156,8 +158,10 @@ class _Observed(Observer):
             self._detach(token.otel)
             token.span.end()
 
-    def attempt_begin(self, ctx: Ctx) -> Attempt:
-        attempt = Attempt(self, ctx)
+    def attempt_begin(self, ctx: Ctx) -> object:
+        if self._timed_only:
+            return _perf()  # metrics alone: the start time is all there is to keep
+        attempt = Attempt()
         undoing = ctx.undoing
         # Only a recorded turn gets step spans: in a turn the sampler dropped they would
         # be dropped too (the SDK's samplers follow the parent), at the cost of a span each.
@@ -189,16 +193,25 @@ class _Observed(Observer):
         attempt.started = _perf()
         return attempt
 
-    def attempt_ended(self, attempt: Attempt, outcome: str, error: BaseException | None) -> None:
-        seconds = _perf() - attempt.started
-        ctx = attempt.ctx
+    def attempt_ended(self, ctx: Ctx, token: object, outcome: str, error: BaseException | None = None) -> None:
+        attempt = token if type(token) is Attempt else None
+        seconds = _perf() - (attempt.started if attempt is not None else cast("float", token))
         undoing = ctx.undoing
         metrics = self.metrics
         if metrics is not None and outcome != "cancelled":
             if undoing is None:
-                self._count_step((ctx.workflow, ctx.step, outcome), seconds)
+                # The step histogram's figures, updated here: once per attempt, the hot path.
+                key = (ctx.workflow, ctx.step, outcome)
+                figures = self._step_figures.get(key)
+                if figures is None:
+                    figures = metrics.step_histogram.figures(key)
+                figures[_bisect(_STEP_BOUNDS, seconds)] += 1
+                figures[-2] += 1
+                figures[-1] += seconds
             else:
                 metrics.count_compensation(ctx.workflow, undoing, outcome)
+        if attempt is None:
+            return
         span = attempt.span
         if span is not None:
             self._detach(attempt.otel)
