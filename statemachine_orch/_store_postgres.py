@@ -80,7 +80,7 @@ __all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "u
 
 _log: Any = structlog.get_logger("statemachine_orch.store")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The schema version this library writes (table ``meta``, key ``schema_version``)."""
 
 APPLICATION: Final = "statemachine-orch"
@@ -210,6 +210,22 @@ MIGRATIONS: dict[int, list[LiteralString]] = {
     ],
     # Why an instance did not complete, as JSON text (ASCII: outcome, step, exception).
     5: ["ALTER TABLE instances ADD COLUMN failure TEXT"],
+    # A page of a user's inbox, oldest first (open_tasks with a limit), read from indexes in
+    # that order: by assignee, by claimant, and by group (each group's rows carry their
+    # task's created_at and seq), so a page costs its own rows, not all the user's tasks.
+    6: [
+        "ALTER TABLE task_groups ADD COLUMN created_at DOUBLE PRECISION",
+        "ALTER TABLE task_groups ADD COLUMN seq BIGINT",
+        "UPDATE task_groups g SET created_at = t.created_at, seq = t.seq FROM tasks t WHERE t.id = g.task_id",
+        "CREATE INDEX task_groups_inbox ON task_groups (grp, created_at, seq)",
+        "DROP INDEX tasks_open_assignee",
+        "CREATE INDEX tasks_open_assignee ON tasks (assignee, created_at, seq) WHERE status = 'open'",
+        "DROP INDEX tasks_open_claimed",
+        (
+            "CREATE INDEX tasks_open_claimed ON tasks (claimed_by, created_at, seq) "
+            "WHERE status = 'open' AND claimed_by IS NOT NULL"
+        ),
+    ],
 }
 
 _TABLES: Final = ("meta", "instances", "history", "tasks", "task_groups", "signals", "commands", "schedules")
@@ -364,6 +380,14 @@ _INSERT_COMMAND: Final = (
     "INSERT INTO commands (instance_id, kind, body, created_at) VALUES (%s, %s, %s::jsonb, %s) RETURNING seq"
 )
 
+_INSERT_GROUPS: Final = """
+INSERT INTO task_groups (grp, task_id, created_at, seq)
+SELECT mine.grp, tasks.id, tasks.created_at, tasks.seq
+FROM unnest(%s::text[], %s::text[]) AS mine(grp, task_id) JOIN tasks ON tasks.id = mine.task_id
+ON CONFLICT DO NOTHING
+"""
+"""Open tasks' groups, with the task's order (its row is written first, in the same transaction)."""
+
 _NOT_OPEN: Final = "is no longer open; a task completes once"
 _NOT_OPEN_CLAIM: Final = "is no longer open; only an open task is claimed"
 
@@ -382,6 +406,30 @@ _TASK_COLUMNS: Final = (
     "id, instance_id, workflow, version, step, assignee, groups, created_at, due_at, status, "
     "completed_by, completed_at, form, fingerprint, claimed_by"
 )
+
+_MAY: Final = (
+    "status = 'open' AND (claimed_by IS NULL OR claimed_by = %(who)s) "
+    "AND (%(due)s::float8 IS NULL OR due_at <= %(due)s::float8)"
+)
+
+_INBOX: Final = f"""
+SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ANY(ARRAY(
+    (SELECT id FROM tasks WHERE assignee = %(who)s AND {_MAY} ORDER BY created_at, seq LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id FROM tasks WHERE claimed_by = %(who)s AND {_MAY} ORDER BY created_at, seq LIMIT %(limit)s)
+    UNION ALL
+    SELECT found.id FROM unnest(%(groups)s::text[]) AS mine(grp) CROSS JOIN LATERAL (
+        SELECT tasks.id FROM task_groups JOIN tasks ON tasks.id = task_groups.task_id
+        WHERE task_groups.grp = mine.grp AND {_MAY}
+        ORDER BY task_groups.created_at, task_groups.seq LIMIT %(limit)s
+    ) AS found
+))
+ORDER BY created_at, seq LIMIT %(limit)s
+"""
+"""The open tasks *who* (in *groups*) may complete (a claimed one: only its claimant), oldest first, at most
+*limit* (NULL: all), due by *due* (NULL: any). Each way a task is theirs (assignee, claimant, each group)
+gives at most *limit* of its own, read from an index in that order, and the rows are then fetched by id:
+a page reads about its own rows, however many tasks the user has."""
 
 _CLAIM: Final = """
 UPDATE instances SET owner = %(owner)s, lease_until = %(until)s, fence = fence + 1
@@ -986,18 +1034,9 @@ class PostgresStore:
             )
             return [self._task(r) for r in rows]
         # A user or group that cannot be stored matches no task (`assignee = NULL` is never true).
-        # Those it is for, then (a claimed task) only its claimant.
         who = user if _encodable(user) else None
-        rows = self._fetchall(
-            f"SELECT {cols} FROM tasks WHERE id IN ("
-            "SELECT id FROM tasks WHERE assignee = %(who)s AND status = 'open' "
-            "UNION SELECT id FROM tasks WHERE claimed_by = %(who)s AND status = 'open' "
-            "UNION SELECT task_id FROM task_groups WHERE grp = ANY(%(groups)s::text[])"
-            ") AND status = 'open' AND (claimed_by IS NULL OR claimed_by = %(who)s) "
-            "AND (%(due)s::float8 IS NULL OR due_at <= %(due)s::float8) ORDER BY created_at, seq LIMIT %(limit)s",
-            {"who": who, "groups": sorted(g for g in groups if _encodable(g)), "due": due_before, "limit": limit},
-        )
-        return [self._task(r) for r in rows]
+        args = {"who": who, "groups": sorted(g for g in groups if _encodable(g)), "due": due_before, "limit": limit}
+        return [self._task(r) for r in self._fetchall(_INBOX, args)]
 
     # ----------------------------------------------------------------- signals and timers
 
@@ -1544,11 +1583,7 @@ class _Batch:
                 (_text(g), t.id) for t in self.tasks.values() if t.status is TaskStatus.OPEN for g in t.candidate_groups
             ]
             if open_groups:
-                cur.execute(
-                    "INSERT INTO task_groups (grp, task_id) SELECT * FROM unnest(%s::text[], %s::text[]) "
-                    "ON CONFLICT DO NOTHING",
-                    ([g for g, _ in open_groups], [t for _, t in open_groups]),
-                )
+                cur.execute(_INSERT_GROUPS, ([g for g, _ in open_groups], [t for _, t in open_groups]))
             closed = [t.id for t in self.tasks.values() if t.status is not TaskStatus.OPEN]
             if closed:
                 cur.execute("DELETE FROM task_groups WHERE task_id = ANY(%s::text[])", (closed,))

@@ -288,19 +288,20 @@ async def list_tasks(web: Web, request: Request, identity: Identity) -> Response
     instance_id = request.query_params.get("instance_id")
     engine = web.engine
     now = engine.clock.now()
-    tasks = engine.tasks(
-        identity.user,
-        identity.groups if scope == "all" else (),
-        instance_id=instance_id,
-        due_before=now if overdue else None,
-        limit=limit,
-    )
+    groups = identity.groups if scope == "all" else ()
+    due_before = now if overdue else None
+
+    def read() -> list[Task]:
+        return engine.tasks(identity.user, groups, instance_id=instance_id, due_before=due_before, limit=limit)
+
+    tasks = await web.read(read)
     return JSONResponse({"tasks": [task_json(t, now) for t in tasks]})
 
 
 async def show_task(web: Web, request: Request, identity: Identity) -> Response:
     """One task, its form's fields and what the caller may do with it."""
-    return JSONResponse(task_detail(web, task_for(web, request, identity), identity))
+    detail = await web.read(lambda: task_detail(web, task_for(web, request, identity), identity))
+    return JSONResponse(detail)
 
 
 async def claim_task(web: Web, request: Request, identity: Identity) -> Response:
@@ -350,7 +351,7 @@ async def list_instances(web: Web, request: Request, _identity: Identity) -> Res
     workflow = request.query_params.get("workflow") or None
     limit = query_int(request, "limit", 50, 1, LIMIT_MAX)
     offset = query_int(request, "offset", 0, 0, 10**9)
-    found = web.engine.instances(InstanceStatus(status) if status else None, workflow)
+    found = await web.read(lambda: web.engine.instances(InstanceStatus(status) if status else None, workflow))
     found.sort(key=lambda i: (-i.created_at, i.id))
     page = found[offset : offset + limit]
     return JSONResponse({"total": len(found), "instances": [instance_json(i) for i in page]})
@@ -377,20 +378,20 @@ def instance_detail(web: Web, instance_id: str) -> dict[str, Any]:
 
 async def show_instance(web: Web, request: Request, _identity: Identity) -> Response:
     """One instance."""
-    return JSONResponse(instance_detail(web, info_for(web, request)))
+    return JSONResponse(await web.read(lambda: instance_detail(web, info_for(web, request))))
 
 
 async def instance_history(web: Web, request: Request, _identity: Identity) -> Response:
     """The instance's history, oldest first."""
-    instance_id = info_for(web, request)
-    return JSONResponse({"events": [event_json(e) for e in web.engine.history(instance_id)]})
+    events = await web.read(lambda: web.engine.history(info_for(web, request)))
+    return JSONResponse({"events": [event_json(e) for e in events]})
 
 
 async def instance_diagram(web: Web, request: Request, _identity: Identity) -> Response:
     """The instance's workflow as SVG, its steps coloured by what the instance did."""
     from ._diagram import diagram_svg  # noqa: PLC0415 - graphviz only when a diagram is asked for
 
-    return Response(diagram_svg(web, info_for(web, request)), media_type="image/svg+xml")
+    return Response(await diagram_svg(web, info_for(web, request)), media_type="image/svg+xml")
 
 
 async def start_instance(web: Web, request: Request, _identity: Identity) -> Response:

@@ -11,12 +11,14 @@ in size before they are read.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Mount
@@ -28,6 +30,8 @@ from statemachine_orch._workflow import Workflow, spec_of, version_key
 
 from ._auth import Authenticator, Identity
 from ._csrf import Csrf
+
+_T = TypeVar("_T")
 
 HERE: Final = Path(__file__).parent
 
@@ -92,6 +96,19 @@ class Web:
             lstrip_blocks=True,
         )
         self.wait = wait
+        self.threaded_reads = _reads_from_threads(engine.store)
+
+    async def read(self, fn: Callable[[], _T]) -> _T:
+        """
+        Run *fn*, which reads the store: in a worker thread when the store serves threads.
+
+        A pool of connections (PostgreSQL) does: a request waiting for the database
+        then never holds up the others. SQLite answers at once, through its one
+        connection, so its reads run here.
+        """
+        if self.threaded_reads:
+            return await run_in_threadpool(fn)
+        return fn()
 
     def identify(self, request: HTTPConnection) -> Identity | None:
         """Who makes *request*, as the authenticator says (``None``: nobody it vouches for)."""
@@ -107,6 +124,12 @@ class Web:
         if version is None:
             return max(classes, key=lambda c: version_key(spec_of(c).version), default=None)
         return next((c for c in classes if spec_of(c).version == version), None)
+
+
+def _reads_from_threads(store: object) -> bool:
+    """Whether *store* may be read from several threads at once (a PostgresStore: a pool of connections)."""
+    postgres = sys.modules.get("statemachine_orch._store_postgres")  # loaded if it is one
+    return postgres is not None and isinstance(store, postgres.PostgresStore)
 
 
 class LimitBody:

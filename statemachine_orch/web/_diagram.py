@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
+
 from statemachine_orch._errors import UnknownWorkflowVersion
 from statemachine_orch.diagrams import GraphvizUnavailable, Overlay, render
 
@@ -9,7 +11,7 @@ from ._api import ApiError
 from ._app import Web
 
 
-def diagram_svg(web: Web, instance_id: str) -> bytes:
+async def diagram_svg(web: Web, instance_id: str) -> bytes:
     """
     The SVG of *instance_id*'s workflow with its overlay (done, current, failed, compensated steps).
 
@@ -22,7 +24,9 @@ def diagram_svg(web: Web, instance_id: str) -> bytes:
     cls = engine.registry.resolve(info.workflow, info.version)
     if cls is None:
         raise UnknownWorkflowVersion(instance_id, info.workflow, info.version, engine.registry.versions(info.workflow))
+    overlay = await web.read(lambda: Overlay.of(engine, instance_id))
     try:
-        return render(cls, "svg", overlay=Overlay.of(engine, instance_id))
+        # Graphviz's dot is a process of its own: the app answers other requests meanwhile.
+        return await run_in_threadpool(render, cls, "svg", overlay=overlay)
     except GraphvizUnavailable as exc:
         raise ApiError(503, "GraphvizUnavailable", str(exc)) from None

@@ -158,3 +158,21 @@ def test_open_tasks_take_a_due_time_and_a_limit(store: Store, run: Runner) -> No
     assert [edit] == ids("alice", set(), limit=1)
     assert [second] == ids("alice", set(), due_before=NOW)
     assert [audit] == ids("dan", {"ops"}, limit=5)
+
+
+def test_a_page_of_a_users_tasks_is_the_head_of_all_of_them(store: Store, run: Runner) -> None:
+    """Issue 13: open_tasks(limit=k) is the first k of the full list, whichever way each task is the user's."""
+    instances = parked(store, run, [ContractEdit(), ContractAudit(), ContractEdit(), ContractAudit(), ContractEdit()])
+    claim(store, the_task(store, instances[2]), "bob")  # bob's now: out of dan's editors' list
+    claim(store, the_task(store, instances[3]), "dan")  # dan's claim: his whatever his groups
+    cases: list[tuple[str, set[str]]] = [
+        ("dan", {"ops", "editors"}),
+        ("alice", set()),
+        ("bob", {"legal"}),
+        ("dan", set()),
+    ]
+    for user, groups in cases:
+        everything = store.open_tasks(user, frozenset(groups), None)
+        pages = [store.open_tasks(user, frozenset(groups), None, limit=k) for k in range(len(everything) + 2)]
+        assert [everything[:k] for k in range(len(everything) + 2)] == pages, (user, groups)
+    assert [instances[3]] == [t.instance_id for t in store.open_tasks("dan", frozenset(), None)]
