@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left as _bisect
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -118,8 +118,8 @@ class _Observed(Observer):
         self.logs = logs
         # Bound once: a lazy proxy would resolve structlog's configuration at every call.
         self.log: Any = _log.bind() if logs else None
-        # Metrics alone: an attempt is timed, with no span and no log context to keep.
-        self._timed_only = tracer is None and not logs
+        # Without logs, an attempt outside a recorded turn is only timed (no span, no log context).
+        self._timed_only = not logs
         self._step_figures: dict[tuple[str, ...], list[float]] = (
             metrics.step_histogram.by_labels if metrics is not None else {}
         )
@@ -159,8 +159,8 @@ class _Observed(Observer):
             token.span.end()
 
     def attempt_begin(self, ctx: Ctx) -> object:
-        if self._timed_only:
-            return _perf()  # metrics alone: the start time is all there is to keep
+        if self._timed_only and ctx.instance_id not in self._recording:
+            return _perf()  # no span, no log context: the start time is all there is to keep
         attempt = Attempt()
         undoing = ctx.undoing
         # Only a recorded turn gets step spans: in a turn the sampler dropped they would
@@ -195,7 +195,8 @@ class _Observed(Observer):
 
     def attempt_ended(self, ctx: Ctx, token: object, outcome: str, error: BaseException | None = None) -> None:
         attempt = token if type(token) is Attempt else None
-        seconds = _perf() - (attempt.started if attempt is not None else cast("float", token))
+        started: float = attempt.started if attempt is not None else token  # type: ignore[assignment] # a float
+        seconds = _perf() - started
         undoing = ctx.undoing
         metrics = self.metrics
         if metrics is not None and outcome != "cancelled":
@@ -296,8 +297,8 @@ class _Observed(Observer):
         if type(token) is float:
             metrics.count_commit(_perf() - token, size, _NO_ENDS)
         elif isinstance(token, tuple):
-            started, ends = cast("tuple[float, list[tuple[str, str | None]]]", token)
-            metrics.count_commit(_perf() - started, size, ends)
+            pair: tuple[float, list[tuple[str, str | None]]] = token  # pyright: ignore[reportUnknownVariableType] # commit_begin's (float, ends)
+            metrics.count_commit(_perf() - pair[0], size, pair[1])
 
     def timer_fired(self, workflow: str, lag: float) -> None:
         if self.metrics is not None:
