@@ -17,8 +17,8 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable
-from typing import Any, TypeGuard
+from collections.abc import Callable, Sized
+from typing import Any, TypeGuard, cast
 
 import attrs
 
@@ -28,8 +28,8 @@ from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._forks import analyse_forks
 from ._invariant import collect_invariants
 from ._query import Query
-from ._retry import COMPENSATION_RETRY, NO_RETRY
-from ._serialize import serialisation_problem
+from ._retry import COMPENSATION_RETRY, NO_RETRY, Retry
+from ._serialize import serialisation_problem, show, type_label
 from ._spec import (
     CompensationSpec,
     EdgeSpec,
@@ -42,6 +42,7 @@ from ._spec import (
     WorkflowSpec,
 )
 from ._status import InstanceStatus
+from ._validate import is_frozen
 
 # Attributes the engine reads or writes on every instance; user names must not clash.
 RESERVED_PREFIX = "_orch"
@@ -158,6 +159,9 @@ class _Builder:
                 msg = f"{f.name!r} is both an annotated field and a query; rename one of them"
                 self.problem(f.name, "field-step-clash", msg)
             tp = resolved.get(f.name, f.type)
+            shared = _shared_default(f.name, f.default, tp)
+            if shared is not None:
+                self.problem(f.name, "mutable-default", shared)
             why = serialisation_problem(tp)
             if why is not None:
                 msg = f"field {f.name!r} cannot be persisted: {why}"
@@ -176,7 +180,7 @@ class _Builder:
             if own:
                 c = own[0]
                 self.signature(c.name, c.fn, 2, "(self, ctx)")
-                retry = c.retry or COMPENSATION_RETRY
+                retry = self.retry(c.name, c.retry, COMPENSATION_RETRY)
                 out[name] = CompensationSpec(c.name, c.fn, inspect.iscoroutinefunction(c.fn), retry)
         for cname, c in self.comps.items():
             if id(c.step) not in self.step_names:
@@ -206,6 +210,17 @@ class _Builder:
         if len(required) > count or len(positional) < count:
             got = "(" + ", ".join(p.name for p in params) + ")"
             self.problem(name, "method-signature", f"must have the signature {shape}, not {got}")
+
+    def retry(self, name: str, given: object, default: Retry) -> Retry:
+        """The retry policy of step or compensation *name*, after recording what is wrong with *given*."""
+        if given is None:
+            return default
+        if not isinstance(given, Retry):
+            self.problem(name, "bad-retry", f"retry= must be a Retry(...), got {given!r} ({type(given).__name__})")
+            return default
+        for _, message in given.problems():
+            self.problem(name, "bad-retry", f"retry={message}")
+        return given
 
     def step_spec(self, name: str, s: Step[Any, Any, Any], comp: CompensationSpec | None) -> StepSpec:
         o = s.options
@@ -284,7 +299,7 @@ class _Builder:
             is_async=is_async,
             initial=o.initial,
             final=o.final,
-            retry=o.retry or NO_RETRY,
+            retry=self.retry(name, o.retry, NO_RETRY),
             timeout=o.timeout,
             task=task,
             compensation=comp,
@@ -435,6 +450,34 @@ def _field_types(cls: type) -> dict[str, object]:
 
 def _never(_: object) -> bool:
     return False
+
+
+def _shared_default(name: str, default: object, annotation: object) -> str | None:
+    """Why a field's default is one object that every instance would share and change (``None``: it is not)."""
+    kind: type = type(default)
+    if issubclass(kind, (list, dict, set, bytearray)):
+        if len(cast("Sized", default)):
+            factory = f"lambda: {show(default)}"
+        else:
+            # The annotation's own parameters, so that strict pyright infers no list[Unknown].
+            factory = type_label(annotation) if typing.get_origin(annotation) is kind else kind.__name__
+    elif _mutable_record(default):
+        factory = f"lambda: {type(default).__name__}(...)"
+    else:
+        return None
+    return (
+        f"field {name!r} has the mutable default {show(default)}: one object that every instance would share, "
+        f"so a change by one instance would show in all; give each its own with attrs.field(factory={factory})"
+    )
+
+
+def _mutable_record(value: object) -> bool:
+    """Whether *value* is an attrs or dataclass instance whose fields can be assigned."""
+    cls = type(value)
+    if attrs.has(cls):
+        return not is_frozen(cls)
+    params: Any = getattr(cls, "__dataclass_params__", None)
+    return params is not None and not params.frozen
 
 
 def _keep_child(_wf: object, _ctx: object, _child: object) -> None:

@@ -52,6 +52,25 @@ def _cancel_reason(rec: InstanceRecord) -> str | None:
     return rec.cancel[0] if rec.cancel is not None else None
 
 
+def _mark_overlaps(rec: InstanceRecord, tok: Branch) -> None:
+    """A branch's attempt begins: note the sibling attempts it runs alongside (both overlap)."""
+    tok.overlapped = False
+    for other in rec.branches.values():
+        if other.in_step and other is not tok:
+            other.overlapped = tok.overlapped = True
+
+
+def _undo_attempt(rec: InstanceRecord, kept: tuple[object, ...], tok: Branch | None) -> None:
+    """
+    Put the variables back as the last commit left them: the attempt failed or was cancelled.
+
+    Inside a fork, only when no sibling branch's step ran meanwhile: branches share
+    the variables, so a change made then may be the sibling's, and is kept.
+    """
+    if tok is None or not tok.overlapped:
+        rec.wf.__orch_validate__.restore(rec.wf, kept)
+
+
 def _event(rec: InstanceRecord, kind: str, step: str) -> str:
     """The name of a step's event: shared in a flat machine, the step's own with forks."""
     return f"{kind}@{step}" if rec.spec.has_forks else kind
@@ -273,9 +292,13 @@ class Driver(Commands):
         args = (wf, ctx) if payload is NO_PAYLOAD or step.payload_type is None else (wf, ctx, payload)
         variables = wf.__orch_validate__
         strict = self._strict_vars
-        kept = variables.snapshot(wf) if strict else variables.read(wf)
+        # With copies of the variables that can change in place, on every store: a
+        # failed attempt is undone from it (restore()), so that it changes nothing.
+        kept = variables.snapshot(wf)
         obs = self._obs
         seen = obs.attempt_begin(ctx) if obs is not None else None
+        if tok is not None:
+            _mark_overlaps(rec, tok)
         t.in_step = True
         try:
             if self.before_attempt is not None:
@@ -310,6 +333,7 @@ class Driver(Commands):
             if not ours or current is None or current.cancelling() > 1:
                 raise
             current.uncancel()
+            _undo_attempt(rec, kept, tok)
             if tok is None and rec.cancel is None:
                 # The cancel that interrupted the step is still in the inbox: apply it first.
                 await self._apply_inbox(rec)
@@ -318,6 +342,7 @@ class Driver(Commands):
             return False
         except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
             t.in_step = False
+            _undo_attempt(rec, kept, tok)
             if isinstance(exc, TimeoutError) and step.timeout is not None and not str(exc):
                 exc = TimeoutError(f"attempt {attempt} exceeded the step's timeout of {step.timeout:g}s")
             if seen is not None and obs is not None:
@@ -495,16 +520,20 @@ class Driver(Commands):
                         return True
                 else:
                     variables = rec.wf.__orch_validate__
-                    kept = variables.snapshot(rec.wf, self._strict_vars)
+                    kept = variables.snapshot(rec.wf)
                     if self.before_attempt is not None:
                         self.before_attempt(ctx)
-                    if comp.is_async:
-                        await comp.fn(rec.wf, ctx)
-                    else:
-                        comp.fn(rec.wf, ctx)
-                    if self.after_attempt is not None:
-                        self.after_attempt(ctx)
-                    variables.check_step(rec.wf, kept, True, self._strict_vars)  # noqa: FBT003
+                    try:
+                        if comp.is_async:
+                            await comp.fn(rec.wf, ctx)
+                        else:
+                            comp.fn(rec.wf, ctx)
+                        if self.after_attempt is not None:
+                            self.after_attempt(ctx)
+                        variables.check_step(rec.wf, kept, True, self._strict_vars)  # noqa: FBT003
+                    except Exception:
+                        variables.restore(rec.wf, kept)  # a failed attempt changes nothing
+                        raise
             except asyncio.CancelledError:
                 if seen is not None and obs is not None:
                     obs.attempt_ended(ctx, seen, "cancelled")

@@ -146,8 +146,14 @@ class DriverChildren(Driver):
         never completed (a failed child undid itself); ``("failed", id)``: this
         attempt's undo failed.
         """
+        base = f"{rec.id}/{visit}"
         attempts = rec.spec.step(name).retry.attempts
-        ids = [f"{rec.id}/{visit}"] + [f"{rec.id}/{visit}.{a}" for a in range(2, attempts + 1)]
+        if attempts is None:
+            # Unlimited retries: which attempts started a child, only the store knows.
+            started = [c.id for c in self.store.children(rec.id) if _attempt_of(c.id, base) is not None]
+            ids = sorted(started, key=lambda child_id: _attempt_of(child_id, base) or 0)
+        else:
+            ids = [base] + [f"{base}.{a}" for a in range(2, attempts + 1)]
         # The step completed, so its last child did: earlier attempts' children failed.
         for child_id in reversed(ids):
             info = self._find_info(child_id)
@@ -189,3 +195,13 @@ class DriverChildren(Driver):
             trigger(child, "retry_undo")
             child.comp_attempt = 1
         self._set_status(child, InstanceStatus.COMPENSATING)
+
+
+def _attempt_of(child_id: str, base: str) -> int | None:
+    """The attempt of a subflow step's visit *base* (``<parent>/<visit>``) that started *child_id*, if it did."""
+    if child_id == base:
+        return 1
+    suffix = child_id[len(base) + 1 :]
+    if child_id.startswith(base + ".") and suffix.isdigit():
+        return int(suffix)
+    return None

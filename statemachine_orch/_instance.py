@@ -180,7 +180,8 @@ class Branch:
     The fields mean what the record's fields of the same names mean for an
     instance outside forks (``fan``: a fan-out step's children). ``waiting`` is set while the branch waits (a task, a
     message, a timer, a retry's backoff); ``cancelled`` holds why the engine
-    cancelled the branch's step in flight.
+    cancelled the branch's step in flight; ``overlapped`` whether another
+    branch's step ran while this branch's current attempt did.
     """
 
     __slots__ = (
@@ -188,6 +189,7 @@ class Branch:
         "cancelled",
         "fan",
         "in_step",
+        "overlapped",
         "payload",
         "task_id",
         "visit",
@@ -205,6 +207,7 @@ class Branch:
         self.woken = False
         self.waiting = False
         self.in_step = False
+        self.overlapped = False
         self.cancelled: str | None = None
         self.fan: FanOut | None = None
 

@@ -534,11 +534,11 @@ def _immutable(tp: object, seen: frozenset[object] = frozenset()) -> bool:
     if origin in (typing.Union, types.UnionType, tuple, frozenset):
         return bool(args) and all(a is Ellipsis or _immutable(a, seen) for a in args)
     if isinstance(tp, type) and attrs.has(tp) and tp not in seen:
-        return _is_frozen(tp) and all(_immutable(t, seen | {tp}) for _, t in _field_types(tp))
+        return is_frozen(tp) and all(_immutable(t, seen | {tp}) for _, t in _field_types(tp))
     return False
 
 
-def _is_frozen(cls: type) -> bool:
+def is_frozen(cls: type) -> bool:
     """Whether instances of the attrs class *cls* refuse new values for their fields."""
     props: Any = getattr(cls, "__attrs_props__", None)
     if props is not None:
@@ -830,6 +830,17 @@ class VariablesValidator:
             i, copier = copies[0]
             return (*values, copier(values[i]))
         return values + tuple([copier(values[i]) for i, copier in copies])
+
+    def restore(self, wf: object, before: tuple[object, ...]) -> None:
+        """
+        Put every variable of *wf* back to what *before* (a strict :meth:`snapshot`) holds.
+
+        A failed attempt changes nothing: what it assigned, and what it changed in
+        place, are undone before the next attempt, the error route or the saga.
+        """
+        copy_at = self._copy_at if len(before) > self._n else {}
+        for i, (name, _, _) in enumerate(self._fields):
+            object.__setattr__(wf, name, before[copy_at.get(i, i)])
 
     def check_step(
         self,

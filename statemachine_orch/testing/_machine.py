@@ -833,7 +833,8 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             comp_name = comp.name if comp is not None else "?"
             attempts = [e for e in failed if e.step == comp_step]
             injected = [i for i in track.injected if i.startswith(comp_name + " ")]
-            policy = comp.retry.attempts if comp is not None else 0
+            limit = comp.retry.attempts if comp is not None else 0
+            policy = "unlimited" if limit is None else limit
             msg = (
                 f"compensation {comp_name} of {comp_step} failed for good on attempt "
                 f"{last.attempt if last else '?'} ({last.detail if last else '?'}), although the faults "

@@ -171,24 +171,25 @@ def make_error(exc_type: type[BaseException]) -> Callable[[str], BaseException] 
     return None
 
 
-def _step_plans(attempts: int, retryable: list[str]) -> list[tuple[str, ...]]:
+def _step_plans(attempts: int | None, retryable: list[str]) -> list[tuple[str, ...]]:
     """
     Every way a visit's attempts can fail, shortest first: retryable faults, maybe ending permanent.
 
     A step that is retried also meets a fault *after* its first attempt took effect
     (its reply lost, or a crash before the commit), then a retry that works: a
-    step that is not idempotent then acts twice.
+    step that is not idempotent then acts twice. Unlimited retries (``attempts=None``)
+    cannot be used up: their plans inject as many faults as a plan may.
     """
-    longest = min(attempts, 3)
+    longest = 3 if attempts is None else min(attempts, 3)
     plans: list[tuple[str, ...]] = []
     for n in range(1, longest + 1):
         plans += [tuple(p) for p in itertools.product(retryable, repeat=n)]
         plans += [(*p, PERMANENT) for p in itertools.product(retryable, repeat=n - 1)]
-    if attempts > longest:
+    if attempts is None or attempts > longest:
         # Every retry used up, or as many faults as a plan may inject when there are more.
-        plans.append((TRANSIENT,) * min(attempts, MAX_INJECTED))
+        plans.append((TRANSIENT,) * (MAX_INJECTED if attempts is None else min(attempts, MAX_INJECTED)))
     plans.sort(key=lambda p: (len(p), p != (TRANSIENT,) * len(p)))
-    if attempts > 1:
+    if attempts is None or attempts > 1:
         plans[1:1] = [(LOST_REPLY,), (CRASH,)]
     return plans
 
@@ -205,7 +206,7 @@ def capped(spec: WorkflowSpec) -> list[str]:
         if s.compensation is not None and s.child is None:
             policies.append((f"{s.compensation.name} (undoing {s.name})", s.compensation.retry.attempts))
         for name, attempts in policies:
-            if attempts > MAX_INJECTED:
+            if attempts is None or attempts > MAX_INJECTED:  # None: unlimited retries
                 out.append(
                     f"{spec.name}.{name}: Retry(attempts={attempts}), at most {MAX_INJECTED} faults injected "
                     "into one visit, so its retries are never all used up"
@@ -265,9 +266,10 @@ def _optional_faults(spec: WorkflowSpec, errors: Mapping[str, object]) -> dict[s
     for s in spec.steps:
         comp = s.compensation
         # A subflow step's compensation is its child's own: faults go into those.
-        if comp is not None and comp.retry.attempts > 1 and s.child is None:
+        attempts = comp.retry.attempts if comp is not None else 1
+        if comp is not None and (attempts is None or attempts > 1) and s.child is None:
             # Never more faults than the policy absorbs: a failure is then the compensation's own.
-            budget = min(comp.retry.attempts - 1, MAX_INJECTED)
+            budget = MAX_INJECTED if attempts is None else min(attempts - 1, MAX_INJECTED)
             comp_plans = [(TRANSIENT,) * n for n in sorted({1, min(budget, 2), budget})]
             optional[comp.name] = st.sampled_from([comp_plans[0], (LOST_REPLY,), (CRASH,), *comp_plans[1:]])
     for s in spec.steps:

@@ -60,8 +60,15 @@ SPEC = spec_of(OrderProcess)
 STEPS = tuple(s.name for s in SPEC.steps)
 UNDO = {s.name: s.compensation.name for s in SPEC.steps if s.compensation is not None}
 """Compensable step -> its compensation (process_payment -> refund_payment, update_inventory -> restore_stock)."""
-ATTEMPTS = {s.name: s.retry.attempts for s in SPEC.steps} | {
-    s.compensation.name: s.compensation.retry.attempts for s in SPEC.steps if s.compensation is not None
+
+
+def _limited(attempts: int | None) -> int:
+    assert attempts is not None, "the order example retries nothing without limit"
+    return attempts
+
+
+ATTEMPTS = {s.name: _limited(s.retry.attempts) for s in SPEC.steps} | {
+    s.compensation.name: _limited(s.compensation.retry.attempts) for s in SPEC.steps if s.compensation is not None
 }
 """How many attempts each step and compensation gets before it fails for good."""
 FOREVER = 1_000

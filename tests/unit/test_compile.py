@@ -1000,3 +1000,61 @@ def test_spec_of_rejects_abstract_workflows() -> None:
         spec_of(Base)
     fields = ["tenant"]
     assert fields == [f.name for f in spec_of(Concrete).fields]
+
+
+@attrs.define
+class Address:
+    """A mutable record: a default instance of it would be shared too."""
+
+    city: str = ""
+
+
+@attrs.frozen
+class Coordinates:
+    """A frozen record: one shared default instance is fine."""
+
+    lat: float = 0.0
+
+
+def test_a_mutable_default_is_a_definition_error_that_names_the_factory() -> None:
+    """Issue 10: `items: list[str] = []` would be one list shared by every instance (rule mutable-default)."""
+    with pytest.raises(WorkflowDefinitionError) as err:
+
+        class Cart(Workflow):
+            items: list[str] = []  # the mistake under test
+            prices: dict[str, float] = {"tea": 2.5}
+            seen: set[int] = attrs.field(default=set[int]())
+            address: Address = Address()
+            where: Coordinates = Coordinates()  # frozen: sharing it is harmless
+            notes: tuple[str, ...] = ()
+            lines: list[str] = attrs.field(factory=list[str])
+
+            @step(initial=True, final=True)
+            def a(self, ctx: Ctx) -> None: ...
+
+    found = {p.step: (p.rule, p.message.rpartition("; ")[2]) for p in problems(err)}
+    assert {
+        "items": ("mutable-default", "give each its own with attrs.field(factory=list[str])"),
+        "prices": ("mutable-default", "give each its own with attrs.field(factory=lambda: {'tea': 2.5})"),
+        "seen": ("mutable-default", "give each its own with attrs.field(factory=set[int])"),
+        "address": ("mutable-default", "give each its own with attrs.field(factory=lambda: Address(...))"),
+    } == found
+    [first] = [p for p in problems(err) if p.step == "items"]
+    assert first.message.startswith(
+        "field 'items' has the mutable default []: one object that every instance would share"
+    )
+
+
+def test_an_abstract_bases_mutable_default_is_reported_in_each_concrete_class() -> None:
+    """Issue 10: the rule is checked where the class is compiled: a concrete subclass of the base."""
+
+    class Audited(Workflow, abstract=True):
+        audit: list[str] = []
+
+    with pytest.raises(WorkflowDefinitionError) as err:
+
+        class Refund(Audited):
+            @step(initial=True, final=True)
+            def a(self, ctx: Ctx) -> None: ...
+
+    assert [("audit", "mutable-default")] == rules(err)

@@ -19,7 +19,7 @@ class OrderProcess(Workflow):
     async def on_error_types(self, ctx: Ctx) -> None:
         self.amount = 2
 
-    @step(retry=Retry(attempts="3"))  # E: "Literal['3']" is not assignable to "int"  # mypy: Argument "attempts" to "Retry" has incompatible type "str"; expected "int"
+    @step(retry=Retry(attempts="3"))  # E: "Literal['3']" is not assignable to "int"  # mypy: Argument "attempts" to "Retry" has incompatible type "str"; expected "int | None"
     async def retry_attempts(self, ctx: Ctx) -> None:
         self.amount = 3
 
