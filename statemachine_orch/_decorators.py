@@ -16,14 +16,14 @@ import inspect
 import itertools
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
 import attrs
 
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._retry import Retry
 from ._spec import StepKind
-from ._types import R2, RR, RS, C, F, P, R_co, W
+from ._types import R2, RR, RS, WD, C, F, P, R_co, W, W_contra
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,6 +149,20 @@ class Step(Generic[W, P, R_co]):
             return self
         bound: Callable[P, R_co] = self.fn.__get__(obj, objtype)
         return bound
+
+    def is_step_of(self, workflow: W, /) -> bool:
+        """
+        Whether this is a step of *workflow*'s class: declared there, or inherited from a base class.
+
+        Args:
+            workflow: A workflow instance.
+
+        Returns:
+            ``True`` when its class (or a base class) holds this step.
+
+        .. versionadded:: 0.1.0
+        """
+        return any(vars(klass).get(self.name) is self for klass in type(workflow).__mro__)
 
     @overload
     def compensation(self, fn: Callable[[W, Ctx], R2], /) -> Compensation[W, R2]: ...
@@ -480,14 +494,46 @@ def _edge_decorator(target: object, where: str) -> None:
         raise WorkflowDefinitionError(owner, [DefinitionProblem(owner, name, "edge-on-non-step", msg)])
 
 
+class StepOf(Protocol[W_contra]):
+    """
+    **Protocol:** a step that runs on instances of ``W_contra``: a step of that class, or of a base class of it.
+
+    What ``@after`` and ``@goto`` take as the edge's other end, so that a subclass
+    connects the steps of an ``abstract=True`` base to its own.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def is_step_of(self, workflow: W_contra, /) -> bool:
+        """Whether this is a step of *workflow*'s class (declared there or inherited)."""
+        ...
+
+
+class EdgeDecorator(Protocol):
+    """
+    **Protocol:** what ``@after(...)`` and ``@goto(...)`` return: it records an edge on a step and returns the step.
+
+    The step keeps its type, whichever class declared the edge's other end: an
+    edge from a step of an ``abstract=True`` base into a step of the subclass
+    leaves the latter a step of the subclass, so later guards on edges out of it
+    read the subclass's variables.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __call__(self, step: Step[WD, P, RS], /) -> Step[WD, P, RS]:
+        """Record the edge on *step*."""
+        ...
+
+
 def after(
-    source: Step[W, Any, Any],
+    source: StepOf[W],
     /,
-    *more_sources: Step[W, Any, Any],
+    *more_sources: StepOf[Any],
     when: Callable[[W], bool] | None = None,
     on_error: ExcTypes | None = None,
     timeout: timedelta | float | None = None,
-) -> Callable[[Step[W, P, RS]], Step[W, P, RS]]:
+) -> EdgeDecorator:
     """
     Declare an edge into the decorated step from an earlier step.
 
@@ -498,6 +544,12 @@ def after(
     Several sources make a join (it needs a fork). With ``timeout``, *source* must
     be a waiting step (``@human_task`` or ``@wait_for``): when the wait lasts longer,
     its task is cancelled and the instance escalates to the decorated step.
+
+    *source* may be a step inherited from an ``abstract=True`` base class: the
+    decorated step keeps the subclass's type. The guard is then typed with the
+    class that declared *source* (type checkers type a lambda before they see the
+    decorated step), so it reads the base's variables; a guard on an edge out of
+    one of the subclass's own steps reads the subclass's.
 
     Args:
         source: The step the edge leaves.
@@ -512,7 +564,7 @@ def after(
     .. versionadded:: 0.1.0
     """
 
-    def mark(dest: Step[W, P, RS]) -> Step[W, P, RS]:
+    def mark(dest: Step[Any, Any, Any]) -> Step[Any, Any, Any]:
         _edge_decorator(dest, "@after")
         # Decorators apply bottom-up; inserting at the front keeps `edges` in the
         # top-down order the user reads, which is the order guards are tried in.
@@ -524,15 +576,16 @@ def after(
 
 
 def goto(
-    target: Step[W, Any, Any],
+    target: StepOf[W],
     /,
     *,
     when: Callable[[W], bool] | None = None,
-) -> Callable[[Step[W, P, RS]], Step[W, P, RS]]:
+) -> EdgeDecorator:
     """
     Declare a back edge (a loop) from the decorated step to an earlier *target*.
 
-    Guards and defaults work exactly as for :func:`after`.
+    Guards and defaults work exactly as for :func:`after`; *target* may be a
+    step inherited from an ``abstract=True`` base class.
 
     Args:
         target: The earlier step to go back to.
@@ -544,7 +597,7 @@ def goto(
     .. versionadded:: 0.1.0
     """
 
-    def mark(src: Step[W, P, RS]) -> Step[W, P, RS]:
+    def mark(src: Step[Any, Any, Any]) -> Step[Any, Any, Any]:
         _edge_decorator(src, "@goto")
         src.edges.insert(0, EdgeMark((src,), target, when, None, back=True))
         return src

@@ -29,6 +29,12 @@ F = TypeVar("F")
 RS = TypeVar("RS")
 """What an existing step's method returns, as ``@after``/``@goto`` pass it through."""
 
+WD = TypeVar("WD")
+"""The workflow class of the step an ``@after``/``@goto`` decorates (a subclass of the other end's, or it)."""
+
+W_contra = TypeVar("W_contra", contravariant=True)
+"""The workflow class a :class:`StepOf` works on: a step of a base class works on its subclasses too."""
+
 C = TypeVar("C")
 """The child workflow class of a subflow step."""
 

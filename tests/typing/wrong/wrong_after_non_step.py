@@ -26,20 +26,20 @@ class OrderProcess(Workflow):
     def undo_start(self, ctx: Ctx) -> None:
         self.amount = 0
 
-    @after(helper)  # E: "FunctionType" is not assignable to "Step[W@after, Any, Any]"  # mypy: Argument 1 to "after" has incompatible type "Callable[[object, Ctx], None]"; expected "Step[
-    @after(not_a_step)  # E: "FunctionType" is not assignable to "Step[W@after, Any, Any]"  # mypy: Argument 1 to "after" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[
-    @after(needs_approval)  # E: "FunctionType" is not assignable to "Step[W@after, Any, Any]"  # mypy: Argument 1 to "after" has incompatible type "Callable[[OrderProcess], bool]"; expected "Step[
-    @after(undo_start)  # E: "Compensation[Self@OrderProcess, None]" is not assignable to "Step[W@after, Any, Any]"  # mypy: Argument 1 to "after" has incompatible type "Compensation[OrderProcess, None]"; expected "Step[
-    @goto(not_a_step)  # E: "FunctionType" is not assignable to "Step[W@goto, Any, Any]"  # mypy: Argument 1 to "goto" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[
-    @after(start, not_a_step)  # E: cannot be assigned to parameter "more_sources"  # mypy: Argument 2 to "after" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess, Any, Any]"
+    @after(helper)  # E: "FunctionType" is incompatible with protocol "StepOf[W@after]"  # mypy: Argument 1 to "after" has incompatible type "Callable[[object, Ctx], None]"; expected "StepOf[
+    @after(not_a_step)  # E: "FunctionType" is incompatible with protocol "StepOf[W@after]"  # mypy: Argument 1 to "after" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "StepOf[
+    @after(needs_approval)  # E: "FunctionType" is incompatible with protocol "StepOf[W@after]"  # mypy: Argument 1 to "after" has incompatible type "Callable[[OrderProcess], bool]"; expected "StepOf[
+    @after(undo_start)  # E: "Compensation[Self@OrderProcess, None]" is incompatible with protocol "StepOf[W@after]"  # mypy: Argument 1 to "after" has incompatible type "Compensation[OrderProcess, None]"; expected "StepOf[
+    @goto(not_a_step)  # E: "FunctionType" is incompatible with protocol "StepOf[W@goto]"  # mypy: Argument 1 to "goto" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "StepOf[
+    @after(start, not_a_step)  # E: cannot be assigned to parameter "more_sources"  # mypy: Argument 2 to "after" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "StepOf[Any]"
     @step(final=True)
     def done(self, ctx: Ctx) -> None:
         self.amount = 3
 
-    @after(start)  # E: "FunctionType" is not assignable to "Step[Self@OrderProcess, P@after, RS@after]"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess,
+    @after(start)  # E: "FunctionType" is not assignable to "Step[WD@__call__, P@__call__, RS@__call__]"  # mypy: Argument 1 to "__call__" of "EdgeDecorator" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[
     def forgot_step_decorator(self, ctx: Ctx) -> None:
         self.amount = 4
 
-    @goto(start)  # E: "FunctionType" is not assignable to "Step[Self@OrderProcess, P@goto, RS@goto]"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[OrderProcess,
+    @goto(start)  # E: "FunctionType" is not assignable to "Step[WD@__call__, P@__call__, RS@__call__]"  # mypy: Argument 1 to "__call__" of "EdgeDecorator" has incompatible type "Callable[[OrderProcess, Ctx], None]"; expected "Step[
     def forgot_step_decorator_too(self, ctx: Ctx) -> None:
         self.amount = 5
