@@ -253,6 +253,11 @@ def visible(web: Web, task: Task, identity: Identity) -> bool:
     )
 
 
+def for_whom(task: Task) -> str:
+    """Whom *task* is for: ``assignee boss`` or ``members of buyers, leads``."""
+    return f"assignee {task.assignee}" if task.assignee else "members of " + ", ".join(task.candidate_groups)
+
+
 def task_for(web: Web, request: Request, identity: Identity) -> Task:
     """The task of the path, if *identity* may see it (404: no such task; 403: not one of theirs)."""
     task_id = path_id(request, "task_id")
@@ -260,8 +265,7 @@ def task_for(web: Web, request: Request, identity: Identity) -> Task:
     if task is None:
         raise ApiError(404, "TaskNotFound", f"task {task_id}: no such task")
     if not visible(web, task, identity):
-        who = f"assignee {task.assignee!r}" if task.assignee else "members of " + ", ".join(task.candidate_groups)
-        msg = f"task {task_id}: it is for {who}; {identity.user!r} may not see nor complete it"
+        msg = f"task {task_id}: it is for {for_whom(task)}; {identity.user!r} may not see nor complete it"
         raise ApiError(403, "TaskNotAuthorized", msg)
     return task
 

@@ -10,8 +10,9 @@ autoescaping.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
@@ -28,12 +29,15 @@ from statemachine_orch._instance import InstanceInfo
 from statemachine_orch._status import InstanceStatus
 from statemachine_orch._tasks import Task, TaskStatus
 
-from ._api import ID_MAX, orch_status, visible
+from ._api import ID_MAX, ApiError, orch_status, path_id, task_for
 from ._app import Web, web_of
 from ._auth import COOKIE, DevelopmentLogin, Identity
 from ._csrf import FIELD
 from ._forms import FormField, fields_of, parse
 from ._views import key_variables, overdue, shown_time, variables_json
+
+_TITLES: Final = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not allowed"}
+"""The heading of a page that says why another could not be shown, by its status."""
 
 PAGE_SIZE: Final = 50
 """Rows per page of the instance list."""
@@ -117,6 +121,37 @@ def signed_in(request: Request) -> Identity | Response:
     )
 
 
+PageHandler = Callable[[Request, Identity], Awaitable[Response]]
+"""A page's function: the request and who makes it."""
+
+
+def page(handler: PageHandler) -> Callable[[Request], Awaitable[Response]]:
+    """
+    A route of *handler*, given the request's identity (else the way to sign in).
+
+    What it raises as :class:`_Refused`, or as the engine's typed error, is a page
+    saying so with its status.
+    """
+
+    @functools.wraps(handler)
+    async def call(request: Request) -> Response:
+        identity = signed_in(request)
+        if isinstance(identity, Response):
+            return identity
+        try:
+            return await handler(request, identity)
+        except _Refused as refused:
+            return refused_page(request, identity, refused)
+        except ApiError as exc:
+            title = "Not your task" if exc.kind == "TaskNotAuthorized" else _TITLES.get(exc.status, "Not done")
+            return refused_page(request, identity, _Refused(exc.status, title, exc.message))
+        except OrchError as exc:
+            status = orch_status(exc)
+            return refused_page(request, identity, _Refused(status, _TITLES.get(status, "Not done"), str(exc)))
+
+    return call
+
+
 async def posted(request: Request, identity: Identity | None) -> dict[str, str]:
     """A form post's fields (the first value of each name), after its CSRF token is checked."""
     try:
@@ -133,14 +168,6 @@ async def posted(request: Request, identity: Identity | None) -> dict[str, str]:
         msg = "This form has expired or came from another site. Load the page again and send it from there."
         raise _Refused(403, "Form refused", msg)
     return data
-
-
-def path_id(request: Request, name: str) -> str:
-    """A task or instance id from the path (a 404 page for one no store gives)."""
-    value = str(request.path_params[name])
-    if not value or len(value) > ID_MAX or not value.isprintable():
-        raise _Refused(404, "Not found", "There is no such page.")
-    return value
 
 
 def events(history: list[HistoryEvent]) -> list[dict[str, Any]]:
@@ -270,40 +297,28 @@ async def home(_request: Request) -> Response:
     return RedirectResponse("/tasks", 303)
 
 
-async def inbox(request: Request) -> Response:
+@page
+async def inbox(request: Request, identity: Identity) -> Response:
     """The tasks the user may complete: overdue first, then theirs, then their groups'."""
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
     web = web_of(request)
     engine = web.engine
     now = engine.clock.now()
-    tasks = engine.tasks(identity.user, identity.groups, limit=INBOX_SIZE)
-    late = engine.tasks(identity.user, identity.groups, due_before=now, limit=INBOX_SIZE)
-    cache: dict[str, list[tuple[str, str]]] = {}
-    late_ids = {t.id for t in late}
-    rest = [t for t in tasks if t.id not in late_ids]
-    mine = [t for t in rest if identity.user in (t.assignee, t.claimed_by)]
-    groups = [t for t in rest if identity.user not in (t.assignee, t.claimed_by)]
-    sections = [
-        ("Overdue", [task_row(web, t, now, cache) for t in late], "Nothing is overdue."),
-        ("Mine", [task_row(web, t, now, cache) for t in mine], "Nothing is assigned to you or claimed by you."),
-        ("My groups'", [task_row(web, t, now, cache) for t in groups], "Nothing waits for your groups."),
-    ]
-    return render(request, identity, "inbox.html", section="tasks", sections=sections)
 
+    def read() -> list[tuple[str, list[dict[str, Any]], str]]:
+        tasks = engine.tasks(identity.user, identity.groups, limit=INBOX_SIZE)
+        late = engine.tasks(identity.user, identity.groups, due_before=now, limit=INBOX_SIZE)
+        cache: dict[str, list[tuple[str, str]]] = {}
+        late_ids = {t.id for t in late}
+        rest = [t for t in tasks if t.id not in late_ids]
+        mine = [t for t in rest if identity.user in (t.assignee, t.claimed_by)]
+        groups = [t for t in rest if identity.user not in (t.assignee, t.claimed_by)]
+        return [
+            ("Overdue", [task_row(web, t, now, cache) for t in late], "Nothing is overdue."),
+            ("Mine", [task_row(web, t, now, cache) for t in mine], "Nothing is assigned to you or claimed by you."),
+            ("My groups'", [task_row(web, t, now, cache) for t in groups], "Nothing waits for your groups."),
+        ]
 
-def _task(web: Web, request: Request, identity: Identity) -> Task:
-    task_id = path_id(request, "task_id")
-    task = web.engine.store.task(task_id)
-    if task is None:
-        raise _Refused(404, "No such task", f"There is no task {task_id}.")
-    if not visible(web, task, identity):
-        who = f"assignee {task.assignee}" if task.assignee else "members of " + ", ".join(task.candidate_groups)
-        raise _Refused(
-            403, "Not your task", f"Task {task_id} is for {who}; {identity.user} may not see or complete it."
-        )
-    return task
+    return render(request, identity, "inbox.html", section="tasks", sections=await web.read(read))
 
 
 def _refusal(task: Task, identity: Identity) -> str | None:
@@ -357,27 +372,16 @@ def task_page(
     )
 
 
-async def show_task(request: Request) -> Response:
+@page
+async def show_task(request: Request, identity: Identity) -> Response:
     """A task's page."""
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
-    try:
-        return task_page(request, identity, _task(web_of(request), request, identity))
-    except _Refused as refused:
-        return refused_page(request, identity, refused)
+    return task_page(request, identity, task_for(web_of(request), request, identity))
 
 
-async def _claim(request: Request, *, claim: bool) -> Response:
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
+async def _claim(request: Request, identity: Identity, *, claim: bool) -> Response:
     web = web_of(request)
-    try:
-        task = _task(web, request, identity)
-        await posted(request, identity)
-    except _Refused as refused:
-        return refused_page(request, identity, refused)
+    task = task_for(web, request, identity)
+    await posted(request, identity)
     change = web.engine.claim_task if claim else web.engine.unclaim_task
     try:
         await change(task.id, user=identity.user, groups=identity.groups)
@@ -387,28 +391,25 @@ async def _claim(request: Request, *, claim: bool) -> Response:
     return RedirectResponse(task_url(task.id), 303)
 
 
-async def claim(request: Request) -> Response:
+@page
+async def claim(request: Request, identity: Identity) -> Response:
     """Claim the task."""
-    return await _claim(request, claim=True)
+    return await _claim(request, identity, claim=True)
 
 
-async def unclaim(request: Request) -> Response:
+@page
+async def unclaim(request: Request, identity: Identity) -> Response:
     """Give the claim on the task back."""
-    return await _claim(request, claim=False)
+    return await _claim(request, identity, claim=False)
 
 
-async def complete(request: Request) -> Response:
+@page
+async def complete(request: Request, identity: Identity) -> Response:
     """Complete the task with the posted form; a form that does not fit is shown again with its errors."""
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
     web = web_of(request)
     engine = web.engine
-    try:
-        task = _task(web, request, identity)
-        data = await posted(request, identity)
-    except _Refused as refused:
-        return refused_page(request, identity, refused)
+    task = task_for(web, request, identity)
+    data = await posted(request, identity)
     form: object = None
     if task.form_type is not None and task.status is TaskStatus.OPEN:
         made, errors = parse(task.form_type, data)
@@ -436,11 +437,9 @@ def _row(info: InstanceInfo) -> dict[str, Any]:
     return {"info": info, "url": instance_url(info.id), "started": shown_time(info.created_at)}
 
 
-async def list_instances(request: Request) -> Response:
+@page
+async def list_instances(request: Request, identity: Identity) -> Response:
     """The instance list, newest first, filtered by status and workflow."""
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
     web = web_of(request)
     statuses = [s.value for s in InstanceStatus]
     status = request.query_params.get("status", "")
@@ -448,7 +447,7 @@ async def list_instances(request: Request) -> Response:
     workflow = request.query_params.get("workflow", "")[:200]
     raw_offset = request.query_params.get("offset", "0")
     offset = int(raw_offset) if raw_offset.isdigit() and len(raw_offset) < 10 else 0  # noqa: PLR2004
-    found = web.engine.instances(InstanceStatus(status) if status else None, workflow or None)
+    found = await web.read(lambda: web.engine.instances(InstanceStatus(status) if status else None, workflow or None))
     found.sort(key=lambda i: (-i.created_at, i.id))
     page = found[offset : offset + PAGE_SIZE]
 
@@ -487,56 +486,41 @@ def _notice(web: Web, request: Request, instance_id: str) -> str | None:
     return None
 
 
-async def show_instance(request: Request) -> Response:
+@page
+async def show_instance(request: Request, identity: Identity) -> Response:
     """An instance's page."""
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
     web = web_of(request)
-    try:
-        instance_id = path_id(request, "instance_id")
-        context = instance_context(web, instance_id)
-    except _Refused as refused:
-        return refused_page(request, identity, refused)
-    except OrchError as exc:
-        return refused_page(request, identity, _Refused(orch_status(exc), "Not shown", str(exc)))
     engine = web.engine
-    info: InstanceInfo = context["info"]
+    instance_id = path_id(request, "instance_id")
     now = engine.clock.now()
-    cache: dict[str, list[tuple[str, str]]] = {}
-    return render(
-        request,
-        identity,
-        "instance.html",
-        section="instances",
-        notice=_notice(web, request, instance_id),
-        operator=web.is_operator(identity),
-        children=[_row(c) for c in engine.children(instance_id)],
-        tasks=[task_row(web, t, now, cache) for t in engine.tasks(instance_id=instance_id)],
-        parent_url=instance_url(info.parent) if info.parent else None,
-        **context,
-    )
+
+    def read() -> dict[str, Any]:
+        context = instance_context(web, instance_id)
+        info: InstanceInfo = context["info"]
+        cache: dict[str, list[tuple[str, str]]] = {}
+        return {
+            **context,
+            "notice": _notice(web, request, instance_id),
+            "children": [_row(c) for c in engine.children(instance_id)],
+            "tasks": [task_row(web, t, now, cache) for t in engine.tasks(instance_id=instance_id)],
+            "parent_url": instance_url(info.parent) if info.parent else None,
+        }
+
+    context = await web.read(read)
+    operator = web.is_operator(identity)
+    return render(request, identity, "instance.html", section="instances", operator=operator, **context)
 
 
-async def _operate(request: Request, action: str) -> Response:
-    identity = signed_in(request)
-    if isinstance(identity, Response):
-        return identity
+async def _operate(request: Request, identity: Identity, action: str) -> Response:
     web = web_of(request)
     engine = web.engine
-    try:
-        instance_id = path_id(request, "instance_id")
-        data = await posted(request, identity)
-        if not web.is_operator(identity):
-            raise _Refused(403, "Not an operator", "Only members of the operator groups may change instances.")
-        info = engine.info(instance_id)
-    except _Refused as refused:
-        return refused_page(request, identity, refused)
-    except OrchError as exc:
-        return refused_page(request, identity, _Refused(orch_status(exc), "Not changed", str(exc)))
+    instance_id = path_id(request, "instance_id")
+    data = await posted(request, identity)
+    if not web.is_operator(identity):
+        raise _Refused(403, "Not an operator", "Only members of the operator groups may change instances.")
+    info = engine.info(instance_id)
     if info.status.is_terminal and action == "cancel":
-        msg = f"Instance {instance_id} is {info.status.value} already."
-        return refused_page(request, identity, _Refused(409, "Not changed", msg))
+        raise _Refused(409, "Not changed", f"Instance {instance_id} is {info.status.value} already.")
     if action == "cancel":
         reason = data.get("reason", "").strip()[:1000] or f"cancelled by {identity.user}"
         change = engine.cancel(instance_id, reason=reason, compensate=data.get("compensate") == "true")
@@ -547,19 +531,19 @@ async def _operate(request: Request, action: str) -> Response:
         done = "cancelled" if action == "cancel" else "retried"
     except TimeoutError:
         done = "cancel-requested" if action == "cancel" else "retry-requested"
-    except OrchError as exc:
-        return refused_page(request, identity, _Refused(orch_status(exc), "Not changed", str(exc)))
     return RedirectResponse(instance_url(instance_id) + "?" + urlencode({"done": done}), 303)
 
 
-async def cancel(request: Request) -> Response:
+@page
+async def cancel(request: Request, identity: Identity) -> Response:
     """Cancel the instance (operators)."""
-    return await _operate(request, "cancel")
+    return await _operate(request, identity, "cancel")
 
 
-async def retry(request: Request) -> Response:
+@page
+async def retry(request: Request, identity: Identity) -> Response:
     """Retry the instance's failed compensations (operators)."""
-    return await _operate(request, "retry")
+    return await _operate(request, identity, "retry")
 
 
 def routes() -> list[Route]:
@@ -589,8 +573,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         body = {"error": {"type": "HTTPError", "message": exc.detail, "field": None, "fields": fields}}
         return JSONResponse(body, exc.status_code, headers=dict(exc.headers or {}))
     web = web_of(request)
-    titles: Mapping[int, str] = {404: "Not found", 405: "Not allowed"}
-    refused = _Refused(exc.status_code, titles.get(exc.status_code, "Error"), exc.detail)
+    refused = _Refused(exc.status_code, _TITLES.get(exc.status_code, "Error"), exc.detail)
     response = refused_page(request, web.identify(request), refused)
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value

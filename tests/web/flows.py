@@ -3,8 +3,8 @@ Workflows of the web tests (issue 13): a form with every kind of field, a messag
 
 ``Purchase`` waits for an approval by the ``boss`` or anyone in ``buyers``, whose
 form has a field of each type the pages render; ``Delivery`` waits for a
-message; ``Refund`` pays, fails, and its refund fails until the bank agrees
-(``compensation_failed``, for a retry).
+message; ``ClientRefund`` (of the client tests) pays, fails, and its refund fails
+until the bank agrees (``compensation_failed``, for a retry).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from datetime import timedelta
 
 import attrs
 
-from statemachine_orch import Ctx, Retry, Workflow, after, human_task, step, wait_for
+from statemachine_orch import Ctx, Workflow, after, human_task, step, wait_for
+from tests.integration.test_client_commands import Bank, ClientRefund
+
+__all__ = ["FLOWS", "Arrived", "Bank", "ClientRefund", "Decision", "Delivery", "Priority", "Purchase"]
 
 
 class Priority(enum.Enum):
@@ -89,32 +92,4 @@ class Delivery(Workflow, name="Delivery", version="1"):
     def close(self, ctx: Ctx) -> None: ...
 
 
-@attrs.define
-class Bank:
-    """Refunds fail until the bank agrees."""
-
-    agrees: bool = False
-
-    def refund(self) -> None:
-        if not self.agrees:
-            msg = "the bank refuses the refund now"
-            raise RuntimeError(msg)
-
-
-class Refund(Workflow, name="Refund", version="1"):
-    """Pays, then fails for good; the refund fails until the bank agrees."""
-
-    @step(initial=True)
-    def pay(self, ctx: Ctx) -> None: ...
-
-    @pay.compensation(retry=Retry(attempts=1))
-    async def refund(self, ctx: Ctx) -> None:
-        await ctx.call("bank", "refund")
-
-    @after(pay)
-    @step(final=True, retry=Retry(attempts=1))
-    def explode(self, ctx: Ctx) -> None:
-        raise RuntimeError("this step always fails")
-
-
-FLOWS: list[type[Workflow]] = [Purchase, Delivery, Refund]
+FLOWS: list[type[Workflow]] = [Purchase, Delivery, ClientRefund]

@@ -1,33 +1,27 @@
 """
 ``orch worker`` and ``orch serve`` as real processes for the web tests (issue 13).
 
-``Fleet`` starts them on one store and stops them (SIGTERM) when the test ends;
-each start waits for the line the process writes once it runs, never a fixed time.
+``Fleet`` starts them on one store and stops them (SIGTERM, ``Workers.stop_all`` of the
+command-line tests) when the test ends; each start waits for the line the process
+writes once it runs, never a fixed time.
 """
 
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import attrs
 import pytest
 
-from tests.cli.conftest import LIMIT, ROOT, environment
+from tests.cli.conftest import LIMIT, ROOT, Workers, environment
 
 
 @attrs.define
-class Fleet:
-    """The processes of one test: their logs are in *tmp*."""
-
-    tmp: Path
-    started: list[tuple[subprocess.Popen[bytes], Path]] = attrs.field(
-        factory=list[tuple[subprocess.Popen[bytes], Path]]
-    )
+class Fleet(Workers):
+    """The processes of one test (``orch worker`` of any module, ``orch serve``): their logs are in *tmp*."""
 
     def _start(self, name: str, args: list[str], ready: re.Pattern[str]) -> re.Match[str]:
         log = self.tmp / f"{name}{len(self.started)}.log"
@@ -58,20 +52,3 @@ class Fleet:
         args = ["serve", module, "--store", store, "--port", "0", *options]
         found = self._start("serve", args, re.compile(r"listening on (http://127\.0\.0\.1:\d+)"))
         return found.group(1)
-
-    def log(self, index: int) -> str:
-        """What process *index* wrote so far."""
-        return self.started[index][1].read_text()
-
-    def stop_all(self) -> list[int]:
-        """Stop every process cleanly; their exit codes."""
-        codes: list[int] = []
-        for proc, _ in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                codes.append(proc.wait(timeout=LIMIT))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait())
-        return codes

@@ -302,7 +302,7 @@ def test_operators_start_signal_cancel_and_retry(run: Runner, tmp_path: Path) ->
             }
             await s.started("Delivery", "D-1")
             await s.started("Purchase", "P-1", item="desk", amount=5)
-            await s.started("Refund", "R-1")
+            await s.started("ClientRefund", "R-1")
             seen["refund"] = await asyncio.wait_for(s.ended("R-1"), WAIT)
             signal = {"type": "Arrived", "message": {"parcel": "box"}}
             seen["signal_by_boss"] = (await post("/api/instances/D-1/signal", json=signal, headers=BOSS)).status_code

@@ -208,7 +208,7 @@ def test_the_clerk_is_refused_the_managers_task(run: Runner, tmp_path: Path) -> 
 
     code, page, forged, status = run(scenario())
     assert (403, 403, TaskStatus.OPEN) == (code, forged, status)
-    assert "Task P-1.1 is for assignee boss; clerk may not see or complete it." in page
+    assert "task P-1.1: it is for assignee boss; &#39;clerk&#39; may not see nor complete it" in page
 
 
 def test_instance_pages_list_filter_show_and_cancel(run: Runner, tmp_path: Path) -> None:

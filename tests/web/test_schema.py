@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 
 from statemachine_orch import Engine, SqliteStore
 from statemachine_orch.web import TrustedHeader, create_app
-from tests.web.flows import FLOWS, Bank, Delivery, Purchase, Refund
+from tests.web.flows import FLOWS, Bank, ClientRefund, Delivery, Purchase
 
 TYPED_BODIES = {
     ("POST", "/api/instances"),
@@ -41,7 +41,11 @@ async def _park(path: Path) -> None:
     store = SqliteStore(path)
     try:
         async with Engine(store, workflows=FLOWS, services={"bank": Bank()}) as engine:
-            for instance_id, wf in (("P-1", Purchase(item="desk", amount=5)), ("D-1", Delivery()), ("R-1", Refund())):
+            for instance_id, wf in (
+                ("P-1", Purchase(item="desk", amount=5)),
+                ("D-1", Delivery()),
+                ("R-1", ClientRefund()),
+            ):
                 await engine.start(wf, instance_id=instance_id)
             await engine.wait_idle()
     finally:

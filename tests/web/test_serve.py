@@ -12,24 +12,12 @@ stops them all.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.cli.conftest import LIMIT, orch_process
 from tests.web.processes import Fleet
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Worker and server processes, stopped when the test ends."""
-    made = Fleet(tmp_path)
-    try:
-        yield made
-    finally:
-        made.stop_all()
 
 
 def test_serve_refuses_modules_without_workflows(tmp_path: Path) -> None:
