@@ -89,6 +89,9 @@ class Retry:
                 unit = "" if name == "backoff" else " (seconds or a timedelta)"
                 why = f"{name} must be a finite number >= {low:g}{unit}"
                 found.append((name, f"Retry({name}={value!r}) is invalid: {why}"))
+        if attempts is None and not found and self.initial == 0:
+            why = "retrying without limit needs a wait between attempts, or a failing step would spin: initial > 0"
+            found.append(("initial", f"Retry(attempts=None, initial=0) is invalid: {why}"))
         given = cast("tuple[object, ...]", self.non_retryable)
         bad = [t for t in given if not _is_exception_class(t)]
         if bad:

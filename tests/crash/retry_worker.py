@@ -9,15 +9,11 @@ their retries' backoff.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-
 import attrs
-import structlog
 
 from statemachine_orch import Ctx, Engine, Retry, SqliteStore, Workflow, after, step
 from tests.crash.crash_flow import effect
+from tests.crash.worker_cli import run_to_the_end, worker_main
 
 BACKOFF = Retry(attempts=None, initial=0.02, backoff=2.0, max_interval=0.1)
 """Unlimited retries, at most 0.1 s apart: most of a worker's life is spent in backoff."""
@@ -59,25 +55,8 @@ async def seed(db: str, count: int) -> None:
 
 async def run(db: str) -> None:
     """Recover, then run until every instance has ended."""
-    with SqliteStore(db) as store:
-        engine = Engine(store, workflows=[Outage])
-        report = await engine.recover()
-        print(f"recovered {report.resumed}", flush=True)
-        await engine.wait_idle()
-        assert all(i.status.is_terminal for i in engine.instances())
-        await engine.aclose()
-    print("ALL DONE", flush=True)
-
-
-def main() -> None:
-    """Entry point."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    db, mode = sys.argv[1], sys.argv[2]
-    if mode == "seed":
-        asyncio.run(seed(db, int(sys.argv[3])))
-    else:
-        asyncio.run(run(db))
+    await run_to_the_end(db, [Outage])
 
 
 if __name__ == "__main__":
-    main()
+    worker_main(seed, run)

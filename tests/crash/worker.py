@@ -9,14 +9,9 @@ workers at random moments and start new ones.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-
-import structlog
-
 from statemachine_orch import Engine, SqliteStore
 from tests.crash.crash_flow import CrashFlow
+from tests.crash.worker_cli import run_to_the_end, worker_main
 
 
 async def seed(db: str, count: int) -> None:
@@ -31,25 +26,12 @@ async def seed(db: str, count: int) -> None:
 
 async def run(db: str) -> None:
     """Recover and run until nothing is left in flight or waiting."""
-    store = SqliteStore(db)
-    engine = Engine(store, workflows=[CrashFlow], concurrency=32)
-    report = await engine.recover()
-    print(f"recovered {report.resumed}", flush=True)
-    await engine.wait_idle()
-    assert all(i.status.is_terminal for i in engine.instances())
-    await engine.aclose()
-    store.close()
-    print("ALL DONE", flush=True)
+    await run_to_the_end(db, [CrashFlow], concurrency=32)
 
 
 def main() -> None:
     """Entry point."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    db, mode = sys.argv[1], sys.argv[2]
-    if mode == "seed":
-        asyncio.run(seed(db, int(sys.argv[3])))
-    else:
-        asyncio.run(run(db))
+    worker_main(seed, run)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ K = EventKind
 policies = st.builds(
     Retry,
     attempts=st.none() | st.integers(1, 10**6),
-    initial=st.floats(0, 1e4),
+    initial=st.floats(0.001, 1e4),
     backoff=st.floats(1, 10),
     max_interval=st.floats(0, 1e6),
 )
@@ -93,6 +93,7 @@ BAD_ARGUMENTS = [
     ("max_interval", {"max_interval": math.inf}, "Retry(max_interval=inf) is invalid"),
     ("max_interval", {"max_interval": -2}, "Retry(max_interval=-2.0) is invalid"),
     ("non_retryable", {"non_retryable": (KeyError, "ValueError")}, "'ValueError' is not an exception class"),
+    ("initial", {"attempts": None, "initial": 0}, "Retry(attempts=None, initial=0) is invalid: retrying without limit"),
 ]
 
 
