@@ -20,7 +20,7 @@ import structlog
 
 from ._history import EventKind
 from ._status import InstanceStatus
-from .metrics import STEP_BUCKETS
+from .metrics import BATCH_BUCKETS, COMMIT_BUCKETS, STEP_BUCKETS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -294,11 +294,23 @@ class _Observed(Observer):
         metrics = self.metrics
         if metrics is None:
             return
+        # Once per commit, the hot path: the histograms' figures are updated here.
         if type(token) is float:
-            metrics.count_commit(_perf() - token, size, _NO_ENDS)
+            seconds = _perf() - token
         elif isinstance(token, tuple):
             pair: tuple[float, list[tuple[str, str | None]]] = token  # pyright: ignore[reportUnknownVariableType] # commit_begin's (float, ends)
-            metrics.count_commit(_perf() - pair[0], size, pair[1])
+            seconds = _perf() - pair[0]
+            metrics.count_commit_ends(pair[1])
+        else:
+            return
+        figures = metrics.commit_figures
+        figures[_bisect(COMMIT_BUCKETS, seconds)] += 1
+        figures[-2] += 1
+        figures[-1] += seconds
+        figures = metrics.batch_figures
+        figures[_bisect(BATCH_BUCKETS, size)] += 1
+        figures[-2] += 1
+        figures[-1] += size
 
     def timer_fired(self, workflow: str, lag: float) -> None:
         if self.metrics is not None:
