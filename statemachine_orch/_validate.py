@@ -778,13 +778,15 @@ class VariablesValidator:
 
     def settled(self, wf: object, before: tuple[object, ...]) -> bool:
         """
-        Whether the variables of *wf* after an attempt need no closer look (*before*: :meth:`read` before it).
+        Whether the variables of *wf* after an attempt need no closer look (*before*: :meth:`snapshot` before it).
 
         The memory store's cheap test (see ``strict`` in :meth:`check_step`): true when
         every variable holds an object equal to *before*'s, or when those that changed
         pass the fast test. When false, :meth:`check_step` finds out what is wrong.
         """
         values = self._read(wf)
+        if self._copies:
+            before = before[: self._n]  # without the copies kept for restore()
         try:
             if values == before:
                 return True
