@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import secrets
 import signal
@@ -170,12 +171,29 @@ def proc_cpu(pid: int) -> float:
 
 
 async def one_client(
-    port: int, request: bytes, stop_at: float, measure_from: float, latencies: list[float], bodies: list[bytes]
+    port: int,
+    request: bytes,
+    stop_at: float,
+    measure_from: float,
+    latencies: list[float],
+    bodies: list[bytes],
+    interval: float,
 ) -> None:
-    """One keep-alive connection asking again and again until *stop_at*; latencies after *measure_from*."""
+    """
+    One keep-alive connection asking until *stop_at*; latencies after *measure_from*.
+
+    With *interval* 0, a request as soon as the last one was answered (a closed loop);
+    else one request every *interval* seconds (those answered late are sent at once).
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    next_at = time.perf_counter() + random.uniform(0, interval)  # clients spread over the interval
     try:
         while (now := time.perf_counter()) < stop_at:
+            if interval:
+                if now < next_at:
+                    await asyncio.sleep(next_at - now)
+                    now = time.perf_counter()
+                next_at += interval
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = head.split(b" ", 2)[1]
@@ -197,7 +215,9 @@ def pct(sorted_ms: Sequence[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, round(q * (len(sorted_ms) - 1)))]
 
 
-async def load(port: int, clients: int, user: str, groups: str, warmup: float, seconds: float) -> dict[str, Any]:
+async def load(
+    port: int, clients: int, user: str, groups: str, warmup: float, seconds: float, interval: float = 0.0
+) -> dict[str, Any]:
     request = (
         f"GET /api/tasks?limit=50 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"X-Forwarded-User: {user}\r\nX-Forwarded-Groups: {groups}\r\n\r\n"
@@ -207,7 +227,9 @@ async def load(port: int, clients: int, user: str, groups: str, warmup: float, s
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + seconds
-    await asyncio.gather(*(one_client(port, request, stop_at, measure_from, latencies, bodies) for _ in range(clients)))
+    await asyncio.gather(
+        *(one_client(port, request, stop_at, measure_from, latencies, bodies, interval) for _ in range(clients))
+    )
     ms = sorted(x * 1000 for x in latencies)
     tasks: list[dict[str, Any]] = json.loads(bodies[0])["tasks"] if bodies else []
     return {
@@ -232,6 +254,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=None, help="open tasks (default 100,000)")
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--server-workers", type=int, default=1, help="orch serve --workers (server processes)")
+    p.add_argument(
+        "--interval", type=float, default=0.0, help="each client asks once every this many seconds (0: back to back)"
+    )
     p.add_argument("--seconds", type=float, default=None, help="measured seconds (default 20)")
     p.add_argument("--all-teams", action="store_true", help="ask as a user of every team (all tasks are theirs)")
     p.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
@@ -265,12 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.all_teams:
             user, groups = ("chief", ",".join(f"team-{k}" for k in range(TEAMS)))
         cpu_before = proc_cpu(server.pid)
-        figures = asyncio.run(load(port, args.clients, user, groups, 3.0, seconds))
+        figures = asyncio.run(load(port, args.clients, user, groups, 3.0, seconds, args.interval))
         cpu = (proc_cpu(server.pid) - cpu_before) / (seconds + 3.0)
         ok = figures["p95"] <= TARGET_P95_MS
         print(
             f"\nGET /api/tasks?limit=50 as {user} ({'every team' if args.all_teams else groups}), "
-            f"{args.clients} clients, {args.server_workers} server process(es), "
+            f"{args.clients} clients ({f'each every {args.interval:g} s' if args.interval else 'back to back'}), "
+            f"{args.server_workers} server process(es), "
             f"{seconds:.0f} s measured after 3 s of warm-up (load average {os.getloadavg()[0]:.1f}):"
         )
         print(

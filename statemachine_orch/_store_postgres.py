@@ -414,22 +414,27 @@ _MAY: Final = (
 
 _INBOX: Final = f"""
 SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ANY(ARRAY(
-    (SELECT id FROM tasks WHERE assignee = %(who)s AND {_MAY} ORDER BY created_at, seq LIMIT %(limit)s)
-    UNION ALL
-    (SELECT id FROM tasks WHERE claimed_by = %(who)s AND {_MAY} ORDER BY created_at, seq LIMIT %(limit)s)
-    UNION ALL
-    SELECT found.id FROM unnest(%(groups)s::text[]) AS mine(grp) CROSS JOIN LATERAL (
-        SELECT tasks.id FROM task_groups JOIN tasks ON tasks.id = task_groups.task_id
-        WHERE task_groups.grp = mine.grp AND {_MAY}
-        ORDER BY task_groups.created_at, task_groups.seq LIMIT %(limit)s
-    ) AS found
+    SELECT id FROM (
+        (SELECT id, created_at, seq FROM tasks WHERE assignee = %(who)s AND {_MAY}
+            ORDER BY created_at, seq LIMIT %(limit)s)
+        UNION
+        (SELECT id, created_at, seq FROM tasks WHERE claimed_by = %(who)s AND {_MAY}
+            ORDER BY created_at, seq LIMIT %(limit)s)
+        UNION
+        SELECT found.id, found.created_at, found.seq FROM unnest(%(groups)s::text[]) AS mine(grp) CROSS JOIN LATERAL (
+            SELECT tasks.id, tasks.created_at, tasks.seq FROM task_groups JOIN tasks ON tasks.id = task_groups.task_id
+            WHERE task_groups.grp = mine.grp AND {_MAY}
+            ORDER BY task_groups.created_at, task_groups.seq LIMIT %(limit)s
+        ) AS found
+    ) AS candidates
+    ORDER BY created_at, seq LIMIT %(limit)s
 ))
-ORDER BY created_at, seq LIMIT %(limit)s
+ORDER BY created_at, seq
 """
 """The open tasks *who* (in *groups*) may complete (a claimed one: only its claimant), oldest first, at most
 *limit* (NULL: all), due by *due* (NULL: any). Each way a task is theirs (assignee, claimant, each group)
-gives at most *limit* of its own, read from an index in that order, and the rows are then fetched by id:
-a page reads about its own rows, however many tasks the user has."""
+gives at most *limit* candidates, read from an index in that order; the first *limit* of those are then
+fetched by id: a page reads about its own rows (times the user's groups), however many tasks they have."""
 
 _CLAIM: Final = """
 UPDATE instances SET owner = %(owner)s, lease_until = %(until)s, fence = fence + 1

@@ -99,11 +99,13 @@ def app_from_environment() -> Starlette:
     return app
 
 
-def _listening(host: str, port: int) -> socket.socket:
+def listening(host: str, port: int) -> socket.socket:
     """A socket bound to *host*:*port* (0: a free port), for uvicorn to serve on."""
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(info[0], info[1])
+        # With its protocol (TCP): asyncio turns Nagle's algorithm off only on a socket that says
+        # it is TCP, and with it on, every answer on a kept-alive connection waited for a delayed ACK.
+        sock = socket.socket(info[0], info[1], info[2])
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(info[4])
         sock.listen(2048)  # connections wait in the backlog from now on, before uvicorn accepts them
@@ -160,7 +162,7 @@ def serve(
         "max_body": max_body,
         "secure_cookies": secure_cookies,
     }
-    sock = _listening(host, port)
+    sock = listening(host, port)
     with contextlib.closing(sock):
         if workers > 1:
             _run_processes(settings, sock, workers)

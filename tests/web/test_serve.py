@@ -11,13 +11,20 @@ stops them all.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
+from statemachine_orch.cli.commands_serve import listening
 from tests.cli.conftest import LIMIT, orch_process
 from tests.web.processes import Fleet
+
+if TYPE_CHECKING:
+    from tests.conftest import Runner
 
 
 def test_serve_refuses_modules_without_workflows(tmp_path: Path) -> None:
@@ -55,3 +62,29 @@ def test_two_server_processes_serve_the_api_beside_a_worker(fleet: Fleet, tmp_pa
     assert (True, True) == (shown["variables"]["approved"], shown["variables"]["confirmation_sent"])
     assert kinds.index("task_completed") < kinds.index("step_completed", kinds.index("task_completed"))
     assert [0, 0] == fleet.stop_all()
+
+
+def test_the_served_connections_do_not_wait_for_delayed_acks(run: Runner) -> None:
+    """
+    Issue 13: the socket orch serve listens on says it is TCP, so the connections asyncio accepts on it
+    have Nagle's algorithm off (TCP_NODELAY); with it on, each answer on a kept-alive connection waited
+    for the client's delayed ACK (~40 ms, found by bench_web.py).
+    """
+
+    async def scenario() -> int:
+        sock = listening("127.0.0.1", 0)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            raw = writer.get_extra_info("socket")
+            accepted.set_result(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            nodelay = await accepted
+            writer.close()
+        return nodelay
+
+    assert 0 != run(scenario())
