@@ -124,6 +124,29 @@ class MsgUndo(Workflow):
         raise RuntimeError("no")
 
 
+class MsgFork(Workflow):
+    """Two branches: one signals and starts, the other signals and signal-with-starts."""
+
+    @step(initial=True, fork=True)
+    def split(self, ctx: Ctx) -> None: ...
+
+    @after(split)
+    @step
+    async def left(self, ctx: Ctx) -> None:
+        ctx.signal("in-left", MsgPing(1))
+        ctx.start(MsgInbox(), instance_id="started-left")
+
+    @after(split)
+    @step
+    async def right(self, ctx: Ctx) -> None:
+        ctx.signal("in-right", MsgPing(2))
+        ctx.signal_with_start(MsgInbox(), MsgPing(3), instance_id="started-right")
+
+    @after(left, right)
+    @step(final=True)
+    def join(self, ctx: Ctx) -> None: ...
+
+
 async def _parked_inbox(engine: Engine, instance_id: str = "inbox") -> None:
     handle = await engine.start(MsgInbox(), instance_id=instance_id)
     await handle.wait_idle()
@@ -338,3 +361,17 @@ def test_a_context_outside_an_engine_cannot_send() -> None:
     ctx = CtxClass(None, "i", "W", "s", 1, "i:0")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     with pytest.raises(RuntimeError, match="only a step run by an engine can"):
         ctx.signal("x", MsgPing(1))
+
+
+def test_branches_of_a_fork_send_with_their_own_commits(new_engine: EngineFactory, run: Runner) -> None:
+    """Issue 10: each branch's messages and starts go with that branch's step."""
+
+    async def scenario() -> tuple[list[int], InstanceStatus]:
+        async with new_engine() as engine:
+            for inbox in ("in-left", "in-right"):
+                await _parked_inbox(engine, inbox)
+            await (await engine.start(MsgFork())).result()
+            got = [(await engine.handle(i).result()).got for i in ("in-left", "in-right", "started-right")]
+            return got, engine.info("started-left").status
+
+    assert ([1, 2, 3], InstanceStatus.WAITING) == run(scenario())
