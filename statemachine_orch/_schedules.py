@@ -111,7 +111,7 @@ class Schedules(Messages):
                 continue
             try:
                 self._sched_due[schedule.id] = await self._schedule_round(schedule, now)
-            except StoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - the store's failures, mostly: never the timer loop's end
                 failures = self._sched_failures[schedule.id] = self._sched_failures.get(schedule.id, 0) + 1
                 delay = min(_RETRY * 2.0 ** (failures - 1), 30.0)
                 logger.error("schedule_failed", schedule=schedule.id, error=str(exc), retry_in=delay)

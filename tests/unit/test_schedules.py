@@ -25,11 +25,13 @@ from statemachine_orch import (
     CatchUp,
     Ctx,
     Engine,
+    MemoryStore,
     Overlap,
     Schedule,
     ScheduleError,
     ScheduleInfo,
     SqliteStore,
+    StoreError,
     VirtualClock,
     Workflow,
     after,
@@ -37,6 +39,7 @@ from statemachine_orch import (
     step,
     timer,
 )
+from statemachine_orch._store import ScheduleState
 
 if TYPE_CHECKING:
     from statemachine_orch import Store
@@ -406,3 +409,42 @@ def test_schedules_need_workers_and_distinct_ids() -> None:
         Engine(schedules=[nightly(), nightly()])
     with pytest.raises(TypeError, match=r"Engine\(schedules=\.\.\.\) takes Schedule objects"):
         Engine(schedules=["0 2 * * *"])  # type: ignore[list-item]  # pyright: ignore[reportArgumentType]
+
+
+class _FlakyStore(MemoryStore):
+    """A memory store whose schedule state cannot be read once (a disk that hiccups)."""
+
+    __slots__ = ("failures",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def schedule(self, schedule_id: str) -> ScheduleState | None:
+        if self.failures == 0 and super().schedule(schedule_id) is not None:
+            self.failures += 1
+            msg = "cannot use the store: reading it failed (schedule): disk I/O error"
+            raise StoreError(msg)
+        return super().schedule(schedule_id)
+
+
+def test_a_store_failure_delays_the_round_without_stopping_the_engine(run: Runner) -> None:
+    """Issue 10: the round is logged and retried after a backoff; the due time then starts, once."""
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        clock = VirtualClock(T0, autojump=False)
+        with structlog.testing.capture_logs() as logs:
+            async with Engine(_FlakyStore(), clock=clock, schedules=[nightly()]) as engine:
+                await engine.wait_idle()
+                clock.advance(2 * HOUR)
+                await engine.wait_idle()
+                before = ids(engine)
+                clock.advance(0.05)  # the first backoff
+                await engine.wait_idle()
+                after_retry = ids(engine)
+        return before, after_retry, [e["error"] for e in logs if e["event"] == "schedule_failed"]
+
+    before, after_retry, errors = run(scenario())
+    assert [] == before
+    assert ["nightly@2026-01-01T02:00:00Z"] == after_retry
+    assert ["cannot use the store: reading it failed (schedule): disk I/O error"] == errors
