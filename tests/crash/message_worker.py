@@ -14,15 +14,13 @@ second step signals the inbox again. Step bodies log ``<step> <idempotency key>
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
-import sys
 
 import attrs
-import structlog
 
 from statemachine_orch import Ctx, Engine, Retry, SqliteStore, Workflow, after, step, wait_for
 from tests.crash.crash_flow import effect
+from tests.crash.worker_cli import run_to_the_end, worker_main
 
 
 @attrs.frozen
@@ -101,25 +99,8 @@ async def seed(db: str, count: int) -> None:
 
 async def run(db: str) -> None:
     """Recover and run until every instance is terminal."""
-    with SqliteStore(db) as store:
-        engine = Engine(store, workflows=WORKFLOWS, concurrency=16, lease=2.0, poll=0.02)
-        report = await engine.recover()
-        print(f"recovered {report.resumed}", flush=True)
-        while not all(i.status.is_terminal for i in engine.instances()):
-            await asyncio.sleep(0.05)
-        await engine.aclose()
-    print("ALL DONE", flush=True)
-
-
-def main() -> None:
-    """Entry point."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    db, mode = sys.argv[1], sys.argv[2]
-    if mode == "seed":
-        asyncio.run(seed(db, int(sys.argv[3])))
-    else:
-        asyncio.run(run(db))
+    await run_to_the_end(db, WORKFLOWS, concurrency=16, lease=2.0, poll=0.02)
 
 
 if __name__ == "__main__":
-    main()
+    worker_main(seed, run)
