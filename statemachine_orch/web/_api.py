@@ -19,155 +19,31 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
-import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from statemachine_orch._errors import (
-    InstanceExists,
-    InstanceNotFound,
-    InstanceStateError,
-    OrchError,
-    SignalTypeError,
     StoreError,
-    TaskAlreadyCompleted,
-    TaskClaimed,
-    TaskFormError,
-    TaskNotAuthorized,
-    TaskNotFound,
     UnknownWorkflowVersion,
-    WorkflowInputError,
 )
 from statemachine_orch._status import InstanceStatus
 from statemachine_orch._tasks import Task, TaskStatus
 from statemachine_orch._typed_json import form_for, input_for, message_for
 
-from ._app import Web, web_of
 from ._auth import Identity
+from ._context import ApiError, Web
+from ._diagram import diagram_svg
+from ._endpoints import Endpoint
 from ._forms import describe
+from ._openapi import document
 from ._views import event_json, instance_json, progress_json, task_json, variables_json
-
-Handler = Callable[[Web, Request, Identity], Awaitable[Response]]
-"""An endpoint's function: the app, the request and who makes it."""
 
 ID_MAX: Final = 512
 """The longest instance or task id a path takes (child ids grow with their parents')."""
 
 LIMIT_MAX: Final = 500
 """The most items one list answers with."""
-
-
-class ApiError(Exception):
-    """A refusal with its HTTP status (raised by the endpoints' helpers, answered as JSON)."""
-
-    def __init__(self, status: int, kind: str, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-        self.field = field
-
-
-def error_response(status: int, kind: str, message: str, *, field: str | None = None) -> JSONResponse:
-    """The JSON of a refusal."""
-    fields = {field: message} if field else {}
-    return JSONResponse({"error": {"type": kind, "message": message, "field": field, "fields": fields}}, status)
-
-
-def orch_status(exc: OrchError) -> int:
-    """The HTTP status of an engine's typed error."""
-    if isinstance(exc, (TaskNotFound, InstanceNotFound)):
-        return 404
-    if isinstance(exc, (TaskClaimed, TaskAlreadyCompleted, InstanceStateError, InstanceExists)):
-        return 409
-    if isinstance(exc, TaskNotAuthorized):
-        return 403
-    if isinstance(exc, (TaskFormError, WorkflowInputError, SignalTypeError)):
-        return 422
-    if isinstance(exc, UnknownWorkflowVersion):
-        return 409
-    if isinstance(exc, StoreError):
-        return 503
-    return 400
-
-
-def _field(exc: OrchError) -> str | None:
-    path: object = getattr(exc, "field_path", None)
-    if not isinstance(path, str) or not path:
-        return None
-    # "Approval.amount" names the form's field "amount"; a workflow input names it plainly.
-    return path.split(".", 1)[1] if "." in path else path
-
-
-@attrs.frozen
-class Endpoint:
-    """
-    One API endpoint: its route and what the OpenAPI description says of it.
-
-    Attributes:
-        method: The HTTP method.
-        path: The Starlette path (``{task_id:path}`` takes ids holding ``/``).
-        handler: What answers it.
-        operation: The OpenAPI ``operationId``.
-        summary: One line saying what it does.
-        query: Query parameters: ``(name, JSON schema, description)``.
-        body: The request body's schema name (a JSON object), if it takes one.
-        ok: The success statuses and their schema names (``"svg"``: an SVG image).
-        errors: The refusal statuses it may answer with.
-        operator: Whether only operators may call it.
-        public: Whether it needs no identity.
-    """
-
-    method: str
-    path: str
-    handler: Handler
-    operation: str
-    summary: str
-    query: tuple[tuple[str, Mapping[str, Any], str], ...] = ()
-    body: str | None = None
-    ok: tuple[tuple[int, str], ...] = ()
-    errors: tuple[int, ...] = ()
-    operator: bool = False
-    public: bool = False
-
-    @property
-    def openapi_path(self) -> str:
-        """The path as OpenAPI writes it (``{task_id}``)."""
-        return self.path.replace(":path}", "}")
-
-    def check_query(self, request: Request) -> None:
-        """Refuse query parameters the endpoint does not take, or takes once and were given twice (400)."""
-        known = {name for name, _, _ in self.query}
-        names = [name for name, _ in request.query_params.multi_items()]
-        for name in names:
-            if name not in known:
-                shown = ", ".join(sorted(known)) or "none"
-                raise ApiError(400, "BadParameter", f"unknown query parameter {name!r} (this one takes: {shown})")
-            if names.count(name) > 1:
-                raise ApiError(400, "BadParameter", f"query parameter {name!r} given more than once", field=name)
-
-    def route(self) -> Route:
-        """The Starlette route."""
-        endpoint = self
-
-        async def call(request: Request) -> Response:
-            web = web_of(request)
-            identity = web.identify(request)
-            if identity is None and not endpoint.public:
-                return error_response(401, "NotAuthenticated", "no identity: sign in (or come through the proxy)")
-            if endpoint.operator and (identity is None or not web.is_operator(identity)):
-                groups = ", ".join(sorted(web.operators)) or "none"
-                return error_response(403, "NotAnOperator", f"only members of the operator groups ({groups}) may")
-            try:
-                endpoint.check_query(request)
-                return await endpoint.handler(web, request, identity or Identity("?"))
-            except ApiError as exc:
-                return error_response(exc.status, exc.kind, exc.message, field=exc.field)
-            except OrchError as exc:
-                return error_response(orch_status(exc), type(exc).__name__, str(exc), field=_field(exc))
-
-        return Route(self.path, call, methods=[self.method], name=self.operation)
 
 
 # ----------------------------------------------------------------- reading requests
@@ -393,8 +269,6 @@ async def instance_history(web: Web, request: Request, _identity: Identity) -> R
 
 async def instance_diagram(web: Web, request: Request, _identity: Identity) -> Response:
     """The instance's workflow as SVG, its steps coloured by what the instance did."""
-    from ._diagram import diagram_svg  # noqa: PLC0415 - graphviz only when a diagram is asked for
-
     return Response(await diagram_svg(web, info_for(web, request)), media_type="image/svg+xml")
 
 
@@ -473,8 +347,6 @@ async def me(web: Web, _request: Request, identity: Identity) -> Response:
 
 async def openapi(web: Web, _request: Request, _identity: Identity) -> Response:
     """This API's OpenAPI description."""
-    from ._openapi import document  # noqa: PLC0415 - built when asked for
-
     header: object = getattr(web.authenticator, "user_header", "X-Forwarded-User")
     return JSONResponse(document(ENDPOINTS, str(header)))
 

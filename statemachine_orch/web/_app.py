@@ -11,29 +11,21 @@ in size before they are read.
 from __future__ import annotations
 
 import secrets
-import sys
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Final, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Final
 
-import jinja2
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statemachine_orch._engine import Engine
-from statemachine_orch._workflow import Workflow, spec_of, version_key
+from statemachine_orch._workflow import Workflow
 
-from ._auth import Authenticator, Identity
-from ._csrf import Csrf
-
-_T = TypeVar("_T")
-
-HERE: Final = Path(__file__).parent
+from . import _api, _pages
+from ._auth import Authenticator
+from ._context import HERE, Web
 
 MAX_BODY: Final = 64 * 1024
 """The largest request body taken by default (bytes): forms and JSON are small."""
@@ -50,86 +42,6 @@ _SECURITY_HEADERS: Final = [
         ),
     ),
 ]
-
-
-class Web:
-    """
-    What the routes share: the engine, who may do what, and how pages are made.
-
-    Attributes:
-        engine: The client engine the app reads and writes through.
-        workflows: The workflow classes the app may start, by name (newest version last).
-        authenticator: Who makes a request.
-        development: Whether development mode is on (a banner on every page).
-        operators: The groups whose members may start, cancel, signal and retry instances.
-        csrf: The form posts' CSRF tokens.
-        templates: The pages' templates (every value escaped).
-        wait: How long a cancel or retry waits for the instance's end before it answers "accepted".
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        workflows: Iterable[type[Workflow]],
-        authenticator: Authenticator,
-        *,
-        development: bool,
-        operators: Iterable[str],
-        secret: bytes,
-        secure_cookies: bool,
-        wait: float,
-    ) -> None:
-        self.engine = engine
-        self.workflows: dict[str, list[type[Workflow]]] = {}
-        for cls in workflows:
-            self.workflows.setdefault(spec_of(cls).name, []).append(cls)
-            engine.registry.register(cls)
-        self.authenticator = authenticator
-        self.development = development
-        self.operators = frozenset(operators)
-        self.csrf = Csrf(secret, secure=secure_cookies)
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(HERE / "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.wait = wait
-        self.threaded_reads = _reads_from_threads(engine.store)
-
-    async def read(self, fn: Callable[[], _T]) -> _T:
-        """
-        Run *fn*, which reads the store: in a worker thread when the store serves threads.
-
-        A pool of connections (PostgreSQL) does: a request waiting for the database
-        then never holds up the others. SQLite answers at once, through its one
-        connection, so its reads run here.
-        """
-        if self.threaded_reads:
-            return await run_in_threadpool(fn)
-        return fn()
-
-    def identify(self, request: HTTPConnection) -> Identity | None:
-        """Who makes *request*, as the authenticator says (``None``: nobody it vouches for)."""
-        return self.authenticator.identify(request)
-
-    def is_operator(self, identity: Identity) -> bool:
-        """Whether *identity* may start, cancel, signal and retry instances."""
-        return not self.operators.isdisjoint(identity.groups)
-
-    def workflow_class(self, name: str, version: str | None) -> type[Workflow] | None:
-        """The class the app starts for *name* (at *version*, else the newest given to the app)."""
-        classes = self.workflows.get(name, [])
-        if version is None:
-            return max(classes, key=lambda c: version_key(spec_of(c).version), default=None)
-        return next((c for c in classes if spec_of(c).version == version), None)
-
-
-def _reads_from_threads(store: object) -> bool:
-    """Whether *store* may be read from several threads at once (a PostgresStore: a pool of connections)."""
-    postgres = sys.modules.get("statemachine_orch._store_postgres")  # loaded if it is one
-    return postgres is not None and isinstance(store, postgres.PostgresStore)
 
 
 class LimitBody:
@@ -260,8 +172,6 @@ def create_app(
     if max_body <= 0 or wait <= 0:
         msg = f"create_app(max_body={max_body!r}, wait={wait!r}): both must be positive"
         raise ValueError(msg)
-    from . import _api, _pages  # noqa: PLC0415 - they import this module's Web
-
     web = Web(
         engine,
         workflows,
@@ -284,10 +194,3 @@ def create_app(
     )
     app.state.web = web
     return app
-
-
-def web_of(connection: HTTPConnection) -> Web:
-    """The app's :class:`Web`."""
-    web = connection.app.state.web
-    assert isinstance(web, Web)  # noqa: S101 - create_app put it there
-    return web

@@ -7,8 +7,7 @@ from starlette.concurrency import run_in_threadpool
 from statemachine_orch._errors import UnknownWorkflowVersion
 from statemachine_orch.diagrams import GraphvizUnavailable, Overlay, render
 
-from ._api import ApiError
-from ._app import Web
+from ._context import ApiError, Web
 
 
 async def diagram_svg(web: Web, instance_id: str) -> bytes:

@@ -16,7 +16,7 @@ from statemachine_orch._status import InstanceStatus
 from statemachine_orch._tasks import TaskStatus
 
 if TYPE_CHECKING:
-    from ._api import Endpoint
+    from ._endpoints import Endpoint
 
 _TEXT: Final = {"type": "string"}
 _MAYBE_TEXT: Final = {"type": ["string", "null"]}

@@ -29,9 +29,9 @@ from statemachine_orch._instance import InstanceInfo
 from statemachine_orch._status import InstanceStatus
 from statemachine_orch._tasks import Task, TaskStatus
 
-from ._api import ID_MAX, ApiError, orch_status, path_id, task_for
-from ._app import Web, web_of
+from ._api import ID_MAX, path_id, task_for
 from ._auth import COOKIE, DevelopmentLogin, Identity
+from ._context import ApiError, Web, orch_status, web_of
 from ._csrf import FIELD
 from ._forms import FormField, fields_of, parse
 from ._views import key_variables, overdue, shown_time, variables_json
