@@ -98,6 +98,8 @@ class _Builder:
                     self.comps.pop(attr, None)
                     self.results.pop(attr, None)
         self.step_names: dict[int, str] = {id(s): n for n, s in self.steps.items()}
+        # Steps whose method takes a third parameter, the error of the step an on_error edge leaves.
+        self.takes_error: set[str] = set()
 
     def problem(self, step: str | None, rule: str, message: str) -> None:
         self.problems.append(DefinitionProblem(self.name, step, rule, message))
@@ -113,6 +115,7 @@ class _Builder:
         comp_of = self.compensations()
         step_specs = [self.step_spec(name, s, comp_of.get(name)) for name, s in ordered]
         edges = [e for _, s in ordered for mark in s.edges for e in self.edges(s, mark)]
+        step_specs = [self.error_param(spec, edges) if spec.name in self.takes_error else spec for spec in step_specs]
         initial = [s.name for s in step_specs if s.initial]
         return WorkflowSpec(
             name=wf_name,
@@ -181,7 +184,9 @@ class _Builder:
                 c = own[0]
                 self.signature(c.name, c.fn, 2, "(self, ctx)")
                 retry = self.retry(c.name, c.retry, COMPENSATION_RETRY)
-                out[name] = CompensationSpec(c.name, c.fn, inspect.iscoroutinefunction(c.fn), retry)
+                out[name] = CompensationSpec(
+                    c.name, c.fn, inspect.iscoroutinefunction(c.fn), retry, attempted=c.attempted
+                )
         for cname, c in self.comps.items():
             if id(c.step) not in self.step_names:
                 msg = f"is declared as the compensation of {_describe(c.step)}, which is not a step of {self.name}"
@@ -281,6 +286,8 @@ class _Builder:
                 self.problem(name, "bad-message", f"@wait_for() needs a message class, got {o.message!r}")
             elif (why := serialisation_problem(message)) is not None:
                 self.problem(name, "message-not-serialisable", f"the message cannot be persisted: {why}")
+        elif o.kind is StepKind.STEP and _positional(s.fn) == 3:  # noqa: PLR2004 - (self, ctx, error)
+            self.takes_error.add(name)
         else:
             self.signature(name, s.fn, 2, "(self, ctx)")
             if o.kind is StepKind.TIMER and (o.delay is None or o.delay < 0):
@@ -326,6 +333,35 @@ class _Builder:
         assert limit is None or isinstance(limit, int)  # noqa: S101 - checked above
         assert isinstance(tolerate, int)  # noqa: S101
         return FanOutSpec(limit, tolerate)
+
+    def error_param(self, spec: StepSpec, edges: list[EdgeSpec]) -> StepSpec:
+        """A step taking an error: entered only by on_error edges, its annotation a base of their types."""
+        name = spec.name
+        into = [e for e in edges if e.dest == name]
+        other = [e for e in into if not e.is_error]
+        if other or spec.initial or not into:
+            why = "no edge leads to it"
+            if other:
+                why = f"the edge from {other[0].source} is no on_error edge"
+            elif spec.initial:
+                why = "it is the initial step"
+            msg = (
+                f"takes a third parameter, the error of a failed step, but {why}; only on_error edges "
+                "pass an error: route errors here with @after(step, on_error=...), or drop the parameter"
+            )
+            self.problem(name, "error-param-without-error-edge", msg)
+        raised = tuple(dict.fromkeys(t for e in into for t in e.on_error))
+        declared = _third_annotation(spec.fn)
+        if declared is not None:
+            wrong = [t for t in raised if not issubclass(t, declared)]
+            if wrong:
+                names = ", ".join(t.__name__ for t in wrong)
+                msg = (
+                    f"is entered on_error={names}, but its error parameter is annotated {declared.__name__}; "
+                    "annotate a base class of every error routed here"
+                )
+                self.problem(name, "error-param-type", msg)
+        return attrs.evolve(spec, error=declared or _common_base(raised))
 
     def outcome(self, name: str, value: object) -> str | None:
         """The outcome of a failure end, or None after recording why it is not a valid one."""
@@ -446,6 +482,35 @@ def _field_types(cls: type) -> dict[str, object]:
         except Exception:  # noqa: BLE001 - unresolvable: reported by the caller as a string type
             out[f.name] = f.type
     return out
+
+
+def _positional(fn: Callable[..., Any]) -> int:
+    """How many positional parameters *fn* takes (-1: it cannot be told)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins only
+        return -1
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _third_annotation(fn: Callable[..., Any]) -> type[BaseException] | None:
+    """The exception class the third parameter of *fn* is annotated with, when it can be resolved."""
+    try:
+        third = list(inspect.signature(fn).parameters)[2]
+        hint: object = typing.get_type_hints(fn).get(third)
+    except Exception:  # noqa: BLE001 - an annotation naming a local class: it cannot be checked here
+        return None
+    return hint if isinstance(hint, type) and issubclass(hint, BaseException) else None
+
+
+def _common_base(types: tuple[type[BaseException], ...]) -> type[BaseException]:
+    """The most derived class every one of *types* is a subclass of (``BaseException`` for none)."""
+    if not types:
+        return BaseException
+    return next(
+        (c for c in types[0].__mro__ if issubclass(c, BaseException) and all(issubclass(t, c) for t in types)),
+        BaseException,
+    )
 
 
 def _never(_: object) -> bool:

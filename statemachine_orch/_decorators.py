@@ -16,14 +16,14 @@ import inspect
 import itertools
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 import attrs
 
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._retry import Retry
 from ._spec import StepKind
-from ._types import R2, RR, RS, WD, C, F, P, R_co, W, W_contra
+from ._types import R2, RR, RS, WD, C, E, F, P, R_co, W, W_contra
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -168,29 +168,40 @@ class Step(Generic[W, P, R_co]):
     def compensation(self, fn: Callable[[W, Ctx], R2], /) -> Compensation[W, R2]: ...
     @overload
     def compensation(
-        self, /, *, retry: Retry | None = None
+        self, /, *, retry: Retry | None = None, attempted: bool = False
     ) -> Callable[[Callable[[W, Ctx], R2]], Compensation[W, R2]]: ...
     def compensation(
-        self, fn: Callable[[W, Ctx], R2] | None = None, /, *, retry: Retry | None = None
+        self, fn: Callable[[W, Ctx], R2] | None = None, /, *, retry: Retry | None = None, attempted: bool = False
     ) -> Compensation[W, R2] | Callable[[Callable[[W, Ctx], R2]], Compensation[W, R2]]:
         """
         Declare the method that undoes this step.
 
-        Usable bare (``@pay.compensation``) or with a retry policy
+        Usable bare (``@pay.compensation``) or with options
         (``@pay.compensation(retry=Retry(attempts=5))``). When an instance fails or
         is cancelled with compensation, the compensations of the completed steps run
         newest first, each exactly once per completion of its step.
 
+        With ``attempted=True`` the undo is registered (durably) when the step's
+        first attempt of a visit starts, not when it completes: it also runs when the
+        step's last attempt failed (whether an ``on_error`` edge took the error or
+        the instance failed) or when the step was cancelled in flight, since a call
+        that timed out or was cut short may still have taken effect. It then holds
+        its place in the saga from that start. Such an undo must cope with nothing to
+        undo.
+
         Args:
             fn: The compensation method ``(self, ctx) -> None`` (sync or async).
             retry: Its own retry policy (default: 3 attempts, 0.5 s then doubling).
+            attempted: Undo every attempted visit of the step, not only completed ones.
 
         Returns:
             A :class:`Compensation`, stored in the class under the method's name.
+
+        .. versionchanged:: 0.1.0 ``attempted``.
         """
 
         def mark(f: Callable[[W, Ctx], R2]) -> Compensation[W, R2]:
-            comp = Compensation(f, self, retry)
+            comp = Compensation(f, self, retry, attempted=attempted)
             self.compensations.append(comp)
             return comp
 
@@ -264,7 +275,7 @@ class Compensation(Generic[W, R_co]):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("fn", "name", "retry", "step")
+    __slots__ = ("attempted", "fn", "name", "retry", "step")
 
     fn: Callable[..., R_co]
     """The compensation method as written."""
@@ -272,9 +283,14 @@ class Compensation(Generic[W, R_co]):
     """Its own retry policy, when declared."""
     name: str
     """Its name in the class."""
+    attempted: bool
+    """Whether it undoes every attempted visit of its step, not only completed ones."""
 
-    def __init__(self, fn: Callable[..., R_co], step: Step[W, Any, Any], retry: Retry | None) -> None:
+    def __init__(
+        self, fn: Callable[..., R_co], step: Step[W, Any, Any], retry: Retry | None, *, attempted: bool = False
+    ) -> None:
         self.fn = fn
+        self.attempted = attempted
         # Annotated here, not in the class body: there a Step-typed attribute would
         # be read through Step.__get__ by type checkers.
         self.step: Step[W, Any, Any] = step
@@ -315,6 +331,24 @@ def _make_step(fn: object, options: StepOptions) -> Step[Any, Any, Any]:
     return Step(fn, options)
 
 
+class StepMaker(Protocol):
+    """
+    What ``@step(...)`` with options returns: it makes a step of a method, with or without an error parameter.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @overload
+    def __call__(self, fn: Callable[[W, Ctx, E], R2], /) -> Step[W, [Ctx, E], R2]: ...
+    @overload
+    def __call__(self, fn: Callable[[W, Ctx], R2], /) -> Step[W, [Ctx], R2]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Step[Any, Any, Any]:
+        """Make *fn* a step: ``(self, ctx)``, or an ``on_error`` handler ``(self, ctx, error)``."""
+        ...
+
+
+@overload
+def step(fn: Callable[[W, Ctx, E], R2], /) -> Step[W, [Ctx, E], R2]: ...
 @overload
 def step(fn: Callable[[W, Ctx], R2], /) -> Step[W, [Ctx], R2]: ...
 @overload
@@ -325,9 +359,9 @@ def step(
     retry: Retry | None = None,
     timeout: timedelta | float | None = None,
     fork: bool = False,
-) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]: ...
+) -> StepMaker: ...
 def step(
-    fn: Callable[[W, Ctx], R2] | None = None,
+    fn: Callable[..., Any] | None = None,
     /,
     *,
     initial: bool = False,
@@ -335,11 +369,14 @@ def step(
     retry: Retry | None = None,
     timeout: timedelta | float | None = None,
     fork: bool = False,
-) -> Step[W, [Ctx], R2] | Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]:
+) -> Step[Any, Any, Any] | StepMaker:
     """
     Declare a method ``(self, ctx) -> None`` (sync or ``async``) as a step.
 
-    Usable bare (``@step``) or with options (``@step(initial=True)``).
+    Usable bare (``@step``) or with options (``@step(initial=True)``). A step that
+    an ``on_error`` edge leads to may take the error as a third parameter,
+    ``(self, ctx, error: SomeError)``: it receives the exception of the step that
+    failed (built again from the store after a restart, of the same class).
 
     Args:
         fn: The method, when used bare.
@@ -361,11 +398,12 @@ def step(
         StepKind.STEP, initial=initial, final=final, retry=retry, timeout=_seconds(timeout), fork=fork
     )
 
-    def mark(f: Callable[[W, Ctx], R2]) -> Step[W, [Ctx], R2]:
+    def mark(f: Callable[..., Any]) -> Step[Any, Any, Any]:
         return _make_step(f, options)
 
     if fn is None:
-        return mark
+        maker: StepMaker = cast("StepMaker", mark)
+        return maker
     return mark(fn)
 
 
@@ -441,15 +479,31 @@ def human_task(
     return mark
 
 
+class FailureEndMaker(Protocol):
+    """
+    What ``@failure_end(...)`` with options returns: it makes a failure end of a method, with or without an error.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @overload
+    def __call__(self, fn: Callable[[W, Ctx, E], RR], /) -> Step[W, [Ctx, E], RR]: ...
+    @overload
+    def __call__(self, fn: Callable[[W, Ctx], RR], /) -> Step[W, [Ctx], RR]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Step[Any, Any, Any]:
+        """Make *fn* a failure end: ``(self, ctx) -> str``, or ``(self, ctx, error) -> str`` after an error route."""
+        ...
+
+
+@overload
+def failure_end(fn: Callable[[W, Ctx, E], RR], /) -> Step[W, [Ctx, E], RR]: ...
 @overload
 def failure_end(fn: Callable[[W, Ctx], RR], /) -> Step[W, [Ctx], RR]: ...
 @overload
+def failure_end(*, outcome: str = "failed", retry: Retry | None = None) -> FailureEndMaker: ...
 def failure_end(
-    *, outcome: str = "failed", retry: Retry | None = None
-) -> Callable[[Callable[[W, Ctx], RR]], Step[W, [Ctx], RR]]: ...
-def failure_end(
-    fn: Callable[[W, Ctx], RR] | None = None, /, *, outcome: str = "failed", retry: Retry | None = None
-) -> Step[W, [Ctx], RR] | Callable[[Callable[[W, Ctx], RR]], Step[W, [Ctx], RR]]:
+    fn: Callable[..., Any] | None = None, /, *, outcome: str = "failed", retry: Retry | None = None
+) -> Step[Any, Any, Any] | FailureEndMaker:
     """
     Declare a final step that ends the instance ``failed``: a declared failure end.
 
@@ -462,6 +516,9 @@ def failure_end(
     guard gap that fails with ``NoEdgeEnabled``.
 
     Usable bare (``@failure_end``: the outcome is ``"failed"``) or with options.
+    Reached by an ``on_error`` edge, it may take the error as a third parameter,
+    like a step (:func:`step`); the instance's failure then keeps that error
+    (``WorkflowFailed.error``).
 
     Args:
         fn: The method, when used bare.
@@ -477,12 +534,12 @@ def failure_end(
     """
     options = StepOptions(StepKind.STEP, final=True, retry=retry, outcome=outcome)
 
-    def mark(f: Callable[[W, Ctx], RR]) -> Step[W, [Ctx], RR]:
-        made: Step[W, [Ctx], RR] = _make_step(f, options)
-        return made
+    def mark(f: Callable[..., Any]) -> Step[Any, Any, Any]:
+        return _make_step(f, options)
 
     if fn is None:
-        return mark
+        maker: FailureEndMaker = cast("FailureEndMaker", mark)
+        return maker
     return mark(fn)
 
 

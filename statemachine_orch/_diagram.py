@@ -128,7 +128,8 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
         if s.outcome is not None:
             lines.append(f"    {s.name}: {s.name} (failure end: {_label(s.outcome)})")
         if s.compensation is not None:
-            lines.append(f"    note right of {s.name}: undo: {s.compensation.name}")
+            also = " (also if it failed or was cut short)" if s.compensation.attempted else ""
+            lines.append(f"    note right of {s.name}: undo: {s.compensation.name}{also}")
     for f in spec.forks:
         lines.append(f"    state {fork_node[f.step]} <<fork>>")
         lines.append(f"    state {join_node[f.join]} <<join>>")

@@ -277,6 +277,12 @@ class Driver(Commands):
         attempt = t.attempt
         wf = rec.wf
         name = step.name
+        comp = step.compensation
+        if comp is not None and comp.attempted and (name, t.visit) not in rec.saga:
+            # Registered before the call, durably (Temporal's saga sample does the same): a
+            # crash or a cancel in the middle of an attempt, or its failure, still undoes it.
+            rec.add_saga(name, t.visit)
+            await self._save(rec)
         ctx = Ctx(
             self.services,
             rec.id,
@@ -354,14 +360,16 @@ class Driver(Commands):
         self._note(rec, K.STEP_COMPLETED, name, attempt, None)
         if effects := effects_of(ctx):
             self._stage_effects(rec, name, effects)  # messages sent, instances started: with this commit
-        if step.compensation is not None:
+        if comp is not None and not comp.attempted:
             rec.add_saga(name, t.visit)
         t.payload = NO_PAYLOAD
         t.attempt = 1
         if step.outcome is not None:
             # A declared failure end: the instance fails with the reason the method gave.
             assert isinstance(result, str)  # noqa: S101 - checked above
-            self._fail(rec, result, name, outcome=step.outcome)
+            # Reached by an on_error edge with the error: the failure keeps that error too.
+            error = payload if isinstance(payload, BaseException) else None
+            self._fail(rec, result, name, error, outcome=step.outcome)
             await self._save(rec)
             return False
         if tok is not None and name not in rec.branches:
@@ -437,10 +445,25 @@ class Driver(Commands):
             rec, _event(rec, "error", step.name), rec.wf, exc
         ):
             self._moved(rec, step.name, before)
+            self._hand_error(rec, step, exc)
         else:
             self._fail(rec, f"{step.name}: {error}", step.name, exc)
         await self._save(rec)
         return False
+
+    def _hand_error(self, rec: InstanceRecord, step: StepSpec, exc: Exception) -> None:
+        """The step the on_error edge of *step* just entered gets *exc*, when its method takes an error."""
+        spec = rec.spec
+        # The machine tries the error edges in declaration order: the first that matches was taken.
+        dest = next((e.dest for e in spec.outgoing(step.name) if e.is_error and isinstance(exc, e.on_error)), None)
+        if dest is None or not spec.has_step(dest) or spec.step(dest).error is None:
+            return
+        if rec.branches:
+            branch = rec.branches.get(dest)
+            if branch is not None:
+                branch.payload = exc
+        elif rec.state == dest:
+            rec.payload = exc
 
     def _fail(
         self, rec: InstanceRecord, error: str, step: str, exc: BaseException | None = None, *, outcome: str = "failed"

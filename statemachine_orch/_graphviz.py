@@ -199,7 +199,8 @@ class _Builder:
                 self.node_styles[prefix + undo] = self.style("compensation", "compensated" if done else None)
                 child = s.child.__name__ if s.child is not None else None
                 what = f"{'children' if s.fan is not None else 'child'} {child}" if child else s.compensation.name
-                out.append({"name": undo, "label": _lines(what, f"undoes {s.name}")})
+                also = "even if it failed or was cut short" if s.compensation.attempted else ""
+                out.append({"name": undo, "label": _lines(what, f"undoes {s.name}", also)})
         return out
 
     def compound(self, fork: ForkSpec, prefix: str) -> dict[str, Any]:

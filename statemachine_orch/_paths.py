@@ -246,7 +246,8 @@ class Path:
             in evaluation order (a default edge needs every guard before it false;
             a fork evaluates the guards of all its edges).
         ending: How the path ends.
-        undone: The steps whose compensations run at the end, in the order they run.
+        undone: The steps whose compensations run at the end, in the order they run
+            (a step whose compensation is ``attempted=True`` also when it failed).
             Steps of the branches of a fork that joined are listed as if the branches
             had run one after the other in declaration order: in a real run they
             interleave, and compensations run newest first by real completion.
@@ -509,6 +510,7 @@ class _Plan:
     final: bool
     compensated: bool
     outcome: str | None
+    undo_attempted: bool
 
 
 class _Walker:
@@ -537,6 +539,7 @@ class _Walker:
             final=step.final,
             compensated=step.compensation is not None,
             outcome=step.outcome,
+            undo_attempted=step.compensation is not None and step.compensation.attempted,
         )
 
     def walk(self) -> Iterator[Path]:
@@ -613,12 +616,14 @@ class _Walker:
                     out.append(nxt)
             elif before:
                 out.append(f.end(Ending.NO_EDGE, saga, why_not, before))
+        # An attempted compensation also undoes a visit whose last attempt failed.
+        failed = (*f.saga, f.step) if plan.undo_attempted else f.saga
         for edge in plan.errors:
-            nxt = self._follow(f, edge, (), f.saga, after, f.why_not)
+            nxt = self._follow(f, edge, (), failed, after, f.why_not)
             if nxt is not None:
                 out.append(nxt)
         if not plan.catches_all:
-            out.append(f.end(Ending.FAILED, f.saga, f.why_not))
+            out.append(f.end(Ending.FAILED, failed, f.why_not))
         if plan.waits:
             for edge in plan.timeouts:
                 nxt = self._follow(f, edge, (), f.saga, f.facts, f.why_not)

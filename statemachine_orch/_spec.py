@@ -131,6 +131,8 @@ class CompensationSpec:
     fn: Callable[..., Any] = attrs.field(repr=False)
     is_async: bool
     retry: Retry
+    attempted: bool = False
+    """Registered when its step's attempt starts: it also undoes a failed or cut-short visit."""
 
 
 @attrs.frozen
@@ -160,6 +162,8 @@ class StepSpec:
     fan: FanOutSpec | None = None
     outcome: str | None = None
     """The outcome of a declared failure end (``@failure_end``); ``None`` for every other step."""
+    error: type[BaseException] | None = None
+    """The error type an ``on_error`` handler step receives as its third argument (``None``: it takes none)."""
 
     @property
     def ends_failed(self) -> bool:
@@ -168,9 +172,11 @@ class StepSpec:
 
     @property
     def payload_type(self) -> type | None:
-        """The type of what the method receives besides ctx: the form, the message or the child."""
+        """The type of what the method receives besides ctx: the form, the message, the child or the error."""
         if self.task is not None:
             return self.task.form
+        if self.error is not None:
+            return self.error
         return self.message if self.message is not None else self.child
 
 
@@ -465,6 +471,7 @@ def _fingerprint(spec: WorkflowSpec) -> str:
     parts += [
         f"step {s.name} {s.kind.value} initial={s.initial} final={s.final} "
         f"undo={s.compensation.name if s.compensation else None} payload={_type_label(s.payload_type)}"
+        + (" undo-attempted" if s.compensation is not None and s.compensation.attempted else "")
         + (" fork" if s.fork else "")
         + (f" child={s.child.__qualname__}" if s.child is not None else "")
         + (f" fan_out limit={s.fan.limit} tolerate={s.fan.tolerate}" if s.fan is not None else "")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import UnknownWorkflowVersion
+from ._failure import error_json, rebuild_error
 from ._fanout import FanOut
 from ._history import EventKind, HistoryEvent
 from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps, outcome_of
@@ -111,7 +112,7 @@ def instance_values(
         payload = dumps({"fan": rec.fan.to_json()})
     elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
         tp = spec.step(state).payload_type if spec.has_step(state) else None
-        payload = dumps({"v": unstructure(rec.payload, tp)})
+        payload = dumps({"v": payload_json(rec.payload, tp)})
     if rec.history:
         base = rec.history_len
         rid = rec.id
@@ -143,6 +144,23 @@ def instance_values(
     )
 
 
+def payload_json(value: object, tp: type | None) -> Any:
+    """A waiting step's form or message, or an error handler's exception (``_failure.error_json``), as JSON."""
+    if isinstance(value, BaseException):
+        return error_json(value)
+    return unstructure(value, tp)
+
+
+def payload_value(data: Any, tp: type) -> Any:
+    """The payload *data* stores, of type *tp*: an exception is built again as that type or a subclass."""
+    if issubclass(tp, BaseException):
+        if not isinstance(data, dict):
+            msg = f"the stored error for a {tp.__name__} parameter is not a JSON object"
+            raise TypeError(msg)
+        return rebuild_error(cast("dict[str, Any]", data), tp)
+    return structure(data, tp)
+
+
 def _failure_json(failure: dict[str, Any] | None) -> str | None:
     """An instance's kept failure (outcome, step, exception) as JSON: ASCII, so any database takes it."""
     return dumps(failure) if failure is not None else None
@@ -158,7 +176,7 @@ def branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
         if b.fan is not None:
             payload = {"fan": b.fan.to_json()}
         elif b.payload is not NO_PAYLOAD and spec.step(name).child is None:
-            payload = {"v": unstructure(b.payload, spec.step(name).payload_type)}
+            payload = {"v": payload_json(b.payload, spec.step(name).payload_type)}
         out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
     return out
 
@@ -266,7 +284,7 @@ def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec)
             rec.fan = _fan(spec, state, stored["fan"])
         else:
             tp = spec.step(state).payload_type if spec.has_step(state) else None
-            rec.payload = structure(stored["v"], tp) if tp is not None else None
+            rec.payload = payload_value(stored["v"], tp) if tp is not None else None
     # The row exists (its next commit updates it), at the fence it was last claimed with.
     rec.stored = True
     rec.fence = int(fence)
@@ -297,7 +315,7 @@ def branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
             b.fan = _fan(spec, name, payload["fan"])
         elif payload is not None:
             tp = spec.step(name).payload_type
-            b.payload = structure(payload["v"], tp) if tp is not None else None
+            b.payload = payload_value(payload["v"], tp) if tp is not None else None
         out[name] = b
     return out
 

@@ -811,9 +811,13 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         # A fan-out step left with children started (a cancel, a failing sibling branch) is undone like a completed one.
         fans = {s.name for s in spec.steps if s.fan is not None}
         left: dict[str, None] = {}
+        # An attempted compensation (attempted=True) is registered as its step's visit starts, not as it completes.
+        early = {s.name for s in spec.steps if s.compensation is not None and s.compensation.attempted}
         for e in history:
             step = e.step or ""
-            if e.kind is _K.STEP_COMPLETED and e.step is not None and spec.step(e.step).compensation is not None:
+            if e.kind is _K.STEP_STARTED and step in early and e.attempt == 1:
+                completed.append(step)
+            elif e.kind is _K.STEP_COMPLETED and step not in early and spec.step(step).compensation is not None:
                 completed.append(step)
                 left.pop(step, None)
             elif e.kind is _K.CHILD_STARTED and step in fans:

@@ -23,7 +23,7 @@ class OrderProcess(Workflow):
     def task_over_step(self, ctx: Ctx) -> None:
         self.amount = 2
 
-    @step(final=True)  # E: is not assignable to type "(W@step, Ctx) -> R2@step"  # mypy: Argument 1 has incompatible type "Step[
+    @step(final=True)  # E: is not assignable to type "(W@__call__, Ctx) -> R2@__call__"  # mypy: matches argument type "Step[
     @after(begin)
     @human_task(assignee="manager")
     def step_over_task(self, ctx: Ctx) -> None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from statemachine_orch import Ctx, Workflow, after, failure_end, step
+from statemachine_orch import Ctx, Workflow, failure_end
 
 
 class Refusal(Workflow):
-    @step(initial=True)
-    def begin(self, ctx: Ctx) -> None: ...
-
-    @after(begin, when=lambda wf: True)  # mypy: Value of type variable "RR" of "failure_end" cannot be "None"
-    @failure_end  # E: Type "None" is not assignable to type "Awaitable[str] | str"  # mypy-misses: it reports on the first decorator's line
+    @failure_end  # E: Type "None" is not assignable to type "Awaitable[str] | str"  # mypy: Value of type variable "RR" of "failure_end" cannot be "None"
     def forgot_the_reason(self, ctx: Ctx) -> None: ...
 
-    @after(begin)  # mypy: Value of type variable "RR" of function cannot be "int"
-    @failure_end(outcome="declined")  # E: is not assignable to  # mypy-misses: it reports on the first decorator's line
+    @failure_end(outcome="declined")  # E: is not assignable to  # mypy: Value of type variable "RR" of "__call__" of "FailureEndMaker" cannot be "int"
     def returns_a_code(self, ctx: Ctx) -> int:
         return 1
+
+    @failure_end  # E: No overloads for "failure_end" match  # mypy: Value of type variable "E" of "failure_end" cannot be "str"
+    def error_not_an_exception(self, ctx: Ctx, error: str) -> str:
+        return error

@@ -1,4 +1,4 @@
-"""A step method is ``(self, ctx: Ctx) -> None`` or ``async (self, ctx: Ctx) -> None``; anything else is an error."""
+"""A step method is ``(self, ctx: Ctx) -> None`` or async, or an error handler ``(self, ctx, error: SomeError)``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from statemachine_orch import Ctx, Workflow, step
 class OrderProcess(Workflow):
     amount: float = 0
 
-    @step(initial=True)  # E: Function accepts too few positional parameters; expected 2 but received 1  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess], None]"; expected "Callable[[OrderProcess, Ctx], None]"
+    @step(initial=True)  # E: Function accepts too few positional parameters; expected 2 but received 1  # mypy: has incompatible type "Callable[[OrderProcess], None]"
     def missing_ctx(self) -> None:
         self.amount = 1
 
@@ -20,10 +20,10 @@ class OrderProcess(Workflow):
     async def async_returns_str(self, ctx: Ctx) -> str:
         return "x"
 
-    @step  # E: Extra parameter "amount"  # mypy: Argument 1 to "step" has incompatible type "Callable[[OrderProcess, Ctx, float], None]"; expected "Callable[[OrderProcess, Ctx], None]"
+    @step  # E: Extra parameter "amount"  # mypy: Value of type variable "E" of "step" cannot be "float"
     def extra_parameter(self, ctx: Ctx, amount: float) -> None:
         self.amount = amount
 
-    @step(final=True)  # E: Parameter 2: type "Ctx" is incompatible with type "str"  # mypy: Argument 1 has incompatible type "Callable[[OrderProcess, str], None]"; expected "Callable[[OrderProcess, Ctx], None]"
+    @step(final=True)  # E: Parameter 2: type "Ctx" is incompatible with type "str"  # mypy: has incompatible type "Callable[[OrderProcess, str], None]"
     def ctx_wrong_type(self, ctx: str) -> None:
         self.amount = len(ctx)
