@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import attrs
 import pytest
 
 from statemachine_orch import (
@@ -68,7 +69,7 @@ class Booking(Workflow):
 
     reserve_fails: bool = False
     charge_fails: bool = False
-    keys: list[str] = []
+    keys: list[str] = attrs.field(factory=list[str])
     error_seen: str = ""
 
     @step(initial=True, retry=Retry(attempts=2, initial=1))
@@ -132,7 +133,7 @@ def test_a_cancel_in_flight_undoes_the_attempted_step_and_one_never_started_is_n
 
     class Slow(Workflow):
         wait_first: bool
-        undone_by: list[str] = []
+        undone_by: list[str] = attrs.field(factory=list[str])
 
         @human_task(assignee="ann", initial=True)
         def gate(self, ctx: Ctx) -> None: ...
@@ -173,7 +174,7 @@ def test_in_a_fork_a_branch_cut_short_by_a_failing_sibling_is_undone(run: Runner
     hotel_called = asyncio.Event()
 
     class Trip(Workflow):
-        cancelled: list[str] = []
+        cancelled: list[str] = attrs.field(factory=list[str])
 
         @step(initial=True, fork=True)
         def plan(self, ctx: Ctx) -> None: ...
