@@ -41,7 +41,7 @@ from ._spec import (
     COMPENSATION_FAILED,
 )
 from ._status import InstanceStatus
-from ._tasks import Task, TaskClaim, TaskStatus, check_user, group_names
+from ._tasks import Task, TaskClaim, TaskReassignment, TaskStatus, check_name, check_user, group_names
 from ._validate import value_mismatch
 from ._workflow import Workflow, spec_of
 
@@ -457,6 +457,113 @@ class ClientApi(DriverForks):
             return changed
         await self._submit(task.instance_id, self._claim_apply(task, change, write=True))
         return changed
+
+    async def reassign_task(
+        self, task_id: str, *, assignee: str | None = None, candidate_groups: Iterable[str] = (), by: str = "operator"
+    ) -> Task:
+        """
+        Give an open task to other people: its new assignee and candidate groups (an operator's change).
+
+        Any claim on it is given back. The change is in the instance's history
+        (``task_reassigned``: the task, who it was and is for, and *by*). From any
+        process: with a shared store it is written as a command with the task's row.
+
+        Args:
+            task_id: The task.
+            assignee: The new assignee (``None``: none).
+            candidate_groups: The new candidate groups.
+            by: Who makes the change, for the history.
+
+        Returns:
+            The task, with its new people.
+
+        Raises:
+            TaskNotFound: No such task.
+            TaskAlreadyCompleted: It is no longer open (nothing changed).
+            TaskClaimed: It was claimed (or its claim changed) since it was read (nothing changed).
+            TypeError: A name is not a ``str``, or *candidate_groups* not names.
+            ValueError: A name is empty or holds a control character, or nobody would be left.
+
+        .. versionadded:: 0.1.0
+        """
+        check_name(by, "by=")
+        if assignee is not None:
+            check_name(assignee, "assignee=")
+        groups = _groups(candidate_groups)
+        for group in groups:
+            check_name(group, "candidate_groups=")
+        if assignee is None and not groups:
+            msg = f"reassign_task({task_id!r}) needs assignee= or candidate_groups=: nobody could complete it"
+            raise ValueError(msg)
+        task = self._open_for_change(task_id, "reassigned")
+        change = TaskReassignment(task.id, by, assignee, groups, task.claimed_by)
+        return await self._change_people(task, change)
+
+    async def delegate_task(self, task_id: str, *, user: str, groups: Iterable[str] = (), to: str) -> Task:
+        """
+        Hand an open task to another user: one it is for makes *to* its assignee.
+
+        Who may complete it may delegate it (its assignee, a member of a candidate
+        group, or its claimant); the candidate groups stay, any claim is given back.
+        The delegation is in the instance's history (``task_delegated``).
+
+        Args:
+            task_id: The task.
+            user: Who delegates it.
+            groups: Their groups (the caller vouches for them).
+            to: The user who becomes its assignee.
+
+        Returns:
+            The task, assigned to *to*.
+
+        Raises:
+            TaskNotFound: No such task.
+            TaskAlreadyCompleted: It is no longer open (nothing changed).
+            TaskNotAuthorized: *user* may not complete it.
+            TaskClaimed: Another user holds its claim (nothing changed).
+            TypeError: A name is not a ``str``.
+            ValueError: A name is empty or holds a control character.
+
+        .. versionadded:: 0.1.0
+        """
+        check_user(user)
+        check_name(to, "to=")
+        group_list = _groups(groups)
+        task = self._open_for_change(task_id, "delegated")
+        if not task.may_complete(user, group_list):
+            if task.claimed_by is not None and task.may_claim(user, group_list):
+                raise TaskClaimed(task_id, user, task.claimed_by)
+            raise _not_for(task, user, group_list, "delegate")
+        change = TaskReassignment(task.id, user, to, task.candidate_groups, task.claimed_by, delegated=True)
+        return await self._change_people(task, change)
+
+    def _open_for_change(self, task_id: str, done: str) -> Task:
+        """The open task, as the store has it now; else TaskNotFound or TaskAlreadyCompleted."""
+        task = self.store.task(task_id)
+        if task is None:
+            raise TaskNotFound(task_id, "no such task")
+        if task.status is not TaskStatus.OPEN:
+            raise TaskAlreadyCompleted(task_id, f"is already {task.status.value}; only an open task is {done}")
+        return task
+
+    async def _change_people(self, task: Task, change: TaskReassignment) -> Task:
+        """Write a reassignment (or delegation) with its history entry, through the instance's driver."""
+        self._peek(task.instance_id)  # an instance of an unregistered version fails here, plainly
+        if self._leasing:
+            # The task row and the command in one transaction, like a claim: a race with a
+            # claim or a completion, from any process, finds the row changed and is refused.
+            body = {
+                "task": task.id,
+                "by": change.by,
+                "delegated": change.delegated,
+                "from": task.assignee,
+                "from_groups": list(task.candidate_groups),
+                "claimant": change.claimant,
+            }
+            apply = self._reassign_apply(task, change)
+            await self._command(task.instance_id, "reassign_task", body, apply, reassign=change)
+            return change.applied_to(task)
+        return await self._submit(task.instance_id, self._reassign_apply(task, change, write=True))
 
     async def signal(self, instance_id: str, message: object) -> None:
         """

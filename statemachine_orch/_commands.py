@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -38,7 +39,7 @@ from ._spec import (
     StepKind,
 )
 from ._status import InstanceStatus
-from ._tasks import Task, TaskClaim, TaskStatus
+from ._tasks import Task, TaskClaim, TaskReassignment, TaskStatus, people
 from ._workflow import Workflow, spec_of
 
 _R = TypeVar("_R")
@@ -107,6 +108,35 @@ class Commands(Runtime):
             kind = K.TASK_CLAIMED if change.claim else K.TASK_UNCLAIMED
             self._note(rec, kind, task.step, 0, change.user)
             return None
+
+        return apply
+
+    def _reassign_apply(
+        self, task: Task, change: TaskReassignment, *, write: bool = False
+    ) -> Callable[[InstanceRecord], Task]:
+        """
+        A reassignment or delegation of *task*, as its driver applies it: the history entry.
+
+        With *write* (a store without leases) the driver checks the task again and
+        changes it too; a leasing store changed the row with the command already.
+        """
+
+        def apply(rec: InstanceRecord) -> Task:
+            current = self._current_task(rec, task)
+            if write:
+                if current.status is not TaskStatus.OPEN:
+                    msg = f"is already {current.status.value}; only an open task is reassigned"
+                    raise TaskAlreadyCompleted(task.id, msg)
+                if current.claimed_by != change.claimant:
+                    raise TaskClaimed(task.id, change.by, current.claimed_by)
+                current = change.applied_to(current)
+                rec.add_task(current)
+            kind = K.TASK_DELEGATED if change.delegated else K.TASK_REASSIGNED
+            before = people(task.assignee, task.candidate_groups)
+            after = people(change.assignee, change.candidate_groups)
+            released = f" ({change.claimant}'s claim given back)" if change.claimant is not None else ""
+            self._note(rec, kind, task.step, 0, f"{task.id}: {before} -> {after} by {change.by}{released}")
+            return change.applied_to(task) if not write else current
 
         return apply
 
@@ -257,6 +287,7 @@ class Commands(Runtime):
         *,
         complete: Task | None = None,
         claim: TaskClaim | None = None,
+        reassign: TaskReassignment | None = None,
         local_only: bool = False,
     ) -> tuple[bool, Any]:
         """
@@ -277,6 +308,8 @@ class Commands(Runtime):
             return True, await self._submit(instance_id, apply, interrupt=kind == "cancel")
         if claim is not None:
             seq = self.store.add_command(instance_id, kind, body, claim=claim)
+        elif reassign is not None:
+            seq = self.store.add_command(instance_id, kind, body, reassign=reassign)
         else:
             seq = self.store.add_command(instance_id, kind, body, complete=complete)
         if not self._drives:
@@ -342,6 +375,23 @@ class Commands(Runtime):
             if task is None:
                 return None
             return self._claim_apply(task, TaskClaim(task.id, str(body.get("user")), claim=bool(body.get("claim"))))
+        if kind == "reassign_task":
+            task = self.store.task(str(body.get("task")))
+            if task is None:
+                return None
+            # The row changed with the command: the history says it from what the caller saw.
+            change = TaskReassignment(
+                task.id,
+                str(body.get("by")),
+                task.assignee,
+                task.candidate_groups,
+                _text_or_none(body.get("claimant")),
+                delegated=bool(body.get("delegated")),
+            )
+            before = attrs.evolve(
+                task, assignee=_text_or_none(body.get("from")), candidate_groups=_texts(body.get("from_groups"))
+            )
+            return self._reassign_apply(before, change)
         if kind == "migrate":
             cls = self.registry.resolve(str(body.get("workflow")), str(body.get("version")))
             if cls is None:
@@ -419,3 +469,13 @@ class Commands(Runtime):
             if not fut.done():
                 fut.set_result(result)
         return True
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in typing.cast("list[object]", value) if isinstance(v, str))

@@ -275,10 +275,21 @@ class _Builder:
                 self.problem(name, "bad-form", f"form= must be a class, got {o.form!r}")
             if form is not None and (why := serialisation_problem(form)) is not None:
                 self.problem(name, "form-not-serialisable", f"the form cannot be persisted: {why}")
-            if o.assignee is None and not o.candidate_groups:
+            assignee, assignee_of, assignee_name = self.people(name, "assignee", o.assignee)
+            groups, groups_of, groups_name = self.people(name, "candidate_groups", o.candidate_groups)
+            if assignee is None and not groups and assignee_of is None and groups_of is None:
                 msg = "is a human task with neither assignee= nor candidate_groups=; nobody could complete it"
                 self.problem(name, "task-without-assignee", msg)
-            task = TaskSpec(o.assignee, o.candidate_groups, form, o.due)
+            task = TaskSpec(
+                assignee if isinstance(assignee, str) else None,
+                typing.cast("tuple[str, ...]", groups) if isinstance(groups, tuple) else (),
+                form,
+                o.due,
+                assignee_of=assignee_of,
+                groups_of=groups_of,
+                assignee_name=assignee_name,
+                groups_name=groups_name,
+            )
         elif o.kind is StepKind.WAIT_FOR:
             self.signature(name, s.fn, 3, "(self, ctx, message)")
             message = o.message if isinstance(o.message, type) else None
@@ -362,6 +373,40 @@ class _Builder:
                 )
                 self.problem(name, "error-param-type", msg)
         return attrs.evolve(spec, error=declared or _common_base(raised))
+
+    def people(
+        self, name: str, option: str, value: object
+    ) -> tuple[object, Callable[[Any], object] | None, str | None]:
+        """A human task's assignee= or candidate_groups=: (the value, or its computing callable and its name)."""
+        if callable(value):
+            fn: Callable[..., object] = value
+            label = _guard_name(fn)
+            try:
+                inspect.signature(fn).bind(object())
+            except TypeError:
+                msg = f"@human_task({option}={label}) must accept exactly one argument (the workflow)"
+                self.problem(name, "bad-task-people", msg)
+            except ValueError:  # pragma: no cover - builtins without a signature
+                pass
+            return None, fn, label
+        if option == "assignee":
+            if value is not None and (not isinstance(value, str) or not value):
+                msg = (
+                    f"@human_task(assignee={value!r}) must be a user name (str), a callable (wf) -> str | None, or None"
+                )
+                self.problem(name, "bad-task-people", msg)
+                return None, None, None
+            return value, None, None
+        items: tuple[object, ...] = typing.cast("tuple[object, ...]", value) if isinstance(value, tuple) else (value,)
+        groups = tuple(g for g in items if isinstance(g, str) and g)
+        if not isinstance(value, tuple) or len(groups) != len(items):
+            msg = (
+                f"@human_task(candidate_groups={value!r}) must be group names (str), "
+                "or a callable (wf) -> Iterable[str]"
+            )
+            self.problem(name, "bad-task-people", msg)
+            return (), None, None
+        return groups, None, None
 
     def outcome(self, name: str, value: object) -> str | None:
         """The outcome of a failure end, or None after recording why it is not a valid one."""

@@ -46,8 +46,8 @@ class StepOptions:
     final: bool = False
     retry: Retry | None = None
     timeout: float | None = None
-    assignee: str | None = None
-    candidate_groups: tuple[str, ...] = ()
+    assignee: object | None = None
+    candidate_groups: object = ()
     form: object | None = None
     due: float | None = None
     delay: float | None = None
@@ -407,6 +407,30 @@ def step(
     return mark(fn)
 
 
+# Who the task is for may be computed by methods of the workflow: those overloads come
+# first and need one callable, so that a task with fixed people never leaves W unsolved.
+@overload
+def human_task(
+    *,
+    form: type[F],
+    assignee: Callable[[W], str | None],
+    candidate_groups: Iterable[str] | Callable[[W], Iterable[str]] = (),
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx, F], R2]], Step[W, [Ctx, F], R2]]: ...
+@overload
+def human_task(
+    *,
+    form: type[F],
+    assignee: str | None = None,
+    candidate_groups: Callable[[W], Iterable[str]],
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx, F], R2]], Step[W, [Ctx, F], R2]]: ...
 @overload
 def human_task(
     *,
@@ -422,6 +446,28 @@ def human_task(
 def human_task(
     *,
     form: None = None,
+    assignee: Callable[[W], str | None],
+    candidate_groups: Iterable[str] | Callable[[W], Iterable[str]] = (),
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]: ...
+@overload
+def human_task(
+    *,
+    form: None = None,
+    assignee: str | None = None,
+    candidate_groups: Callable[[W], Iterable[str]],
+    due: timedelta | float | None = None,
+    initial: bool = False,
+    final: bool = False,
+    retry: Retry | None = None,
+) -> Callable[[Callable[[W, Ctx], R2]], Step[W, [Ctx], R2]]: ...
+@overload
+def human_task(
+    *,
+    form: None = None,
     assignee: str | None = None,
     candidate_groups: Iterable[str] = (),
     due: timedelta | float | None = None,
@@ -432,8 +478,8 @@ def human_task(
 def human_task(
     *,
     form: type[Any] | None = None,
-    assignee: str | None = None,
-    candidate_groups: Iterable[str] = (),
+    assignee: str | Callable[[Any], str | None] | None = None,
+    candidate_groups: Iterable[str] | Callable[[Any], Iterable[str]] = (),
     due: timedelta | float | None = None,
     initial: bool = False,
     final: bool = False,
@@ -447,10 +493,17 @@ def human_task(
     candidate groups, with a form of the declared type. Then the method runs with
     that form: ``(self, ctx, form: FormType) -> None`` (``(self, ctx)`` without a form).
 
+    Both who may complete it can be computed from the variables when the task
+    opens: give a method (or lambda) ``(workflow) -> str | None`` as *assignee*,
+    ``(workflow) -> Iterable[str]`` as *candidate_groups*, like a guard. A
+    computation that raises, returns the wrong type or leaves nobody fails the
+    instance (its compensations run). ``Engine.reassign_task`` and
+    ``Engine.delegate_task`` change them while the task is open.
+
     Args:
         form: The type of the form the person fills in (an attrs class or dataclass).
-        assignee: The user who may complete the task.
-        candidate_groups: Groups whose members may complete the task.
+        assignee: The user who may complete the task, or a callable computing it.
+        candidate_groups: Groups whose members may complete the task, or a callable computing them.
         due: When the task is due, relative to its creation (shown on the task).
         initial: The instance starts here.
         final: Completing this step completes the instance.
@@ -460,8 +513,13 @@ def human_task(
         A decorator making a :class:`Step`.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.1.0 *assignee* and *candidate_groups* may be callables.
     """
-    groups = (candidate_groups,) if isinstance(candidate_groups, str) else tuple(candidate_groups)
+    groups: object = candidate_groups
+    if isinstance(candidate_groups, str):
+        groups = (candidate_groups,)
+    elif not callable(candidate_groups):
+        groups = tuple(candidate_groups)
     options = StepOptions(
         StepKind.HUMAN_TASK,
         initial=initial,

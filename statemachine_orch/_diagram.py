@@ -119,9 +119,7 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
     into_join = {(n, f.join) for f in spec.forks for r in f.regions for n in r.steps}
     for s in spec.steps:
         if s.kind is StepKind.HUMAN_TASK:
-            who = (
-                s.task.assignee if s.task and s.task.assignee else ", ".join(s.task.candidate_groups if s.task else ())
-            )
+            who = s.task.who if s.task else ""
             lines.append(f"    {s.name}: {s.name} (human task: {_label(who)})")
         if s.fan is not None and s.child is not None:
             lines.append(f"    {s.name}: {s.name} (fan-out: {s.child.__name__}, {s.fan.label})")

@@ -35,7 +35,7 @@ from ._spec import (
     StepSpec,
 )
 from ._status import InstanceStatus
-from ._tasks import Task, TaskStatus
+from ._tasks import Task, TaskStatus, task_people
 
 _STATUS_OF_STATE = {
     COMPLETED: InstanceStatus.COMPLETED,
@@ -223,7 +223,9 @@ class Driver(Commands):
         if rec.status is InstanceStatus.WAITING:
             return True
         if step.kind is StepKind.HUMAN_TASK:
-            self._open_task(rec, step)
+            if not self._open_task(rec, step):
+                await self._save(rec)
+                return False
         else:
             assert step.message is not None  # noqa: S101
             self._note(rec, K.MESSAGE_AWAITED, step.name, 0, step.message.__name__)
@@ -233,18 +235,24 @@ class Driver(Commands):
         await self._save(rec)
         return True
 
-    def _open_task(self, rec: InstanceRecord, step: StepSpec, tok: InstanceRecord | Branch | None = None) -> None:
+    def _open_task(self, rec: InstanceRecord, step: StepSpec, tok: InstanceRecord | Branch | None = None) -> bool:
+        """Open the task of *step*; False when who it is for could not be computed (the instance then fails)."""
         t = rec if tok is None else tok
         spec_task = step.task
         assert spec_task is not None  # noqa: S101 - human tasks always have one
+        try:
+            assignee, groups = task_people(spec_task, rec.wf)
+        except Exception as exc:  # noqa: BLE001 - user code (or what it returned): the instance's failure
+            self._fail(rec, f"{step.name}: who the task is for: {type(exc).__name__}: {exc}", step.name, exc)
+            return False
         now = self.clock.now()
         task = Task(
             id=f"{rec.id}.{t.visit}",
             instance_id=rec.id,
             workflow=rec.spec.name,
             step=step.name,
-            assignee=spec_task.assignee,
-            candidate_groups=spec_task.candidate_groups,
+            assignee=assignee,
+            candidate_groups=groups,
             form_type=spec_task.form,
             created_at=now,
             due_at=now + spec_task.due if spec_task.due is not None else None,
@@ -252,6 +260,7 @@ class Driver(Commands):
         rec.add_task(task)
         t.task_id = task.id
         self._note(rec, K.TASK_CREATED, step.name, 0, task.id)
+        return True
 
     def _close_task(self, rec: InstanceRecord, why: str, tok: InstanceRecord | Branch | None = None) -> None:
         t = rec if tok is None else tok

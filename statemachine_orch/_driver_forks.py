@@ -252,7 +252,9 @@ class DriverForks(DriverFanOut):
         if branch.waiting:
             return
         if step.kind is StepKind.HUMAN_TASK:
-            self._open_task(rec, step, branch)
+            if not self._open_task(rec, step, branch):
+                await self._save(rec)
+                return
         else:
             assert step.message is not None  # noqa: S101
             self._note(rec, K.MESSAGE_AWAITED, name, 0, step.message.__name__)

@@ -135,7 +135,7 @@ def _describe(step: StepSpec, spec: WorkflowSpec, joins: set[str]) -> str:
     """The node's text: the step's name, then what kind of step it is."""
     notes: list[str] = []
     if step.kind is StepKind.HUMAN_TASK and step.task is not None:
-        who = step.task.assignee or ", ".join(step.task.candidate_groups)
+        who = step.task.who
         notes.append(f"human task: {who}")
     elif step.kind is StepKind.TIMER:
         notes.append(f"timer {step.delay:g}s" if step.delay is not None else "timer")

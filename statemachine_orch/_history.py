@@ -44,6 +44,16 @@ class EventKind(_IdentityHash, enum.Enum):
     """A user claimed a task: only they may complete it now (step: the task's step, detail: the user)."""
     TASK_UNCLAIMED = "task_unclaimed"
     """The claimant gave a task back (step: the task's step, detail: the user)."""
+    TASK_REASSIGNED = "task_reassigned"
+    """
+    An operator gave an open task to other people (step: the task's step, detail:
+    ``<task id>: <before> -> <after> by <who>``). (0.1.0)
+    """
+    TASK_DELEGATED = "task_delegated"
+    """
+    One an open task was for handed it to another user (step: the task's step,
+    detail: ``<task id>: <before> -> <after> by <who>``). (0.1.0)
+    """
     TIMER_SET = "timer_set"
     TIMER_FIRED = "timer_fired"
     MESSAGE_AWAITED = "message_awaited"

@@ -137,7 +137,9 @@ class Command:
     created_at: float
 
 
-COMMAND_KINDS = frozenset({"complete_task", "cancel", "retry_compensation", "migrate", "wake"})
+COMMAND_KINDS = frozenset(
+    {"complete_task", "claim_task", "reassign_task", "cancel", "retry_compensation", "migrate", "wake"}
+)
 """The kinds of :class:`Command`."""
 
 

@@ -93,6 +93,28 @@ class TaskSpec:
     candidate_groups: tuple[str, ...]
     form: type | None
     due: float | None
+    assignee_of: Callable[[Any], object] | None = attrs.field(default=None, repr=False, eq=False)
+    """Computes the assignee from the workflow when the task opens (``None``: :attr:`assignee` as declared)."""
+    groups_of: Callable[[Any], object] | None = attrs.field(default=None, repr=False, eq=False)
+    """Computes the candidate groups when the task opens (``None``: :attr:`candidate_groups` as declared)."""
+    assignee_name: str | None = None
+    """The name of :attr:`assignee_of` (``approver``, or a lambda's text)."""
+    groups_name: str | None = None
+    """The name of :attr:`groups_of`."""
+
+    @property
+    def who(self) -> str:
+        """Who the task is for, as declared: ``manager``, ``sales, ops``, ``approver()`` for a computed one."""
+        parts: list[str] = []
+        if self.assignee_name is not None:
+            parts.append(f"{self.assignee_name}()")
+        elif self.assignee is not None:
+            parts.append(self.assignee)
+        if self.groups_name is not None:
+            parts.append(f"{self.groups_name}()")
+        else:
+            parts += self.candidate_groups
+        return ", ".join(parts)
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from ._errors import InstanceExists, LeaseLost, TaskAlreadyCompleted, TaskClaime
 from ._history import HistoryEvent, new_event
 from ._instance import EMPTY as _EMPTY
 from ._status import InstanceStatus
-from ._tasks import Task, TaskClaim, TaskStatus
+from ._tasks import Task, TaskClaim, TaskReassignment, TaskStatus
 
 if TYPE_CHECKING:
     from ._instance import Command, InstanceInfo, InstanceRecord, Signal
@@ -239,19 +239,23 @@ class Store(Protocol):
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
         claim: TaskClaim | None = None,
+        reassign: TaskReassignment | None = None,
     ) -> int:
         """
         Keep a command for an instance in one transaction (with a task's completion, a claim or a signal); its seq.
 
         *complete* closes its open task row, unless another user than its
         ``completed_by`` claimed it; *claim* sets the open task's claimant from
-        ``claim.before`` to ``claim.after``.
+        ``claim.before`` to ``claim.after``; *reassign* gives the open task (still
+        claimed by ``reassign.claimant``) its new assignee and candidate groups, and
+        no claimant.
 
         Raises:
-            TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
+            TaskAlreadyCompleted: The task row of *complete*, *claim* or *reassign* is no longer open
+                (nothing written).
             TaskClaimed: Another user holds the task's claim (nothing written).
 
-        .. versionchanged:: 0.1.0 *claim*; a claimed task is completed only by its claimant.
+        .. versionchanged:: 0.1.0 *claim*; a claimed task is completed only by its claimant; *reassign*.
         """
         ...
 
@@ -697,8 +701,9 @@ class MemoryStore:
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
         claim: TaskClaim | None = None,
+        reassign: TaskReassignment | None = None,
     ) -> int:
-        """Keep a command (with a task's completion, a claim or a signal)."""
+        """Keep a command (with a task's completion, a claim, a reassignment or a signal)."""
         if complete is not None:
             current = self.task(complete.id)
             if current is None or current.status is not TaskStatus.OPEN:
@@ -714,6 +719,13 @@ class MemoryStore:
             if current.claimed_by != claim.before:
                 raise TaskClaimed(claim.task_id, claim.user, current.claimed_by)
             self._file_task(attrs.evolve(current, claimed_by=claim.after))
+        if reassign is not None:
+            current = self.task(reassign.task_id)
+            if current is None or current.status is not TaskStatus.OPEN:
+                raise TaskAlreadyCompleted(reassign.task_id, "is no longer open; only an open task is reassigned")
+            if current.claimed_by != reassign.claimant:
+                raise TaskClaimed(reassign.task_id, reassign.by, current.claimed_by)
+            self._file_task(reassign.applied_to(current))
         if signal is not None:
             self.add_signal(instance_id, *signal)
         return self._add_command(instance_id, kind, body)

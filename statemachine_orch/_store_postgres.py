@@ -71,7 +71,7 @@ from ._status import InstanceStatus
 from ._store import LateTask, ScheduleState
 from ._store_rows import dumps as _dumps
 from ._store_sqlite import FaultPoint
-from ._tasks import Task, TaskClaim, TaskStatus
+from ._tasks import Task, TaskClaim, TaskReassignment, TaskStatus
 
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
@@ -390,6 +390,7 @@ ON CONFLICT DO NOTHING
 
 _NOT_OPEN: Final = "is no longer open; a task completes once"
 _NOT_OPEN_CLAIM: Final = "is no longer open; only an open task is claimed"
+_NOT_OPEN_REASSIGN: Final = "is no longer open; only an open task is reassigned"
 
 _NOTIFY: Final = "SELECT pg_notify('orch_commands', %s)"
 _NOTIFY_ALL: Final = "SELECT pg_notify('orch_commands', i) FROM unnest(%s::text[]) AS i"
@@ -1314,6 +1315,7 @@ class PostgresStore:
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
         claim: TaskClaim | None = None,
+        reassign: TaskReassignment | None = None,
     ) -> int:
         """
         Keep a command for an instance, in one transaction with a task's completion, a claim or a signal; its seq.
@@ -1321,11 +1323,13 @@ class PostgresStore:
         With *complete* (a completed :class:`Task`), its row goes from open to
         completed (who, when, the form), unless another user claimed it; with
         *claim*, the open row's claimant goes from ``claim.before`` to
-        ``claim.after``; with *signal* (``(type name, message)``), a signal row is
-        kept; then the command row, and ``NOTIFY orch_commands``.
+        ``claim.after``; with *reassign*, the open row (still claimed by
+        ``reassign.claimant``) gets its new assignee and groups, and no claimant; with
+        *signal* (``(type name, message)``), a signal row is kept; then the command
+        row, and ``NOTIFY orch_commands``.
 
         Raises:
-            TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
+            TaskAlreadyCompleted: The task row of *complete*, *claim* or *reassign* is no longer open (nothing written).
             TaskClaimed: Another user holds the task's claim (nothing written).
             StoreError: Nothing was written.
         """
@@ -1336,6 +1340,8 @@ class PostgresStore:
             task_args = _store_rows.completion(complete, nul=False)
         if claim is not None and not (_encodable(claim.task_id) and _encodable(claim.user)):
             raise TaskAlreadyCompleted(claim.task_id, _NOT_OPEN_CLAIM)  # such an id (or claimant) cannot be stored
+        if reassign is not None and not _encodable(reassign.task_id):
+            raise TaskAlreadyCompleted(reassign.task_id, _NOT_OPEN_REASSIGN)  # such an id cannot be stored
         signal_args = None
         if signal is not None:
             signal_args = (instance_id, signal[0], _dumps(unstructure(signal[1])))
@@ -1359,6 +1365,8 @@ class PostgresStore:
                 ).rowcount
                 if not changed:
                     raise _Refused(_task_refusal(conn, claim.task_id, claim.user, _NOT_OPEN_CLAIM))
+            if reassign is not None:
+                _reassign(conn, reassign)
             if signal_args is not None:
                 conn.execute("INSERT INTO signals (instance_id, type, payload) VALUES (%s, %s, %s::jsonb)", signal_args)
             row = conn.execute(_INSERT_COMMAND, command_args).fetchone()
@@ -1474,6 +1482,25 @@ class _Refused(Exception):
     def __init__(self, error: TaskError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _reassign(conn: psycopg.Connection[Any], change: TaskReassignment) -> None:
+    """Give the open task (still claimed as the caller saw it) its new people and no claimant, groups included."""
+    changed = conn.execute(
+        "UPDATE tasks SET assignee = %s, groups = %s::jsonb, claimed_by = NULL "
+        "WHERE id = %s AND status = 'open' AND claimed_by IS NOT DISTINCT FROM %s",
+        (
+            _store_rows.storable(change.assignee, nul=False),
+            _dumps(list(change.candidate_groups)),
+            change.task_id,
+            change.claimant,
+        ),
+    ).rowcount
+    if not changed:
+        raise _Refused(_task_refusal(conn, change.task_id, change.by, _NOT_OPEN_REASSIGN))
+    conn.execute("DELETE FROM task_groups WHERE task_id = %s", (change.task_id,))
+    groups = [_store_rows.storable(g, nul=False) or "" for g in change.candidate_groups]
+    conn.execute(_INSERT_GROUPS, (groups, [change.task_id] * len(groups)))
 
 
 def _task_refusal(conn: psycopg.Connection[Any], task_id: str, user: str, not_open: str) -> TaskError:

@@ -60,7 +60,7 @@ from ._store import LateTask, ScheduleState
 from ._store_rows import ROW_COLUMNS as _ROW_COLUMNS
 from ._store_rows import dumps as _dumps
 from ._store_rows import encodable as _encodable
-from ._tasks import Task, TaskClaim, TaskStatus
+from ._tasks import Task, TaskClaim, TaskReassignment, TaskStatus
 
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
@@ -266,6 +266,8 @@ _BEGIN_RETRY = 5.0
 _NOT_OPEN = "is no longer open; a task completes once"
 
 _NOT_OPEN_CLAIM = "is no longer open; only an open task is claimed"
+
+_NOT_OPEN_REASSIGN = "is no longer open; only an open task is reassigned"
 
 
 def _task_refusal(db: sqlite3.Connection, task_id: str, user: str, not_open: str) -> TaskError:
@@ -1157,16 +1159,19 @@ class SqliteStore:
         complete: Task | None = None,
         signal: tuple[str, object] | None = None,
         claim: TaskClaim | None = None,
+        reassign: TaskReassignment | None = None,
     ) -> int:
         """
-        Keep a command for an instance, with a task's completion, a claim or a signal, in one transaction; its seq.
+        Keep a command for an instance, with a task's completion, a claim, a reassignment or a signal; its seq.
 
         Raises:
-            TaskAlreadyCompleted: The task row of *complete* or *claim* is no longer open (nothing written).
+            TaskAlreadyCompleted: The task row of *complete*, *claim* or *reassign* is no longer open (nothing written).
             TaskClaimed: Another user holds the task's claim (nothing written).
             StoreError: It could not be written (nothing written).
         """
         text = _dumps(dict(body))
+        if reassign is not None and not _encodable(reassign.task_id):
+            raise TaskAlreadyCompleted(reassign.task_id, _NOT_OPEN)  # such an id cannot have been stored
         message = json.dumps(unstructure(signal[1])) if signal is not None else None
         done: tuple[str, str | None, float | None, str | None, str] | None = None
         if complete is not None:
@@ -1192,11 +1197,34 @@ class SqliteStore:
                 )
                 if cur.rowcount != 1:
                     raise _task_refusal(db, claim.task_id, claim.user, _NOT_OPEN_CLAIM)
+            if reassign is not None:
+                self._reassign(db, reassign)
             if signal is not None:
                 db.execute(_INSERT_SIGNAL, (instance_id, signal[0], message))
             seq = db.execute(_INSERT_COMMAND, (instance_id, kind, text, time.time())).lastrowid
         assert seq is not None  # noqa: S101 - an INSERT always has one
         return seq
+
+    @staticmethod
+    def _reassign(db: sqlite3.Connection, change: TaskReassignment) -> None:
+        """Give the open task (still claimed as the caller saw it) its new people and no claimant, groups included."""
+        cur = db.execute(
+            "UPDATE tasks SET assignee = ?, groups = ?, claimed_by = NULL "
+            "WHERE id = ? AND status = 'open' AND claimed_by IS ?",
+            (
+                _store_rows.storable(change.assignee),
+                json.dumps(change.candidate_groups),
+                change.task_id,
+                change.claimant,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise _task_refusal(db, change.task_id, change.by, _NOT_OPEN_REASSIGN)
+        db.execute("DELETE FROM task_groups WHERE task_id = ?", (change.task_id,))
+        db.executemany(
+            "INSERT OR IGNORE INTO task_groups (grp, task_id) VALUES (?, ?)",
+            [(_store_rows.storable(g), change.task_id) for g in change.candidate_groups],
+        )
 
     @_reads
     def commands(self, instance_id: str) -> list[Command]:

@@ -12,6 +12,9 @@ import attrs
 
 from ._clock import utc_datetime
 
+if typing.TYPE_CHECKING:
+    from ._spec import TaskSpec
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -139,6 +142,87 @@ class TaskClaim:
     def after(self) -> str | None:
         """The claimant the task has after the change."""
         return self.user if self.claim else None
+
+
+@attrs.frozen
+class TaskReassignment:
+    """
+    A new assignee and candidate groups for an open task, as ``Store.add_command(reassign=...)`` writes them.
+
+    The row changes only while its claimant is still :attr:`claimant` (the one the
+    caller saw); the change gives any claim back: the task is for its new people.
+
+    Attributes:
+        task_id: The task.
+        by: Who made the change (the delegating user, or the operator).
+        assignee: The new assignee (``None``: none).
+        candidate_groups: The new candidate groups.
+        claimant: The claimant the task must have now (``None``: unclaimed).
+        delegated: Whether one the task was for handed it on (``Engine.delegate_task``),
+            rather than an operator reassigning it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    task_id: str
+    by: str
+    assignee: str | None
+    candidate_groups: tuple[str, ...]
+    claimant: str | None
+    delegated: bool = False
+
+    def applied_to(self, task: Task) -> Task:
+        """*task* with its new people, and no claimant."""
+        return attrs.evolve(task, assignee=self.assignee, candidate_groups=self.candidate_groups, claimed_by=None)
+
+
+def people(assignee: str | None, groups: tuple[str, ...]) -> str:
+    """Who a task is for, as the history says it: ``ann``, ``ann, group sales``, ``groups sales, ops``."""
+    parts = [assignee] if assignee is not None else []
+    if groups:
+        parts.append(("group " if len(groups) == 1 else "groups ") + ", ".join(groups))
+    return ", ".join(parts) or "nobody"
+
+
+def task_people(spec: TaskSpec, workflow: object) -> tuple[str | None, tuple[str, ...]]:
+    """
+    Who a task opened now is for: its declared assignee and groups, or those its callables compute.
+
+    Raises:
+        TypeError: A callable returned something else than a name (or ``None``) / group names.
+        ValueError: A name is empty or holds a control character, or nobody is left.
+        Exception: Whatever a callable raised.
+    """
+    assignee = spec.assignee
+    groups = spec.candidate_groups
+    if spec.assignee_of is not None:
+        value = spec.assignee_of(workflow)
+        assignee = None if value is None else check_name(value, f"the assignee {spec.assignee_name}() returned")
+    if spec.groups_of is not None:
+        groups = group_names(typing.cast("Iterable[str]", spec.groups_of(workflow)))
+        for group in groups:
+            check_name(group, f"the candidate groups {spec.groups_name}() returned")
+    if assignee is None and not groups:
+        msg = "no assignee and no candidate group: nobody could complete it"
+        raise ValueError(msg)
+    return assignee, groups
+
+
+def check_name(value: object, what: str) -> str:
+    """
+    *value* as a user or group name: a non-empty ``str`` without control characters (*what* names it in errors).
+
+    Raises:
+        TypeError: It is not a ``str``.
+        ValueError: It is empty or holds a control character.
+    """
+    if not isinstance(value, str):
+        msg = f"{what} must be a name (str); got {value!r} ({type(value).__name__})"
+        raise TypeError(msg)
+    if not value or _CONTROL.search(value) is not None:
+        msg = f"{what} must be a non-empty name without control characters (newlines...); got {value!r}"
+        raise ValueError(msg)
+    return value
 
 
 def check_user(user: object) -> str:

@@ -1021,7 +1021,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         task = tasks[-1 - action.task]
         instance_id = task.instance_id
         track = self._tracks[instance_id]
-        who, step = action.by, action.step
+        who, step = _for_task(action.by, task), action.step
         note(f"{track.name}: {who!r} completes the task at {step} with {action.form!r}")
         complete = self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=action.form)
         self._touched[instance_id] = None
@@ -1428,6 +1428,15 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
 
 
 _PICK = st.integers(0, 3)
+
+
+def _for_task(who: Actor, task: Task) -> Actor:
+    """*who*, or for a task whose people were computed when it opened, one it is really for."""
+    if not who.authorised or task.may_complete(who.user, who.groups):
+        return who
+    if task.assignee is not None:
+        return Actor(task.assignee)
+    return Actor(f"member-of-{task.candidate_groups[0]}", task.candidate_groups[:1])
 
 
 def _people(task: TaskSpec) -> st.SearchStrategy[Actor]:

@@ -143,6 +143,9 @@ class Actor:
 def actors(task: TaskSpec) -> list[Actor]:
     """The people who may complete *task*, then one who may not (shrinking prefers the first)."""
     out: list[Actor] = []
+    if task.assignee_of is not None or task.groups_of is not None:
+        # Computed when the task opens: WorkflowMachine puts the opened task's own people in its place.
+        out.append(Actor("one-it-is-for"))
     if task.assignee is not None:
         out.append(Actor(task.assignee))
     out += [Actor(f"member-of-{g}", (g,)) for g in task.candidate_groups]
