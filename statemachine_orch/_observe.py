@@ -112,7 +112,7 @@ class _Turn:
 class _Observed(Observer):
     """Metrics, spans and logs, each when asked for."""
 
-    def __init__(self, metrics: Metrics | None, tracer: Any, logs: bool) -> None:
+    def __init__(self, metrics: Metrics | None, tracer: Any, logs: bool, *, global_provider: bool = False) -> None:
         self.metrics = metrics
         self.tracer = tracer
         self.logs = logs
@@ -129,6 +129,13 @@ class _Observed(Observer):
             from opentelemetry import context, trace  # noqa: PLC0415 - the optional extra
             from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415
 
+            # tracing=True: until the application sets an SDK provider, the global one is
+            # the API's proxy, whose spans are no-ops; a turn then skips making one.
+            self._no_sdk: Any = (
+                (lambda: type(trace.get_tracer_provider()) is trace.ProxyTracerProvider)
+                if global_provider
+                else (lambda: False)
+            )
             self._attach: Any = context.attach
             self._detach: Any = context.detach
             self._in_context: Any = trace.set_span_in_context
@@ -138,7 +145,7 @@ class _Observed(Observer):
     # ----------------------------------------------------------------- turns and attempts
 
     def turn_begin(self, rec: InstanceRecord) -> object:
-        if self.tracer is None:
+        if self.tracer is None or self._no_sdk():
             return None
         span = self.tracer.start_span(
             f"orch turn {rec.spec.name}",
@@ -352,4 +359,4 @@ def make_observer(metrics: Metrics | None, tracing: object, logs: bool) -> Obser
         tracer = trace.get_tracer("statemachine_orch")
     if metrics is None and tracer is None and not logs:
         return None
-    return _Observed(metrics, tracer, logs)
+    return _Observed(metrics, tracer, logs, global_provider=get_tracer is None and bool(tracing))
