@@ -21,10 +21,8 @@ from pathlib import Path
 
 import attrs
 import pytest
-from typer.testing import CliRunner
 
 from statemachine_orch import mermaid
-from statemachine_orch.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -192,8 +190,17 @@ def test_the_shell_blocks_name_real_targets_and_commands() -> None:
     assert named <= targets
     web = block("Task list on the web", "sh").body
     assert "orch serve examples.order_process --dev-login" in web
-    result = CliRunner().invoke(app, ["serve", "--help"])
-    assert 0 == result.exit_code, result.output
-    assert "--dev-login" in result.output
+    # In a process of its own: the command line configures the process's logging.
+    result = subprocess.run(
+        [sys.executable, "-m", "statemachine_orch", "serve", "--help"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stderr
+    assert "--dev-login" in result.stdout
     operations_test = (ROOT / "tests" / "cli" / "test_operations_doc.py").read_text(encoding="utf-8")
     assert "def test_the_readme_command_line_example_runs(" in operations_test
