@@ -428,6 +428,8 @@ class Conditions:
         for e in spec.edges:
             if e.guard is not None:
                 self._of[id(e)] = read_guard(e.guard, e.guard_name, self.fields, owner)
+        # Invariants compare variables with the values that matter too (a cap, a limit): for generation only.
+        self._invariants = [read_guard(i.fn, None, self.fields, owner) for i in spec.invariants]
         self._cache: dict[tuple[tuple[int, bool], ...], bool] = {}
 
     def of(self, edge: EdgeSpec) -> Cond | None:
@@ -485,9 +487,9 @@ class Conditions:
                 before.append(e)
 
     def constants(self) -> dict[str, set[object]]:
-        """For each variable, the constants guards compare it with (names resolved)."""
+        """For each variable, the constants guards (and invariants) compare it with (names resolved)."""
         out: dict[str, set[object]] = {}
-        for cond in self._of.values():
+        for cond in [*self._of.values(), *self._invariants]:
             for a in _atoms(cond):
                 if a.op != "truth":
                     out.setdefault(a.field, set()).update(_flat([a.value]))

@@ -36,6 +36,7 @@ class InvariantMark:
 
     takes_status: bool
     order: int
+    takes_compensated: bool = False
 
 
 def _reject(fn: object, message: str) -> WorkflowDefinitionError:
@@ -49,13 +50,19 @@ def _reject(fn: object, message: str) -> WorkflowDefinitionError:
 def invariant(fn: Callable[[W], bool], /) -> Callable[[W], bool]: ...
 @overload
 def invariant(fn: Callable[[W, InstanceStatus], bool], /) -> Callable[[W, InstanceStatus], bool]: ...
+@overload
+def invariant(fn: Callable[[W, InstanceStatus, bool], bool], /) -> Callable[[W, InstanceStatus, bool], bool]: ...
 def invariant(fn: Callable[..., bool], /) -> Callable[..., bool]:
     """
     Mark a workflow method as an invariant: it must return ``True`` after every transition.
 
     The method is ``(self) -> bool``, or ``(self, status: InstanceStatus) -> bool``
     when what must hold depends on where the instance is in its lifecycle
-    (running, waiting, compensating, completed, failed, cancelled...). Like a
+    (running, waiting, compensating, completed, failed, cancelled...), or
+    ``(self, status: InstanceStatus, compensated: bool) -> bool`` when it also
+    depends on whether the instance's compensations ran (``True`` from the moment
+    a failed instance, or one cancelled with ``compensate=True``, starts
+    compensating; ``False`` when it was cancelled with ``compensate=False``). Like a
     guard, it reads variables and has no side effects. The engine does not run
     invariants; ``statemachine_orch.testing.WorkflowMachine`` checks them after
     every transition, status change, task and compensation of every instance it
@@ -69,7 +76,7 @@ def invariant(fn: Callable[..., bool], /) -> Callable[..., bool]:
 
     Raises:
         WorkflowDefinitionError: *fn* is a step or a compensation, not a function, or
-            does not take ``(self)`` or ``(self, status)``.
+            does not take ``(self)``, ``(self, status)`` or ``(self, status, compensated)``.
 
     .. versionadded:: 0.1.0
     """
@@ -83,11 +90,12 @@ def invariant(fn: Callable[..., bool], /) -> Callable[..., bool]:
     params = list(inspect.signature(fn).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required = [p for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if len(positional) not in (1, 2) or len(required) > len(positional):
+    if len(positional) not in (1, 2, 3) or len(required) > len(positional):
         got = "(" + ", ".join(p.name for p in params) + ")"
-        msg = f"an invariant must have the signature (self) or (self, status), not {got}"
+        msg = f"an invariant must have the signature (self), (self, status) or (self, status, compensated), not {got}"
         raise _reject(fn, msg)
-    setattr(fn, MARK, InvariantMark(takes_status=len(positional) == 2, order=next(_order)))  # noqa: PLR2004
+    mark = InvariantMark(takes_status=len(positional) >= 2, order=next(_order), takes_compensated=len(positional) == 3)  # noqa: PLR2004
+    setattr(fn, MARK, mark)
     return fn
 
 
@@ -106,4 +114,4 @@ def collect_invariants(cls: type) -> tuple[InvariantSpec, ...]:
             else:
                 found.pop(name, None)
     ordered = sorted(found.items(), key=lambda kv: kv[1][0].order)
-    return tuple(InvariantSpec(name, fn, mark.takes_status) for name, (mark, fn) in ordered)
+    return tuple(InvariantSpec(name, fn, mark.takes_status, mark.takes_compensated) for name, (mark, fn) in ordered)

@@ -1021,7 +1021,7 @@ class _Analysis:
         self.keys: dict[int, object] = {}
         for e in spec.edges:
             if e.guard is not None:
-                self.reads[id(e)] = _reads(e.guard, e.guard_name, self.fields)
+                self.reads[id(e)] = fields_read(e.guard, e.guard_name, self.fields)
                 self.keys[id(e)] = _guard_key(e)
         reads_of_key = {self.keys[i]: r for i, r in self.reads.items()}
         # For each step, the guard facts a run of it may falsify (None: all of them).
@@ -1161,7 +1161,8 @@ def _roots(node: ast.AST, param: str) -> tuple[list[ast.Attribute], int, int]:
     return attrs_on_param, uses, rooted
 
 
-def _reads(fn: Callable[..., Any], text: str | None, fields: frozenset[str]) -> frozenset[str] | None:
+def fields_read(fn: Callable[..., Any], text: str | None, fields: frozenset[str]) -> frozenset[str] | None:
+    """The variables *fn* (a guard, an invariant) reads, from its source; ``None``: it may read anything."""
     node = _function_node(fn, text)
     if node is None:
         return None
@@ -1230,12 +1231,3 @@ def _targets(node: ast.AugAssign | ast.AnnAssign | ast.Assign) -> Sequence[ast.A
     if isinstance(node, ast.Assign):
         return node.targets
     return [node.target]
-
-
-def guard_constants(spec: WorkflowSpec, owner: type | None = None) -> dict[str, set[object]]:
-    """
-    For each field, the constants guards compare it with (``wf.weight < LIMIT`` gives ``{"weight": {LIMIT's value}}``).
-
-    Input generation tries the values at and around them: that is where guard gaps hide.
-    """
-    return conditions_of(spec, owner).constants()

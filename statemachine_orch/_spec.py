@@ -332,8 +332,10 @@ class InvariantSpec:
 
     Attributes:
         name: The method's name in the class.
-        fn: The function, called as ``fn(workflow)`` or ``fn(workflow, status)``.
+        fn: The function, called as ``fn(workflow)``, ``fn(workflow, status)`` or
+            ``fn(workflow, status, compensated)``.
         takes_status: Whether it takes the instance's :class:`InstanceStatus` too.
+        takes_compensated: Whether it also takes whether the instance's compensations ran.
 
     .. versionadded:: 0.1.0
     """
@@ -341,15 +343,19 @@ class InvariantSpec:
     name: str
     fn: Callable[..., bool] = attrs.field(repr=False, eq=False)
     takes_status: bool
+    takes_compensated: bool = False
 
-    def holds(self, workflow: object, status: InstanceStatus) -> bool:
+    def holds(self, workflow: object, status: InstanceStatus, compensated: bool = False) -> bool:
         """
-        Call the invariant on *workflow*, whose instance is in *status*.
+        Call the invariant on *workflow*, whose instance is in *status* (*compensated*: its undo started).
 
         Returns:
             What the method returned (anything but ``True`` counts as broken).
         """
-        result: object = self.fn(workflow, status) if self.takes_status else self.fn(workflow)
+        if self.takes_compensated:
+            result: object = self.fn(workflow, status, compensated)
+        else:
+            result = self.fn(workflow, status) if self.takes_status else self.fn(workflow)
         return result is True
 
 

@@ -7,19 +7,27 @@ The pytest plugin of statemachine-orch, registered as the ``pytest11`` entry poi
 - Option ``--orch-coverage``: at the end of the run, a report of which edges and
   guard outcomes of each workflow the tests exercised (through ``orch_engine``,
   ``virtual_engine()`` and ``WorkflowMachine``), unvisited edges marked ``!!``.
+
+Both come from ``statemachine_orch.testing``, which needs hypothesis (the
+``testing`` extra): without it the plugin stays out of the way, and using the
+fixture or the option says what to install.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from statemachine_orch._engine import Engine
-from statemachine_orch.testing._coverage import CoverageRegistry, pop_registry, push_registry
-from statemachine_orch.testing._engine import virtual_engine
+
+if TYPE_CHECKING:
+    from statemachine_orch.testing._coverage import CoverageRegistry
 
 __all__ = ["orch_engine"]
 
-_REGISTRY = pytest.StashKey[CoverageRegistry]()
+_REGISTRY = pytest.StashKey["CoverageRegistry | None"]()
+_MISSING = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,13 +43,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Give this session its own coverage registry (a pytester run inside a run gets another)."""
+    try:
+        from statemachine_orch.testing._coverage import push_registry  # noqa: PLC0415 - needs hypothesis
+    except ImportError as exc:
+        config.stash[_REGISTRY] = None
+        config.stash[_MISSING] = str(exc)
+        return
     config.stash[_REGISTRY] = push_registry()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop feeding this session's registry."""
-    registry = config.stash.get(_REGISTRY, None)
+    registry: CoverageRegistry | None = config.stash.get(_REGISTRY, None)
     if registry is not None:
+        from statemachine_orch.testing._coverage import pop_registry  # noqa: PLC0415 - imported at configure
+
         pop_registry(registry)
 
 
@@ -51,11 +67,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     registry = config.stash.get(_REGISTRY, None)
     terminalreporter.write_sep("=", "statemachine-orch edge coverage")
-    for line in (registry.report() if registry is not None else "no workflow instance ran").splitlines():
+    missing = config.stash.get(_MISSING, None)
+    text = missing or (registry.report() if registry is not None else "no workflow instance ran")
+    for line in text.splitlines():
         terminalreporter.write_line(line)
 
 
 @pytest.fixture
 def orch_engine() -> Engine:
     """An engine for one test: in-memory store, ``VirtualClock(autojump=True)``, coverage recorded."""
+    from statemachine_orch.testing._engine import virtual_engine  # noqa: PLC0415 - needs hypothesis
+
     return virtual_engine()

@@ -12,8 +12,10 @@ Testing workflows: every path, generated stories with injected faults, coverage.
 - The pytest plugin (``statemachine_orch.pytest_plugin``, loaded automatically)
   adds the ``orch_engine`` fixture and the ``--orch-coverage`` report.
 
-Hypothesis is needed only by :func:`WorkflowMachine` and its companions, which are
-imported on first use: the plugin and the rest of this module work without it.
+It needs hypothesis: ``pip install 'statemachine-orch[testing]'`` (the ``testing``
+extra). Without it, importing this module raises an ImportError saying so; the
+rest of the package, and the pytest plugin's option, work without it.
+:func:`WorkflowMachine` and its companions are imported on first use.
 """
 
 from __future__ import annotations
@@ -29,16 +31,25 @@ from statemachine_orch._paths import Path as Path
 from statemachine_orch._paths import TooManyPaths as TooManyPaths
 from statemachine_orch._paths import paths as paths
 
+from . import _requires  # noqa: F401  # pyright: ignore[reportUnusedImport] - first: without hypothesis, say what to install
 from ._coverage import Coverage as Coverage
+from ._coverage import CoverageWarning as CoverageWarning
 from ._engine import CapturedEvent as CapturedEvent
 from ._engine import capture_history as capture_history
 from ._engine import virtual_engine as virtual_engine
 
 if TYPE_CHECKING:
+    from ._actions import AppliedAction as AppliedAction
+    from ._actions import Cancel as Cancel
+    from ._actions import CancelChild as CancelChild
+    from ._actions import Complete as Complete
+    from ._actions import FireTimers as FireTimers
+    from ._actions import InvariantViolation as InvariantViolation
+    from ._actions import Send as Send
+    from ._actions import Start as Start
     from ._faults import InjectedFault as InjectedFault
     from ._faults import InjectedPermanentFault as InjectedPermanentFault
     from ._machine import CoverageError as CoverageError
-    from ._machine import InvariantViolation as InvariantViolation
     from ._machine import RunawayLoop as RunawayLoop
     from ._machine import WorkflowMachine as WorkflowMachine
     from ._machine import WorkflowStateMachine as WorkflowStateMachine
@@ -46,11 +57,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Actor",
+    "AppliedAction",
     "Branch",
+    "Cancel",
+    "CancelChild",
     "CapturedEvent",
+    "Complete",
     "Coverage",
     "CoverageError",
+    "CoverageWarning",
     "Ending",
+    "FireTimers",
     "ForkVisit",
     "GuardOutcome",
     "InjectedFault",
@@ -58,6 +75,8 @@ __all__ = [
     "InvariantViolation",
     "Path",
     "RunawayLoop",
+    "Send",
+    "Start",
     "TooManyPaths",
     "WorkflowMachine",
     "WorkflowStateMachine",
@@ -68,10 +87,17 @@ __all__ = [
 
 _LAZY = {
     "Actor": "_strategies",
+    "AppliedAction": "_actions",
+    "Cancel": "_actions",
+    "CancelChild": "_actions",
+    "Complete": "_actions",
+    "FireTimers": "_actions",
+    "Send": "_actions",
+    "Start": "_actions",
     "CoverageError": "_machine",
     "InjectedFault": "_faults",
     "InjectedPermanentFault": "_faults",
-    "InvariantViolation": "_machine",
+    "InvariantViolation": "_actions",
     "RunawayLoop": "_machine",
     "WorkflowMachine": "_machine",
     "WorkflowStateMachine": "_machine",

@@ -25,6 +25,17 @@ def describe_edge(edge: EdgeSpec) -> str:
     return f"{arrow} [{'goto, ' if edge.back else ''}{what}]"
 
 
+class CoverageWarning(UserWarning):
+    """
+    A passing ``WorkflowMachine`` run left edges of the workflow untaken; the message names them.
+
+    ``require_coverage=`` makes it a failure (``CoverageError``) instead; ``exempt=``
+    leaves out edges that are unreachable by design.
+
+    .. versionadded:: 0.1.0
+    """
+
+
 class Coverage:
     """
     What ran of one workflow: each edge's count, and each guard's outcomes.

@@ -27,19 +27,25 @@ undone once, no child left running by an ended parent).
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
+import functools
 import itertools
 import unittest
+import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, cast
 
 import attrs
 import structlog.testing
-from hypothesis import HealthCheck, Phase, note
+from hypothesis import HealthCheck, Phase, note, target
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from hypothesis.control import current_build_context
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from statemachine_orch._clock import VirtualClock
+from statemachine_orch._conditions import conditions_of
 from statemachine_orch._ctx import Ctx
 from statemachine_orch._decorators import Step
 from statemachine_orch._engine import Engine
@@ -64,23 +70,40 @@ from statemachine_orch._store import MemoryStore
 from statemachine_orch._tasks import Task
 from statemachine_orch._workflow import spec_of
 
-from ._coverage import Coverage, current_registry, describe_edge
+from ._actions import (
+    Action,
+    AppliedAction,
+    Cancel,
+    CancelChild,
+    Complete,
+    FireTimers,
+    InvariantViolation,
+    Send,
+    Start,
+)
+from ._blame import Changes, leak
+from ._coverage import Coverage, CoverageWarning, current_registry, describe_edge
 from ._faults import InjectedFault, InjectedPermanentFault, Injector
 from ._recorder import Recorder
+from ._story import retell
 from ._strategies import (
     Actor,
     FaultPlan,
+    Near,
     actors,
     capped,
     fault_plans,
     form_strategy,
     input_strategy,
     make_error,
+    near_constants,
+    record_strategy,
 )
 
 _K = EventKind
 _REAL_TIMEOUT = 30.0  # real seconds a rule may take before the engine counts as hung
 _SPIN_LIMIT = 200  # retries of one instance within one action before it counts as hung
+_EXTRA_ROUNDS = 9  # more runs of the budget, steered to missed edges, while require_coverage is not met
 _HISTORY_SHOWN = 120  # history entries a message shows of one instance (its first and its last ones)
 _CHECKED_AFTER = (
     _K.TRANSITION,
@@ -90,6 +113,21 @@ _CHECKED_AFTER = (
     _K.COMPENSATION_COMPLETED,
 )
 _ENDED = frozenset(s.value for s in InstanceStatus if s.is_terminal)
+_WAITS = (_K.TASK_CREATED, _K.TIMER_SET, _K.MESSAGE_AWAITED, _K.CHILD_STARTED)
+"""Events after which an instance waits: its count of transitions without a wait starts again."""
+DEFAULT_MAX_TRANSITIONS = 2_000
+
+
+def default_max_transitions(spec: WorkflowSpec) -> int:
+    """
+    How many transitions an instance of *spec* may make without waiting before it counts as a runaway loop.
+
+    Enough for a loop of a few hundred rounds (a 360-instalment mortgage) of a few
+    steps each: 2,000, or 20 per step of a larger workflow.
+    """
+    return max(DEFAULT_MAX_TRANSITIONS, 20 * len(spec.steps))
+
+
 _UNDONE_STATES = (COMPENSATING, CANCELLED, COMPENSATION_FAILED)
 _TERMINAL_STATE_STATUS = {
     COMPLETED: InstanceStatus.COMPLETED,
@@ -107,35 +145,6 @@ class RunawayLoop(NonRetryableError):
     """
 
 
-class InvariantViolation(AssertionError):
-    """
-    A generated story broke an invariant or revealed a modelling bug.
-
-    The message tells the story's end: the broken rule, the instance, its inputs,
-    the state it reached and its history. Hypothesis adds the whole shrunk story
-    (each rule and what it did) as ``__notes__``.
-
-    Attributes:
-        rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``, ``"join-never-fires"``,
-            ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
-            ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
-            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``,
-            ``"child-saga"``, ``"orphan-child"``, ``"hung"``.
-        workflow: The name of the failing instance's workflow (a child's, when it is a child).
-        instance: The instance's name in the story (``i1``, ``i2``...; a child of ``i1``: ``i1/1``).
-        step: The step the failure is about.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(self, message: str, *, rule: str, workflow: str, instance: str, step: str | None) -> None:
-        self.rule = rule
-        self.workflow = workflow
-        self.instance = instance
-        self.step = step
-        super().__init__(message)
-
-
 class CoverageError(AssertionError):
     """
     A ``WorkflowMachine`` run with ``require_coverage`` left edges unvisited.
@@ -150,9 +159,9 @@ class CoverageError(AssertionError):
     coverage: Coverage
     unvisited: tuple[EdgeSpec, ...]
 
-    def __init__(self, message: str, coverage: Coverage) -> None:
+    def __init__(self, message: str, coverage: Coverage, unvisited: Iterable[EdgeSpec] | None = None) -> None:
         self.coverage = coverage
-        self.unvisited = tuple(coverage.unvisited())
+        self.unvisited = tuple(coverage.unvisited() if unvisited is None else unvisited)
         super().__init__(message)
 
 
@@ -170,14 +179,18 @@ class _Config:
     tree: tuple[tuple[type[Any], WorkflowSpec], ...] = ()
     """The workflow and the children its ``@subflow`` steps start (and theirs), each once, the workflow first."""
     explicit_max: bool = False
+    max_instances: int = 5
+    """How many instances one story starts at most (further ``Start`` actions do nothing)."""
     capped: tuple[str, ...] = ()
     """What the fault plans leave out: retry policies longer than a plan injects faults into."""
+    exempt: frozenset[tuple[str, str]] = frozenset()
+    """The edges (source, dest) left out of coverage: unreachable by design."""
 
     def max_for(self, spec: WorkflowSpec) -> int:
         """The runaway-loop bound of an instance of *spec* (a child's own default, unless one was given)."""
         if spec is self.spec or self.explicit_max:
             return self.max_transitions
-        return max(200, 20 * len(spec.steps))
+        return default_max_transitions(spec)
 
 
 class _Spinning(Exception):
@@ -207,6 +220,8 @@ class _Track:
     faults: FaultPlan
     since_wait: int = 0
     runaway: bool = False
+    halfway: str | None = None
+    """The instance's variables when it had made half the transitions allowed without a wait."""
     cancel: bool | None = None
     noted: int = 0
     last_step: str | None = None
@@ -221,87 +236,10 @@ class _Track:
     """Whether a compensation attempt is in flight (its ``compensation_started`` is the latest event)."""
     retries_now: int = 0
     """Retries scheduled since the story's current action began."""
-
-
-@attrs.frozen
-class Start:
-    """
-    Start an instance from *workflow* (new, never started) with the fault plan *faults*.
-
-    .. versionadded:: 0.1.0
-    """
-
-    workflow: Any
-    faults: FaultPlan
-
-
-@attrs.frozen
-class Complete:
-    """
-    *by* completes, with *form*, one of the open tasks at *step*: 0 the newest, 1 the one before...
-
-    Nothing happens when there are not that many. Counting only the tasks at this
-    step, newest first, keeps the reference when the shrinker deletes other
-    instances from the story.
-
-    .. versionadded:: 0.1.0
-    """
-
-    step: str
-    task: int
-    form: Any
-    by: Actor
-
-
-@attrs.frozen
-class Cancel:
-    """
-    Cancel one of the waiting instances the story started: 0 the newest, 1 the one before... (if there are that many).
-
-    .. versionadded:: 0.1.0
-    """
-
-    instance: int
-    compensate: bool
-
-
-@attrs.frozen
-class Send:
-    """
-    Deliver *message* to one of the waiting instances that take it: 0 the newest... (if there are that many).
-
-    .. versionadded:: 0.1.0
-    """
-
-    instance: int
-    message: Any
-
-
-@attrs.frozen
-class FireTimers:
-    """
-    Move the clock to the earliest timer of a waiting instance; what is due then fires.
-
-    .. versionadded:: 0.1.0
-    """
-
-
-@attrs.frozen
-class CancelChild:
-    """
-    Cancel one of the waiting children (of ``@subflow`` steps), as an operator would: 0 the newest...
-
-    Its parent's subflow step then fails with ``ChildWorkflowFailed``.
-
-    .. versionadded:: 0.1.0
-    """
-
-    instance: int
-    compensate: bool
-
-
-Action = Start | Complete | Cancel | CancelChild | Send | FireTimers
-"""What a step of a generated story does."""
+    compensated: bool = False
+    """Whether the instance started compensating (failed, or cancelled with compensation)."""
+    status: InstanceStatus = InstanceStatus.RUNNING
+    """The status its history says it has."""
 
 
 class WorkflowStateMachine(RuleBasedStateMachine):
@@ -320,6 +258,11 @@ class WorkflowStateMachine(RuleBasedStateMachine):
 
     config: ClassVar[_Config]
     coverage: ClassVar[Coverage]
+    menu: ClassVar[_Menu]
+    steer: ClassVar[frozenset[str]] = frozenset()
+    """Steps whose edges the run still misses: the actions on them are drawn more often."""
+    steer_score: ClassVar[dict[str, int]] = {}
+    """How close each step is to those: a story is scored by the closest it got (hypothesis climbs it)."""
     clock: VirtualClock
     """The story's clock: it moves when retries back off, and when the story fires timers."""
     engine: Engine
@@ -337,6 +280,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         # says so (rule fire_timers); retry backoffs are jumped over by _settle.
         self.clock = VirtualClock(autojump=False)
         self._faults = Injector(self._live_workflow, cfg.errors)
+        self._changes = Changes(self._live_workflow)
         given = cfg.services()
         self.engine = Engine(
             MemoryStore(),
@@ -356,16 +300,28 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._pending: tuple[str, FaultPlan] | None = None
         self._violations: list[_Violation] = []
         self._touched: dict[str, None] = {}
+        self._unended: dict[str, None] = {}
         self._anomalies_seen = 0
         self._action_began = 0.0
+        self.steered = 0
+        """How often this story entered a step the run steers to."""
         # Refreshed after every rule (the engine is idle then), read by the preconditions.
         self._open_tasks_now: list[Task] = []
         self._waiting_now: dict[str, None] = {}
+        # The story so far (for retelling a failure), what the current action touched and aimed at.
+        self._log: list[AppliedAction] = []
+        self._action_touched: dict[str, None] = {}
+        self._action_target: str | None = None
+        # Notes go to hypothesis, or, when a story is replayed outside it, here.
+        self._notes: list[str] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
     def teardown(self) -> None:
         """Stop the engine and close the event loop."""
+        if self.steer and self._notes is None:
+            # Hill-climb towards stories that reach the steps whose edges are missed.
+            target(float(self.steered), label="visits to steps whose edges are missed")
         try:
             self._loop.run_until_complete(self.engine.aclose())
         finally:
@@ -418,7 +374,8 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             while engine.statistics().active:  # noqa: ASYNC110
                 await asyncio.sleep(0)
             now = clock.now()
-            pending = [i for i in engine.instances() if i.wake_at is not None and not i.status.is_terminal]
+            infos = [engine.info(i) for i in self._unended]
+            pending = [i for i in infos if i.wake_at is not None and not i.status.is_terminal]
             if any(i.wake_at is not None and i.wake_at <= now for i in pending):
                 clock.jump_to(now)  # wakes the engine's timer task
                 await asyncio.sleep(0)
@@ -507,19 +464,37 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             self._pending = None
             roots = sum(1 for t in self._tracks.values() if t.parent is None)
             self._tracks[instance_id] = _Track(f"i{roots + 1}", started_as, faults, spec=self.config.spec)
+            self._unended[instance_id] = None
         track = self._tracks.get(instance_id)
         if track is None:
             return
         self._touched[instance_id] = None
+        self._action_touched[instance_id] = None
+        if kind is _K.STATUS_CHANGED:
+            # Only these can have a timer; a completed child undone by its parent runs again.
+            if event.detail in _ENDED:
+                self._unended.pop(instance_id, None)
+            else:
+                self._unended[instance_id] = None
         track.started_step = event.step if kind is _K.STEP_STARTED else None
         track.in_compensation = kind is _K.COMPENSATION_STARTED
         if kind is _K.RETRY_SCHEDULED:
             track.retries_now += 1
+        elif kind is _K.STATUS_CHANGED and event.detail is not None:
+            track.status = InstanceStatus(event.detail)
+            track.compensated = track.compensated or track.status is InstanceStatus.COMPENSATING
+        spec = self._spec(track)
+        if spec.invariants and (kind is _K.STEP_STARTED or kind is _K.STEP_COMPLETED):
+            self._changes(instance_id, event)
         if kind is _K.CHILD_STARTED and event.step is not None and event.detail is not None:
             self._child_started(instance_id, track, event.step, event.detail)
         if kind is _K.TRANSITION:
+            if self.steer:
+                self.steered = max(self.steered, self.steer_score.get(event.detail or "", 0))
             track.since_wait += 1
-        elif kind is _K.TASK_CREATED:
+            if track.since_wait == self._limit(track) // 2:
+                track.halfway = repr(self.engine.workflow(instance_id))
+        elif kind in _WAITS:
             track.since_wait = 0
         if kind in (_K.STEP_STARTED, _K.STEP_COMPLETED, _K.STEP_FAILED):
             track.last_step = event.step
@@ -534,7 +509,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if kind is _K.STEP_FAILED and (event.detail or "").startswith("ServiceNotFound"):
             msg = f"step {event.step} called a service that is not registered: {event.detail}; pass services="
             self._violate("missing-service", instance_id, event.step, msg)
-        if kind in _CHECKED_AFTER:
+        if spec.invariants and kind in _CHECKED_AFTER:
             self._check_invariants(instance_id, event, track)
 
     def _child_started(self, parent_id: str, parent: _Track, step: str, child_id: str) -> None:
@@ -548,6 +523,8 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._tracks[child_id] = _Track(
             name, repr(wf), faults, spec=spec_of(wf), parent=parent_id, via=step, cancel=None
         )
+        if not self.engine.info(child_id).status.is_terminal:
+            self._unended[child_id] = None
         self._touched[child_id] = None
 
     def _check_invariants(self, instance_id: str, event: HistoryEvent, track: _Track) -> None:
@@ -555,10 +532,10 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         spec = spec_of(wf)
         if not spec.invariants:
             return
-        status = self.engine.info(instance_id).status
+        status = track.status
         for inv in spec.invariants:
             try:
-                ok = inv.holds(wf, status)
+                ok = inv.holds(wf, status, track.compensated)
                 why = "returned False"
             except Exception as exc:  # noqa: BLE001 - an invariant that raises is broken
                 ok = False
@@ -570,7 +547,11 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                     f"(last ran: {track.last_step}; state {state}, status {status.value}; variables then: {wf!r})"
                 )
                 step = (track.last_step or "").split(" ")[0] or None
-                self._violate("invariant", instance_id, step, msg)
+                # After an undo the last step is seldom the culprit: the effect nobody undid is.
+                blamed, why_left = leak(spec, inv, status, self._changes.done(instance_id))
+                if why_left is not None:
+                    msg += f"; {why_left}"
+                self._violate("invariant", instance_id, blamed or step, msg)
 
     # ------------------------------------------------------------------ checks
 
@@ -607,10 +588,12 @@ class WorkflowStateMachine(RuleBasedStateMachine):
 
     def _note_story(self, instance_id: str) -> None:
         track = self._tracks[instance_id]
+        if self._notes is None and not current_build_context().is_final:
+            return  # hypothesis keeps notes of the final (failing) run only: no need to write them
         history = self.engine.history(instance_id)
         for event in history[track.noted :]:
             if event.kind is not _K.STEP_STARTED:
-                note(f"    {track.name}  {self._describe(instance_id, event)}")
+                self._note(f"    {track.name}  {self._describe(instance_id, event)}")
         track.noted = len(history)
 
     def _describe(self, instance_id: str, event: HistoryEvent) -> str:
@@ -662,21 +645,31 @@ class WorkflowStateMachine(RuleBasedStateMachine):
 
     def _runaway(self, instance_id: str, step: str) -> None:
         history = self.engine.history(instance_id)
-        recent = [e for e in history[-200:] if e.kind is _K.TRANSITION]
+        transitions = [e for e in history if e.kind is _K.TRANSITION]
+        recent = transitions[-200:]
         spec = spec_of(self.engine.workflow(instance_id))
         back = {(e.source, e.dest): e for e in spec.edges if e.back}
         taken: dict[tuple[str, str], int] = {}
-        for e in recent:
+        for e in transitions:
             key = (e.step or "", e.detail or "")
             if key in back:
                 taken[key] = taken.get(key, 0) + 1
         loops = ", ".join(f"{describe_edge(back[k])} taken {n}x" for k, n in taken.items())
         cycle = " -> ".join([e.step or "?" for e in recent[-8:]] + [step])
         source = next(iter(taken))[0] if taken else step
+        track = self._tracks[instance_id]
+        limit = self._limit(track)
+        now = repr(self.engine.workflow(instance_id))
+        same = (
+            f"; its variables are what they were {limit - limit // 2} transitions earlier ({now}): nothing the loop "
+            "does changes what its guards read"
+            if track.halfway == now
+            else f"; its variables now: {now}"
+        )
         msg = (
-            f"{self._tracks[instance_id].name} made more than {self._limit(self._tracks[instance_id])} transitions "
-            f"without waiting on a task or ending; a loop with no exit for these inputs: {loops or cycle} "
-            f"(last: {cycle})"
+            f"{track.name} did not end within {limit} transitions without waiting (on a task, a timer or a "
+            f"message): it loops through {loops or cycle} (last: {cycle}){same}. A loop meant to run longer "
+            f"needs a larger bound: WorkflowMachine({spec.name}, max_transitions=...)"
         )
         self._violate("runaway-loop", instance_id, source, msg)
 
@@ -973,16 +966,110 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._action_began = self.clock.now()
         for track in self._tracks.values():
             track.retries_now = 0
-        if isinstance(action, Start):
-            self._start(action)
-        elif isinstance(action, Complete):
-            self._complete(action)
-        elif isinstance(action, (Cancel, CancelChild)):
-            self._cancel(action)
-        elif isinstance(action, Send):
-            self._send(action)
+        self._action_touched = {}
+        self._action_target = None
+        # The engine runs the started workflow object itself: keep it as it was, to replay the story.
+        logged = attrs.evolve(action, workflow=copy.deepcopy(action.workflow)) if isinstance(action, Start) else action
+        try:
+            if isinstance(action, Start):
+                self._start(action)
+            elif isinstance(action, Complete):
+                self._complete(action)
+            elif isinstance(action, (Cancel, CancelChild)):
+                self._cancel(action)
+            elif isinstance(action, Send):
+                self._send(action)
+            else:
+                self._fire_timers()
+        except InvariantViolation as err:
+            self._logged(logged)
+            err.story = tuple(self._log)
+            raise
+        self._logged(logged)
+
+    def _logged(self, action: Action) -> None:
+        names = frozenset(self._tracks[i].name for i in self._action_touched if i in self._tracks)
+        target = self._tracks[self._action_target].name if self._action_target in self._tracks else None
+        self._log.append(AppliedAction(action, names, target))
+
+    def _note(self, text: str) -> None:
+        if self._notes is None:
+            note(text)
         else:
-            self._fire_timers()
+            self._notes.append(text)
+
+    def _aim(self, action: Action, target: str) -> Action | None:
+        """*action* with its index recomputed to aim at the instance named *target* (``None``: not there)."""
+        ids = [i for i, t in self._tracks.items() if t.name == target]
+        if not ids:
+            return None
+        instance_id = ids[0]
+        if isinstance(action, Complete):
+            tasks = self.open_tasks(action.step)
+            at = [n for n, t in enumerate(tasks) if t.instance_id == instance_id]
+            return attrs.evolve(action, task=len(tasks) - 1 - at[-1]) if at else None
+        if isinstance(action, (Cancel, CancelChild)):
+            children = isinstance(action, CancelChild)
+            waiting = [i for i in self._waiting_now if (self._tracks[i].parent is not None) is children]
+            return (
+                attrs.evolve(action, instance=len(waiting) - 1 - waiting.index(instance_id))
+                if instance_id in waiting
+                else None
+            )
+        if isinstance(action, Send):
+            takers = [i for i in self._waiting_now if _takes(self._spec(self._tracks[i]), action.message)]
+            return (
+                attrs.evolve(action, instance=len(takers) - 1 - takers.index(instance_id))
+                if instance_id in takers
+                else None
+            )
+        return action
+
+    @classmethod
+    def replay(cls, *actions: Action) -> None:
+        """
+        Play *actions* as a story on a fresh engine, as a failing run printed it; raise what it breaks.
+
+        Use it to keep a story that broke something as a test of its own: a failing
+        ``WorkflowMachine`` run prints the call to paste.
+
+        Raises:
+            InvariantViolation: The story broke a check; its notes tell the story.
+
+        .. versionadded:: 0.1.0
+        """
+        err, _, notes = cls.replay_aimed([(a, None) for a in actions])
+        if err is not None:
+            err.add_note("\n".join(notes))
+            raise err
+
+    @classmethod
+    def replay_aimed(
+        cls, story: list[tuple[Action, str | None]]
+    ) -> tuple[InvariantViolation | None, list[Action], list[str]]:
+        """
+        Play a story whose actions may name the instance they aim at; what broke, the actions as played, the notes.
+
+        Stops at the first action that breaks a check, or that aims at an instance it cannot find
+        (then the violation is ``None``).
+        """
+        machine = cls()
+        notes: list[str] = []
+        machine._notes = notes
+        played: list[Action] = []
+        try:
+            for action, target in story:
+                aimed = machine._aim(action, target) if target is not None else action
+                if aimed is None:
+                    return None, played, notes
+                played.append(aimed)
+                try:
+                    machine.apply(copy.deepcopy(aimed) if isinstance(aimed, Start) else aimed)
+                except InvariantViolation as err:
+                    return err, played, notes
+            return None, played, notes
+        finally:
+            machine.teardown()
 
     def open_tasks(self, step: str) -> list[Task]:
         """
@@ -997,6 +1084,33 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         spec = self._spec(self._tracks[instance_id])
         return step if spec is self.config.spec else f"{spec.name}.{step}"
 
+    def shape(self) -> _Shape:
+        """
+        What actions can apply now.
+
+        Whether a ``Start`` can, the open tasks per step, the waiting takers per message
+        type, whether a timer waits, the waiting instances the story started, the waiting children.
+        """
+        counts: dict[str, int] = {}
+        for t in self._open_tasks_now:
+            key = self._step_key(t.instance_id, t.step)
+            counts[key] = counts.get(key, 0) + 1
+        roots = sum(1 for t in self._tracks.values() if t.parent is None)
+        waiting = list(self._waiting_now)
+        takers = tuple(
+            sum(1 for i in waiting if _takes_type(self._spec(self._tracks[i]), message_type))
+            for message_type, _ in self.menu.sends
+        )
+        children = sum(1 for i in waiting if self._tracks[i].parent is not None)
+        return (
+            roots < self.config.max_instances,
+            tuple(sorted(counts.items())),
+            takers,
+            bool(self.timers_due()),
+            len(waiting) - children,
+            children,
+        )
+
     def waiting_instances(self) -> list[str]:
         """Ids of the story's instances that wait (as of the end of the last action)."""
         return list(self._waiting_now)
@@ -1006,13 +1120,23 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         return [w for i in self._waiting_now if (w := self.engine.info(i).wake_at) is not None]
 
     def _start(self, action: Start) -> None:
+        roots = sum(1 for t in self._tracks.values() if t.parent is None)
+        if roots >= self.config.max_instances:
+            return  # a story plays this many instances at most: more only cost time
         started_as = repr(action.workflow)
         self._pending = (started_as, action.faults)
-        name = f"i{sum(1 for t in self._tracks.values() if t.parent is None) + 1}"
+        name = f"i{roots + 1}"
         faults = f" with faults {action.faults!r}" if action.faults else ""
-        note(f"{name} = start {started_as}{faults}")
-        self._run(self.engine.start(action.workflow))
+        early = f", then before it runs: signal {', '.join(map(repr, action.messages))}" if action.messages else ""
+        self._note(f"{name} = start {started_as}{faults}{early}")
+        self._run(self._start_then_signal(action))
         self._after_rule()
+
+    async def _start_then_signal(self, action: Start) -> None:
+        handle = await self.engine.start(action.workflow)
+        # Nothing ran yet: the engine runs the instance once this coroutine waits.
+        for message in action.messages:
+            await self.engine.signal(handle.instance_id, message)
 
     def _complete(self, action: Complete) -> None:
         tasks = self.open_tasks(action.step)
@@ -1022,9 +1146,11 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         instance_id = task.instance_id
         track = self._tracks[instance_id]
         who, step = _for_task(action.by, task), action.step
-        note(f"{track.name}: {who!r} completes the task at {step} with {action.form!r}")
-        complete = self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=action.form)
-        self._touched[instance_id] = None
+        form = self._echoed(instance_id, action.form, action.echo)
+        self._note(f"{track.name}: {who!r} completes the task at {step} with {form!r}{_echo_note(action.echo)}")
+        complete = self.engine.complete_task(task.id, user=who.user, groups=who.groups, form=form)
+        self._touched[instance_id] = self._action_touched[instance_id] = None
+        self._action_target = instance_id
         if who.authorised:
             self._run(complete)
             self._after_rule()
@@ -1033,7 +1159,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         try:
             self._run(complete)
         except TaskNotAuthorized:
-            note(f"    {track.name}  refused, as it must be")
+            self._note(f"    {track.name}  refused, as it must be")
         else:
             task_spec = self._spec(track).step(task.step).task
             assert task_spec is not None  # noqa: S101 - tasks belong to human-task steps
@@ -1057,9 +1183,10 @@ class WorkflowStateMachine(RuleBasedStateMachine):
             return
         track = self._tracks[instance_id]
         track.cancel = action.compensate
-        note(f"{track.name}: cancel(compensate={action.compensate})")
+        self._note(f"{track.name}: cancel(compensate={action.compensate})")
         cancel = self.engine.cancel(instance_id, reason="cancelled by the story", compensate=action.compensate)
-        self._touched[instance_id] = None
+        self._touched[instance_id] = self._action_touched[instance_id] = None
+        self._action_target = instance_id
         self._run(cancel)
         self._after_rule()
 
@@ -1068,7 +1195,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if not due:
             return
         when = min(due)
-        note(f"clock +{when - self.clock.now():g}s: the timers due then fire")
+        self._note(f"clock +{when - self.clock.now():g}s: the timers due then fire")
         self.clock.jump_to(when)
         self._run(None)
         self._after_rule()
@@ -1079,10 +1206,56 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if action.instance >= len(takers):
             return
         instance_id = takers[-1 - action.instance]
-        note(f"{self._tracks[instance_id].name}: signal {action.message!r}")
-        self._touched[instance_id] = None
-        self._run(self.engine.signal(instance_id, action.message))
+        message = self._echoed(instance_id, action.message, action.echo)
+        self._note(f"{self._tracks[instance_id].name}: signal {message!r}{_echo_note(action.echo)}")
+        self._touched[instance_id] = self._action_touched[instance_id] = None
+        self._action_target = instance_id
+        self._run(self.engine.signal(instance_id, message))
         self._after_rule()
+
+    def _echoed(self, instance_id: str, record: Any, names: tuple[str, ...]) -> Any:
+        """*record* (a form, a message) with the fields *names* set to the instance's variables of that name."""
+        if not names:
+            return record
+        wf = self.engine.workflow(instance_id)
+        changes = {
+            n: getattr(wf, n)
+            for n in names
+            if hasattr(wf, n) and type(getattr(wf, n)) is type(getattr(record, n, None))
+        }
+        return _evolve(record, changes) if changes else record
+
+
+def _echo_note(names: tuple[str, ...]) -> str:
+    return f" ({', '.join(names)} as the instance has {'them' if len(names) > 1 else 'it'})" if names else ""
+
+
+def _evolve(record: object, changes: dict[str, object]) -> Any:
+    if attrs.has(type(record)):
+        built: Any = record
+        return attrs.evolve(built, **changes)
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return dataclasses.replace(record, **changes)
+    return record
+
+
+def _echo_fields(record_type: object, specs: Iterable[WorkflowSpec], near: Near) -> st.SearchStrategy[tuple[str, ...]]:
+    """
+    Which fields of a form or message type to set to the target's variables of the same name: none, or some.
+
+    Only variables a guard compares with another variable (``wf.accepted_quote == wf.quote_no``):
+    their values are where the other one must be met.
+    """
+    paired = {name for pair in near.pairs for name in pair}
+    names = {f.name for sp in specs for f in sp.fields} & paired
+    fields: list[str] = []
+    if isinstance(record_type, type) and attrs.has(record_type):
+        fields = [f.name for f in attrs.fields(record_type) if f.init and f.name in names]
+    elif isinstance(record_type, type) and dataclasses.is_dataclass(record_type):
+        fields = [f.name for f in dataclasses.fields(record_type) if f.init and f.name in names]
+    if not fields:
+        return st.just(())
+    return st.one_of(st.just(()), st.sets(st.sampled_from(fields), min_size=1).map(lambda s: tuple(sorted(s))))
 
 
 def _duration(seconds: float) -> str:
@@ -1092,6 +1265,11 @@ def _duration(seconds: float) -> str:
     if seconds < 2 * 86_400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86_400:.1f} days"
+
+
+def _takes_type(spec: WorkflowSpec, message_type: type) -> bool:
+    """Whether a ``@wait_for`` step of *spec* takes messages of *message_type*."""
+    return any(s.message is not None and issubclass(message_type, s.message) for s in spec.steps)
 
 
 def _takes(spec: WorkflowSpec, message: object) -> bool:
@@ -1270,16 +1448,95 @@ class _Replay:
 
 
 def _check_coverage(machine: type[WorkflowStateMachine]) -> None:
-    required = machine.config.require_coverage
+    """Fail a run below ``require_coverage``; warn about the edges a passing run never took (``exempt`` aside)."""
+    config = machine.config
     cov = machine.coverage
-    if required is None or cov.fraction >= required:
+    counted = [(e, n) for e, n in zip(config.spec.edges, cov.taken, strict=True) if not _exempt(e, config.exempt)]
+    missed = [e for e, n in counted if not n]
+    if not missed:
         return
-    missing = "\n".join(f"  {describe_edge(e)}" for e in cov.unvisited())
+    fraction = 1 - len(missed) / len(counted)
+    dead = {id(e): by for e, by in conditions_of(config.spec, config.workflow).shadowed()}
+    lines = [f"  {describe_edge(e)}{_dead_note(dead[id(e)]) if id(e) in dead else ''}" for e in missed]
+    required = config.require_coverage
+    if required is not None:
+        if fraction < required:
+            msg = (
+                f"{config.spec.name}: the run covered {fraction:.0%} of the edges, {required:.0%} are required; "
+                "never taken:\n" + "\n".join(lines)
+            )
+            raise CoverageError(msg, cov, missed)
+        return  # what the run took is what was asked for
     msg = (
-        f"{machine.config.spec.name}: the run covered {cov.fraction:.0%} of the edges, "
-        f"{required:.0%} are required; never taken:\n{missing}"
+        f"{config.spec.name}: the run took {len(counted) - len(missed)} of its {len(counted)} edges "
+        f"({fraction:.0%}); never taken:\n" + "\n".join(lines) + "\n"
+        "Pass require_coverage=1.0 to make this a failure, exempt=[(source, dest)] for an edge unreachable by "
+        "design, or give the run more stories (settings(max_examples=...): dsl/testing.md, section The budget)."
     )
-    raise CoverageError(msg, cov)
+    warnings.warn(CoverageWarning(msg), stacklevel=3)
+
+
+def _closeness(spec: WorkflowSpec, goals: frozenset[str]) -> dict[str, int]:
+    """For each step from which a *goal* step can be reached: higher the fewer edges away (a goal scores most)."""
+    distance = dict.fromkeys(goals, 0)
+    todo = list(goals)
+    while todo:
+        step = todo.pop(0)
+        for e in spec.edges:
+            if e.dest == step and e.source not in distance:
+                distance[e.source] = distance[step] + 1
+                todo.append(e.source)
+    far = max(distance.values(), default=0) + 1
+    return {step: far - d for step, d in distance.items()}
+
+
+def _missed(machine: type[WorkflowStateMachine]) -> list[EdgeSpec]:
+    """The edges a run must still take to meet ``require_coverage`` (none when it is not set, or met)."""
+    config = machine.config
+    required = config.require_coverage
+    if required is None:
+        return []
+    counted = [(e, n) for e, n in zip(config.spec.edges, machine.coverage.taken, strict=True)]
+    counted = [(e, n) for e, n in counted if not _exempt(e, config.exempt)]
+    missed = [e for e, n in counted if not n]
+    if not counted or 1 - len(missed) / len(counted) >= required:
+        return []
+    return missed
+
+
+def _dead_note(by: tuple[EdgeSpec, ...]) -> str:
+    if not by:
+        return "  (dead: its guard never holds)"
+    return "  (dead: its instances take " + " or ".join(describe_edge(b) for b in by) + " first)"
+
+
+def _exempted(
+    entry: str | tuple[Step[Any, Any, Any] | str, Step[Any, Any, Any] | str], spec: WorkflowSpec
+) -> tuple[str, str]:
+    """An ``exempt=`` entry as (source, dest); it must name edges of the workflow."""
+    raw: object = entry
+    pair: tuple[str, str] | None = None
+    if isinstance(entry, str):
+        source, arrow, dest = (part.strip() for part in entry.partition("->"))
+        pair = (source, dest) if arrow else None
+    elif isinstance(raw, tuple) and len(entry) == 2:  # noqa: PLR2004 - (source, dest)
+        pair = (_step_name(entry[0]), _step_name(entry[1]))
+    if pair is None:
+        msg = f"exempt= takes edges as 'source -> dest' or (source, dest), got {entry!r}"
+        raise TypeError(msg)
+    if not any((e.source, e.dest) == pair for e in spec.edges):
+        edges = ", ".join(sorted({f"{e.source} -> {e.dest}" for e in spec.edges}))
+        msg = f"exempt={entry!r}: {spec.name} has no edge {pair[0]} -> {pair[1]} (its edges: {edges})"
+        raise ValueError(msg)
+    return pair
+
+
+def _step_name(step: Step[Any, Any, Any] | str) -> str:
+    return step if isinstance(step, str) else step.name
+
+
+def _exempt(edge: EdgeSpec, exempt: frozenset[tuple[str, str]]) -> bool:
+    return (edge.source, edge.dest) in exempt
 
 
 def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
@@ -1296,6 +1553,8 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     require_coverage: float | None = None,
     max_transitions: int | None = None,
     allow_no_edge: Iterable[Step[Any, Any, Any] | str] = (),
+    exempt: Iterable[str | tuple[Step[Any, Any, Any] | str, Step[Any, Any, Any] | str]] = (),
+    max_instances: int = 5,
 ) -> type[WorkflowStateMachine]:
     """
     Build a hypothesis state machine that tests *workflow* on a real engine.
@@ -1330,12 +1589,20 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             retry policy absorbs.
         require_coverage: Fail the test (:class:`CoverageError`) unless at least this
             share of the edges was taken; the message names the edges never taken.
+            Without it, a passing run that left edges untaken warns
+            (:class:`CoverageWarning`), naming them.
         max_transitions: Transitions an instance may make without waiting or ending
-            before it counts as a loop with no exit (default: 20 per step, at least
-            200).
+            before it counts as a loop with no exit (default: 2,000, or 20 per step
+            of a larger workflow: a loop of a few hundred rounds passes).
         allow_no_edge: Steps after which "no edge enabled" is intended: the instance
             then fails and compensates on purpose, and it is not reported (a child's
             step as ``Child.step`` or the step object).
+        max_instances: How many instances one story starts at most; a ``Start``
+            beyond them does nothing. Bugs between instances need two or three; each
+            one more costs a whole run of the workflow in every story.
+        exempt: Edges unreachable by design, left out of coverage (of
+            *require_coverage* and of the warning): ``"source -> dest"`` or
+            ``(Wf.source, Wf.dest)``; every edge between the two steps.
 
     Returns:
         A :class:`WorkflowStateMachine` subclass with ``TestCase`` and ``coverage``.
@@ -1347,6 +1614,9 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     .. versionadded:: 0.1.0
     """
     spec = spec_of(workflow)
+    if max_instances < 1:
+        msg = f"WorkflowMachine({spec.name}, max_instances={max_instances}): a story must start at least 1 instance"
+        raise ValueError(msg)
     make_services: Callable[[], ServiceRegistry | Mapping[str, object] | None]
     if callable(services):
         make_services = services
@@ -1368,17 +1638,28 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
         workflow=workflow,
         spec=spec,
         services=make_services,
-        max_transitions=max_transitions if max_transitions is not None else max(200, 20 * len(spec.steps)),
+        max_transitions=max_transitions if max_transitions is not None else default_max_transitions(spec),
         allow_no_edge=frozenset(_allowed(s, tree) for s in allow_no_edge),
         require_coverage=require_coverage,
         errors=errors,
         tree=tree,
         explicit_max=max_transitions is not None,
         capped=tuple(capped(spec)) if faults else (),
+        exempt=frozenset(_exempted(e, spec) for e in exempt),
+        max_instances=max_instances,
     )
-    start_inputs = inputs if inputs is not None else input_strategy(workflow, spec, specs[1:])
+    near = near_constants(tree)
+    start_inputs = inputs if inputs is not None else input_strategy(workflow, spec, near)
     plans = fault_plans(spec, errors) if faults else st.just(cast("FaultPlan", {}))
-    actions: list[st.SearchStrategy[Action]] = [st.builds(Start, workflow=start_inputs, faults=plans)]
+    # Messages the started workflow waits for may arrive before it does (early): the engine keeps them.
+    early_types = sorted({s.message for s in spec.steps if s.message is not None}, key=_type_name)
+    early = (
+        st.lists(st.one_of([_message_strategy(t, messages, near) for t in early_types]), max_size=2).map(tuple)
+        if early_types
+        else st.just(())
+    )
+    starts = st.builds(Start, workflow=start_inputs, faults=plans, messages=early)
+    completes: dict[str, Callable[[int], st.SearchStrategy[Action]]] = {}
     form_overrides = dict(forms or {})
     for cls, sp in tree:
         for s in sp.steps:
@@ -1391,35 +1672,33 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
             if form is None and task.form is not None:
                 form = form_overrides.get(task.form)
             if form is None:
-                form = form_strategy(task)
-            actions.append(st.builds(Complete, step=st.just(key), task=_PICK, form=form, by=_people(task)))
+                form = form_strategy(task, near)
+            completes[key] = functools.partial(
+                _completes, key, form, _people(task), _echo_fields(task.form, [sp], near)
+            )
+    sends: list[tuple[type, Callable[[int], st.SearchStrategy[Action]]]] = []
     message_types = sorted({s.message for sp in specs for s in sp.steps if s.message is not None}, key=_type_name)
     for message_type in message_types:
-        message = (messages or {}).get(message_type)
-        if message is None:
-            message = st.from_type(cast("type[Any]", message_type))
-        actions.append(st.builds(Send, instance=_PICK, message=message))
-    if any(e.is_timeout for sp in specs for e in sp.edges) or any(
-        s.kind is StepKind.TIMER for sp in specs for s in sp.steps
-    ):
-        actions.append(st.just(FireTimers()))
-    actions.append(st.builds(Cancel, instance=_PICK, compensate=st.booleans()))
-    if len(tree) > 1:
-        actions.append(st.builds(CancelChild, instance=_PICK, compensate=st.booleans()))
+        takers = [sp for sp in specs if any(s.message is message_type for s in sp.steps)]
+        message = _message_strategy(message_type, messages, near)
+        sends.append((message_type, functools.partial(_sends, message, _echo_fields(message_type, takers, near))))
+    menu = _Menu(starts, completes, sends)
 
-    def do(self: WorkflowStateMachine, action: Action) -> None:
-        self.apply(action)
+    def do(self: WorkflowStateMachine, data: st.DataObject) -> None:
+        self.apply(data.draw(self.menu.choices(self), label="action"))
 
-    # One rule taking every kind of action: hypothesis' swarm testing (each example
-    # disables a random subset of rules) and preconditions (drawing again until a
-    # rule is enabled) cost much of its power to find and to shrink these stories.
-    # An action that cannot apply (no open task...) does nothing.
+    # One rule drawing one action among those that can apply now (an open task to
+    # complete, an instance waiting for a message, a timer to fire...): hypothesis'
+    # swarm testing (each example disables a random subset of rules) and
+    # preconditions (drawing again until a rule is enabled) cost much of its power
+    # to find and to shrink these stories, and actions that cannot apply waste it.
     namespace: dict[str, Any] = {
         "config": config,
         "coverage": Coverage(spec),
+        "menu": menu,
         "__doc__": f"Generated stories of {spec.name}.",
         "__module__": workflow.__module__,
-        "do": rule(action=st.one_of(actions))(do),
+        "do": rule(data=st.data())(do),
     }
     machine = cast("type[WorkflowStateMachine]", type(f"{spec.name}Machine", (WorkflowStateMachine,), namespace))
     # A plain class attribute shadows hypothesis' TestCase property: ours also checks coverage.
@@ -1427,7 +1706,79 @@ def WorkflowMachine(  # noqa: N802 - it builds a class, and is named like one
     return machine
 
 
-_PICK = st.integers(0, 3)
+def _completes(
+    key: str,
+    form: st.SearchStrategy[Any],
+    people: st.SearchStrategy[Actor],
+    echo: st.SearchStrategy[tuple[str, ...]],
+    open_tasks: int,
+) -> st.SearchStrategy[Action]:
+    return st.builds(Complete, step=st.just(key), task=st.integers(0, open_tasks - 1), form=form, by=people, echo=echo)
+
+
+def _sends(
+    message: st.SearchStrategy[Any], echo: st.SearchStrategy[tuple[str, ...]], takers: int
+) -> st.SearchStrategy[Action]:
+    return st.builds(Send, instance=st.integers(0, takers - 1), message=message, echo=echo)
+
+
+_Shape = tuple[bool, tuple[tuple[str, int], ...], tuple[int, ...], bool, int, int]
+"""What actions can apply: see :meth:`WorkflowStateMachine.shape`."""
+
+
+def _itself(strategy: st.SearchStrategy[Action]) -> st.SearchStrategy[Action]:
+    return strategy
+
+
+class _Menu:
+    """The actions a story may take, and, given the machine's state, those that can apply now."""
+
+    def __init__(
+        self,
+        starts: st.SearchStrategy[Action],
+        completes: dict[str, Callable[[int], st.SearchStrategy[Action]]],
+        sends: list[tuple[type, Callable[[int], st.SearchStrategy[Action]]]],
+    ) -> None:
+        self.starts = starts
+        self.completes = completes
+        self.sends = sends
+        self._cache: dict[tuple[_Shape, frozenset[str]], st.SearchStrategy[Action]] = {}
+
+    def choices(self, machine: WorkflowStateMachine) -> st.SearchStrategy[Action]:
+        """One of the actions that can apply to *machine* now (``FireTimers()``, doing nothing, when none can)."""
+        return self.for_shape(machine.shape(), machine.steer)
+
+    def for_shape(self, shape: _Shape, steer: frozenset[str] = frozenset()) -> st.SearchStrategy[Action]:
+        """One of the actions that can apply in a state of this *shape* (see :meth:`WorkflowStateMachine.shape`)."""
+        found = self._cache.get((shape, steer))
+        if found is None:
+            can_start, tasks, takers, timers, waiting, children = shape
+            # Weights, by repetition: moving an instance on (a task, a message) counts most, ending one early
+            # (a cancel) least, so that stories go deep; a step whose edges are missed counts three times more.
+            options: list[st.SearchStrategy[Action]] = [self.starts] * 2 if can_start else []
+            for key, n in tasks:
+                if key in self.completes:
+                    options += [self.completes[key](n)] * (9 if key in steer else 3)
+            options += [make(n) for (_, make), n in zip(self.sends, takers, strict=True) if n] * 3
+            if timers:
+                options += [st.just(FireTimers())] * (4 if steer else 2)
+            if waiting:
+                options.append(st.builds(Cancel, instance=st.integers(0, waiting - 1), compensate=st.booleans()))
+            if children:
+                options.append(st.builds(CancelChild, instance=st.integers(0, children - 1), compensate=st.booleans()))
+            # (one_of would fold the repeats into one branch.) Nothing can apply (every instance allowed
+            # ended): a cheap action that does nothing.
+            options = options or [st.just(FireTimers())]
+            found = options[0] if len(options) == 1 else st.sampled_from(options).flatmap(_itself)
+            self._cache[shape, steer] = found
+        return found
+
+
+def _message_strategy(
+    message_type: type, given: Mapping[type, st.SearchStrategy[Any]] | None, near: Near
+) -> st.SearchStrategy[Any]:
+    found = (given or {}).get(message_type)
+    return found if found is not None else record_strategy(cast("type[Any]", message_type), near)
 
 
 def _for_task(who: Actor, task: Task) -> Actor:
@@ -1492,7 +1843,32 @@ def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:
 
         def runTest(self) -> None:  # noqa: N802 - unittest's name
             machine.coverage.reset()
-            run_state_machine_as_test(machine, settings=self.settings)
+            machine.steer = frozenset()
+            seed = getattr(machine, "_hypothesis_internal_use_seed", None)
+            try:
+                run_state_machine_as_test(machine, settings=self.settings)
+                # Short of the coverage required: more stories, steered to the steps whose edges were missed,
+                # as long as they take new edges (four rounds in a row without one: those are out of reach).
+                idle = 0
+                missed = _missed(machine)
+                for extra in range(1, _EXTRA_ROUNDS + 1):
+                    if not missed or idle == 4:  # noqa: PLR2004
+                        break
+                    machine.steer = frozenset(e.source for e in missed)
+                    machine.steer_score = _closeness(machine.config.spec, machine.steer)
+                    if seed is not None:
+                        setattr(machine, "_hypothesis_internal_use_seed", seed + extra)  # noqa: B010
+                    run_state_machine_as_test(machine, settings=self.settings)
+                    before, missed = len(missed), _missed(machine)
+                    idle = 0 if len(missed) < before else idle + 1
+            except InvariantViolation as err:
+                retell(machine.replay_aimed, machine.config.workflow, err)
+                raise
+            finally:
+                machine.steer = frozenset()
+                machine.steer_score = {}
+                if seed is not None:
+                    setattr(machine, "_hypothesis_internal_use_seed", seed)  # noqa: B010
             _check_coverage(machine)
 
     run: Any = WorkflowTestCase.runTest
@@ -1506,6 +1882,7 @@ def _test_case(machine: type[WorkflowStateMachine]) -> type[unittest.TestCase]:
 def _public_module() -> None:
     # Raised and printed before anyone imports them through the package: show the public path.
     for obj in (
+        AppliedAction,
         InjectedFault,
         InjectedPermanentFault,
         RunawayLoop,

@@ -12,19 +12,20 @@ one visit: ``Retry(attempts=1_000_000)`` is how "retry for ever" is written.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import attrs
 from hypothesis import strategies as st
 
-from statemachine_orch._paths import guard_constants
+from statemachine_orch._conditions import conditions_of
 from statemachine_orch._spec import TaskSpec, WorkflowSpec
 from statemachine_orch._workflow import spec_of
 
@@ -72,50 +73,147 @@ def resolve_annotation(tp: object, owner: type[Any]) -> object:
     return hints["value"]
 
 
-def input_strategy(
-    workflow: type[Any], spec: WorkflowSpec, related: Sequence[WorkflowSpec] = ()
-) -> st.SearchStrategy[Any]:
+@attrs.frozen
+class Near:
+    """
+    The values guards compare with, by variable: where inputs, forms and messages are drawn besides their type.
+
+    Attributes:
+        by_field: For each variable (of the workflow and of its children), the constants its guards compare it with.
+        pool: Every constant any of those guards compares with: tried for a field no guard names.
+        pairs: Variables guards compare with each other (``wf.accepted == wf.quoted``).
+    """
+
+    by_field: Mapping[str, frozenset[object]]
+    pool: frozenset[object]
+    pairs: frozenset[tuple[str, str]]
+
+    def values(self, name: str, tp: object) -> list[object]:
+        """
+        The values of type *tp* at and around the constants a field named *name* is compared with, and any other.
+
+        Every constant counts for every field of its type: a variable is often
+        computed from another (``wf.payout = min(form.payout, wf.amount)``), so the
+        limit its guard compares with matters to the fields it comes from.
+        """
+        return _boundaries(tp, self.by_field.get(name, frozenset()) | self.pool)
+
+
+def near_constants(specs: Sequence[tuple[type[Any], WorkflowSpec]]) -> Near:
+    """The constants the guards of these workflows compare their variables with, names resolved."""
+    by_field: dict[str, set[object]] = {}
+    pairs: set[tuple[str, str]] = set()
+    for owner, spec in specs:
+        conditions = conditions_of(spec, owner)
+        for name, found in conditions.constants().items():
+            by_field.setdefault(name, set()).update(found)
+        pairs |= conditions.pairs()
+    pool = frozenset(c for found in by_field.values() for c in found)
+    return Near({k: frozenset(v) for k, v in by_field.items()}, pool, frozenset(pairs))
+
+
+def input_strategy(workflow: type[Any], spec: WorkflowSpec, near: Near) -> st.SearchStrategy[Any]:
     """
     New instances of *workflow*: every field without a default drawn from its type.
 
     A field that guards compare with constants is also drawn at and right around
-    them (``wf.weight < 10`` makes 9, 10 and 11 likely): guard gaps hide there.
-    So are the constants the guards of the *related* workflows (its children)
-    compare a field of the same name with: a parent often hands a field on as it is.
+    them (``wf.weight < LIMIT`` makes LIMIT - 1, LIMIT and LIMIT + 1 likely, a
+    float's neighbours too): guard gaps hide there. So are the constants the
+    guards of its children compare a field of the same name with: a parent often
+    hands a field on as it is. Two fields that guards compare with each other
+    are drawn equal now and then.
     """
-    constants = guard_constants(spec)
-    for other in related:
-        for name, found in guard_constants(other).items():
-            constants.setdefault(name, set()).update(found)
     required: dict[str, st.SearchStrategy[Any]] = {}
+    types_of: dict[str, object] = {}
     for f in spec.fields:
         if f.has_default:
             continue
-        tp = resolve_annotation(f.type, workflow)
-        values = type_strategy(tp)
-        near = _boundaries(tp, constants.get(f.name, set()))
-        required[f.name] = st.one_of(st.sampled_from(near), values) if near else values
-    return st.builds(workflow, **required)
+        tp = types_of[f.name] = resolve_annotation(f.type, workflow)
+        required[f.name] = _with_near(type_strategy(tp), near.values(f.name, tp))
+    pairs = [(a, b) for a, b in sorted(near.pairs) if a in required and b in required and types_of[a] == types_of[b]]
+    if not pairs:
+        return st.builds(workflow, **required)
+    return st.fixed_dictionaries(required).flatmap(lambda kw: _paired(workflow, kw, pairs))
 
 
-def _boundaries(tp: object, constants: set[object]) -> list[object]:
+def _paired(workflow: type[Any], kwargs: dict[str, Any], pairs: list[tuple[str, str]]) -> st.SearchStrategy[Any]:
+    """The instance from *kwargs*, each pair of fields compared by a guard drawn equal or not."""
+
+    def build(equal: tuple[bool, ...]) -> Any:
+        values = dict(kwargs)
+        for (a, b), same in zip(pairs, equal, strict=True):
+            if same:
+                values[b] = values[a]
+        return workflow(**values)
+
+    return st.tuples(*(st.booleans() for _ in pairs)).map(build)
+
+
+def _with_near(values: st.SearchStrategy[Any], near: list[object]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.sampled_from(near), values) if near else values
+
+
+def _boundaries(tp: object, constants: Iterable[object]) -> list[object]:
     out: set[object] = set()
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        for arm in typing.get_args(tp):
+            out.update(_boundaries(arm, constants))
+        return sorted(out, key=repr)
     for c in constants:
-        if tp is int and isinstance(c, (int, float)):
+        if isinstance(c, bool):
+            continue
+        if tp is int and isinstance(c, (int, float)) and math.isfinite(c):
             out.update({math.floor(c) - 1, math.floor(c), math.ceil(c), math.ceil(c) + 1})
-        elif tp is float and isinstance(c, (int, float)):
+        elif tp is float and isinstance(c, (int, float)) and math.isfinite(c):
             out.update({float(c), math.nextafter(c, -math.inf), math.nextafter(c, math.inf)})
         elif tp is str and isinstance(c, str):
             out.add(c)
     return sorted(out, key=repr)
 
 
-def form_strategy(task: TaskSpec) -> st.SearchStrategy[Any]:
-    """Forms of the task's declared type (``None`` for a task without a form)."""
+def record_strategy(cls: type[Any], near: Near) -> st.SearchStrategy[Any]:
+    """
+    Forms and messages of the attrs or dataclass *cls*: each field from its type, and near the guards' constants.
+
+    A field named like a variable that guards compare is drawn at and around those
+    constants; a number or string field named like none, around any of them.
+    """
+    fields = _record_fields(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable hints: hypothesis' own inference
+        return st.from_type(cls)
+    overrides: dict[str, st.SearchStrategy[Any]] = {}
+    for name, param, required in fields:
+        tp = hints.get(name)
+        if tp is None:
+            continue
+        found = near.values(name, tp) if (required or name in near.by_field) else []
+        if found:
+            overrides[param] = _with_near(type_strategy(tp), found)
+    return st.builds(cls, **overrides) if overrides else st.from_type(cls)
+
+
+def _record_fields(cls: type[Any]) -> list[tuple[str, str, bool]]:
+    """Each field of an attrs or dataclass *cls* the constructor takes: name, parameter, required."""
+    if attrs.has(cls):
+        return [(f.name, f.alias or f.name, f.default is attrs.NOTHING) for f in attrs.fields(cls) if f.init]
+    if dataclasses.is_dataclass(cls):
+        return [
+            (f.name, f.name, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)
+            if f.init
+        ]
+    return []
+
+
+def form_strategy(task: TaskSpec, near: Near) -> st.SearchStrategy[Any]:
+    """Forms of the task's declared type (``None`` for a task without a form), near the guards' constants."""
     form: type[Any] | None = task.form
     if form is None:
         return st.none()
-    return st.from_type(form)
+    return record_strategy(form, near)
 
 
 @attrs.frozen(repr=False)

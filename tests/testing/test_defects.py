@@ -11,10 +11,12 @@ instance; 12: ``require_coverage=1.0`` was flaky on larger workflows; 13:
 from __future__ import annotations
 
 import asyncio
+import enum
 import warnings
 from datetime import timedelta
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,14 +29,14 @@ from statemachine_orch import (
     VirtualClock,
     Workflow,
     after,
+    goto,
     human_task,
     invariant,
     step,
     subflow,
     wait_for,
 )
-from statemachine_orch.testing import InvariantViolation, WorkflowMachine
-from statemachine_orch.testing._machine import Start
+from statemachine_orch.testing import InvariantViolation, Start, WorkflowMachine
 
 from .helpers import find_bug, passes
 
@@ -279,3 +281,153 @@ def test_wait_idle_on_a_parent_waits_for_its_child_to_settle() -> None:
     status, tasks = asyncio.run(scenario())
 
     assert (InstanceStatus.WAITING, ["check"]) == (status, tasks)
+
+
+# --------------------------------------------------------------------------- 12: require_coverage on a BPMN-sized workflow
+
+
+class ClaimKind(enum.Enum):
+    """What happened."""
+
+    GLASS = "glass"
+    THEFT = "theft"
+    DAMAGE = "damage"
+
+
+@attrs.frozen
+class Assessment:
+    """The adjuster's assessment."""
+
+    approve: bool
+    payout: int
+    needs_documents: bool
+
+
+@attrs.frozen
+class Documents:
+    """What the customer sent."""
+
+    complete: bool
+
+
+@attrs.frozen
+class Decision:
+    """Yes or no."""
+
+    approve: bool
+
+
+class ClaimHandling(Workflow, version="1"):
+    """An insurance claim: fast track, fraud check, assessment, documents, senior approval with escalation."""
+
+    claim_id: str
+    amount: int
+    kind: ClaimKind
+    approved: bool = False
+    payout: int = 0
+    docs_needed: bool = False
+    rounds: int = 0
+    paid: int = 0
+
+    @step(initial=True)
+    def register(self, ctx: Ctx) -> None: ...
+
+    @after(register, when=lambda wf: wf.kind is ClaimKind.GLASS and wf.amount <= 500)
+    @step
+    def fast_track(self, ctx: Ctx) -> None:
+        self.approved = True
+        self.payout = self.amount
+
+    @after(register, when=lambda wf: wf.amount > 50_000)
+    @human_task(candidate_groups=("fraud",), form=Decision)
+    def fraud_check(self, ctx: Ctx, form: Decision) -> None:
+        self.approved = form.approve
+
+    @after(register)
+    @after(fraud_check, when=lambda wf: wf.approved)
+    @human_task(assignee="adjuster", form=Assessment)
+    def assess(self, ctx: Ctx, form: Assessment) -> None:
+        self.approved = form.approve
+        self.payout = max(0, form.payout)
+        self.docs_needed = form.needs_documents
+
+    @goto(assess)
+    @after(assess, when=lambda wf: wf.docs_needed and wf.rounds < 2)
+    @human_task(assignee="customer", form=Documents)
+    def request_documents(self, ctx: Ctx, form: Documents) -> None:
+        self.rounds += 1
+
+    @after(assess, when=lambda wf: wf.payout > 10_000)
+    @human_task(candidate_groups=("seniors",), form=Decision)
+    def senior_approval(self, ctx: Ctx, form: Decision) -> None:
+        self.approved = form.approve
+
+    @after(fast_track)
+    @after(assess, when=lambda wf: wf.approved)
+    @after(senior_approval, when=lambda wf: wf.approved)
+    @step(retry=Retry(attempts=3, initial=10))
+    def pay(self, ctx: Ctx) -> None:
+        self.paid = self.payout
+
+    @pay.compensation
+    def claw_back(self, ctx: Ctx) -> None:
+        self.paid = 0
+
+    @after(pay)
+    @step(final=True)
+    def notify(self, ctx: Ctx) -> None: ...
+
+    @after(request_documents, timeout=timedelta(days=14))
+    @after(fraud_check)
+    @after(assess)
+    @after(senior_approval)
+    @after(senior_approval, timeout=timedelta(days=2))
+    @step(final=True)
+    def reject(self, ctx: Ctx) -> None: ...
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_require_coverage_is_met_on_a_bpmn_sized_workflow(seed: int) -> None:
+    """Issue 11, defect 12: 16 edges, four human tasks, a loop, two escalations: every edge taken, seeded."""
+    machine = WorkflowMachine(ClaimHandling, require_coverage=1.0)
+    setattr(machine, "_hypothesis_internal_use_seed", seed)  # noqa: B010 - what @seed does
+    machine.TestCase.settings = settings(machine.TestCase.settings, database=None)
+
+    machine.TestCase().runTest()
+
+    assert 1.0 == machine.coverage.fraction
+
+
+class Courier(Workflow, version="1"):
+    """The express edge is there for a later version: nothing sets express yet."""
+
+    order: str
+    express: bool = False
+
+    @step(initial=True)
+    def receive(self, ctx: Ctx) -> None: ...
+
+    @after(receive, when=lambda wf: wf.express)
+    @step(final=True)
+    def courier(self, ctx: Ctx) -> None: ...
+
+    @after(receive)
+    @step(final=True)
+    def post(self, ctx: Ctx) -> None: ...
+
+
+def test_an_edge_unreachable_by_design_can_be_exempted() -> None:
+    """Issue 11, defect 12: exempt= leaves it out of require_coverage (and of the warning)."""
+    machine = WorkflowMachine(Courier, require_coverage=1.0, exempt=[(Courier.receive, Courier.courier)])
+
+    passes(machine)
+
+    assert ["receive -> courier"] == [f"{e.source} -> {e.dest}" for e in machine.coverage.unvisited()]
+
+
+def test_exempting_an_edge_that_does_not_exist_is_refused() -> None:
+    """Issue 11, defect 12: a typo in exempt= is an error naming the workflow's edges."""
+    with pytest.raises(ValueError, match=r"exempt='receive -> curier': Courier has no edge receive -> curier"):
+        WorkflowMachine(Courier, exempt=["receive -> curier"])
+    with pytest.raises(TypeError, match=r"exempt= takes edges as 'source -> dest' or \(source, dest\), got 'receive'"):
+        WorkflowMachine(Courier, exempt=["receive"])

@@ -112,12 +112,15 @@ def test_an_invariant_on_a_step_is_refused_at_decoration_time() -> None:
 
 
 def test_an_invariant_with_the_wrong_signature_is_refused() -> None:
-    """Issue 4: an invariant takes (self) or (self, status), nothing else."""
-    with pytest.raises(WorkflowDefinitionError, match=r"\(self\) or \(self, status\), not \(self, a, b\)"):
+    """Issue 4 (and 11: the third form): an invariant takes (self), (self, status) or (self, status, compensated)."""
+    with pytest.raises(
+        WorkflowDefinitionError,
+        match=r"\(self\), \(self, status\) or \(self, status, compensated\), not \(self, a, b, c\)",
+    ):
 
         class Wrong(Workflow, version="1"):
             @invariant  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
-            def three(self, a: int, b: int) -> bool:
+            def four(self, a: int, b: int, c: int) -> bool:
                 return True
 
 
