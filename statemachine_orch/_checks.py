@@ -113,6 +113,8 @@ def _reachable(spec: WorkflowSpec) -> Found:
 
 def _way_out(spec: WorkflowSpec) -> Found:
     for s in spec.steps:
+        if spec.is_side_step(s.name):
+            continue  # it runs beside a wait, which goes on: it has no way out of its own (_reminders)
         completion = [e for e in spec.outgoing(s.name) if e.is_completion]
         if s.final and completion:
             dests = ", ".join(e.dest for e in completion)
@@ -131,10 +133,15 @@ def _can_end(spec: WorkflowSpec) -> Found:
         return
     incoming: dict[str, list[str]] = {s.name: [] for s in spec.steps}
     for e in spec.edges:
-        incoming.setdefault(e.dest, []).append(e.source)
+        if not e.is_reminder:  # a side step ends nothing: the wait it runs beside goes on
+            incoming.setdefault(e.dest, []).append(e.source)
     # Steps without any way out are reported by _way_out; count them as ends here
     # so that their predecessors are not blamed a second time.
-    ends = {s.name for s in spec.steps if s.final or not any(e.is_completion for e in spec.outgoing(s.name))}
+    ends = {
+        s.name
+        for s in spec.steps
+        if s.final or (not spec.is_side_step(s.name) and not any(e.is_completion for e in spec.outgoing(s.name)))
+    }
     todo = list(ends)
     while todo:
         for src in incoming.get(todo.pop(), ()):
@@ -187,6 +194,43 @@ def _timeouts(spec: WorkflowSpec) -> Found:
                 )
 
 
+def _reminders(spec: WorkflowSpec) -> Found:
+    for s in spec.steps:
+        for e in spec.outgoing(s.name):
+            if not e.is_reminder:
+                continue
+            if s.kind not in (StepKind.HUMAN_TASK, StepKind.WAIT_FOR):
+                msg = (
+                    f"has a reminder edge to {e.dest}, but only a waiting step (@human_task or @wait_for) "
+                    "can be reminded of"
+                )
+                yield s.name, "reminder-needs-wait", msg
+            if e.reminder is not None and e.reminder <= 0:
+                yield (
+                    s.name,
+                    "bad-reminder",
+                    f"the reminder edge to {e.dest} has reminder={e.reminder:g}s; it must be > 0",
+                )
+    for s in spec.steps:
+        if not spec.is_side_step(s.name):
+            continue
+        into = [e for e in spec.edges if e.dest == s.name]
+        wrong: list[str] = []
+        if s.kind is not StepKind.STEP or s.fork or s.final or s.initial or s.outcome is not None:
+            wrong.append("a plain @step (not a waiting step, a fork, a final or an initial step)")
+        if len(into) > 1:
+            wrong.append(f"entered by one reminder edge only (it has {len(into)} edges into it)")
+        if spec.outgoing(s.name):
+            wrong.append("without edges of its own")
+        if s.compensation is not None:
+            wrong.append("without a compensation (a reminder is not undone)")
+        if s.error is not None:
+            wrong.append("without an error parameter")
+        if wrong:
+            msg = "is the side step of a reminder, so it must be " + "; ".join(wrong)
+            yield s.name, "side-step", msg
+
+
 def _duplicates(spec: WorkflowSpec) -> Found:
     counts = Counter((e.source, e.dest, e.guard_name, e.on_error, e.timeout) for e in spec.edges)
     for (src, dest, *_), n in counts.items():
@@ -201,4 +245,4 @@ def _names(spec: WorkflowSpec) -> Found:
             yield name, "reserved-name", f"{name!r} is an attribute of the engine; rename it"
 
 
-_RULES = (_initial, _reachable, _way_out, _can_end, _defaults, _timeouts, _duplicates, _names)
+_RULES = (_initial, _reachable, _way_out, _can_end, _defaults, _timeouts, _reminders, _duplicates, _names)

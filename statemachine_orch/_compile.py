@@ -457,15 +457,36 @@ class _Builder:
             return [EdgeSpec(site_name, dest, guard, guard_name, on_error, back=True)] if dest else []
         sources = [self.ref(site_name, src, where) for src in mark.sources]
         join = len(sources) > 1
-        if join and (guard is not None or on_error or timeout is not None):
+        reminder = mark.reminder
+        if join and (guard is not None or on_error or timeout is not None or reminder is not None):
             names = ", ".join(s or "?" for s in sources)
             msg = (
-                f"@after({names}, ...) is a join and takes no when=, on_error= or timeout=; "
+                f"@after({names}, ...) is a join and takes no when=, on_error= or timeout="
+                f"{' (nor reminder=)' if reminder is not None else ''}; "
                 "it fires once every branch started by its fork has arrived"
             )
             self.problem(site_name, "join-with-condition", msg)
+        if reminder is not None and not join and (guard is not None or on_error or timeout is not None):
+            msg = (
+                "@after(..., reminder=...) also has when=, on_error= or timeout=; a reminder runs its side "
+                "step on time alone, and an escalation is an edge of its own"
+            )
+            self.problem(site_name, "bad-reminder", msg)
+        if mark.repeat and reminder is None:
+            self.problem(site_name, "bad-reminder", "@after(..., repeat=True) repeats a reminder: add reminder=")
         return [
-            EdgeSpec(src, site_name, guard, guard_name, on_error, back=False, timeout=timeout, join=join)
+            EdgeSpec(
+                src,
+                site_name,
+                guard,
+                guard_name,
+                on_error,
+                back=False,
+                timeout=timeout,
+                join=join,
+                reminder=reminder,
+                repeat=mark.repeat and reminder is not None,
+            )
             for src in sources
             if src is not None
         ]

@@ -74,6 +74,8 @@ class EdgeMark:
     on_error: object | None
     back: bool
     timeout: float | None = None
+    reminder: float | None = None
+    repeat: bool = False
 
 
 def _qualname(fn: Callable[..., object]) -> str:
@@ -648,6 +650,8 @@ def after(
     when: Callable[[W], bool] | None = None,
     on_error: ExcTypes | None = None,
     timeout: timedelta | float | None = None,
+    reminder: timedelta | float | None = None,
+    repeat: bool = False,
 ) -> EdgeDecorator:
     """
     Declare an edge into the decorated step from an earlier step.
@@ -659,6 +663,13 @@ def after(
     Several sources make a join (it needs a fork). With ``timeout``, *source* must
     be a waiting step (``@human_task`` or ``@wait_for``): when the wait lasts longer,
     its task is cancelled and the instance escalates to the decorated step.
+
+    With ``reminder``, *source* must be a waiting step too, and the decorated step
+    is a *side step* (a plain ``@step`` with no other edge): once the wait has
+    lasted *reminder*, the side step runs while the task stays open (or the
+    message is still awaited), and the instance goes on waiting; with
+    ``repeat=True`` it runs again every *reminder* until the wait ends. A side
+    step is not retried; its failure is in the history and the wait goes on.
 
     *source* may be a step inherited from an ``abstract=True`` base class: the
     decorated step keeps the subclass's type. The guard is then typed with the
@@ -672,6 +683,8 @@ def after(
         when: A guard ``(workflow) -> bool``: reads variables, no side effects.
         on_error: Exception type(s) routed to the decorated step.
         timeout: How long *source* may wait before escalating here.
+        reminder: How long *source* may wait before the decorated side step runs.
+        repeat: Run the side step again every *reminder* while the wait lasts.
 
     Returns:
         A decorator that records the edge on the step.
@@ -683,7 +696,16 @@ def after(
         _edge_decorator(dest, "@after")
         # Decorators apply bottom-up; inserting at the front keeps `edges` in the
         # top-down order the user reads, which is the order guards are tried in.
-        mark_ = EdgeMark((source, *more_sources), dest, when, on_error, back=False, timeout=_seconds(timeout))
+        mark_ = EdgeMark(
+            (source, *more_sources),
+            dest,
+            when,
+            on_error,
+            back=False,
+            timeout=_seconds(timeout),
+            reminder=_seconds(reminder),
+            repeat=repeat,
+        )
         dest.edges.insert(0, mark_)
         return dest
 

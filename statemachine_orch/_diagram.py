@@ -94,7 +94,8 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
     A Mermaid ``stateDiagram-v2`` of the workflow, to paste into a README.
 
     Guards label their edges, ``[default]`` marks the default edge of a choice,
-    error routes are labelled ``on_error``, and steps with a compensation are noted;
+    error routes are labelled ``on_error``, a reminder's edge to its side step
+    ``reminder after|every <s>`` (the wait goes on), and steps with a compensation are noted;
     a failure end's edge to the end is labelled with its outcome.
     A fork step leads to a ``<<fork>>`` pseudo-state (``<step>_fork``) from which
     its branches start, and the branches end at a ``<<join>>`` pseudo-state

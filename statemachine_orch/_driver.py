@@ -23,6 +23,7 @@ from ._errors import (
 from ._failure import failure_record
 from ._instance import NO_PAYLOAD, Branch, InstanceRecord, leaves
 from ._machine import DONE, START
+from ._reminders import due_at, escalation_due, next_wake, runs_after, started
 from ._retry import wait_after
 from ._spec import (
     CANCELLED,
@@ -31,6 +32,7 @@ from ._spec import (
     COMPENSATION_FAILED,
     COMPLETED,
     FAILED,
+    EdgeSpec,
     StepKind,
     StepSpec,
 )
@@ -205,7 +207,8 @@ class Driver(Commands):
                 self._note(rec, K.TIMER_SET, step.name, 0, f"in {delay:g}s")
                 await self._save(rec)
             return True
-        if woken and timeout is not None:
+        if woken and timeout is not None and escalation_due(rec.waited, timeout, self.clock.now()):
+            rec.waited = None
             if rec.task_id is not None:
                 self._close_task(rec, "escalated")
             self._set_status(rec, InstanceStatus.RUNNING)
@@ -214,9 +217,12 @@ class Driver(Commands):
             self._moved(rec, step.name)
             await self._save(rec)
             return False
+        if woken and rec.waited is not None:
+            await self._remind(rec, step, timeout)  # the wait goes on: the side steps that fell due run
         if step.kind is StepKind.WAIT_FOR and (message := self._take_message(rec, step)) is not NO_PAYLOAD:
             rec.payload = message
             rec.wake_at = None
+            rec.waited = None
             self._set_status(rec, InstanceStatus.RUNNING)
             self._note(rec, K.MESSAGE_RECEIVED, step.name, 0, type_label(step.message))
             return False
@@ -229,11 +235,90 @@ class Driver(Commands):
         else:
             assert step.message is not None  # noqa: S101
             self._note(rec, K.MESSAGE_AWAITED, step.name, 0, step.message.__name__)
-        if timeout is not None and timeout.timeout is not None:
+        now = self.clock.now()
+        reminders = rec.spec.reminders(step.name)
+        rec.waited = started(now, reminders)
+        if reminders:
+            wake = next_wake(rec.waited, reminders, timeout)
+            if wake is not None:
+                self._park(rec, wake - now)
+        elif timeout is not None and timeout.timeout is not None:
             self._park(rec, timeout.timeout)
         self._set_status(rec, InstanceStatus.WAITING)
         await self._save(rec)
         return True
+
+    async def _remind(
+        self, rec: InstanceRecord, step: StepSpec, escalation: EdgeSpec | None, tok: Branch | None = None
+    ) -> None:
+        """Run the side steps of *step*'s reminders that fell due, set the wait's next timer, and commit."""
+        t: InstanceRecord | Branch = rec if tok is None else tok
+        reminders = rec.spec.reminders(step.name)
+        waited = t.waited
+        assert waited is not None  # noqa: S101 - the caller checked
+        if len(waited[1]) != len(reminders):  # migrated to a version with other reminders: count afresh
+            waited = (waited[0], (0,) * len(reminders))
+        now = self.clock.now()
+        for i, edge in enumerate(reminders):
+            due = due_at(waited, i, edge)
+            if due is None or due > now:
+                continue
+            n = runs_after(waited, i, edge, now)
+            waited = (waited[0], (*waited[1][:i], n, *waited[1][i + 1 :]))
+            t.waited = waited
+            self._note(rec, K.REMINDED, step.name, 0, f"{edge.dest} (reminder {n})")
+            await self._side_step(rec, rec.spec.step(edge.dest), tok, f":remind{i}.{n}")
+        t.waited = waited
+        t.wake_at = next_wake(waited, reminders, escalation)
+        if tok is not None:
+            sync_wake(rec)
+        self._wake_timers()
+        await self._save(rec)
+
+    async def _side_step(self, rec: InstanceRecord, side: StepSpec, tok: Branch | None, key: str) -> None:
+        """
+        Run a reminder's side step once (*key*: its run's idempotency suffix); a failure is noted, not retried.
+
+        The wait it runs beside goes on either way: a reminder that could not be sent
+        must not end the process it reminds of.
+        """
+        t: InstanceRecord | Branch = rec if tok is None else tok
+        wf = rec.wf
+        ctx = Ctx(
+            self.services,
+            rec.id,
+            rec.spec.name,
+            side.name,
+            1,
+            (rec.id, t.visit, key),
+            clock=self.clock,
+            outbox=self._outbox,
+        )
+        self._note(rec, K.STEP_STARTED, side.name, 1, None)
+        variables = wf.__orch_validate__
+        kept = variables.snapshot(wf)
+        try:
+            if self.before_attempt is not None:
+                self.before_attempt(ctx)
+            if side.is_async:
+                coro = side.fn(wf, ctx)
+                await (coro if side.timeout is None else _with_timeout(coro, side.timeout))
+            else:
+                side.fn(wf, ctx)
+            if self.after_attempt is not None:
+                self.after_attempt(ctx)
+            if self._strict_vars or not variables.settled(wf, kept):
+                variables.check_step(wf, kept, tok is None, self._strict_vars)
+        except Exception as exc:  # noqa: BLE001 - user code: the side step's failure, and the wait goes on
+            _undo_attempt(rec, kept, tok)
+            self._note(rec, K.STEP_FAILED, side.name, 1, f"{type(exc).__name__}: {exc}")
+            logger.warning(
+                "side_step_failed", instance_id=rec.id, workflow=rec.spec.name, step=side.name, error=str(exc)
+            )
+            return
+        if effects := effects_of(ctx):
+            self._stage_effects(rec, side.name, effects)
+        self._note(rec, K.STEP_COMPLETED, side.name, 1, None)
 
     def _open_task(self, rec: InstanceRecord, step: StepSpec, tok: InstanceRecord | Branch | None = None) -> bool:
         """Open the task of *step*; False when who it is for could not be computed (the instance then fails)."""

@@ -11,6 +11,7 @@ from ._errors import (
 )
 from ._instance import NO_PAYLOAD, Branch, InstanceRecord, active_steps, leaves
 from ._machine import DONE, START, ForkMachine
+from ._reminders import escalation_due, next_wake, started
 from ._spec import (
     StepKind,
     StepSpec,
@@ -233,7 +234,8 @@ class DriverForks(DriverFanOut):
                 self._note(rec, K.TIMER_SET, name, 0, f"in {delay:g}s")
                 await self._save(rec)
             return
-        if woken and timeout is not None:
+        if woken and timeout is not None and escalation_due(branch.waited, timeout, self.clock.now()):
+            branch.waited = None
             if branch.task_id is not None:
                 self._close_task(rec, "escalated", branch)
             self._note(rec, K.ESCALATED, name, 0, f"waited {timeout.timeout:g}s")
@@ -242,9 +244,12 @@ class DriverForks(DriverFanOut):
             self._moved(rec, name, before)
             await self._save(rec)
             return
+        if woken and branch.waited is not None:
+            await self._remind(rec, step, timeout, branch)  # the wait goes on: the side steps that fell due run
         if step.kind is StepKind.WAIT_FOR and (message := self._take_message(rec, step)) is not NO_PAYLOAD:
             branch.payload = message
             branch.wake_at = None
+            branch.waited = None
             branch.waiting = False
             sync_wake(rec)
             self._note(rec, K.MESSAGE_RECEIVED, name, 0, type_label(step.message))
@@ -259,8 +264,14 @@ class DriverForks(DriverFanOut):
             assert step.message is not None  # noqa: S101
             self._note(rec, K.MESSAGE_AWAITED, name, 0, step.message.__name__)
         branch.waiting = True
-        if timeout is not None and timeout.timeout is not None:
-            branch.wake_at = self.clock.now() + timeout.timeout
+        now = self.clock.now()
+        reminders = rec.spec.reminders(name)
+        branch.waited = started(now, reminders)
+        wake = next_wake(branch.waited, reminders, timeout) if reminders else None
+        if wake is None and timeout is not None and timeout.timeout is not None:
+            wake = now + timeout.timeout
+        if wake is not None:
+            branch.wake_at = wake
             sync_wake(rec)
             self._wake_timers()
         await self._save(rec)

@@ -103,6 +103,7 @@ _EDGE_STYLE: Mapping[str, Mapping[str, str]] = {
     "undo": {"style": "dashed", "color": "#8d6e63", "fontcolor": "#5d4037", "arrowhead": "empty"},
     "error": {"style": "dashed", "color": "#c62828", "fontcolor": "#c62828"},
     "timeout": {"style": "dotted", "color": "#ef6c00", "fontcolor": "#ef6c00"},
+    "reminder": {"style": "dotted", "color": "#1565c0", "fontcolor": "#1565c0", "arrowhead": "vee"},
 }
 
 
@@ -147,6 +148,8 @@ def _describe(step: StepSpec, spec: WorkflowSpec, joins: set[str]) -> str:
         notes.append(f"fan-out: {step.child.__name__}, {step.fan.label}")
     if step.outcome is not None:
         notes.append(f"failure end: {step.outcome}")
+    if spec.is_side_step(step.name):
+        notes.append("side step (a reminder)")
     if spec.fork(step.name) is not None:
         notes.append("fork")
     if step.name in joins:
@@ -247,6 +250,9 @@ class _Builder:
                     self.add(source, self.paths[e.dest], e.label, "error")
                 elif e.is_timeout:
                     self.add(source, self.paths[e.dest], e.label, "timeout")
+                elif e.is_reminder:
+                    # The side step runs beside the wait, which goes on: no transition.
+                    self.add(source, self.paths[e.dest], e.label, "reminder")
                 elif fork is not None:
                     # A fork's edge starts a branch: it ends at the branch's frame.
                     self.add(source, self.region_paths[e.dest], e.label)

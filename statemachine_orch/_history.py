@@ -44,6 +44,11 @@ class EventKind(_IdentityHash, enum.Enum):
     """A user claimed a task: only they may complete it now (step: the task's step, detail: the user)."""
     TASK_UNCLAIMED = "task_unclaimed"
     """The claimant gave a task back (step: the task's step, detail: the user)."""
+    REMINDED = "reminded"
+    """
+    A reminder of a wait fell due: its side step runs now, and the wait goes on
+    (step: the waiting step, detail: ``<side step> (reminder <n>)``, n counting its runs). (0.1.0)
+    """
     TASK_REASSIGNED = "task_reassigned"
     """
     An operator gave an open task to other people (step: the task's step, detail:

@@ -175,12 +175,17 @@ def leaves(state: Any) -> list[str]:
     return out
 
 
+Waited = tuple[float, tuple[int, ...]]
+"""A reminded wait: when it began, and how many times each of its reminders ran."""
+
+
 class Branch:
     """
     What the engine keeps about one running branch of a fork: its current step's visit.
 
     The fields mean what the record's fields of the same names mean for an
-    instance outside forks (``fan``: a fan-out step's children). ``waiting`` is set while the branch waits (a task, a
+    instance outside forks (``fan``: a fan-out step's children; ``waited``: a
+    reminded wait's start and reminders run). ``waiting`` is set while the branch waits (a task, a
     message, a timer, a retry's backoff); ``cancelled`` holds why the engine
     cancelled the branch's step in flight; ``overlapped`` whether another
     branch's step ran while this branch's current attempt did.
@@ -195,6 +200,7 @@ class Branch:
         "payload",
         "task_id",
         "visit",
+        "waited",
         "waiting",
         "wake_at",
         "woken",
@@ -212,6 +218,7 @@ class Branch:
         self.overlapped = False
         self.cancelled: str | None = None
         self.fan: FanOut | None = None
+        self.waited: Waited | None = None
 
 
 class InstanceRecord:
@@ -258,6 +265,7 @@ class InstanceRecord:
         "stored",
         "task_id",
         "visit",
+        "waited",
         "wake_at",
         "wf",
         "woken",
@@ -279,6 +287,7 @@ class InstanceRecord:
     payload: Any
     error: str | None
     fan: FanOut | None
+    waited: Waited | None
     cause: str | None
     failure: dict[str, Any] | None
     cancel: tuple[str, bool] | None
@@ -336,6 +345,7 @@ class InstanceRecord:
         self.poke = None
         self.parent = None  # the instance whose subflow step started this one
         self.fan = None  # at a fan-out step: its children, started, ended and to start
+        self.waited = None  # at a waiting step with reminders: when the wait began, reminders run
         # Leases (docs/design/leases.md): the fence this record was claimed with (0:
         # unleased, no check), the (owner, until) a new row is inserted with, and
         # whether the row exists yet.

@@ -263,6 +263,9 @@ class Path:
             compensated too, interleaved with ``undone`` by completion time; ``undone``
             itself is what runs when none of them completed.
         maybe_compensations: The names of their compensation methods.
+        side_steps: The side steps of the reminders of the waiting steps on the path,
+            in order: each may run (once, or repeatedly) while the path waits there,
+            and the path goes on as shown.
 
     .. versionadded:: 0.1.0
     """
@@ -283,6 +286,7 @@ class Path:
     _trail: tuple[_Token, ...] | None = attrs.field(default=None, repr=False, eq=False, alias="trail")
     _labels: _Labels = attrs.field(factory=_no_labels, repr=False, eq=False, alias="labels")
     _declared: str | None = attrs.field(default=None, alias="declared")
+    side_steps: tuple[str, ...] = ()
 
     @property
     def outcome(self) -> str:
@@ -358,6 +362,14 @@ class Path:
         if not self.reachable:
             text = f"[unreachable: {self.unreachable_because}] " + text
         return text
+
+
+def _side_steps(spec: WorkflowSpec, steps: tuple[str, ...]) -> tuple[str, ...]:
+    """The side steps the reminders of *steps* may run, in order, each once."""
+    if not spec.side_steps:
+        return ()
+    found = [e.dest for s in dict.fromkeys(steps) for e in spec.reminders(s)]
+    return tuple(dict.fromkeys(found))
 
 
 def _arrow(edge: EdgeSpec, outcomes: tuple[GuardOutcome, ...]) -> str:
@@ -580,6 +592,7 @@ class _Walker:
             f.choices,
             labels=self.labels,
             declared=self.spec.step(f.step).outcome if ending is Ending.FAILURE_END else None,
+            side_steps=_side_steps(self.spec, f.steps),
         )
 
     def _expand(self, f: _Frame, completion: bool = True) -> list[_Frame]:
@@ -797,6 +810,7 @@ class _ForkWalker(_Walker):
             ff.trail,
             labels=self.labels,
             declared=self.spec.step(f.step).outcome if ending is Ending.FAILURE_END else None,
+            side_steps=_side_steps(self.spec, f.steps),
         )
 
     def _follow(

@@ -222,6 +222,10 @@ class EdgeSpec:
     back: bool
     timeout: float | None = None
     join: bool = False
+    reminder: float | None = None
+    """A reminder edge: once its source has waited this long, its destination runs as a side step."""
+    repeat: bool = False
+    """A reminder edge's side step runs again every :attr:`reminder` while the wait lasts."""
 
     @property
     def is_error(self) -> bool:
@@ -234,9 +238,14 @@ class EdgeSpec:
         return self.timeout is not None
 
     @property
+    def is_reminder(self) -> bool:
+        """Whether this edge runs its destination beside a wait that goes on (no transition)."""
+        return self.reminder is not None
+
+    @property
     def is_completion(self) -> bool:
         """Whether this edge is taken when its source completes."""
-        return not self.on_error and self.timeout is None
+        return not self.on_error and self.timeout is None and self.reminder is None
 
     @property
     def is_default(self) -> bool:
@@ -250,6 +259,8 @@ class EdgeSpec:
             return "on_error " + " | ".join(t.__name__ for t in self.on_error)
         if self.timeout is not None:
             return f"timeout {self.timeout:g}s"
+        if self.reminder is not None:
+            return f"reminder {'every' if self.repeat else 'after'} {self.reminder:g}s"
         return self.guard_name or ""
 
 
@@ -396,6 +407,7 @@ class WorkflowSpec:
     _fork_of: Mapping[str, ForkSpec] = attrs.field(init=False, repr=False, eq=False)
     _branch_of: Mapping[str, tuple[ForkSpec, RegionSpec]] = attrs.field(init=False, repr=False, eq=False)
     _has_subflows: bool = attrs.field(init=False, repr=False, eq=False)
+    _side_steps: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         """Index steps, edges and branches by name once."""
@@ -409,6 +421,7 @@ class WorkflowSpec:
         object.__setattr__(self, "_branch_of", MappingProxyType(branch_of))
         # Read on every compensation run: computed once.
         object.__setattr__(self, "_has_subflows", any(s.child is not None for s in self.steps))
+        object.__setattr__(self, "_side_steps", frozenset(e.dest for e in self.edges if e.is_reminder))
         by_name = {s.name: s for s in self.steps}
         outgoing: dict[str, list[EdgeSpec]] = {s.name: [] for s in self.steps}
         for e in self.edges:
@@ -450,6 +463,19 @@ class WorkflowSpec:
     def outgoing(self, name: str) -> tuple[EdgeSpec, ...]:
         """The edges leaving step *name*, in the order they are tried."""
         return self._outgoing.get(name, ())
+
+    @property
+    def side_steps(self) -> frozenset[str]:
+        """The steps reached by reminder edges: they run beside a wait, never as the instance's step."""
+        return self._side_steps
+
+    def is_side_step(self, name: str) -> bool:
+        """Whether step *name* runs beside a wait, reached by a reminder edge."""
+        return name in self._side_steps
+
+    def reminders(self, name: str) -> tuple[EdgeSpec, ...]:
+        """The reminder edges of waiting step *name*, in declaration order."""
+        return tuple(e for e in self.outgoing(name) if e.is_reminder)
 
     @property
     def has_subflows(self) -> bool:
@@ -508,7 +534,9 @@ def _fingerprint(spec: WorkflowSpec) -> str:
     ]
     parts += [
         f"edge {e.source}->{e.dest} guard={e.guard_name} "
-        f"on_error={[t.__name__ for t in e.on_error]} back={e.back} timeout={e.timeout}" + (" join" if e.join else "")
+        f"on_error={[t.__name__ for t in e.on_error]} back={e.back} timeout={e.timeout}"
+        + (f" reminder={e.reminder} repeat={e.repeat}" if e.reminder is not None else "")
+        + (" join" if e.join else "")
         for e in spec.edges
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

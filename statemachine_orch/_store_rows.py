@@ -20,7 +20,17 @@ from ._errors import UnknownWorkflowVersion
 from ._failure import error_json, rebuild_error
 from ._fanout import FanOut
 from ._history import EventKind, HistoryEvent
-from ._instance import NO_PAYLOAD, Branch, Command, InstanceInfo, InstanceRecord, Signal, active_steps, outcome_of
+from ._instance import (
+    NO_PAYLOAD,
+    Branch,
+    Command,
+    InstanceInfo,
+    InstanceRecord,
+    Signal,
+    Waited,
+    active_steps,
+    outcome_of,
+)
 from ._machine import STATE_ATTRIBUTE
 from ._serialize import structure, unstructure
 from ._status import InstanceStatus
@@ -113,6 +123,8 @@ def instance_values(
     elif rec.payload is not NO_PAYLOAD and not (spec.has_step(state) and spec.step(state).child is not None):
         tp = spec.step(state).payload_type if spec.has_step(state) else None
         payload = dumps({"v": payload_json(rec.payload, tp)})
+    elif rec.waited is not None:
+        payload = dumps({"waited": rec.waited})
     if rec.history:
         base = rec.history_len
         rid = rec.id
@@ -177,6 +189,8 @@ def branch_rows(rec: InstanceRecord) -> dict[str, list[object]]:
             payload = {"fan": b.fan.to_json()}
         elif b.payload is not NO_PAYLOAD and spec.step(name).child is None:
             payload = {"v": payload_json(b.payload, spec.step(name).payload_type)}
+        elif b.waited is not None:
+            payload = {"waited": [b.waited[0], list(b.waited[1])]}
         out[name] = [b.attempt, b.visit, b.task_id, b.wake_at, b.waiting, payload]
     return out
 
@@ -282,6 +296,8 @@ def record(instance_id: str, row: tuple[Any, ...], cls: Any, spec: WorkflowSpec)
         stored = json.loads(payload)
         if "fan" in stored:
             rec.fan = _fan(spec, state, stored["fan"])
+        elif "waited" in stored:
+            rec.waited = _waited(stored["waited"])
         else:
             tp = spec.step(state).payload_type if spec.has_step(state) else None
             rec.payload = payload_value(stored["v"], tp) if tp is not None else None
@@ -313,11 +329,19 @@ def branches_of(spec: WorkflowSpec, stored: object) -> dict[str, Branch]:
         b.waiting = bool(waiting)
         if payload is not None and "fan" in payload:
             b.fan = _fan(spec, name, payload["fan"])
+        elif payload is not None and "waited" in payload:
+            b.waited = _waited(payload["waited"])
         elif payload is not None:
             tp = spec.step(name).payload_type
             b.payload = payload_value(payload["v"], tp) if tp is not None else None
         out[name] = b
     return out
+
+
+def _waited(stored: Any) -> Waited:
+    """A reminded wait as stored: ``[since, [runs of each reminder]]``."""
+    since, runs = stored
+    return float(since), tuple(int(n) for n in runs)
 
 
 def _fan(spec: WorkflowSpec, step: str, stored: Any) -> FanOut:

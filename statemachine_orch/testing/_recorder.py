@@ -148,8 +148,11 @@ class Recorder:
             for cov in self.sinks(spec_of(self.engine.workflow(instance_id))):
                 cov.instances += 1
         if kind is _K.STEP_COMPLETED or kind is _K.STEP_FAILED:
-            if event.step is not None:
+            # A reminder's side step runs beside a wait that goes on: no transition follows it.
+            if event.step is not None and not spec_of(self.engine.workflow(instance_id)).is_side_step(event.step):
                 self._ran.setdefault(instance_id, {})[event.step] = kind
+        elif kind is _K.REMINDED:
+            self._reminded(instance_id, event)
         elif kind is _K.TRANSITION or kind is _K.BRANCH_DONE:
             self._transition(instance_id, event)
         elif kind is _K.BRANCH_SKIPPED:
@@ -203,6 +206,13 @@ class Recorder:
             if edge is None and wanted:
                 edge = wanted[0]
         self._record(spec, choice, edge)
+
+    def _reminded(self, instance_id: str, event: HistoryEvent) -> None:
+        """A reminder fell due: its edge is covered."""
+        spec = spec_of(self.engine.workflow(instance_id))
+        side = (event.detail or "").split(" ", 1)[0]
+        edge = next((e for e in spec.reminders(event.step or "") if e.dest == side), None)
+        self._record(spec, None, edge)
 
     def _branch(self, instance_id: str, spec: WorkflowSpec, wf: object, fork: str, branch: str, started: bool) -> None:
         """A branch of *fork* started (or was skipped): its edge, and its guard evaluated again."""
