@@ -294,9 +294,31 @@ def test_the_spec_paths_and_diagram_know_reminders() -> None:
     assert "    approve --> remind_ann: reminder every 28800s\n" in mermaid(Expense)
 
 
+class Nudge(Workflow):
+    """A reminder every 8 hours, the escalation at 12: a story reaches both with two timer rounds."""
+
+    nudges: int = 0
+
+    @human_task(initial=True, assignee="ann")
+    def approve(self, ctx: Ctx) -> None: ...
+
+    @after(approve, reminder=8 * HOUR, repeat=True)
+    @step
+    def nudge(self, ctx: Ctx) -> None:
+        self.nudges += 1
+
+    @after(approve, timeout=12 * HOUR)
+    @step(final=True)
+    def escalate(self, ctx: Ctx) -> None: ...
+
+    @after(approve)
+    @step(final=True)
+    def done(self, ctx: Ctx) -> None: ...
+
+
 def test_workflow_machine_covers_the_reminders() -> None:
     """Issue 10: the toolkit fires the timers, the side steps run, the saga and history checks pass, every edge."""
-    machine = WorkflowMachine(Expense, require_coverage=1.0)
+    machine = WorkflowMachine(Nudge, require_coverage=1.0)
 
     passes(machine)
 
