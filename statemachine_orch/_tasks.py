@@ -208,16 +208,18 @@ def task_people(spec: TaskSpec, workflow: object) -> tuple[str | None, tuple[str
     return assignee, groups
 
 
-def check_name(value: object, what: str) -> str:
+def check_name(value: object, what: str, meaning: str = "a name") -> str:
     """
-    *value* as a user or group name: a non-empty ``str`` without control characters (*what* names it in errors).
+    *value* as a user or group name: a non-empty ``str`` without control characters.
+
+    *what* names it in errors (``assignee=``), *meaning* says what it names.
 
     Raises:
         TypeError: It is not a ``str``.
         ValueError: It is empty or holds a control character.
     """
     if not isinstance(value, str):
-        msg = f"{what} must be a name (str); got {value!r} ({type(value).__name__})"
+        msg = f"{what} must be {meaning}, a str; got {value!r} ({type(value).__name__})"
         raise TypeError(msg)
     if not value or _CONTROL.search(value) is not None:
         msg = f"{what} must be a non-empty name without control characters (newlines...); got {value!r}"
@@ -236,13 +238,7 @@ def check_user(user: object) -> str:
         TypeError: *user* is not a ``str`` (``None`` included).
         ValueError: It is empty or holds a control character (a newline...).
     """
-    if not isinstance(user, str):
-        msg = f"user= must be the name of who completes the task, a str; got {user!r} ({type(user).__name__})"
-        raise TypeError(msg)
-    if not user or _CONTROL.search(user) is not None:
-        msg = f"user= must be a non-empty name without control characters (newlines...); got {user!r}"
-        raise ValueError(msg)
-    return user
+    return check_name(user, "user=", "the name of who completes the task")
 
 
 def group_names(groups: Iterable[str]) -> tuple[str, ...]:

@@ -11,13 +11,10 @@ the end (``ALL DONE``), as ``tests/crash/worker.py`` does.
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
-
-import structlog
 
 from statemachine_orch import Ctx, Engine, SqliteStore, Workflow, after, human_task, step
 from tests.crash.crash_flow import effect
+from tests.crash.worker_cli import run_to_the_end, worker_main
 
 
 class RemindFlow(Workflow, name="RemindFlow", version="1"):
@@ -65,25 +62,8 @@ async def seed(db: str, count: int) -> None:
 
 async def run(db: str) -> None:
     """Recover and run until every instance is terminal."""
-    with SqliteStore(db) as store:
-        engine = Engine(store, workflows=[RemindFlow], concurrency=16)
-        report = await engine.recover()
-        print(f"recovered {report.resumed}", flush=True)
-        await engine.wait_idle()
-        assert all(i.status.is_terminal for i in engine.instances())
-        await engine.aclose()
-    print("ALL DONE", flush=True)
-
-
-def main() -> None:
-    """Entry point."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    db, mode = sys.argv[1], sys.argv[2]
-    if mode == "seed":
-        asyncio.run(seed(db, int(sys.argv[3])))
-    else:
-        asyncio.run(run(db))
+    await run_to_the_end(db, [RemindFlow], concurrency=16)
 
 
 if __name__ == "__main__":
-    main()
+    worker_main(seed, run)
