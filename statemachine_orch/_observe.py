@@ -13,14 +13,12 @@ configures structlog: the events go where the application's configuration sends 
 from __future__ import annotations
 
 import time
-from bisect import bisect_left as _bisect
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ._history import EventKind
 from ._status import InstanceStatus
-from .metrics import BATCH_BUCKETS, COMMIT_BUCKETS, STEP_BUCKETS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
 _log: Any = structlog.get_logger("statemachine_orch.engine")
 
 _perf = time.perf_counter
-_STEP_BOUNDS = STEP_BUCKETS
 
 _STATUS_CHANGED = EventKind.STATUS_CHANGED
 # A tuple, not a set: `in` compares by identity first, where a set would call the enum's __hash__.
@@ -120,9 +117,6 @@ class _Observed(Observer):
         self.log: Any = _log.bind() if logs else None
         # Without logs, an attempt outside a recorded turn is only timed (no span, no log context).
         self._timed_only = not logs
-        self._step_figures: dict[tuple[str, ...], list[float]] = (
-            metrics.step_histogram.by_labels if metrics is not None else {}
-        )
         # The instances whose turn has a recorded span (one turn at a time per instance).
         self._recording: set[str] = set()
         if tracer is not None:
@@ -208,14 +202,7 @@ class _Observed(Observer):
         metrics = self.metrics
         if metrics is not None and outcome != "cancelled":
             if undoing is None:
-                # The step histogram's figures, updated here: once per attempt, the hot path.
-                key = (ctx.workflow, ctx.step, outcome)
-                figures = self._step_figures.get(key)
-                if figures is None:
-                    figures = metrics.step_histogram.figures(key)
-                figures[_bisect(_STEP_BOUNDS, seconds)] += 1
-                figures[-2] += 1
-                figures[-1] += seconds
+                metrics.count_step(ctx.workflow, ctx.step, outcome, seconds)
             else:
                 metrics.count_compensation(ctx.workflow, undoing, outcome)
         if attempt is None:
@@ -301,23 +288,11 @@ class _Observed(Observer):
         metrics = self.metrics
         if metrics is None:
             return
-        # Once per commit, the hot path: the histograms' figures are updated here.
         if type(token) is float:
-            seconds = _perf() - token
+            metrics.count_commit(_perf() - token, size, _NO_ENDS)
         elif isinstance(token, tuple):
             pair: tuple[float, list[tuple[str, str | None]]] = token  # pyright: ignore[reportUnknownVariableType] # commit_begin's (float, ends)
-            seconds = _perf() - pair[0]
-            metrics.count_commit_ends(pair[1])
-        else:
-            return
-        figures = metrics.commit_figures
-        figures[_bisect(COMMIT_BUCKETS, seconds)] += 1
-        figures[-2] += 1
-        figures[-1] += seconds
-        figures = metrics.batch_figures
-        figures[_bisect(BATCH_BUCKETS, size)] += 1
-        figures[-2] += 1
-        figures[-1] += size
+            metrics.count_commit(_perf() - pair[0], size, pair[1])
 
     def timer_fired(self, workflow: str, lag: float) -> None:
         if self.metrics is not None:

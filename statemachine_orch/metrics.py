@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
     from prometheus_client.metrics_core import Metric
 
-STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
+_COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 
 def _prometheus() -> Any:
@@ -82,17 +82,10 @@ class _Histogram:
         self.bounds = bounds
         self.by_labels: dict[tuple[str, ...], list[float]] = {}
 
-    def figures(self, labels: tuple[str, ...]) -> list[float]:
-        """The live figures of *labels* (made, zero, if new): bucket counts, then the count and the sum."""
-        figures = self.by_labels.get(labels)
-        if figures is None:
-            figures = self.by_labels[labels] = [0.0] * (len(self.bounds) + 3)
-        return figures
-
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         figures = self.by_labels.get(labels)
         if figures is None:
-            figures = self.figures(labels)
+            figures = self.by_labels[labels] = [0.0] * (len(self.bounds) + 3)
         figures[bisect_left(self.bounds, value)] += 1
         figures[-2] += 1
         figures[-1] += value
@@ -174,11 +167,8 @@ class Metrics:
         ns = namespace
         step = ("workflow", "step", "outcome")
         self._steps = _Histogram(
-            f"{ns}_step_duration_seconds", "Time of step attempts, by outcome.", step, STEP_BUCKETS
+            f"{ns}_step_duration_seconds", "Time of step attempts, by outcome.", step, _STEP_BUCKETS
         )
-        #: The step histogram, whose figures the engine updates in place once per attempt
-        #: (its hot path); :meth:`count_step` does the same for other callers.
-        self.step_histogram = self._steps
         self._attempts_doc = "Attempts of steps, by outcome."
         self._retries = _Counter(f"{ns}_step_retries", "Retries of steps scheduled.", ("workflow", "step"))
         self._compensations = _Counter(
@@ -192,15 +182,11 @@ class Metrics:
             f"{ns}_timer_lag_seconds", "How late timers fire: fire time minus due time.", ("workflow",), _LAG_BUCKETS
         )
         self._commit_duration = _Histogram(
-            f"{ns}_commit_duration_seconds", "Time of store commits.", (), COMMIT_BUCKETS
+            f"{ns}_commit_duration_seconds", "Time of store commits.", (), _COMMIT_BUCKETS
         )
         self._commit_batch = _Histogram(
-            f"{ns}_commit_batch_size", "Instance changes written by one store commit.", (), BATCH_BUCKETS
+            f"{ns}_commit_batch_size", "Instance changes written by one store commit.", (), _BATCH_BUCKETS
         )
-        #: The live figures of the two commit histograms (bucket counts, then count and
-        #: sum), which the engine updates in place once per commit, as :meth:`count_commit` does.
-        self.commit_figures = self._commit_duration.figures(())
-        self.batch_figures = self._commit_batch.figures(())
         self._takeovers = _Counter(
             f"{ns}_lease_takeovers", "Instances this worker claimed in flight from a dead or expired owner."
         )
@@ -248,19 +234,8 @@ class Metrics:
 
     def count_commit(self, seconds: float, size: int, ends: list[tuple[str, str | None]]) -> None:
         """A commit of *size* changes took *seconds*; *ends*: (workflow, end status, None for a start) it wrote."""
-        # Once per commit: the two unlabelled histograms' figures are updated in place.
-        figures = self.commit_figures
-        figures[bisect_left(COMMIT_BUCKETS, seconds)] += 1
-        figures[-2] += 1
-        figures[-1] += seconds
-        figures = self.batch_figures
-        figures[bisect_left(BATCH_BUCKETS, size)] += 1
-        figures[-2] += 1
-        figures[-1] += size
-        self.count_commit_ends(ends)
-
-    def count_commit_ends(self, ends: list[tuple[str, str | None]]) -> None:
-        """Count the starts (status None) and ends of instances a commit wrote: (workflow, end status)."""
+        self._commit_duration.observe((), seconds)
+        self._commit_batch.observe((), size)
         for workflow, status in ends:
             if status is None:
                 self._started.inc((workflow,))
