@@ -20,12 +20,9 @@ moments, mid-fan-out most of the time, and starts new ones.
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from collections.abc import Sequence
 
 import attrs
-import structlog
 
 from statemachine_orch import (
     ChildWorkflowFailed,
@@ -40,6 +37,7 @@ from statemachine_orch import (
     step,
 )
 from tests.crash.crash_flow import effect
+from tests.crash.worker_cli import worker_main
 
 
 def _pause(n: int, i: int, salt: int) -> float:
@@ -197,15 +195,5 @@ async def work(db: str) -> None:
     print("ALL DONE", flush=True)
 
 
-def main() -> None:
-    """Entry point."""
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    db, mode = sys.argv[1], sys.argv[2]
-    if mode == "seed":
-        asyncio.run(seed(db, int(sys.argv[3])))
-    else:
-        asyncio.run(work(db))
-
-
 if __name__ == "__main__":
-    main()
+    worker_main(seed, work)
