@@ -196,6 +196,7 @@ def transitions_spec() -> list[dict[str, Any]]:
             "dest": "check_inventory",
             "conditions": [checked(is_validated)],
         },
+        {"trigger": "next", "source": "validate_order", "dest": "reject_order"},
         {
             "trigger": "next",
             "source": "check_inventory",
@@ -209,6 +210,7 @@ def transitions_spec() -> list[dict[str, Any]]:
             "dest": "process_payment",
             "conditions": [checked(is_approved)],
         },
+        {"trigger": "next", "source": "manual_approval", "dest": "reject_order"},
         {"trigger": "next", "source": "process_payment", "dest": "update_inventory"},
         {"trigger": "next", "source": "update_inventory", "dest": "send_confirmation"},
         {"trigger": "next", "source": "send_confirmation", "dest": "@completed"},
