@@ -199,7 +199,14 @@ def _reminders(spec: WorkflowSpec) -> Found:
         for e in spec.outgoing(s.name):
             if not e.is_reminder:
                 continue
-            if s.kind not in (StepKind.HUMAN_TASK, StepKind.WAIT_FOR):
+            if s.kind in (StepKind.SUBFLOW, StepKind.FAN_OUT):
+                msg = (
+                    f"has a reminder edge to {e.dest}, but it is a @{s.kind.value} step: its wait ends with "
+                    "its children, and only a @human_task or @wait_for can be reminded of; "
+                    "give the child workflow the reminder (on its own waiting step)"
+                )
+                yield s.name, "reminder-needs-wait", msg
+            elif s.kind not in (StepKind.HUMAN_TASK, StepKind.WAIT_FOR):
                 msg = (
                     f"has a reminder edge to {e.dest}, but only a waiting step (@human_task or @wait_for) "
                     "can be reminded of"

@@ -32,11 +32,13 @@ from statemachine_orch import (
     Workflow,
     WorkflowDefinitionError,
     after,
+    fan_out,
     human_task,
     mermaid,
     paths,
     spec_of,
     step,
+    subflow,
     wait_for,
 )
 from statemachine_orch.testing import WorkflowMachine
@@ -279,6 +281,48 @@ def test_reminder_rules_at_definition() -> None:
     } <= found
     [side] = [p.message for p in err.value.problems if p.rule == "side-step"]
     assert "is the side step of a reminder, so it must be without edges of its own" == side
+
+
+class Approval(Workflow):
+    """A child that waits for a person: the place where a reminder of a subflow's wait belongs."""
+
+    @human_task(initial=True, final=True, assignee="ann")
+    def approve(self, ctx: Ctx) -> None: ...
+
+    @after(approve, reminder=HOUR, repeat=True)
+    @step
+    def nudge(self, ctx: Ctx) -> None: ...
+
+
+def test_a_reminder_of_a_subflow_or_fan_out_wait_is_a_definition_error() -> None:
+    """Issue 10, item 5: a child wait ends with its children, so its reminder belongs to the child; the error says so."""
+    with pytest.raises(WorkflowDefinitionError) as err:
+
+        class Waits(Workflow):
+            @subflow(Approval, initial=True)
+            def one(self, ctx: Ctx) -> Approval:
+                return Approval()
+
+            @after(one, reminder=HOUR)
+            @step
+            def nag_one(self, ctx: Ctx) -> None: ...
+
+            @after(one)
+            @fan_out(Approval, final=True)
+            def many(self, ctx: Ctx) -> list[Approval]:
+                return [Approval(), Approval()]
+
+            @after(many, reminder=HOUR, repeat=True)
+            @step
+            def nag_many(self, ctx: Ctx) -> None: ...
+
+    found = {(p.step, p.rule): p.message for p in err.value.problems}
+    tail = (
+        "its wait ends with its children, and only a @human_task or @wait_for can be reminded of; "
+        "give the child workflow the reminder (on its own waiting step)"
+    )
+    assert f"has a reminder edge to nag_one, but it is a @subflow step: {tail}" == found["one", "reminder-needs-wait"]
+    assert f"has a reminder edge to nag_many, but it is a @fan_out step: {tail}" == found["many", "reminder-needs-wait"]
 
 
 def test_the_spec_paths_and_diagram_know_reminders() -> None:
