@@ -103,6 +103,7 @@ from ._spec import EdgeSpec as EdgeSpec
 from ._spec import FanOutSpec as FanOutSpec
 from ._spec import FieldSpec as FieldSpec
 from ._spec import MigrationSpec as MigrationSpec
+from ._spec import QuerySpec as QuerySpec
 from ._spec import StepKind as StepKind
 from ._spec import StepSpec as StepSpec
 from ._spec import TaskSpec as TaskSpec
@@ -164,6 +165,7 @@ __all__ = [
     "Progress",
     "Query",
     "QueryError",
+    "QuerySpec",
     "RecordLoadError",
     "RecoveryReport",
     "ResultHandler",

@@ -27,7 +27,7 @@ from ._decorators import Compensation, EdgeMark, Migration, ResultHandler, Step
 from ._errors import DefinitionProblem, WorkflowDefinitionError
 from ._forks import analyse_forks
 from ._invariant import collect_invariants
-from ._query import Query
+from ._query import Query, collect_queries
 from ._retry import COMPENSATION_RETRY, NO_RETRY, Retry
 from ._serialize import serialisation_problem, show, type_label
 from ._spec import (
@@ -127,6 +127,7 @@ class _Builder:
             initial=initial[0] if initial else "",
             migrations=tuple(self.migration_specs(wf_name)),
             invariants=collect_invariants(self.cls),
+            queries=collect_queries(self.cls),
         )
 
     def migration_specs(self, wf_name: str) -> list[MigrationSpec]:

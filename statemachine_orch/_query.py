@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._errors import DefinitionProblem, QueryError, WorkflowDefinitionError
+from ._spec import QuerySpec
 from ._types import W
 
 if TYPE_CHECKING:
@@ -125,3 +127,32 @@ def ask(rec: InstanceRecord, asked: Query[Any, P, R], *args: P.args, **kwargs: P
         msg = f"a query is read-only, but it assigned {', '.join(changed)}"
         raise QueryError(rec.id, name, msg)
     return answer
+
+
+def _answer(fn: Callable[..., Any]) -> object:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - a name only the type checker sees: keep the annotation as written
+        hints = {}
+    return hints.get("return", fn.__annotations__.get("return"))
+
+
+def collect_queries(cls: type) -> tuple[QuerySpec, ...]:
+    """
+    The queries of *cls* and of its bases, by name.
+
+    A subclass attribute of the same name that is not a query hides the base's query.
+    """
+    found: dict[str, Query[Any, Any, Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, Query):
+                found[name] = value
+            else:
+                found.pop(name, None)
+    out: list[QuerySpec] = []
+    for name in sorted(found):
+        fn = found[name].fn
+        parameters = tuple(inspect.signature(fn).parameters)[1:]
+        out.append(QuerySpec(name, fn, parameters, _answer(fn), fn.__doc__))
+    return tuple(out)

@@ -371,6 +371,29 @@ class InvariantSpec:
 
 
 @attrs.frozen
+class QuerySpec:
+    """
+    A read-only query the workflow answers (a method marked ``@query``).
+
+    Queries change no instance, so they are not part of the definition's
+    fingerprint: adding one keeps every stored instance runnable.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    """The method's name: what ``orch query ID NAME`` asks."""
+    fn: Callable[..., Any] = attrs.field(repr=False, eq=False)
+    """The method as written."""
+    parameters: tuple[str, ...]
+    """Its parameters after ``self``, in order."""
+    answer: object
+    """Its return annotation (resolved when it can be), ``None`` when it has none."""
+    doc: str | None = attrs.field(default=None, repr=False)
+    """Its docstring."""
+
+
+@attrs.frozen
 class WorkflowSpec:
     """
     The compiled form of a workflow class: its fields, steps and edges.
@@ -386,6 +409,7 @@ class WorkflowSpec:
         edges: The edges, in the order guards are tried per source.
         initial: The name of the initial step.
         invariants: The methods marked ``@invariant``, in declaration order.
+        queries: The methods marked ``@query``, in name order (inherited ones included).
 
     .. versionadded:: 0.1.0
     """
@@ -408,6 +432,7 @@ class WorkflowSpec:
     _branch_of: Mapping[str, tuple[ForkSpec, RegionSpec]] = attrs.field(init=False, repr=False, eq=False)
     _has_subflows: bool = attrs.field(init=False, repr=False, eq=False)
     _side_steps: frozenset[str] = attrs.field(init=False, repr=False, eq=False)
+    queries: tuple[QuerySpec, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         """Index steps, edges and branches by name once."""
@@ -455,6 +480,10 @@ class WorkflowSpec:
             KeyError: No such step.
         """
         return self._by_name[name]
+
+    def query(self, name: str) -> QuerySpec | None:
+        """The query called *name*, or ``None`` when the workflow declares none of that name."""
+        return next((q for q in self.queries if q.name == name), None)
 
     def has_step(self, name: str) -> bool:
         """Whether *name* is a step (and not a lifecycle state)."""

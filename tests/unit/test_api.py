@@ -22,6 +22,7 @@ EXPECTED_EXPORTS = {
     "Overlap",
     "Query",
     "QueryError",
+    "QuerySpec",
     "Schedule",
     "ScheduleError",
     "ScheduleInfo",

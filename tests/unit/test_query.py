@@ -27,6 +27,7 @@ from statemachine_orch import (
     after,
     human_task,
     query,
+    spec_of,
     step,
 )
 
@@ -119,6 +120,31 @@ def test_a_query_is_a_plain_method_on_a_workflow_object() -> None:
     cart = QCart(lines=[QLine("PEN", 5)])
     assert (5, 5) == (cart.total(), cart.line("PEN"))
     assert "The cart's total, in cents." == QCart.total.__doc__
+
+
+def test_the_spec_lists_the_queries_inherited_ones_included() -> None:
+    """Issue 10: WorkflowSpec.queries, by name, with parameters and answer type; a non-query attribute hides one."""
+    spec = spec_of(QCart)
+    assert ["broken", "line", "sneaky", "total"] == [q.name for q in spec.queries]
+    total = spec.query("total")
+    assert total is not None
+    assert ((), int, "The cart's total, in cents.") == (total.parameters, total.answer, total.doc)
+    line = spec.query("line")
+    assert line is not None
+    assert (("sku", "default"), int) == (line.parameters, line.answer)
+    assert spec.query("ship") is None
+
+    class Cheaper(QCart, name="Cheaper"):
+        def sneaky(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride] - a plain method hides the query
+            return 0
+
+        @query
+        def count(self) -> int:
+            return len(self.lines)
+
+    assert ["broken", "count", "line", "total"] == [q.name for q in spec_of(Cheaper).queries]
+    # A query changes no instance: adding one keeps the definition's fingerprint.
+    assert spec_of(QCart).fingerprint == attrs.evolve(spec, queries=()).fingerprint
 
 
 def test_a_query_that_assigns_raises_or_is_missing_is_a_query_error(new_engine: EngineFactory, run: Runner) -> None:
