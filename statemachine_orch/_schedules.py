@@ -60,6 +60,14 @@ class ScheduleInfo:
     started: int
 
 
+def schedule_info(schedule: Schedule[Any], state: ScheduleState | None, now: float) -> ScheduleInfo:
+    """Where *schedule* stands with the store's *state* of it (``None``: no round yet, so it counts from *now*)."""
+    if state is None:
+        return ScheduleInfo(schedule.id, None, schedule.next_after(now), None, 0)
+    cursor = state.cursor
+    return ScheduleInfo(schedule.id, cursor, schedule.next_after(cursor), state.last_instance, state.started)
+
+
 class Schedules(Messages):
     """The engine's schedules (see the module's docstring)."""
 
@@ -92,17 +100,8 @@ class Schedules(Messages):
 
         .. versionadded:: 0.1.0
         """
-        out: list[ScheduleInfo] = []
-        for schedule in self._schedules.values():
-            state = self.store.schedule(schedule.id)
-            if state is None:
-                out.append(ScheduleInfo(schedule.id, None, schedule.next_after(self._now()), None, 0))
-                continue
-            cursor = state.cursor
-            out.append(
-                ScheduleInfo(schedule.id, cursor, schedule.next_after(cursor), state.last_instance, state.started)
-            )
-        return out
+        now = self._now()
+        return [schedule_info(schedule, self.store.schedule(schedule.id), now) for schedule in self._schedules.values()]
 
     async def _run_schedules(self, now: float) -> None:
         """Start what every schedule due by *now* calls for; each one's next due time moves past what it did."""

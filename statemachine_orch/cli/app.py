@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from . import (
+    commands_ask,
     commands_change,
     commands_definition,
     commands_ops,
@@ -55,6 +56,8 @@ app.command("show")(commands_read.show)
 app.command("history")(commands_read.history)
 app.command("tree")(commands_read.tree)
 app.command("tasks")(commands_read.tasks)
+app.command("query")(commands_ask.query)
+app.command("schedules")(commands_ask.schedules)
 app.command("complete")(commands_change.complete)
 app.command("signal")(commands_change.signal)
 app.command("cancel")(commands_change.cancel)

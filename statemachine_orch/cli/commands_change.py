@@ -55,7 +55,8 @@ def _known(info: InstanceInfo) -> None:
         raise Problem(msg)
 
 
-def _workflow_of(store_url: str | None, modules: list[str] | None, instance_id: str) -> type[Workflow]:
+def workflow_of(store_url: str | None, modules: list[str] | None, instance_id: str) -> type[Workflow]:
+    """The class of the instance's workflow version, after importing *modules* (refused when there is none here)."""
     with client(store_url, modules or ()) as engine:
         info = engine.info(instance_id)
     _known(info)
@@ -74,7 +75,7 @@ def signal(
 ) -> None:
     """Send a message to an instance (kept until a @wait_for step of its type takes it)."""
     value = parse_json(json_text, "--json")
-    workflow = _workflow_of(store, modules, instance_id)
+    workflow = workflow_of(store, modules, instance_id)
     message = message_for(workflow, instance_id, type_name, value)
     with client(store) as engine:
         run_async(lambda: engine.signal(instance_id, message))

@@ -39,7 +39,7 @@ def parse_json(text: str, option: str) -> Any:
         raise UsageProblem(msg) from None
 
 
-__all__ = ["form_for", "message_for", "parse_json", "workflow_input"]
+__all__ = ["form_for", "input_value", "message_for", "parse_json", "workflow_input"]
 
 
 def form_for(task: Task, value: object) -> object:
@@ -59,7 +59,7 @@ def form_for(task: Task, value: object) -> object:
 _TEXT_TYPES: tuple[type, ...] = (str, Decimal, UUID, dt.datetime, dt.date, dt.time, dt.timedelta)
 
 
-def _input_value(text: str, tp: object = None) -> object:
+def input_value(text: str, tp: object = None) -> object:
     """
     A ``k=v`` value: JSON when it parses (numbers, booleans, lists...), else the text itself.
 
@@ -103,5 +103,5 @@ def workflow_input(workflow: type[Workflow], pairs: Sequence[str], json_text: st
         if not sep or not key:
             msg = f"--input {pair!r}: use NAME=VALUE"
             raise UsageProblem(msg)
-        data[key.strip()] = _input_value(raw, types_of.get(key.strip()))
+        data[key.strip()] = input_value(raw, types_of.get(key.strip()))
     return input_for(workflow, data)

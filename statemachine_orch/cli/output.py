@@ -36,6 +36,11 @@ def short_when(at: float | None) -> str:
     return "" if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def json_text(value: object) -> str:
+    """*value* as compact JSON on one line (times and the like as their text)."""
+    return json.dumps(value, default=str)
+
+
 def emit_json(value: object) -> None:
     """Print *value* as indented JSON on stdout."""
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")

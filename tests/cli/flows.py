@@ -5,7 +5,8 @@ Workflows the command-line tests run (issue 12), in worker processes and in the 
 refund) → book; a rejected expense ends ``failed``. ``Parcel``: waits for a
 ``Delivered`` message; ``Shipment`` runs one as its child. ``Refundable``: pays, then fails for good; its refund fails
 until the file named by ``$ORCH_TEST_REFUND_OK`` exists (``compensation_failed``,
-then ``orch retry``). ``ExpenseV2`` migrates a waiting ``Expense``.
+then ``orch retry``). ``ExpenseV2`` migrates a waiting ``Expense``. ``Expense``'s queries ``owed`` and ``share`` are
+for ``orch query``.
 
 The services are ``orch_services``: workers (``orch worker tests.cli.flows``) take them.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import attrs
 
-from statemachine_orch import Ctx, Retry, Workflow, after, human_task, migration, step, subflow, wait_for
+from statemachine_orch import Ctx, Retry, Workflow, after, human_task, migration, query, step, subflow, wait_for
 
 
 @attrs.frozen
@@ -85,6 +86,17 @@ class Expense(Workflow, version="1"):
     @step(final=True)
     def book(self, ctx: Ctx) -> None:
         self.booked = True
+
+    @query
+    def owed(self) -> float:
+        """What the claimant is owed now: the amount once approved and not yet paid."""
+        return self.amount if self.approved and self.payment is None else 0.0
+
+    @query
+    def share(self, parts: int, *, rounded: bool = True) -> float:
+        """The amount split in *parts*."""
+        each = self.amount / parts
+        return round(each, 2) if rounded else each
 
 
 class ExpenseV2(Workflow, name="Expense", version="2"):
