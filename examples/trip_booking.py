@@ -10,6 +10,13 @@ concurrently, each an async step calling an in-process service (which sleeps to
 simulate the partner's latency). ``take_payment`` is the join: it runs once all
 three bookings are done.
 
+As in the AWS Step Functions travel saga, a reservation is cancelled when its
+booking *failed* too, not only when it completed: a partner reserves as soon as
+the request arrives, so a request cut short (or one whose answer was lost) may
+still hold a room. Each booking's undo is ``attempted=True`` and cancels by trip
+id whatever the partner holds for the trip (nothing, when the request failed
+before it reserved).
+
 Run it with ``python examples/trip_booking.py`` (on the SQLite file ``trips.db``,
 recreated each run; ``--memory`` for the in-memory store). Three trips go through:
 
@@ -17,7 +24,9 @@ recreated each run; ``--memory`` for the in-memory store). Three trips go throug
 - TRIP-002 to Reykjavik: the car rental has no car there and fails for good at
   ~60 ms; by then the flight (~20 ms) is booked, the hotel (~300 ms) is still in
   flight. The hotel step is cancelled (it sees ``asyncio.CancelledError``), the
-  flight is cancelled by its compensation, and the trip ends ``failed``.
+  flight is cancelled by its compensation, and so is the hotel room the
+  partner reserved for the request that was cut short; the car rental, which
+  reserved nothing, has nothing to cancel. The trip ends ``failed``.
 - TRIP-003 to Oslo: all three bookings succeed but the card is declined at
   payment, so the three bookings are undone, newest first, and the trip ends ``failed``.
 """
@@ -87,10 +96,10 @@ class TripBookingSaga(Workflow, version="1"):
         """Reserve a seat."""
         self.flight_ref = await ctx.call("airline", "book", trip_id=self.trip_id, destination=self.destination)
 
-    @book_flight.compensation
+    @book_flight.compensation(attempted=True)
     async def cancel_flight(self, ctx: Ctx) -> None:
-        """Give the seat back."""
-        await ctx.call("airline", "cancel", reference=self.flight_ref)
+        """Give back the seat held for the trip, if any (also when the booking failed or was cut short)."""
+        await ctx.call("airline", "cancel", trip_id=self.trip_id)
 
     @after(plan_trip)
     @step(retry=BOOKING_RETRY, timeout=timedelta(seconds=5))
@@ -105,10 +114,10 @@ class TripBookingSaga(Workflow, version="1"):
             ctx.log.info("hotel_booking_cancelled", trip_id=self.trip_id)
             raise
 
-    @book_hotel.compensation
+    @book_hotel.compensation(attempted=True)
     async def cancel_hotel(self, ctx: Ctx) -> None:
-        """Release the room."""
-        await ctx.call("hotels", "cancel", reference=self.hotel_ref)
+        """Release the room held for the trip, if any (also when the booking failed or was cut short)."""
+        await ctx.call("hotels", "cancel", trip_id=self.trip_id)
 
     @after(plan_trip)
     @step(retry=BOOKING_RETRY, timeout=timedelta(seconds=5))
@@ -116,10 +125,10 @@ class TripBookingSaga(Workflow, version="1"):
         """Rent a car at the destination."""
         self.car_ref = await ctx.call("car-rental", "book", trip_id=self.trip_id, destination=self.destination)
 
-    @book_car.compensation
+    @book_car.compensation(attempted=True)
     async def cancel_car(self, ctx: Ctx) -> None:
-        """Return the rental."""
-        await ctx.call("car-rental", "cancel", reference=self.car_ref)
+        """Return the rental held for the trip, if any (also when the booking failed or was cut short)."""
+        await ctx.call("car-rental", "cancel", trip_id=self.trip_id)
 
     @after(book_flight, book_hotel, book_car)
     @step(retry=Retry(attempts=3, initial=0.01, non_retryable=(CardDeclinedError,)))
@@ -151,11 +160,13 @@ class Partner:
     """
     An in-process booking partner (airline, hotel chain, car rental) with a fixed latency.
 
+    A booking reserves as soon as the request arrives and answers after the
+    latency: a request cut short by a cancellation (recorded in ``abandoned``)
+    still holds its reservation, which only a cancel by trip id releases.
     Bookings are deduplicated by idempotency key, so a re-run of a step (after a
     crash) gets the reservation it already made. ``unavailable`` lists the
-    destinations where the partner has nothing to offer: booking there fails for
-    good, after the latency. ``abandoned`` records requests cut short by a
-    cancellation.
+    destinations where the partner has nothing to offer: booking there reserves
+    nothing and fails for good, after the latency.
     """
 
     name: str
@@ -168,29 +179,28 @@ class Partner:
     abandoned: list[str] = attrs.field(factory=list[str])
 
     async def book(self, trip_id: str, destination: str, idempotency_key: str, nights: int = 0) -> str:
-        """Reserve, after the partner's latency; return the reference."""
-        if idempotency_key in self.by_key:
-            return self.by_key[idempotency_key]
+        """Reserve at once, answer after the partner's latency; return the reference."""
+        reference = self.by_key.get(idempotency_key)
+        if reference is None and destination not in self.unavailable:
+            reference = f"{self.prefix}-{len(self.by_key) + 1:03d}" + (f"x{nights}" if nights else "")
+            self.by_key[idempotency_key] = reference
+            self.booked[reference] = trip_id
         try:
             await asyncio.sleep(self.latency)
         except asyncio.CancelledError:
-            self.abandoned.append(trip_id)
+            self.abandoned.append(trip_id)  # the caller stopped listening: the reservation stays
             raise
-        if destination in self.unavailable:
+        if reference is None:
             msg = f"{self.name}: nothing available in {destination}"
             raise SoldOutError(msg)
-        reference = f"{self.prefix}-{len(self.by_key) + 1:03d}"
-        if nights:
-            reference += f"x{nights}"
-        self.by_key[idempotency_key] = reference
-        self.booked[reference] = trip_id
         return reference
 
-    async def cancel(self, reference: str) -> None:
-        """Cancel a reservation."""
+    async def cancel(self, trip_id: str) -> None:
+        """Cancel every reservation held for *trip_id*; none held (the booking failed early) is fine."""
         await asyncio.sleep(self.latency / 4)
-        self.cancelled.append(reference)
-        self.booked.pop(reference, None)
+        for reference in [ref for ref, trip in self.booked.items() if trip == trip_id]:
+            self.cancelled.append(reference)
+            del self.booked[reference]
 
 
 @attrs.define
@@ -303,7 +313,7 @@ async def _run(engine: Engine, services: Services) -> int:
         handles = [await engine.start(trip) for trip in trips()]
         titles = (
             "TRIP-001 to Lisbon: three bookings in parallel, paid, confirmed",
-            "TRIP-002 to Reykjavik: no car; the hotel request is cancelled, the flight undone",
+            "TRIP-002 to Reykjavik: no car; the hotel request is cut short, the room and the flight undone",
             "TRIP-003 to Oslo: card declined after the join; every booking undone",
         )
         for handle, title in zip(handles, titles, strict=True):

@@ -5,9 +5,10 @@ Parallel branches: the trip-booking example, end to end, on each store.
 branches of a fork, pays at the join and confirms. TRIP-001 completes with its
 three bookings and its payment. TRIP-002's car rental fails for good after the
 flight is booked and while the hotel request is in flight: the hotel step is
-cancelled (``step_cancelled``), the flight alone is compensated, once, and the
-trip ends ``failed``. TRIP-003's card is declined after the join: all three
-bookings are undone, newest first. The same holds on the MemoryStore and on a
+cancelled (``step_cancelled``), and the three bookings' attempted undos run once
+each, newest start first: the car (which reserved nothing), the hotel room the
+partner held for the request cut short, the flight; the trip ends ``failed``. TRIP-003's card is declined after the join: all three
+bookings are undone, newest start first. The same holds on the MemoryStore and on a
 SqliteStore file, whose histories survive the engine; the script runs as a
 process and exits 0.
 """
@@ -121,7 +122,7 @@ def test_happy_trip_books_all_three_in_parallel_then_pays(run: Runner, store: St
     assert [] == of_kind(history, EventKind.STEP_CANCELLED)
 
 
-def test_car_failure_cancels_the_hotel_and_undoes_the_flight(run: Runner, store: Store) -> None:
+def test_car_failure_cancels_the_hotel_and_undoes_every_attempted_booking(run: Runner, store: Store) -> None:
     out = run(three_trips(store))
     trip, services = out.no_car, out.services
     assert InstanceStatus.FAILED == trip.status
@@ -137,28 +138,30 @@ def test_car_failure_cancels_the_hotel_and_undoes_the_flight(run: Runner, store:
     assert flight_done < car_failed < history.index(cancelled)
     assert cancelled.detail is not None
     assert cancelled.detail.startswith("a sibling branch failed: book_car")
-    # The hotel step saw CancelledError while its request was in flight: nothing was booked.
+    # The hotel step saw CancelledError while its request was in flight; the partner had reserved a room.
     assert ["TRIP-002"] == services.hotels.abandoned
     assert {"plan_trip": 1, "book_flight": 1} == completions(history)
-    # Only the flight completed, so only the flight is compensated, exactly once.
-    assert ["book_flight"] == compensated(history)
-    assert ["book_flight"] == [e.step for e in of_kind(history, EventKind.COMPENSATION_STARTED)]
-    assert history.index(cancelled) < index(history, EventKind.COMPENSATION_STARTED, "book_flight")
+    # Every booking that started is undone (attempted=True), once, the newest start first.
+    undone = ["book_car", "book_hotel", "book_flight"]
+    assert undone == compensated(history)
+    assert undone == [e.step for e in of_kind(history, EventKind.COMPENSATION_STARTED)]
+    assert history.index(cancelled) < index(history, EventKind.COMPENSATION_STARTED, "book_car")
     wf = trip.workflow
     assert wf.flight_ref is not None
-    assert (None, None) == (wf.hotel_ref, wf.car_ref)
+    assert (None, None) == (wf.hotel_ref, wf.car_ref)  # the step never had the hotel's answer
     assert 1 == services.airline.cancelled.count(wf.flight_ref)
-    assert "TRIP-002" not in services.airline.booked.values()
-    # The hotel and car were never booked for TRIP-002: the only ones cancelled are TRIP-003's.
-    assert [out.declined.workflow.hotel_ref] == services.hotels.cancelled
+    # The room held for the request cut short is released; the car rental held nothing to cancel.
+    [no_car_room, declined_room] = services.hotels.cancelled
+    assert "x2" == no_car_room[-2:]  # TRIP-002's two nights
+    assert [out.declined.workflow.hotel_ref] == [declined_room]
     assert [out.declined.workflow.car_ref] == services.cars.cancelled
-    assert "TRIP-002" not in services.hotels.booked.values()
-    assert "TRIP-002" not in services.cars.booked.values()
+    for partner in (services.airline, services.hotels, services.cars):
+        assert "TRIP-002" not in partner.booked.values()
     assert "take_payment" not in {e.step for e in history}
     assert InstanceStatus.FAILED.value == history[-1].detail
 
 
-def test_declined_card_undoes_every_booking_newest_first(run: Runner, store: Store) -> None:
+def test_declined_card_undoes_every_booking_newest_start_first(run: Runner, store: Store) -> None:
     out = run(three_trips(store))
     trip, services = out.declined, out.services
     assert InstanceStatus.FAILED == trip.status
@@ -166,8 +169,9 @@ def test_declined_card_undoes_every_booking_newest_first(run: Runner, store: Sto
     assert trip.failure.reason is not None
     assert trip.failure.reason.startswith("take_payment: CardDeclinedError")
     history = trip.history
-    newest_first = sorted(BOOKINGS, key=lambda s: -index(history, EventKind.STEP_COMPLETED, s))
-    assert ["book_hotel", "book_car", "book_flight"] == newest_first  # the latencies' order
+    # An attempted undo takes its place in the saga when its step starts: newest start first.
+    newest_first = sorted(BOOKINGS, key=lambda s: -index(history, EventKind.STEP_STARTED, s))
+    assert ["book_car", "book_hotel", "book_flight"] == newest_first  # the fork's order
     assert newest_first == compensated(history)
     assert [] == of_kind(history, EventKind.STEP_CANCELLED)
     assert "TRIP-003" not in services.payments.charges.values()
@@ -192,7 +196,7 @@ def test_a_failure_after_payment_refunds_it_and_undoes_the_bookings(run: Runner,
 
     status, history, services = run(scenario())
     assert InstanceStatus.FAILED == status
-    assert ["take_payment", "book_hotel", "book_car", "book_flight"] == compensated(history)
+    assert ["take_payment", "book_car", "book_hotel", "book_flight"] == compensated(history)  # by start
     assert ["PAY-001"] == services.payments.refunds
     assert {} == services.payments.charges
 
@@ -238,3 +242,4 @@ def test_the_script_runs_in_memory() -> None:
     assert 2 == out.count("compensation_completed book_flight (attempt 1) - cancel_flight")  # TRIP-002 and -003
     assert "reason: book_car: SoldOutError: car-rental: nothing available in Reykjavik" in out
     assert "hotel requests abandoned: ['TRIP-002']" in out
+    assert "compensation_completed book_hotel (attempt 1) - cancel_hotel" in out.split("== TRIP-002")[1]
