@@ -37,6 +37,7 @@ app = typer.Typer(
 
 @app.callback()
 def settings(
+    ctx: typer.Context,
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="Log lines on stderr: console or json.")
     ] = LogFormat.CONSOLE,
@@ -45,7 +46,8 @@ def settings(
 ) -> None:
     """Options for every command."""
     Settings.debug = debug
-    configure(log_format, log_level)
+    # Put back when the command returns: in-process (CliRunner), stderr is closed afterwards.
+    ctx.call_on_close(configure(log_format, log_level))
 
 
 app.command("run")(commands_run.run)

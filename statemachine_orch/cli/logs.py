@@ -2,7 +2,10 @@
 Structured logs for the command line: JSON lines or a console rendering, on stderr.
 
 The library never configures logging; the command line does, once per run,
-from ``--log-format`` and ``--log-level``.
+from ``--log-format`` and ``--log-level``, and puts the configuration it found
+back when its command returns: run in-process (typer's ``CliRunner``, an
+application calling ``app``), it must not leave structlog writing to a stream
+that was closed meanwhile.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import enum
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -36,8 +41,15 @@ class LogLevel(enum.StrEnum):
     """Failures only."""
 
 
-def configure(fmt: LogFormat, level: LogLevel) -> None:
-    """Send structlog's events to stderr in *fmt*, from *level* up."""
+def configure(fmt: LogFormat, level: LogLevel) -> Callable[[], None]:
+    """
+    Send structlog's events to stderr in *fmt*, from *level* up.
+
+    Returns:
+        What puts structlog's previous configuration back (the defaults, when it
+        had none).
+    """
+    restore = _restorer()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt is LogFormat.JSON else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -53,3 +65,15 @@ def configure(fmt: LogFormat, level: LogLevel) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    return restore
+
+
+def _restorer() -> Callable[[], None]:
+    if not structlog.is_configured():
+        return structlog.reset_defaults
+    previous: dict[str, Any] = structlog.get_config()
+
+    def restore() -> None:
+        structlog.configure(**previous)
+
+    return restore
