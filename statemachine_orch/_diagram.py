@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._errors import OrchError
-from ._overlay import OVERLAY_COLOURS, OVERLAY_STATES, Overlay
+from ._overlay import OVERLAY_COLOURS, OVERLAY_STATES, OVERLAY_STRONG, Overlay
 from ._spec import StepKind, WorkflowSpec
 from ._workflow import Workflow, spec_of
 
@@ -101,9 +101,10 @@ def mermaid(workflow: type[Workflow] | WorkflowSpec, *, overlay: Overlay | None 
     its branches start, and the branches end at a ``<<join>>`` pseudo-state
     (``<join>_join``) that leads to the join step.
 
-    With an *overlay*, the steps one instance completed, stands at, failed at and
-    compensated are coloured by the classes ``completed``, ``current``, ``failed``
-    and ``compensated`` (``classDef`` and ``class`` statements at the end).
+    With an *overlay*, the steps one instance completed, stands at, failed at,
+    compensated and failed to compensate are coloured by the classes
+    ``completed``, ``current``, ``failed``, ``compensated`` and
+    ``compensation_failed`` (``classDef`` and ``class`` statements at the end).
 
     Raises:
         OverlayMismatch: The overlay belongs to another workflow or version.
@@ -165,7 +166,7 @@ def _mermaid_classes(spec: WorkflowSpec, overlay: Overlay) -> list[str]:
     for state, names in members.items():
         if names:
             fill, border = OVERLAY_COLOURS[state]
-            width = "3px" if state in ("current", "failed") else "1px"
+            width = "3px" if state in OVERLAY_STRONG else "1px"
             lines.append(f"    classDef {state} fill:{fill},stroke:{border},stroke-width:{width}")
             lines.append(f"    class {','.join(names)} {state}")
     return lines

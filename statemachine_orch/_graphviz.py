@@ -24,7 +24,7 @@ from transitions.extensions.diagrams import GraphMachine, HierarchicalGraphMachi
 from transitions.extensions.nesting import NestedState
 
 from ._diagram import GraphvizUnavailable
-from ._overlay import OVERLAY_COLOURS, OVERLAY_STATES, Overlay
+from ._overlay import OVERLAY_COLOURS, OVERLAY_STATES, OVERLAY_STRONG, Overlay
 from ._spec import EdgeSpec, ForkSpec, RegionSpec, StepKind, StepSpec, WorkflowSpec
 
 START = "@start"
@@ -97,6 +97,7 @@ _LEGEND_TEXT = {
     "current": "current",
     "failed": "failed",
     "compensated": "compensated",
+    "compensation_failed": "compensation failed",
 }
 
 _EDGE_STYLE: Mapping[str, Mapping[str, str]] = {
@@ -109,7 +110,7 @@ _EDGE_STYLE: Mapping[str, Mapping[str, str]] = {
 
 def _overlay_style(state: str) -> dict[str, str]:
     fill, border = OVERLAY_COLOURS[state]
-    width = "2.5" if state in ("current", "failed") else "1.5"
+    width = "2.5" if state in OVERLAY_STRONG else "1.5"
     return {"fillcolor": fill, "color": border, "penwidth": width}
 
 
@@ -198,8 +199,9 @@ class _Builder:
             out.append({"name": s.name, "label": _describe(s, self.spec, self.joins)})
             if s.compensation is not None:
                 undo = f"{s.name}{_UNDO}"
-                done = state == "compensated"
-                self.node_styles[prefix + undo] = self.style("compensation", "compensated" if done else None)
+                # The undo note shows how the undo went: done, or failed.
+                undone = state if state in ("compensated", "compensation_failed") else None
+                self.node_styles[prefix + undo] = self.style("compensation", undone)
                 child = s.child.__name__ if s.child is not None else None
                 what = f"{'children' if s.fan is not None else 'child'} {child}" if child else s.compensation.name
                 also = "even if it failed or was cut short" if s.compensation.attempted else ""

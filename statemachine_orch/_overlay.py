@@ -48,16 +48,19 @@ class Overlay:
     """
     What one instance did, to draw over its workflow's diagram.
 
-    Each step is drawn in at most one of the four states; when a step is in
-    several, the first of *failed*, *current*, *compensated*, *completed* wins
-    (a step completed and then undone shows as compensated; a loop back to a
-    completed step shows it as current).
+    Each step is drawn in at most one of the five states; when a step is in
+    several, the first of *compensation_failed*, *failed*, *current*,
+    *compensated*, *completed* wins (a step completed and then undone shows as
+    compensated; a loop back to a completed step shows it as current; a step
+    whose undo failed shows so even when it is also the failed step).
 
     Attributes:
         completed: The steps that completed at least once.
         current: The steps the instance stands at now (several inside a fork).
         failed: The step whose failure failed the instance, if one did.
         compensated: The steps whose compensation ran to the end.
+        compensation_failed: The step whose compensation failed the instance
+            (status ``compensation_failed``), if one did.
         instance_id: The instance drawn, when known (it titles the diagram).
         status: Its status, when known.
         workflow: The name of the workflow it runs, when known.
@@ -71,6 +74,7 @@ class Overlay:
     current: frozenset[str] = attrs.field(default=frozenset[str](), converter=_names)
     failed: str | None = None
     compensated: frozenset[str] = attrs.field(default=frozenset[str](), converter=_names)
+    compensation_failed: str | None = attrs.field(default=None, kw_only=True)
     instance_id: str | None = attrs.field(default=None, kw_only=True)
     status: InstanceStatus | None = attrs.field(default=None, kw_only=True)
     workflow: str | None = attrs.field(default=None, kw_only=True)
@@ -98,6 +102,7 @@ class Overlay:
         completed: set[str] = set()
         compensated: set[str] = set()
         failed: str | None = None
+        undo_failed: str | None = None
         for event in history:
             if event.step is None:
                 continue
@@ -105,6 +110,10 @@ class Overlay:
                 completed.add(event.step)
             elif event.kind is EventKind.COMPENSATION_COMPLETED:
                 compensated.add(event.step)
+                if event.step == undo_failed:
+                    undo_failed = None  # retried (orch retry) and done
+            elif event.kind is EventKind.COMPENSATION_FAILED:
+                undo_failed = event.step
             elif event.kind is EventKind.INSTANCE_FAILED:
                 failed = event.step
         status = info.status
@@ -115,6 +124,7 @@ class Overlay:
             current,
             failed if status in _FAILING else None,
             compensated,
+            compensation_failed=undo_failed if status is InstanceStatus.COMPENSATION_FAILED else None,
             instance_id=info.id,
             status=status,
             workflow=info.workflow,
@@ -122,7 +132,14 @@ class Overlay:
         )
 
     def state_of(self, step: str) -> str | None:
-        """How *step* is drawn: ``"failed"``, ``"current"``, ``"compensated"``, ``"completed"`` or ``None``."""
+        """
+        How *step* is drawn (the first state it is in, in this order).
+
+        ``"compensation_failed"``, ``"failed"``, ``"current"``, ``"compensated"``,
+        ``"completed"`` or ``None``.
+        """
+        if step == self.compensation_failed:
+            return "compensation_failed"
         if step == self.failed:
             return "failed"
         if step in self.current:
@@ -136,7 +153,7 @@ class Overlay:
     def steps(self) -> frozenset[str]:
         """Every step the overlay names."""
         named = self.completed | self.current | self.compensated
-        return named | {self.failed} if self.failed is not None else named
+        return named | {s for s in (self.failed, self.compensation_failed) if s is not None}
 
     @property
     def caption(self) -> str:
@@ -146,7 +163,7 @@ class Overlay:
         return f"instance {self.instance_id}" + (f" ({self.status.value})" if self.status is not None else "")
 
 
-OVERLAY_STATES = ("completed", "current", "failed", "compensated")
+OVERLAY_STATES = ("completed", "current", "failed", "compensated", "compensation_failed")
 """The states an overlay draws a step in, in the order a legend lists them."""
 
 OVERLAY_COLOURS = {
@@ -154,5 +171,9 @@ OVERLAY_COLOURS = {
     "current": ("#ffb300", "#e65100"),
     "failed": ("#ef9a9a", "#b71c1c"),
     "compensated": ("#d1c4e9", "#4527a0"),
+    "compensation_failed": ("#f48fb1", "#880e4f"),
 }
 """Fill and border colour of each overlay state, the same in every format."""
+
+OVERLAY_STRONG = frozenset(("current", "failed", "compensation_failed"))
+"""The overlay states drawn with a thicker border: where the instance stands, and what needs an operator."""

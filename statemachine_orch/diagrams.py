@@ -47,7 +47,10 @@ FORMATS: tuple[Format, ...] = ("mermaid", "dot", "svg", "png")
 """Every :data:`Format`, for a command line's choices."""
 
 COLOURS: Mapping[str, tuple[str, str]] = MappingProxyType(dict(OVERLAY_COLOURS))
-"""The fill and border colour of each overlay state (``completed``, ``current``, ``failed``, ``compensated``)."""
+"""
+The fill and border colour of each overlay state (``completed``, ``current``,
+``failed``, ``compensated``, ``compensation_failed``).
+"""
 
 
 def render(workflow: type[Workflow] | WorkflowSpec, fmt: Format, *, overlay: Overlay | None = None) -> bytes:
@@ -61,8 +64,8 @@ def render(workflow: type[Workflow] | WorkflowSpec, fmt: Format, *, overlay: Ove
     hanging off the step they undo, and a fork's branches are framed together up
     to the join. The lifecycle states of the running machine are not drawn.
 
-    An overlay colours the steps the instance completed, stands at, failed at and
-    compensated (:data:`COLOURS`): Mermaid ``classDef`` classes, fill colours in
+    An overlay colours the steps the instance completed, stands at, failed at,
+    compensated and failed to compensate (:data:`COLOURS`): Mermaid ``classDef`` classes, fill colours in
     DOT, SVG and PNG, which also get a legend.
 
     Args:

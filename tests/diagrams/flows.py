@@ -19,6 +19,7 @@ class DgShipment(Workflow, version="1"):
     fragile: bool = False
     truck_ok: bool = True
     card_ok: bool = True
+    refund_ok: bool = True
     approved: bool = False
 
     def needs_review(self) -> bool:
@@ -55,7 +56,8 @@ class DgShipment(Workflow, version="1"):
 
     @charge.compensation
     def refund(self, ctx: Ctx) -> None:
-        pass
+        if not self.refund_ok:
+            raise NonRetryableError("the bank refused the refund")
 
     @after(charge, on_error=DgDeclinedError)
     @step(final=True)

@@ -81,6 +81,35 @@ def test_a_waiting_instance_read_by_a_client_engine(run: Runner, tmp_path: Path)
     assert picture.count(rgb(current)) == 0
 
 
+def test_a_step_whose_compensation_failed_is_coloured_in_every_format(run: Runner, tmp_path: Path) -> None:
+    """The refund fails: charge is drawn as compensation_failed (Mermaid class, DOT fill, SVG, PNG), reserve stays completed."""
+
+    async def scenario() -> Overlay:
+        with SqliteStore(tmp_path / "stuck.db") as store:
+            async with Engine(store, workflows=[DgShipment]) as engine:
+                stuck = await engine.start(DgShipment(amount=50, truck_ok=False, refund_ok=False))
+                assert await stuck.wait_idle() is InstanceStatus.COMPENSATION_FAILED
+                return Overlay.of(engine, stuck.instance_id)
+
+    overlay = run(scenario())
+    assert "charge" == overlay.compensation_failed
+    assert (overlay.failed, overlay.compensated) == ("ship", frozenset())
+    assert "compensation_failed" == overlay.state_of("charge")
+    assert "completed" == overlay.state_of("reserve")
+    fill, border = COLOURS["compensation_failed"]
+    text = render(DgShipment, "mermaid", overlay=overlay).decode()
+    assert f"    classDef compensation_failed fill:{fill},stroke:{border},stroke-width:3px\n" in text
+    assert "    class charge compensation_failed\n" in text
+    assert "    class reserve completed\n" in text
+    dot = render(DgShipment, "dot", overlay=overlay).decode()
+    assert f'fillcolor="{fill}"' in dot
+    nodes = svg_nodes(render(DgShipment, "svg", overlay=overlay))
+    coloured = {name for name, g in nodes.items() if fill in fills(g)}
+    assert {"charge", "charge@undo", "(legend) compensation_failed"} == coloured, coloured
+    picture = read_png(render(DgShipment, "png", overlay=overlay))
+    assert picture.count(rgb(fill)) > 500
+
+
 def test_a_failure_routed_by_on_error_is_not_the_failed_step(run: Runner, tmp_path: Path) -> None:
     async def scenario() -> Overlay:
         with SqliteStore(tmp_path / "routed.db") as store:
