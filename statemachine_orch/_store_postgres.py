@@ -30,6 +30,8 @@ Command notifications: ``add_command`` and every commit with an outbox send
 ``NOTIFY orch_commands, '<instance id>'``; :meth:`PostgresStore.listen` hears them
 on a connection of its own. The channel is the database's, not the schema's: two
 stores in two schemas of one database hear each other's (harmless) notifications.
+Task notifications: a trigger (schema 7) makes every transaction that writes a
+task row notify ``orch_tasks``; :meth:`PostgresStore.watch_tasks` hears them.
 """
 
 from __future__ import annotations
@@ -76,11 +78,11 @@ from ._tasks import Task, TaskClaim, TaskReassignment, TaskStatus
 if TYPE_CHECKING:
     from ._spec import WorkflowSpec
 
-__all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "PostgresStore", "upgrade"]
+__all__ = ["MIGRATIONS", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "TASKS_CHANNEL", "PostgresStore", "upgrade"]
 
 _log: Any = structlog.get_logger("statemachine_orch.store")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The schema version this library writes (table ``meta``, key ``schema_version``)."""
 
 APPLICATION: Final = "statemachine-orch"
@@ -88,6 +90,9 @@ APPLICATION: Final = "statemachine-orch"
 
 NOTIFY_CHANNEL: Final = "orch_commands"
 """The channel ``add_command`` and commits with an outbox notify, the payload an instance id."""
+
+TASKS_CHANNEL: Final = "orch_tasks"
+"""The channel every transaction that changes a task row notifies (a trigger, schema 7), with an empty payload."""
 
 # The schema, as the list of statements that upgrade it from one version to the
 # next; a schema at version N runs N+1.. in one transaction (see upgrade()).
@@ -224,6 +229,22 @@ MIGRATIONS: dict[int, list[LiteralString]] = {
         (
             "CREATE INDEX tasks_open_claimed ON tasks (claimed_by, created_at, seq) "
             "WHERE status = 'open' AND claimed_by IS NOT NULL"
+        ),
+    ],
+    # Whoever changes a task row (a commit opening or closing it, a claim, a reassignment,
+    # a cancel), in whatever process, notifies orch_tasks in the same transaction: delivered
+    # at its commit, once per transaction (equal notifications are folded), so that a
+    # reader keeping answers about tasks (orch serve's inbox) knows they may be stale.
+    7: [
+        """CREATE FUNCTION orch_tasks_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('orch_tasks', '');
+            RETURN NULL;
+        END
+        $$""",
+        (
+            "CREATE TRIGGER tasks_changed AFTER INSERT OR UPDATE OR DELETE ON tasks "
+            "FOR EACH ROW EXECUTE FUNCTION orch_tasks_changed()"
         ),
     ],
 }
@@ -1448,20 +1469,44 @@ class PostgresStore:
         Raises:
             StoreError: The listening connection could not be opened.
         """
+        return self._start_listener(_Listener(self._listen_connection, self._wake, self.database, callback))
+
+    def watch_tasks(self, changed: Callable[[bool], None]) -> Callable[[], None]:
+        """
+        Call *changed* whenever task rows may have changed, as :meth:`listen` calls back for commands.
+
+        A trigger (schema 7) notifies ``orch_tasks`` in every transaction that
+        writes a task row, from any process; a thread of this one listens on a
+        connection of its own and calls ``changed(True)`` once such a transaction
+        committed. When that connection is lost it calls ``changed(False)`` (what
+        the caller keeps about tasks can no longer be known to be current), and
+        ``changed(True)`` once it listens again: notifications sent meanwhile are
+        not heard. This method returns once the thread listens.
+
+        Returns:
+            A function that stops the thread; :meth:`close` stops it too.
+
+        Raises:
+            StoreError: The listening connection could not be opened.
+        """
+        connect = functools.partial(self._listen_connection, channel=TASKS_CHANNEL)
+        listener = _Listener(connect, self._wake, self.database, lambda _: changed(True), TASKS_CHANNEL, changed)  # noqa: FBT003
+        return self._start_listener(listener)
+
+    def _start_listener(self, listener: _Listener) -> Callable[[], None]:
         if self._closed:
             raise self._fail("the store is closed")
-        listener = _Listener(self._listen_connection, self._wake, self.database, callback)
         error = listener.start()
         if error is not None:
             raise self._fail("cannot listen for notifications", error)
         self._listeners.append(listener)
         return listener.stop
 
-    def _listen_connection(self, wakeup: str) -> psycopg.Connection[Any]:
-        """A connection of its own, listening on ``orch_commands`` and on a listener's *wakeup* channel."""
+    def _listen_connection(self, wakeup: str, channel: str = NOTIFY_CHANNEL) -> psycopg.Connection[Any]:
+        """A connection of its own, listening on *channel* and on a listener's *wakeup* channel."""
         conn = psycopg.connect(self._dsn, autocommit=True, **_connect_defaults(self._dsn))
         try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(wakeup)))
         except BaseException:
             conn.close()
@@ -1649,7 +1694,7 @@ def _rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, s
 
 
 class _Listener:
-    """A daemon thread listening on ``orch_commands`` with a connection of its own (PostgresStore.listen)."""
+    """A daemon thread listening on one channel (``orch_commands``, ``orch_tasks``) with a connection of its own."""
 
     _RECONNECT_MAX = 5.0
     _POLL = 1.0  # seconds between looks at the stop flag, should the wake-up notification be lost
@@ -1660,11 +1705,16 @@ class _Listener:
         wake: Callable[[_Listener], None],
         database: str,
         callback: Callable[[str], None],
+        channel: str = NOTIFY_CHANNEL,
+        connected: Callable[[bool], None] | None = None,
     ) -> None:
         self.connect = connect
         self.wake = wake
         self.database = database
         self.callback = callback
+        self.channel = channel
+        # Told True when the thread listens (again), False when its connection is lost.
+        self.connected = connected
         # A channel of this listener's own: stop() notifies it to end the wait at once.
         self.wakeup = f"orch_stop_{secrets.token_hex(8)}"
         self.stopping = threading.Event()
@@ -1703,6 +1753,7 @@ class _Listener:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self._RECONNECT_MAX)
                 continue
+            self._tell(connected=True)
             self.ready.set()
             delay = 0.05
             try:
@@ -1712,13 +1763,22 @@ class _Listener:
                     _log.warning("listener_lost", database=self.database, error=_redact(str(exc)))
             finally:
                 conn.close()
+                self._tell(connected=False)
+
+    def _tell(self, *, connected: bool) -> None:
+        if self.connected is None:
+            return
+        try:
+            self.connected(connected)
+        except Exception as exc:  # noqa: BLE001 - the caller's code must not end the listener
+            _log.exception("listener_callback_failed", error=str(exc))
 
     def _hear(self, conn: psycopg.Connection[Any]) -> None:
         while not self.stopping.is_set():
             # Closed on leaving: a suspended notifies() generator holds the connection's lock.
             with contextlib.closing(conn.notifies(timeout=self._POLL)) as notes:
                 for note in notes:
-                    if note.channel != NOTIFY_CHANNEL or self.stopping.is_set():
+                    if note.channel != self.channel or self.stopping.is_set():
                         return
                     try:
                         self.callback(note.payload)
