@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -36,6 +37,7 @@ from ._context import ApiError, Web
 from ._diagram import diagram_svg
 from ._endpoints import Endpoint
 from ._forms import describe
+from ._inbox_cache import Kept, etag_of
 from ._openapi import document
 from ._views import event_json, instance_json, progress_json, task_json, variables_json
 
@@ -170,12 +172,33 @@ async def list_tasks(web: Web, request: Request, identity: Identity) -> Response
     now = engine.clock.now()
     groups = identity.groups if scope == "all" else ()
     due_before = now if overdue else None
+    cache = web.inbox_cache if not overdue else None  # the overdue ones change with the clock: not kept
+    key = (identity.user, groups, instance_id, limit)
+    kept = cache.get(key, now) if cache is not None else None
+    if kept is None:
+        ticket = cache.ticket() if cache is not None else None
 
-    def read() -> list[Task]:
-        return engine.tasks(identity.user, groups, instance_id=instance_id, due_before=due_before, limit=limit)
+        def read() -> list[Task]:
+            return engine.tasks(identity.user, groups, instance_id=instance_id, due_before=due_before, limit=limit)
 
-    tasks = await web.read(read)
-    return JSONResponse({"tasks": [task_json(t, now) for t in tasks]})
+        tasks = await web.read(read)
+        body = json.dumps(
+            {"tasks": [task_json(t, now) for t in tasks]}, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()  # as JSONResponse encodes
+        if cache is None:
+            kept = Kept(body, etag_of(body), -1, now, 0.0)
+        else:
+            coming = [t.due_at for t in tasks if t.due_at is not None and t.due_at > now]
+            kept = cache.put(key, ticket, body, min(coming, default=math.inf))
+    if kept.etag in _etags(request):
+        return Response(status_code=304, headers={"etag": kept.etag})
+    return Response(kept.body, media_type="application/json", headers={"etag": kept.etag})
+
+
+def _etags(request: Request) -> list[str]:
+    """The entity tags of the request's ``If-None-Match`` (weak ones compared as strong)."""
+    header = request.headers.get("if-none-match", "")
+    return [tag.strip().removeprefix("W/") for tag in header.split(",")] if header else []
 
 
 async def show_task(web: Web, request: Request, identity: Identity) -> Response:
@@ -363,7 +386,7 @@ ENDPOINTS: Final = (
         "/api/tasks",
         list_tasks,
         "listTasks",
-        "Open tasks you may complete, oldest first (overdue=true: only those past due).",
+        "Open tasks you may complete, oldest first (overdue=true: only those past due); with an ETag.",
         query=(
             (
                 "scope",
@@ -374,7 +397,7 @@ ENDPOINTS: Final = (
             ("instance_id", {"type": "string"}, "Only this instance's tasks."),
             _LIMIT,
         ),
-        ok=((200, "TaskList"),),
+        ok=((200, "TaskList"), (304, "unchanged")),
         errors=(400, 401, 503),
     ),
     Endpoint(

@@ -26,6 +26,7 @@ from statemachine_orch._workflow import Workflow
 from . import _api, _pages
 from ._auth import Authenticator
 from ._context import HERE, Web
+from ._inbox_cache import ForgetOnWrite
 
 MAX_BODY: Final = 64 * 1024
 """The largest request body taken by default (bytes): forms and JSON are small."""
@@ -134,6 +135,7 @@ def create_app(
     secure_cookies: bool = False,
     max_body: int = MAX_BODY,
     wait: float = 5.0,
+    inbox_cache: bool = True,
 ) -> Starlette:
     """
     The web app: the JSON API under ``/api`` (described at ``/api/openapi.json``) and the pages.
@@ -156,6 +158,9 @@ def create_app(
         max_body: The largest request body taken, in bytes.
         wait: How long a cancel or retry waits for the instance's end before it
             answers 202 (the command is kept and a worker applies it).
+        inbox_cache: On a PostgreSQL store, keep the inbox API's answers in this
+            process until a task changes (see ``docs/web.md``); a SQLite or memory
+            store has no cache.
 
     Raises:
         ValueError: A development authenticator without ``development=True``, or
@@ -181,15 +186,19 @@ def create_app(
         secret=secret if secret is not None else secrets.token_bytes(32),
         secure_cookies=secure_cookies,
         wait=wait,
+        inbox_cache=inbox_cache,
     )
     routes: list[BaseRoute] = [
         *_api.routes(),
         *_pages.routes(),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
+    middleware = [Middleware(SecurityHeaders), Middleware(LimitBody, limit=max_body)]
+    if web.inbox_cache is not None:
+        middleware.append(Middleware(ForgetOnWrite, cache=web.inbox_cache))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders), Middleware(LimitBody, limit=max_body)],
+        middleware=middleware,
         exception_handlers=_pages.exception_handlers(),
     )
     app.state.web = web

@@ -9,9 +9,10 @@ engine's typed errors.
 from __future__ import annotations
 
 import sys
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +39,7 @@ from statemachine_orch._workflow import Workflow, spec_of, version_key
 
 from ._auth import Authenticator, Identity
 from ._csrf import Csrf
+from ._inbox_cache import InboxCache
 
 _T = TypeVar("_T")
 
@@ -58,6 +60,8 @@ class Web:
         csrf: The form posts' CSRF tokens.
         templates: The pages' templates (every value escaped).
         wait: How long a cancel or retry waits for the instance's end before it answers "accepted".
+        inbox_cache: The inbox answers kept until a task changes (:class:`InboxCache`), or ``None``:
+            only on a PostgreSQL store, when asked for.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Web:
         secret: bytes,
         secure_cookies: bool,
         wait: float,
+        inbox_cache: bool = False,
     ) -> None:
         self.engine = engine
         self.workflows: dict[str, list[type[Workflow]]] = {}
@@ -90,6 +95,11 @@ class Web:
         )
         self.wait = wait
         self.threaded_reads = _reads_from_threads(engine.store)
+        self.inbox_cache: InboxCache | None = None
+        if inbox_cache and self.threaded_reads:
+            self.inbox_cache = InboxCache()
+            # The store's listener calls back; the store's close() stops it.
+            typing.cast("_WatchesTasks", engine.store).watch_tasks(self.inbox_cache.changed)
 
     async def read(self, fn: Callable[[], _T]) -> _T:
         """
@@ -117,6 +127,14 @@ class Web:
         if version is None:
             return max(classes, key=lambda c: version_key(spec_of(c).version), default=None)
         return next((c for c in classes if spec_of(c).version == version), None)
+
+
+class _WatchesTasks(Protocol):
+    """A store that says when task rows change (a PostgresStore)."""
+
+    def watch_tasks(self, changed: Callable[[bool], None]) -> Callable[[], None]:
+        """Call *changed* on every change (and loss of hearing them)."""
+        ...
 
 
 def _reads_from_threads(store: object) -> bool:

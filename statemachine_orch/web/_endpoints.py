@@ -38,7 +38,7 @@ class Endpoint:
         summary: One line saying what it does.
         query: Query parameters: ``(name, JSON schema, description)``.
         body: The request body's schema name (a JSON object), if it takes one.
-        ok: The success statuses and their schema names (``"svg"``: an SVG image).
+        ok: The success statuses and their schema names (``"svg"``: an SVG image; ``"unchanged"``: no body).
         errors: The refusal statuses it may answer with.
         operator: Whether only operators may call it.
         public: Whether it needs no identity.

@@ -204,6 +204,9 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     ]
     responses: dict[str, Any] = {}
     for status, schema in endpoint.ok:
+        if schema == "unchanged":
+            responses[str(status)] = {"description": "Not modified: the If-None-Match tag is the answer's ETag"}
+            continue
         if schema == "svg":
             content: dict[str, Any] = {"image/svg+xml": {"schema": {"type": "string"}}}
         else:

@@ -164,9 +164,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each store in turn: a new SQLite file, then a new PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'orch.db'}"
+    return postgres_url(request.getfixturevalue("pg_store_dsn"))
+
+
+def postgres_url(dsn: str) -> str:
+    """The store URL (``postgresql://user@host:port/db``) of a libpq connection string."""
     from psycopg.conninfo import conninfo_to_dict
 
-    params = conninfo_to_dict(request.getfixturevalue("pg_store_dsn"))
+    params = conninfo_to_dict(dsn)
     user = params.get("user", "postgres")
     password = f":{params['password']}" if params.get("password") else ""
     return (
