@@ -95,6 +95,8 @@ class InboxCache:
         """Whether changes are being heard (the listening connection is up)."""
         self.hits = 0
         """How many answers were served from the cache."""
+        self.losses = 0
+        """How many times the listening connection was lost."""
         self._kept: dict[InboxKey, Kept] = {}
         self._heard = threading.Condition()
 
@@ -106,6 +108,7 @@ class InboxCache:
         """
         with self._heard:
             self.generation += 1
+            self.losses += self.live and not live
             self.live = live
             self._kept.clear()
             self._heard.notify_all()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from statemachine_orch import Engine, SqliteStore
+from statemachine_orch import Engine, SqliteStore, Store
 from statemachine_orch.web import TrustedHeader, create_app
 from statemachine_orch.web._context import Web
 from statemachine_orch.web._inbox_cache import ForgetOnWrite, InboxCache
@@ -70,7 +70,7 @@ def test_a_change_forgets_every_answer_and_a_lost_connection_keeps_nothing() -> 
     assert cache.get(KEY, 0.0) is None
     cache.put(KEY, cache.ticket(), b"b", math.inf)
     cache.changed(live=False)
-    assert (None, None) == (cache.get(KEY, 0.0), cache.ticket())
+    assert (None, None, 1) == (cache.get(KEY, 0.0), cache.ticket(), cache.losses)
     cache.put(KEY, cache.ticket(), b"c", math.inf)
     assert cache.get(KEY, 0.0) is None
     cache.changed(live=True)
@@ -137,6 +137,15 @@ def test_a_sqlite_app_keeps_no_answers(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- across processes
 
 
+def _cached_app(store: Store) -> tuple[Starlette, InboxCache]:
+    """The app on a client engine of *store* (PostgreSQL), and its inbox cache."""
+    app = create_app(Engine(store, concurrency=0), authenticator=TrustedHeader(), workflows=FLOWS, operators=OPERATORS)
+    web = app.state.web
+    assert isinstance(web, Web)
+    assert web.inbox_cache is not None
+    return app, web.inbox_cache
+
+
 def test_changes_made_by_other_processes_show_once_their_notification_arrives(
     fleet: Fleet, pg_store_dsn: str, run: Runner
 ) -> None:
@@ -148,13 +157,7 @@ def test_changes_made_by_other_processes_show_once_their_notification_arrives(
     other = fleet.server(url, "tests.web.flows", "--operators", "ops")
     store = PostgresStore(pg_store_dsn)
     try:
-        app = create_app(
-            Engine(store, concurrency=0), authenticator=TrustedHeader(), workflows=FLOWS, operators=OPERATORS
-        )
-        web = app.state.web
-        assert isinstance(web, Web)
-        cache = web.inbox_cache
-        assert cache is not None
+        app, cache = _cached_app(store)
         assert cache.live
         found = run(_across(app, other, cache))
     finally:
@@ -203,13 +206,11 @@ async def _across(app: Starlette, other: str, cache: InboxCache) -> dict[str, An
         assert [] == await ids(BEA)
         empty = await inbox(BEA)
         assert 304 == (await inbox(BEA, empty.headers["etag"])).status_code
-        hits = cache.hits
         order = {"workflow": "Purchase", "id": "P-1", "input": {"item": "desk", "amount": 3}}
         started = await there.post("/api/instances", json=order, headers=OPS)
         assert 201 == started.status_code, started.text
         found["opened"] = await after_notification(lambda: ids(BEA), ["P-1.1"])
-        await ids(BEA)
-        found["hits"] = cache.hits > hits
+        found["hits"] = await _served_again(cache, lambda: ids(BEA))
         seen_by_bea = await inbox(BEA)
         found["not modified"] = (await inbox(BEA, seen_by_bea.headers["etag"])).status_code
 
@@ -238,14 +239,9 @@ def test_own_claim_shows_at_once_and_a_lost_listener_is_heard(pg_store_dsn: str,
     store = PostgresStore(pg_store_dsn)
     worker_store = PostgresStore(pg_store_dsn)
     try:
-        app = create_app(
-            Engine(store, concurrency=0), authenticator=TrustedHeader(), workflows=FLOWS, operators=OPERATORS
-        )
-        web = app.state.web
-        assert isinstance(web, Web)
-        cache = web.inbox_cache
-        assert cache is not None
+        app, cache = _cached_app(store)
         found = run(_own(app, worker_store, cache))
+        cache.put(KEY, cache.ticket(), b"kept", math.inf)
         generation = cache.generation
         with psycopg.connect(pg_store_dsn, autocommit=True) as admin:
             ended = admin.execute(
@@ -254,20 +250,30 @@ def test_own_claim_shows_at_once_and_a_lost_listener_is_heard(pg_store_dsn: str,
             ).fetchall()
         assert ended
         assert all(row == (True,) for row in ended)  # the app's listener, and the worker's if still there
-        _wait_until_live(cache, live=False, since=generation)
-        assert (None, None) == (cache.ticket(), cache.get(("bea", ("buyers",), None, 50), 0.0))
-        _wait_until_live(cache, live=True, since=cache.generation)
+        _wait_until(cache, lambda: cache.losses == 1 and cache.live, since=generation)
+        assert cache.get(KEY, 0.0) is None  # what was kept before is forgotten
     finally:
         store.close()
         worker_store.close()
     assert {"before": ["P-2.1"], "after bob's claim, for bea": [], "hits": True} == found
 
 
-def _wait_until_live(cache: InboxCache, *, live: bool, since: int) -> None:
-    """Wait, change after change heard, until the cache is (or is not) listening."""
+async def _served_again(cache: InboxCache, read: Callable[[], Awaitable[object]]) -> bool:
+    """Whether the second of two reads with no change heard around them was served from the cache."""
+    while True:
+        generation = cache.generation
+        await read()
+        hits = cache.hits
+        await read()
+        if cache.generation == generation:  # else a change came between them (the worker's): again
+            return cache.hits == hits + 1
+
+
+def _wait_until(cache: InboxCache, check: Callable[[], bool], *, since: int) -> None:
+    """Wait, change after change heard, until *check()* holds."""
     generation = since
-    while cache.live is not live:
-        assert cache.wait_past(generation, LIMIT), f"the cache never became {'live' if live else 'not live'}"
+    while not check():
+        assert cache.wait_past(generation, LIMIT), f"no change heard; live {cache.live}, {cache.losses} losses"
         generation = cache.generation
 
 
@@ -284,9 +290,7 @@ async def _own(app: Starlette, worker_store: Any, cache: InboxCache) -> dict[str
                 return [t["id"] for t in (await here.get("/api/tasks", headers=BEA)).json()["tasks"]]
 
             found["before"] = await ids()
-            hits = cache.hits
-            await ids()
-            found["hits"] = cache.hits > hits
+            found["hits"] = await _served_again(cache, ids)
             claimed = await here.post("/api/tasks/P-2.1/claim", headers=BOB)
             assert 200 == claimed.status_code, claimed.text
             found["after bob's claim, for bea"] = await ids()  # no waiting: the claim forgot what was kept
