@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ._actions import CancelChild as CancelChild
     from ._actions import Complete as Complete
     from ._actions import FireTimers as FireTimers
+    from ._actions import HandOver as HandOver
     from ._actions import InvariantViolation as InvariantViolation
     from ._actions import Send as Send
     from ._actions import Start as Start
@@ -70,6 +71,7 @@ __all__ = [
     "FireTimers",
     "ForkVisit",
     "GuardOutcome",
+    "HandOver",
     "InjectedFault",
     "InjectedPermanentFault",
     "InvariantViolation",
@@ -92,6 +94,7 @@ _LAZY = {
     "CancelChild": "_actions",
     "Complete": "_actions",
     "FireTimers": "_actions",
+    "HandOver": "_actions",
     "Send": "_actions",
     "Start": "_actions",
     "CoverageError": "_machine",

@@ -28,7 +28,7 @@ class InvariantViolation(AssertionError):
         rule: Which check failed: ``"invariant"``, ``"no-edge-enabled"``, ``"join-never-fires"``,
             ``"guard-error"``, ``"impure-guard"``, ``"runaway-loop"``,
             ``"compensation-failed"``, ``"assertion-failed"``, ``"saga"``,
-            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"missing-service"``,
+            ``"stuck"``, ``"history"``, ``"unauthorised-completion"``, ``"hand-over"``, ``"missing-service"``,
             ``"child-saga"``, ``"orphan-child"``, ``"hung"``.
         workflow: The name of the failing instance's workflow (a child's, when it is a child).
         instance: The instance's name in the story (``i1``, ``i2``...; a child of ``i1``: ``i1/1``).
@@ -158,5 +158,24 @@ class CancelChild:
     compensate: bool
 
 
-Action = Start | Complete | Cancel | CancelChild | Send | FireTimers
+@attrs.frozen
+class HandOver:
+    """
+    Give an open task at ``step`` (0: the newest) to the user ``to``: reassign it, or delegate it.
+
+    A reassignment is an operator's change (``Engine.reassign_task``: ``to`` becomes
+    its only assignee, its groups go); a delegation is made by one it is for
+    (``Engine.delegate_task``: ``to`` becomes its assignee, its groups stay). Either
+    way the task must then be for ``to``, and the story's completions are made by them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    step: str
+    task: int
+    to: str
+    delegate: bool
+
+
+Action = Start | Complete | HandOver | Cancel | CancelChild | Send | FireTimers
 """What a step of a generated story does."""

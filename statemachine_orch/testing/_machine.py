@@ -77,6 +77,7 @@ from ._actions import (
     CancelChild,
     Complete,
     FireTimers,
+    HandOver,
     InvariantViolation,
     Send,
     Start,
@@ -87,6 +88,7 @@ from ._faults import InjectedFault, InjectedPermanentFault, Injector
 from ._recorder import Recorder
 from ._story import retell
 from ._strategies import (
+    STAND_IN,
     Actor,
     FaultPlan,
     Near,
@@ -975,6 +977,8 @@ class WorkflowStateMachine(RuleBasedStateMachine):
                 self._start(action)
             elif isinstance(action, Complete):
                 self._complete(action)
+            elif isinstance(action, HandOver):
+                self._hand_over(action)
             elif isinstance(action, (Cancel, CancelChild)):
                 self._cancel(action)
             elif isinstance(action, Send):
@@ -1004,7 +1008,7 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if not ids:
             return None
         instance_id = ids[0]
-        if isinstance(action, Complete):
+        if isinstance(action, (Complete, HandOver)):
             tasks = self.open_tasks(action.step)
             at = [n for n, t in enumerate(tasks) if t.instance_id == instance_id]
             return attrs.evolve(action, task=len(tasks) - 1 - at[-1]) if at else None
@@ -1168,6 +1172,29 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if self._snapshot(instance_id) != before:
             msg = f"the refused completion of the task at {step} by {who!r} changed the instance"
             self._violate("unauthorised-completion", instance_id, step, msg)
+        self._after_rule()
+
+    def _hand_over(self, action: HandOver) -> None:
+        tasks = self.open_tasks(action.step)
+        if action.task >= len(tasks):
+            return
+        task = tasks[-1 - action.task]
+        instance_id = task.instance_id
+        track = self._tracks[instance_id]
+        if action.delegate:
+            holder = _for_task(Actor(action.to), task)  # one it is for delegates it
+            self._note(f"{track.name}: {holder!r} delegates the task at {action.step} to {action.to!r}")
+            change = self.engine.delegate_task(task.id, user=holder.user, groups=holder.groups, to=action.to)
+        else:
+            self._note(f"{track.name}: the task at {action.step} is reassigned to {action.to!r}")
+            change = self.engine.reassign_task(task.id, assignee=action.to, by="story")
+        self._touched[instance_id] = self._action_touched[instance_id] = None
+        self._action_target = instance_id
+        self._run(change)
+        now = next((t for t in self.engine.tasks(instance_id=instance_id) if t.id == task.id), None)
+        if now is None or now.assignee != action.to or not now.may_complete(action.to, ()):
+            msg = f"the task at {action.step} was handed to {action.to!r}, but it is for {now!r}"
+            self._violate("hand-over", instance_id, action.step, msg)
         self._after_rule()
 
     def _snapshot(self, instance_id: str) -> tuple[object, ...]:
@@ -1716,6 +1743,12 @@ def _completes(
     return st.builds(Complete, step=st.just(key), task=st.integers(0, open_tasks - 1), form=form, by=people, echo=echo)
 
 
+def _hand_overs(key: str, open_tasks: int) -> st.SearchStrategy[Action]:
+    return st.builds(
+        HandOver, step=st.just(key), task=st.integers(0, open_tasks - 1), to=st.just(STAND_IN), delegate=st.booleans()
+    )
+
+
 def _sends(
     message: st.SearchStrategy[Any], echo: st.SearchStrategy[tuple[str, ...]], takers: int
 ) -> st.SearchStrategy[Action]:
@@ -1759,6 +1792,7 @@ class _Menu:
             for key, n in tasks:
                 if key in self.completes:
                     options += [self.completes[key](n)] * (9 if key in steer else 3)
+                    options.append(_hand_overs(key, n))
             options += [make(n) for (_, make), n in zip(self.sends, takers, strict=True) if n] * 3
             if timers:
                 options += [st.just(FireTimers())] * (4 if steer else 2)

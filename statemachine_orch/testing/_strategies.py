@@ -238,6 +238,10 @@ class Actor:
         return text
 
 
+STAND_IN = "stand-in"
+"""The user a story's ``HandOver`` gives a task to (reassigned or delegated)."""
+
+
 def actors(task: TaskSpec) -> list[Actor]:
     """The people who may complete *task*, then one who may not (shrinking prefers the first)."""
     out: list[Actor] = []

@@ -4,8 +4,10 @@ Issue 10, item 4, under the toolkit: WorkflowMachine and paths() know tasks whos
 A purchase whose approval goes to the requester's manager below 1000 and to the
 finance group above (methods of the workflow, called when the task opens):
 WorkflowMachine completes each opened task as one it is really for (and checks
-that an outsider is refused), whatever the amount, every edge covered; paths()
-lists the approval, the rejection and the failure.
+that an outsider is refused), and hands tasks over (reassigned by an operator or
+delegated by one they are for: the task must then be for the new person, who
+completes it), whatever the amount, every edge covered; paths() lists the
+approval, the rejection and the failure.
 """
 
 # STYLE.md rule 33: tests assert `expected == actual`, which ruff calls a Yoda condition.
@@ -16,7 +18,7 @@ import attrs
 from hypothesis import strategies as st
 
 from statemachine_orch import Ctx, Workflow, after, failure_end, human_task, step
-from statemachine_orch.testing import WorkflowMachine, paths
+from statemachine_orch.testing import Actor, Complete, HandOver, Start, WorkflowMachine, paths
 
 from .helpers import passes
 
@@ -77,3 +79,25 @@ def test_paths_of_the_purchase() -> None:
     assert "approve -[wf.approved]-> order => completed" in found
     assert "approve -[not wf.approved]-> reject => rejected => failed" in found
     assert "approve => fails => failed" in found  # the step, or who it is for, could not be computed
+
+
+def test_a_story_hands_tasks_over_and_the_new_assignee_completes_them() -> None:
+    """Issue 10: a delegated manager's task and a reassigned finance task are completed by the stand-in."""
+    stand_in = "stand-in"
+    machine = WorkflowMachine(Purchase)
+    err, _, notes = machine.replay_aimed(
+        [
+            (Start(Purchase(amount=50, manager="ann"), {}), None),
+            (HandOver(step="approve", task=0, to=stand_in, delegate=True), None),
+            (Complete(step="approve", task=0, form=Verdict(approved=True), by=Actor("ann")), None),
+            (Start(Purchase(amount=5000, manager="ann"), {}), None),
+            (HandOver(step="approve", task=0, to=stand_in, delegate=False), None),
+            (Complete(step="approve", task=0, form=Verdict(approved=True), by=Actor("eve", ("finance",))), None),
+        ]
+    )
+
+    assert err is None, err
+    told = "\n".join(notes)
+    assert "i1: 'ann' delegates the task at approve to 'stand-in'" in told
+    assert "i2: the task at approve is reassigned to 'stand-in'" in told
+    assert 2 == told.count("'stand-in' completes the task at approve with Verdict(approved=True)")
