@@ -1142,13 +1142,20 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         for message in action.messages:
             await self.engine.signal(handle.instance_id, message)
 
-    def _complete(self, action: Complete) -> None:
+    def _task_of(self, action: Complete | HandOver) -> tuple[Task, _Track] | None:
+        """The open task *action* aims at (its index counts from the newest at its step), and its instance's track."""
         tasks = self.open_tasks(action.step)
         if action.task >= len(tasks):
-            return
+            return None
         task = tasks[-1 - action.task]
+        return task, self._tracks[task.instance_id]
+
+    def _complete(self, action: Complete) -> None:
+        found = self._task_of(action)
+        if found is None:
+            return
+        task, track = found
         instance_id = task.instance_id
-        track = self._tracks[instance_id]
         who, step = _for_task(action.by, task), action.step
         form = self._echoed(instance_id, action.form, action.echo)
         self._note(f"{track.name}: {who!r} completes the task at {step} with {form!r}{_echo_note(action.echo)}")
@@ -1175,12 +1182,11 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         self._after_rule()
 
     def _hand_over(self, action: HandOver) -> None:
-        tasks = self.open_tasks(action.step)
-        if action.task >= len(tasks):
+        found = self._task_of(action)
+        if found is None:
             return
-        task = tasks[-1 - action.task]
+        task, track = found
         instance_id = task.instance_id
-        track = self._tracks[instance_id]
         if action.delegate:
             holder = _for_task(Actor(action.to), task)  # one it is for delegates it
             self._note(f"{track.name}: {holder!r} delegates the task at {action.step} to {action.to!r}")

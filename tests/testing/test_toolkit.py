@@ -37,6 +37,7 @@ def test_the_public_surface() -> None:
         "FireTimers",
         "ForkVisit",
         "GuardOutcome",
+        "HandOver",
         "InjectedFault",
         "InjectedPermanentFault",
         "InvariantViolation",
