@@ -211,6 +211,13 @@ class Engine(Schedules):
         self._fences = {}  # the leases this engine holds: instance id -> fence
         self._releasing = {}  # leases to give back at the next flush
         self._lease_task = None
+        self._heartbeat = None
+        if self._leasing and self._drives and not callable(getattr(self.store, "lease_renewer", None)):
+            msg = (
+                f"Engine(store={type(self.store).__name__}): a store with leases = True needs lease_renewer() "
+                "(docs/design/leases.md): the heartbeat renews leases on a connection of its own"
+            )
+            raise TypeError(msg)
         self._stop_listening = None
         self._dead_owners = set()  # workers of this host found dead (their leases expired once)
         self._backlog = False  # the last claim round filled every free worker: there may be more
@@ -244,6 +251,10 @@ class Engine(Schedules):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._heartbeat is not None:
+            # Before the leases are given back: a renewal after that would hold them again.
+            await asyncio.to_thread(self._heartbeat.stop)
+            self._heartbeat = None
         self._workers.clear()
         self._timer_task = None
         self._lease_task = None

@@ -23,6 +23,7 @@ from ._errors import (
     MigrationError,
     StoreError,
 )
+from ._heartbeat import Heartbeat
 from ._history import EventKind, HistoryEvent
 from ._instance import Branch, InstanceRecord
 from ._machine import ForkMachine
@@ -174,7 +175,8 @@ class EngineCore:
     _drives: bool  # an engine without workers is a client: it only writes commands
     _fences: dict[str, int]  # the leases this engine holds: instance id -> fence
     _releasing: dict[str, int]  # leases to give back at the next flush
-    _lease_task: asyncio.Task[None] | None
+    _lease_task: asyncio.Task[None] | None  # marks the loop's progress for the heartbeat
+    _heartbeat: Heartbeat | None  # the thread renewing the leases (_heartbeat.py)
     _stop_listening: Callable[[], None] | None
     _dead_owners: set[str]
     _backlog: bool

@@ -289,6 +289,8 @@ class Records(EngineCore):
 
     async def _save(self, rec: InstanceRecord, *more: InstanceRecord, effects: bool = True) -> None:
         """Commit *rec* (and *more*, in the same transaction); with a group-committing store, with others' changes."""
+        if self._heartbeat is not None:
+            self._heartbeat.progress()  # a turn reached a commit: the loop is not hung (a busy loop may not tick)
         if effects and (rec.spawned or rec.signals_out):
             # Instances its step started, messages it sent: in this commit, then run and woken.
             await self._save_sending(rec, more)

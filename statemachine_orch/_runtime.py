@@ -4,13 +4,15 @@ The engine's worker runtime: who runs which instance, and when.
 The ready queue and the workers (``_enqueue``, ``_worker``), the end of a turn
 (``_turn_ended``), failed commits' backoff (``_hold``, ``_reload``), timers
 (``_timer_loop``, ``_fire_due``) and, with a store several processes share, the
-fleet loop (``_fleet_loop``, ``_claim_round``) and the lease heartbeat.
+fleet loop (``_fleet_loop``, ``_claim_round``) and the lease heartbeat's thread
+(``_start_heartbeat``; ``_heartbeat.py``) with the loop's progress marks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from ._clock import VirtualClock
 from ._engine_core import QUEUED, InstanceBusy, logger, sync_wake
@@ -21,6 +23,7 @@ from ._errors import (
     StoreError,
     UnknownWorkflowVersion,
 )
+from ._heartbeat import Heartbeat, LeaseRenewer
 from ._instance import InstanceRecord, active_steps
 from ._records import Records
 from ._status import InstanceStatus
@@ -68,7 +71,7 @@ class Runtime(Records):
         self._workers = [loop.create_task(self._worker()) for _ in range(self.concurrency)]
         if self._leasing:
             self._timer_task = loop.create_task(self._fleet_loop())
-            self._lease_task = loop.create_task(self._heartbeat_loop())
+            self._start_heartbeat(loop)
             listen = getattr(self.store, "listen", None)
             if listen is not None:
                 wake = self._timer_wake
@@ -196,19 +199,35 @@ class Runtime(Records):
             wake.clear()
             await _wait_event(wake, delay)
 
-    async def _heartbeat_loop(self) -> None:
-        """Renew this engine's leases every third of the lease length; drop those taken over."""
+    def _start_heartbeat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Renew the leases from a thread of their own, while this loop makes progress (_heartbeat.py)."""
+        # Not in the Store protocol (stores without leases lack it); Engine checked that it is there.
+        make: Callable[[], LeaseRenewer] = getattr(self.store, "lease_renewer")  # noqa: B009
+        fences = self._fences
+        heartbeat = self._heartbeat = Heartbeat(
+            make(),
+            owner=self.owner,
+            lease=self.lease,
+            now=self._now,
+            # Called in the thread. Copying a dict of str keys runs no Python code: one step
+            # under the GIL (a lock of the dict without it), never torn. _fences is never rebound.
+            held=fences.copy,
+            lost=self._renewal_lost,
+            loop=loop,
+        )
+        heartbeat.start()
+        self._lease_task = loop.create_task(self._progress_loop(heartbeat))
+
+    async def _progress_loop(self, heartbeat: Heartbeat) -> None:
+        """Tell the heartbeat that the loop turns, four times a lease."""
         while True:
-            await asyncio.sleep(self.lease / 3)
-            if not self._fences:
-                continue
-            now = self._now()
-            try:
-                lost = self.store.renew(self.owner, dict(self._fences), now + self.lease)
-            except StoreError as exc:
-                logger.warning("lease_renewal_failed", owner=self.owner, error=str(exc), leases=len(self._fences))
-                continue
-            for instance_id in lost:
+            heartbeat.progress()
+            await asyncio.sleep(self.lease / 4)
+
+    def _renewal_lost(self, lost: dict[str, int]) -> None:
+        """The heartbeat found these leases (id -> fence) taken over; those still held with that fence are lost."""
+        for instance_id, fence in lost.items():
+            if self._fences.get(instance_id) == fence:  # not given back, nor claimed again, meanwhile
                 self._lost(instance_id)
 
     def _forget(self, rec: InstanceRecord) -> None:

@@ -698,6 +698,22 @@ def _reads(method: Callable[Concatenate[PostgresStore, _P], _T]) -> Callable[Con
     return read
 
 
+def _renew(conn: psycopg.Connection[Any], *, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+    """Inside a transaction: extend *owner*'s leases to *until*; the ids whose owner or fence no longer match."""
+    ids = list(fences)
+    stored = [i for i in ids if _encodable(i)]  # another id cannot have been stored: lost
+    args = {"ids": stored, "fences": [fences[i] for i in stored], "owner": owner, "until": until}
+    rows = conn.execute(
+        "UPDATE instances SET lease_until = %(until)s "
+        "FROM unnest(%(ids)s::text[], %(fences)s::bigint[]) AS f(id, fence) "
+        "WHERE instances.id = f.id AND instances.fence = f.fence AND instances.owner = %(owner)s "
+        "RETURNING instances.id",
+        args,
+    ).fetchall()
+    kept = {r[0] for r in rows}
+    return [i for i in ids if i not in kept]
+
+
 class PostgresStore:
     """
     The store several worker processes share: one PostgreSQL schema, one transaction per commit.
@@ -1279,22 +1295,25 @@ class PostgresStore:
         """Extend *owner*'s leases (id -> fence) to *until*; return the ids whose owner or fence no longer match."""
         if not fences:
             return []
-        ids = list(fences)
-        stored = [i for i in ids if _encodable(i)]  # another id cannot have been stored: lost
-        args = {"ids": stored, "fences": [fences[i] for i in stored], "owner": owner, "until": until}
+        return self._write("renewing leases", functools.partial(_renew, owner=owner, fences=fences, until=until))
 
-        def run(conn: psycopg.Connection[Any]) -> set[str]:
-            rows = conn.execute(
-                "UPDATE instances SET lease_until = %(until)s "
-                "FROM unnest(%(ids)s::text[], %(fences)s::bigint[]) AS f(id, fence) "
-                "WHERE instances.id = f.id AND instances.fence = f.fence AND instances.owner = %(owner)s "
-                "RETURNING instances.id",
-                args,
-            ).fetchall()
-            return {r[0] for r in rows}
+    def lease_renewer(self) -> PostgresRenewer:
+        """
+        A renewer of leases on a connection of its own (not the pool's), for the engine's heartbeat thread.
 
-        kept = self._write("renewing leases", run)
-        return [i for i in ids if i not in kept]
+        The heartbeat then never waits for a pool connection the event loop's thread holds.
+        """
+        return PostgresRenewer(self._connect_more, self._fail)
+
+    def _connect_more(self) -> psycopg.Connection[Any]:
+        """A connection outside the pool, set up as the pool's are."""
+        conn = psycopg.connect(self._dsn, autocommit=True, **_connect_defaults(self._dsn))
+        try:
+            self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def release(self, owner: str, fences: Mapping[str, int]) -> None:
         """Give back *owner*'s leases whose fence still matches (owner and lease_until := NULL)."""
@@ -1784,3 +1803,40 @@ class _Listener:
                         self.callback(note.payload)
                     except Exception as exc:  # noqa: BLE001 - the caller's code must not end the listener
                         _log.exception("listener_callback_failed", instance_id=note.payload, error=str(exc))
+
+
+class PostgresRenewer:
+    """
+    Renews a store's leases on a connection of its own, from one other thread; reconnects after a failure.
+
+    ``PostgresStore.lease_renewer`` makes it; the engine's heartbeat thread uses it.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        fail: Callable[[str, BaseException], StoreError],
+    ) -> None:
+        self._connect = connect
+        self._fail = fail
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def renew(self, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+        """As ``PostgresStore.renew``, on this renewer's connection."""
+        if not fences:
+            return []
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            with self._conn.transaction():
+                return _renew(self._conn, owner=owner, fences=fences, until=until)
+        except psycopg.Error as exc:
+            self.close()  # the next renewal connects again
+            raise self._fail("renewing leases failed", exc) from exc
+
+    def close(self) -> None:
+        """Close the connection (closing twice does nothing more)."""
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None

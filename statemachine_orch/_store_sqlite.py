@@ -352,6 +352,24 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+def _renew(db: sqlite3.Connection, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+    """Inside a write transaction: extend *owner*'s leases to *until*; the ids whose owner or fence no longer match."""
+    items = list(fences.items())
+    cur = db.executemany(
+        "UPDATE instances SET lease_until = ? WHERE id = ? AND owner = ? AND fence = ?",
+        [(until, i, owner, fence) for i, fence in items],
+    )
+    if cur.rowcount == len(items):
+        return []
+    held = dict(
+        db.execute(
+            f"SELECT id, fence FROM instances WHERE owner = ? AND {_IDS_IN}",
+            (owner, _dumps([i for i, _ in items])),
+        ).fetchall()
+    )
+    return [i for i, fence in items if held.get(i) != fence]
+
+
 class SqliteStore:
     """
     The durable default store: one SQLite file (WAL), one transaction per commit.
@@ -407,6 +425,7 @@ class SqliteStore:
         self.path: str = str(path)
         self.fault: Callable[[FaultPoint], None] | None = fault
         self._registry = default_registry
+        self._synchronous = synchronous
         self._db = self._connect(synchronous, check=check, create=create)
 
     # ----------------------------------------------------------------- opening
@@ -597,9 +616,14 @@ class SqliteStore:
         self.close()
 
     @contextlib.contextmanager
-    def _writing(self, what: str) -> Generator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``); SQLite's errors become a StoreError naming the file."""
-        db = self._db
+    def _writing(self, what: str, db: sqlite3.Connection | None = None) -> Generator[sqlite3.Connection]:
+        """
+        One write transaction (``BEGIN IMMEDIATE``) on *db*, the store's connection unless given.
+
+        SQLite's errors become a StoreError naming the file.
+        """
+        if db is None:
+            db = self._db
         try:
             self._begin(db)
             try:
@@ -1112,21 +1136,31 @@ class SqliteStore:
         """Extend *owner*'s leases (id -> fence) to *until*; return the ids it no longer holds (taken over)."""
         if not fences:
             return []
-        items = list(fences.items())
         with self._writing("renewing leases") as db:
-            cur = db.executemany(
-                "UPDATE instances SET lease_until = ? WHERE id = ? AND owner = ? AND fence = ?",
-                [(until, i, owner, fence) for i, fence in items],
-            )
-            if cur.rowcount == len(items):
-                return []
-            held = dict(
-                db.execute(
-                    f"SELECT id, fence FROM instances WHERE owner = ? AND {_IDS_IN}",
-                    (owner, _dumps([i for i, _ in items])),
-                ).fetchall()
-            )
-        return [i for i, fence in items if held.get(i) != fence]
+            return _renew(db, owner, fences, until)
+
+    def lease_renewer(self) -> SqliteRenewer:
+        """
+        A renewer of leases on a connection of its own, for the engine's heartbeat thread.
+
+        The store's connection serves the event loop's thread; the heartbeat writes
+        beside it, so that a loop busy with CPU-bound steps does not lose its leases.
+        """
+        return SqliteRenewer(self._connect_more, self._writing)
+
+    def _connect_more(self) -> sqlite3.Connection:
+        """Another connection to the store's file (already checked and migrated), set up as the first."""
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT)
+        except sqlite3.Error as exc:
+            raise self._fail("opening another connection failed", exc) from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._fail("setting up another connection failed", exc) from exc
+        return db
 
     def release(self, owner: str, fences: Mapping[str, int]) -> None:
         """Give back *owner*'s leases (id -> fence) whose fence still matches."""
@@ -1271,3 +1305,36 @@ class SqliteStore:
                 )
             written: bool = cur.rowcount == 1
         return written
+
+
+class SqliteRenewer:
+    """
+    Renews a store's leases on a connection of its own (opened at the first renewal), from one other thread.
+
+    ``SqliteStore.lease_renewer`` makes it; the engine's heartbeat thread uses it.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        writing: Callable[[str, sqlite3.Connection], contextlib.AbstractContextManager[sqlite3.Connection]],
+    ) -> None:
+        self._connect = connect
+        self._writing = writing
+        self._db: sqlite3.Connection | None = None
+
+    def renew(self, owner: str, fences: Mapping[str, int], until: float) -> list[str]:
+        """As ``SqliteStore.renew``, on this renewer's connection."""
+        if not fences:
+            return []
+        if self._db is None:
+            self._db = self._connect()
+        with self._writing("renewing leases", self._db) as db:
+            return _renew(db, owner, fences, until)
+
+    def close(self) -> None:
+        """Close the connection (closing twice does nothing more)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None

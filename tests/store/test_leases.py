@@ -16,6 +16,7 @@ this contract too.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
@@ -136,6 +137,32 @@ def test_renew_extends_held_leases_and_returns_the_lost_ones(store: Store, run: 
     assert [lost] == renewed
     assert store.claim(kept, W2, LATER, LATER + LEASE) is None, "renewed: still W1's"
     assert [] == store.renew(W1, {kept: held[kept]}, LATER + 2 * LEASE)
+
+
+def test_a_lease_renewer_renews_on_a_connection_of_its_own_from_another_thread(durable: Stores, run: Runner) -> None:
+    """
+    The heartbeat's renewer (``lease_renewer()``) keeps renew's contract from another thread, beside the store.
+
+    It extends the leases still held, names the one taken over, connects again
+    after ``close`` (a failed connection is closed the same way), and an empty
+    renewal asks nothing.
+    """
+    one, two = durable.open(), durable.open()
+    kept, lost = parked(one, run, [ContractPay(), ContractPay()])
+    held = {i: one.claim(i, W1, NOW, NOW + LEASE) or 0 for i in (kept, lost)}
+    two.claim(lost, W2, NOW + LEASE + 1, LATER)  # W1 stalled: W2 takes it over
+    renewer = one.lease_renewer()  # type: ignore[attr-defined]  # the durable stores' method
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            renewed = pool.submit(renewer.renew, W1, held, LATER + LEASE).result(timeout=60)
+            renewer.close()
+            again = pool.submit(renewer.renew, W1, {kept: held[kept]}, LATER + 2 * LEASE).result(timeout=60)
+    finally:
+        renewer.close()
+        renewer.close()  # twice: nothing more
+    assert ([lost], []) == (renewed, again)
+    assert two.claim(kept, W2, LATER + LEASE + 1, LATER + 3 * LEASE) is None, "renewed: still W1's"
+    assert [] == renewer.renew(W1, {}, LATER)
 
 
 def test_release_gives_back_only_leases_whose_fence_matches(store: Store, run: Runner) -> None:
