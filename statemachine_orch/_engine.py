@@ -23,7 +23,7 @@ load pulls the commands waiting for it) are declared, unimplemented, in
 - ``_records.py``: records in memory and in the store: load, save, group commit,
   leases held (claim, give back, lost), quarantine, history notes;
 - ``_runtime.py``: the worker runtime: queue, workers, timers, the fleet loop
-  (claims of others' work) and the heartbeat;
+  (claims of others' work) and the heartbeat thread (``_heartbeat.py``);
 - ``_commands.py``: the driver's inbox: callers' changes become commands (in
   memory, or durable across processes) applied in the driver's turn;
 - ``_driver.py``: one turn of one instance: steps, waits, tasks, the saga;
@@ -102,9 +102,12 @@ class Engine(Schedules):
             may be in the store (default: every class defined in the process).
         lease: With a store shared by several processes (``SqliteStore``,
             ``PostgresStore``): how long a claim on an instance lasts without a
-            heartbeat (seconds, default 10; renewed every third of it). A worker
-            that dies is replaced after at most this long: a shorter lease fails
-            over sooner and costs more heartbeat writes.
+            heartbeat (seconds, default 10; renewed every third of it by a thread
+            on a connection of its own, so that CPU-bound steps keep the leases).
+            A worker that dies or is stopped is replaced after at most this long;
+            one whose event loop makes no progress for a whole lease (hung) stops
+            renewing and is replaced within two. A shorter lease fails over
+            sooner and costs more heartbeat writes.
         poll: With such a store: how often idle workers look for work others left
             (instances in flight of a dead worker, due timers, commands from other
             processes), in seconds (default 0.05; a store that pushes notifications,

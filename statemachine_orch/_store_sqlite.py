@@ -509,12 +509,8 @@ class SqliteStore:
         path = Path(self.path)
         if path.exists() and not os.access(path, os.W_OK):
             raise self._fail("the file is read-only")
+        db = self._sqlite_connect()
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT)
-        except sqlite3.Error as exc:
-            raise self._fail("SQLite cannot open it", exc) from None
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
             app_id = db.execute("PRAGMA application_id").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables and app_id != APPLICATION_ID:
@@ -1150,16 +1146,20 @@ class SqliteStore:
 
     def _connect_more(self) -> sqlite3.Connection:
         """Another connection to the store's file (already checked and migrated), set up as the first."""
+        return self._sqlite_connect(f"PRAGMA synchronous={self._synchronous}")
+
+    def _sqlite_connect(self, *pragmas: str) -> sqlite3.Connection:
+        """A connection to the file, usable from any one thread at a time, waiting for others' locks; then *pragmas*."""
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT)
         except sqlite3.Error as exc:
-            raise self._fail("opening another connection failed", exc) from exc
+            raise self._fail("SQLite cannot open it", exc) from None
         try:
-            db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            for pragma in (f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}", *pragmas):
+                db.execute(pragma)
         except sqlite3.Error as exc:
             db.close()
-            raise self._fail("setting up another connection failed", exc) from exc
+            raise self._fail("SQLite cannot open it", exc) from None
         return db
 
     def release(self, owner: str, fences: Mapping[str, int]) -> None:

@@ -9,7 +9,9 @@ below, whose step sleeps *SLOW* seconds in this process: the fleet tests give
 the worker they mean to kill or stop a long step, and the survivors a short one.
 It also runs the timer workflows ``TimerFlow`` (one timer, the first step) and
 ``TickFlow`` (a short timer visited one to three times in a loop), and
-``BusyFlow``, whose one step keeps the worker's CPU busy. CONCURRENCY defaults to 32.
+``BusyFlow`` and ``HogFlow``, whose one step keeps the worker's CPU busy, and
+``StuckFlow``, whose first step blocks the worker's loop as a hung worker's
+would (for *SLOW* seconds, or until the gate file). CONCURRENCY defaults to 32.
 
 The engine logs with structlog, INFO and above, one line per event, to stdout
 (the tests read ``lease_lost`` there).
@@ -150,7 +152,48 @@ class BusyFlow(Workflow, name="BusyFlow", version="1"):
         mark("crunch", ctx)
 
 
-WORKFLOWS: list[type[Workflow]] = [TaskFlow, SlowFlow, TimerFlow, TickFlow, BusyFlow]
+HOG_CPU = 0.25
+"""CPU seconds HogFlow's step burns: sixteen of them in one claim keep a worker's loop busy four CPU seconds."""
+
+
+class HogFlow(Workflow, name="HogFlow", version="1"):
+    """One step that keeps the worker's CPU (and so its event loop) busy for HOG_CPU seconds."""
+
+    n: int
+
+    @step(initial=True, final=True)
+    def hog(self, ctx: Ctx) -> None:
+        """Log its start, burn CPU in Python (no await), log its end."""
+        mark("hog-begin", ctx)
+        end = time.process_time() + HOG_CPU
+        while time.process_time() < end:
+            pass
+        mark("hog", ctx)
+
+
+class StuckFlow(Workflow, name="StuckFlow", version="1"):
+    """A step that blocks the worker's event loop (a hung worker) for *SLOW* seconds or until the gate opens."""
+
+    n: int
+
+    @step(initial=True)
+    def stuck(self, ctx: Ctx) -> None:
+        """Log its start, block the loop (no await: nothing else runs, not even a timer), log its end."""
+        mark("begin", ctx)
+        gate = Path(os.environ[EFFECTS_ENV] + ".gate")
+        deadline = time.monotonic() + float(os.environ.get(SLOW_ENV, "0"))
+        while time.monotonic() < deadline and not _open(gate):
+            time.sleep(0.02)
+        mark("work", ctx)
+
+    @after(stuck)
+    @step(final=True)
+    async def finish(self, ctx: Ctx) -> None:
+        """The end."""
+        mark("finish", ctx)
+
+
+WORKFLOWS: list[type[Workflow]] = [TaskFlow, SlowFlow, TimerFlow, TickFlow, BusyFlow, HogFlow, StuckFlow]
 """What a fleet worker runs (and what the tests' client engines know)."""
 
 

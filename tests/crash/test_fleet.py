@@ -39,6 +39,7 @@ from statemachine_orch import (
     Store,
     TaskAlreadyCompleted,
     VirtualClock,
+    Workflow,
 )
 from tests.crash.crash_flow import EFFECTS_ENV
 from tests.crash.fleet_worker import (
@@ -46,7 +47,9 @@ from tests.crash.fleet_worker import (
     TIMER_DELAY,
     WORKFLOWS,
     BusyFlow,
+    HogFlow,
     SlowFlow,
+    StuckFlow,
     TickFlow,
     TimerFlow,
     open_store,
@@ -191,6 +194,22 @@ def client(store: Store) -> Engine:
     return Engine(store, workflows=WORKFLOWS, concurrency=0, lease=LEASE)
 
 
+def start_all(fleet: Fleet, ids: list[str], make: Callable[[int], Workflow]) -> None:
+    """Start instance ``ids[n]`` as ``make(n)``, through a client engine of this process."""
+
+    async def start() -> None:
+        store = fleet.store()
+        engine = client(store)
+        try:
+            for n, instance_id in enumerate(ids):
+                await engine.start(make(n), instance_id=instance_id)
+        finally:
+            await engine.aclose()
+            store.close()
+
+    asyncio.run(start())
+
+
 def terminal(store: Store, ids: list[str]) -> Callable[[], bool]:
     """A condition: every instance of *ids* is terminal."""
 
@@ -311,12 +330,15 @@ def test_two_workers_share_cpu_bound_work_that_was_waiting(fleet: Fleet) -> None
     Both workers (256 slots each) are stopped while a client starts 96 instances
     whose one step keeps a worker's CPU busy for 30 ms, then continued together:
     the first to claim takes at most a batch (32), and while it crunches, its loop
-    cannot claim more, so the other claims too. Each runs a third at least, and
-    each step once. The lease is the default's 10 s: a batch's CPU (about 1 s) must
-    stay well under it even on a loaded machine, since a worker whose loop is
-    blocked past its lease loses its instances to the other (which then runs
-    those steps again: with a 2 s lease and 50 ms steps, two loaded workers handed
-    the same instances back and forth, each step running 4-5 times).
+    cannot claim more, so the other claims too. Each runs a third at least.
+
+    Each step's effect is committed once (one ``step_completed`` per instance).
+    A step runs again only where a lease was lost: a run beyond an instance's
+    first is matched by a ``lease_lost`` of that instance in a worker's log. The
+    leases are renewed by a thread of their own, so a busy loop keeps them (until
+    the heartbeat thread moved off the loop, two loaded workers handed the same
+    instances back and forth, 128 and 160 runs of 96 steps); a loss here means
+    a worker got no CPU for a whole lease.
     """
     count = 96
     workers = [fleet.ready(fleet.spawn(concurrency=256, lease=10.0)) for _ in range(2)]
@@ -334,14 +356,117 @@ def test_two_workers_share_cpu_bound_work_that_was_waiting(fleet: Fleet) -> None
                 os.kill(worker.pid, signal.SIGCONT)
             await await_until(terminal(store, ids), 120, "every instance to end")
             assert all(info.status is InstanceStatus.COMPLETED for info in store.infos(None, "BusyFlow"))
+            for instance_id in ids:
+                history = store.history(instance_id)
+                assert {"crunch": 1} == dict(Counter(e.step for e in history if e.kind is K.STEP_COMPLETED))
+                no_double_moves(instance_id, history)
         finally:
             await engine.aclose()
             store.close()
 
     asyncio.run(main())
-    ran = Counter(pid for kind, _, pid in fleet.marks() if kind == "crunch")
-    assert count == sum(ran.values()), "each instance's step ran once"
+    crunches = [(key.split(":")[0], pid) for kind, key, pid in fleet.marks() if kind == "crunch"]
+    runs = Counter(instance_id for instance_id, _ in crunches)
+    losses = Counter(i for w in workers for i in _lost_ids(w))
+    unexplained = {i: (n, losses[i]) for i, n in runs.items() if n > 1 + losses[i]}
+    assert set(ids) == set(runs)
+    assert {} == unexplained, "instance: (step runs, leases lost); a step ran again without a lease lost"
+    print(f"\n[{fleet.backend}] {sum(runs.values())} step runs of {count}, {sum(losses.values())} leases lost")
+    ran = Counter(pid for _, pid in crunches)
     assert all(ran[w.pid] >= count // 3 for w in workers), f"instances run per worker pid: {dict(ran)}"
+
+
+def _a_claims_them_all(
+    fleet: Fleet, a: Worker, b: Worker, ids: list[str], make: Callable[[int], Workflow], begin: str
+) -> None:
+    """
+    Start *ids* while workers A and B are stopped; continue A, and B once A ran a first step (marked *begin*).
+
+    A claims them all in one claim round (at most 32), before it runs any step.
+    """
+    for worker in (b, a):
+        os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        start_all(fleet, ids, make)
+        os.kill(a.pid, signal.SIGCONT)
+        wait_until(lambda: any(kind == begin for kind, _, _ in fleet.marks()), 60, f"A's first {begin}")
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+        os.kill(b.pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(120)
+def test_a_loop_busy_past_its_lease_keeps_its_leases(fleet: Fleet) -> None:
+    """
+    A worker whose loop is busy for longer than its lease, making progress, keeps every lease.
+
+    Worker A claims 16 HogFlow instances in one round (it was stopped while they
+    were started); their steps, 0.25 CPU seconds each and never awaiting, run
+    back to back in one turn of its loop: at least 4 s, twice the lease. Worker B
+    is continued once A runs the first: it would take over any lease that ran
+    out. A's heartbeat thread renews them all (each step's commit shows progress),
+    so every step runs once, in A, and A loses no lease.
+    """
+    count = 16
+    a = fleet.ready(fleet.spawn())
+    b = fleet.ready(fleet.spawn())
+    ids = [f"hog-{n}" for n in range(count)]
+    _a_claims_them_all(fleet, a, b, ids, lambda n: HogFlow(n=n), "hog-begin")
+    store = fleet.store()
+    try:
+        wait_until(terminal(store, ids), 90, "every instance to end")
+        for instance_id in ids:
+            info = store.info(instance_id)
+            assert info is not None
+            assert InstanceStatus.COMPLETED is info.status, f"{instance_id}: {info.status} ({info.error})"
+            history = store.history(instance_id)
+            assert {"hog": 1} == dict(Counter(e.step for e in history if e.kind is K.STEP_COMPLETED))
+    finally:
+        store.close()
+    hogs = [(key.split(":")[0], pid) for kind, key, pid in fleet.marks() if kind == "hog"]
+    assert sorted(ids) == sorted(i for i, _ in hogs), "each step ran once"
+    assert {a.pid} == {pid for _, pid in hogs}, "B took an instance over"
+    assert [] == _lost_lines(a)
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_worker_stops_renewing_and_is_fenced_off(fleet: Fleet) -> None:
+    """
+    A worker whose loop makes no progress for a lease stops renewing: another takes its instances over.
+
+    Worker A's StuckFlow step blocks its loop (a hung worker: no await, no
+    commit) until the gate opens. Its heartbeat thread, still running, sees no
+    progress for a lease, logs ``loop_stalled`` and renews no more, so the leases
+    run out (within two leases of the last progress) and B runs the instances.
+    Then the gate opens: A's loop moves again, its commits are refused (fenced),
+    it logs ``lease_lost`` and writes nothing.
+    """
+    count = 2
+    a = fleet.ready(fleet.spawn(slow=120.0))
+    b = fleet.ready(fleet.spawn(slow=0.0))
+    ids = [f"stuck-{n}" for n in range(count)]
+    _a_claims_them_all(fleet, a, b, ids, lambda n: StuckFlow(n=n), "begin")
+    began = time.monotonic()
+    wait_until(_taken_over(fleet, b, ids), 2 * LEASE + 60, "worker B to take the hung worker's instances over")
+    print(f"\n[{fleet.backend}] takeover from a hung loop: {time.monotonic() - began:.2f} s (lease {LEASE} s)")
+    store = fleet.store()
+    try:
+        wait_until(terminal(store, ids), 60, "the instances to end")
+        before = {i: store.history(i) for i in ids}
+        assert any("loop_stalled" in line for line in a.output().splitlines()), a.output()
+        (fleet.effects.parent / (fleet.effects.name + ".gate")).touch()
+        wait_until(
+            lambda: {k.split(":")[0] for kind, k, pid in fleet.marks() if kind == "work" and pid == a.pid} == set(ids),
+            60,
+            "worker A's stale steps to end",
+        )
+        wait_until(lambda: set(_lost_ids(a)) == set(ids), 60, "A to log lease_lost for every instance")
+        assert before == {i: store.history(i) for i in ids}, "the fenced-off worker wrote"
+        _check_slow(store, ids, fleet, b, first="stuck")
+        assert [] == [o for o in store.owners() if o == a.owner], "A holds a lease again"
+    finally:
+        store.close()
+    assert a.proc.poll() is None, f"A died: {a.output()}"
 
 
 # ----------------------------------------------------------------- 2 and 3. failover and fencing
@@ -355,18 +480,7 @@ def _hold_all(fleet: Fleet, count: int) -> tuple[Worker, Worker, list[str]]:
     """
     a = fleet.ready(fleet.spawn(slow=120.0))
     ids = [f"slow-{n}" for n in range(count)]
-
-    async def start() -> None:
-        store = fleet.store()
-        engine = client(store)
-        try:
-            for n, instance_id in enumerate(ids):
-                await engine.start(SlowFlow(n=n), instance_id=instance_id)
-        finally:
-            await engine.aclose()
-            store.close()
-
-    asyncio.run(start())
+    start_all(fleet, ids, lambda n: SlowFlow(n=n))
     wait_until(
         lambda: {k.split(":")[0] for kind, k, pid in fleet.marks() if kind == "begin" and pid == a.pid} == set(ids),
         60,
@@ -391,15 +505,15 @@ def _taken_over(fleet: Fleet, b: Worker, ids: list[str]) -> Callable[[], bool]:
     return check
 
 
-def _check_slow(store: Store, ids: list[str], fleet: Fleet, b: Worker) -> None:
-    """Every instance completed, each step completed once (by B: A was killed or fenced off)."""
+def _check_slow(store: Store, ids: list[str], fleet: Fleet, b: Worker, first: str = "work") -> None:
+    """Every instance completed, each step (the first named *first*) completed once (by B: A was killed or fenced off)."""
     for instance_id in ids:
         info = store.info(instance_id)
         assert info is not None
         assert InstanceStatus.COMPLETED == info.status, f"{instance_id}: {info.status} ({info.error})"
         history = store.history(instance_id)
         completed = Counter(e.step for e in history if e.kind is K.STEP_COMPLETED)
-        assert {"work": 1, "finish": 1} == dict(completed), f"{instance_id}: {completed}"
+        assert {first: 1, "finish": 1} == dict(completed), f"{instance_id}: {completed}"
         assert 1 == Counter(e.kind for e in history)[K.INSTANCE_STARTED]
         no_double_moves(instance_id, history)
     finishes = [(k, pid) for kind, k, pid in fleet.marks() if kind == "finish"]
@@ -479,6 +593,16 @@ def _started(worker: Worker) -> bool:
 
 def _lost_lines(worker: Worker) -> list[str]:
     return [line for line in worker.output().splitlines() if "lease_lost" in line]
+
+
+def _lost_ids(worker: Worker) -> list[str]:
+    """The instances of the ``lease_lost`` lines *worker* logged, once per line."""
+    return [
+        word.split("=", 1)[1]
+        for line in _lost_lines(worker)
+        for word in line.split()
+        if word.startswith("instance_id=")
+    ]
 
 
 # ----------------------------------------------------------------- 4. a kill loop

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from statemachine_orch import InstanceStatus, StoreError
+from statemachine_orch import Engine, InstanceStatus, MemoryStore, StoreError
 from statemachine_orch._errors import InstanceExists, LeaseLost
 from tests.store.flows import (
     LEASE,
@@ -43,7 +43,10 @@ from tests.store.flows import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from statemachine_orch import Store
+    from statemachine_orch._heartbeat import LeaseRenewer
     from statemachine_orch._instance import InstanceRecord
     from tests.conftest import Runner
     from tests.store.conftest import Stores
@@ -151,7 +154,8 @@ def test_a_lease_renewer_renews_on_a_connection_of_its_own_from_another_thread(d
     kept, lost = parked(one, run, [ContractPay(), ContractPay()])
     held = {i: one.claim(i, W1, NOW, NOW + LEASE) or 0 for i in (kept, lost)}
     two.claim(lost, W2, NOW + LEASE + 1, LATER)  # W1 stalled: W2 takes it over
-    renewer = one.lease_renewer()  # type: ignore[attr-defined]  # the durable stores' method
+    make: Callable[[], LeaseRenewer] = getattr(one, "lease_renewer")  # noqa: B009 - not in the Store protocol
+    renewer = make()
     try:
         with ThreadPoolExecutor(1) as pool:
             renewed = pool.submit(renewer.renew, W1, held, LATER + LEASE).result(timeout=60)
@@ -163,6 +167,19 @@ def test_a_lease_renewer_renews_on_a_connection_of_its_own_from_another_thread(d
     assert ([lost], []) == (renewed, again)
     assert two.claim(kept, W2, LATER + LEASE + 1, LATER + 3 * LEASE) is None, "renewed: still W1's"
     assert [] == renewer.renew(W1, {}, LATER)
+
+
+class _LeasedWithoutRenewer(MemoryStore):
+    """A store that says several processes may share it, but has no ``lease_renewer``."""
+
+    leases = True
+
+
+def test_an_engine_refuses_a_leased_store_without_a_lease_renewer() -> None:
+    """Its heartbeat could not renew on a connection of its own: a TypeError names the store; a client may use it."""
+    with pytest.raises(TypeError, match=r"_LeasedWithoutRenewer.*lease_renewer\(\)"):
+        Engine(_LeasedWithoutRenewer())
+    assert 0 == Engine(_LeasedWithoutRenewer(), concurrency=0).concurrency
 
 
 def test_release_gives_back_only_leases_whose_fence_matches(store: Store, run: Runner) -> None:
