@@ -108,6 +108,8 @@ class Heartbeat:
         stalled_since: float | None = None
         try:
             while not self._stopping.wait(self._lease / 3):
+                if self._loop.is_closed():
+                    return  # the engine's loop ended without aclose(): nothing drives its instances
                 stalled = self.stalled()
                 if stalled >= self._lease:
                     if stalled_since != self._last:
