@@ -215,8 +215,38 @@ def pct(sorted_ms: Sequence[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, round(q * (len(sorted_ms) - 1)))]
 
 
+async def churn(dsn: str, rate: float, stop_at: float) -> int:
+    """
+    Write a task row *rate* times a second until *stop_at* (``UPDATE ... SET claimed_by = claimed_by``).
+
+    The row stays as it was, but the write fires the trigger: every server forgets its kept
+    inbox answers, as on any real change (a task opened, claimed, completed elsewhere).
+    """
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        ids = [
+            r[0] for r in await (await conn.execute("SELECT id FROM tasks WHERE status = 'open' LIMIT 1000")).fetchall()
+        ]
+        written = 0
+        next_at = time.perf_counter()
+        while (now := time.perf_counter()) < stop_at:
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+            next_at += 1.0 / rate
+            await conn.execute("UPDATE tasks SET claimed_by = claimed_by WHERE id = %s", (random.choice(ids),))
+            written += 1
+        return written
+
+
 async def load(
-    port: int, clients: int, user: str, groups: str, warmup: float, seconds: float, interval: float = 0.0
+    port: int,
+    clients: int,
+    user: str,
+    groups: str,
+    warmup: float,
+    seconds: float,
+    interval: float = 0.0,
+    churn_dsn: str | None = None,
+    churn_rate: float = 0.0,
 ) -> dict[str, Any]:
     request = (
         f"GET /api/tasks?limit=50 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -227,8 +257,10 @@ async def load(
     start = time.perf_counter()
     measure_from = start + warmup
     stop_at = measure_from + seconds
-    await asyncio.gather(
-        *(one_client(port, request, stop_at, measure_from, latencies, bodies, interval) for _ in range(clients))
+    writes = churn(churn_dsn, churn_rate, stop_at) if churn_dsn and churn_rate else asyncio.sleep(0, 0)
+    *_, written = await asyncio.gather(
+        *(one_client(port, request, stop_at, measure_from, latencies, bodies, interval) for _ in range(clients)),
+        writes,
     )
     ms = sorted(x * 1000 for x in latencies)
     tasks: list[dict[str, Any]] = json.loads(bodies[0])["tasks"] if bodies else []
@@ -241,6 +273,7 @@ async def load(
         "max": ms[-1] if ms else float("nan"),
         "tasks_per_answer": len(tasks),
         "overdue_in_answer": sum(1 for t in tasks if t["overdue"]),
+        "task_writes": written,
     }
 
 
@@ -259,6 +292,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seconds", type=float, default=None, help="measured seconds (default 20)")
     p.add_argument("--all-teams", action="store_true", help="ask as a user of every team (all tasks are theirs)")
+    p.add_argument(
+        "--churn", type=float, default=0.0, help="write a task row this many times a second meanwhile (0: none)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
     p.add_argument("--database", default=None, help="measure on a database kept by --keep (nothing populated)")
     return p.parse_args(argv)
@@ -290,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.all_teams:
             user, groups = ("chief", ",".join(f"team-{k}" for k in range(TEAMS)))
         cpu_before = proc_cpu(server.pid)
-        figures = asyncio.run(load(port, args.clients, user, groups, 3.0, seconds, args.interval))
+        figures = asyncio.run(load(port, args.clients, user, groups, 3.0, seconds, args.interval, dsn, args.churn))
         cpu = (proc_cpu(server.pid) - cpu_before) / (seconds + 3.0)
         ok = figures["p95"] <= TARGET_P95_MS
         print(
@@ -307,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  each answer: {figures['tasks_per_answer']} tasks ({figures['overdue_in_answer']} overdue); "
             f"the server used {cpu:.2f} CPU cores on average"
         )
+        if args.churn:
+            print(
+                f"  meanwhile {figures['task_writes']:,} task rows written ({args.churn:g}/s: each one empties the cache)"
+            )
         print(f"  target p95 <= {TARGET_P95_MS:.0f} ms: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
     finally:

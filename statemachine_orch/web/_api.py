@@ -174,22 +174,22 @@ async def list_tasks(web: Web, request: Request, identity: Identity) -> Response
     due_before = now if overdue else None
     cache = web.inbox_cache if not overdue else None  # the overdue ones change with the clock: not kept
     key = (identity.user, groups, instance_id, limit)
-    kept = cache.get(key, now) if cache is not None else None
-    if kept is None:
-        ticket = cache.ticket() if cache is not None else None
 
-        def read() -> list[Task]:
-            return engine.tasks(identity.user, groups, instance_id=instance_id, due_before=due_before, limit=limit)
-
-        tasks = await web.read(read)
+    async def read() -> tuple[bytes, float]:
+        tasks = await web.read(
+            lambda: engine.tasks(identity.user, groups, instance_id=instance_id, due_before=due_before, limit=limit)
+        )
         body = json.dumps(
             {"tasks": [task_json(t, now) for t in tasks]}, ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode()  # as JSONResponse encodes
-        if cache is None:
-            kept = Kept(body, etag_of(body), -1, now, 0.0)
-        else:
-            coming = [t.due_at for t in tasks if t.due_at is not None and t.due_at > now]
-            kept = cache.put(key, ticket, body, min(coming, default=math.inf))
+        coming = [t.due_at for t in tasks if t.due_at is not None and t.due_at > now]
+        return body, min(coming, default=math.inf)  # until the first of them falls due
+
+    if cache is not None:
+        kept = await cache.answer(key, now, read)
+    else:
+        body, _ = await read()
+        kept = Kept(body, etag_of(body), -1, now, 0.0)
     if kept.etag in _etags(request):
         return Response(status_code=304, headers={"etag": kept.etag})
     return Response(kept.body, media_type="application/json", headers={"etag": kept.etag})

@@ -30,9 +30,11 @@ with the clock alone) are not kept. SQLite and memory stores have no cache.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import attrs
@@ -98,6 +100,7 @@ class InboxCache:
         self.losses = 0
         """How many times the listening connection was lost."""
         self._kept: dict[InboxKey, Kept] = {}
+        self._flights: dict[tuple[InboxKey, int], asyncio.Future[Kept | None]] = {}
         self._heard = threading.Condition()
 
     def changed(self, live: bool = True) -> None:
@@ -163,6 +166,41 @@ class InboxCache:
             self._kept.pop(next(iter(self._kept)), None)
         self._kept[key] = kept
         return kept
+
+    async def answer(self, key: InboxKey, now: float, read: Callable[[], Awaitable[tuple[bytes, float]]]) -> Kept:
+        """
+        The answer for *key*: kept, or read by *read* (``(body, expires)``) and kept.
+
+        Requests asking the same question at the same generation while it is read
+        wait for that one read (the first one's: a change heard meanwhile starts
+        a new generation, whose askers read again), so that after a change 50
+        clients of one user cost one read, not 50. An answer a waiter gets whose
+        overdue flags went stale by its *now* is read again by the waiter.
+        """
+        kept = self.get(key, now)
+        if kept is not None:
+            return kept
+        ticket = self.ticket()
+        if ticket is not None and (flight := self._flights.get((key, ticket))) is not None:
+            shared = await asyncio.shield(flight)
+            if shared is not None and now < shared.expires:
+                return shared
+            ticket = self.ticket()
+        if ticket is None:
+            body, expires = await read()
+            return self.put(key, None, body, expires)
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key, ticket] = flight
+        result: Kept | None = None
+        try:
+            body, expires = await read()
+            result = self.put(key, ticket, body, expires)
+            return result
+        finally:
+            # Waiters of a read that failed (or was cancelled) read for themselves.
+            flight.set_result(result)
+            if self._flights.get((key, ticket)) is flight:
+                del self._flights[key, ticket]
 
 
 class ForgetOnWrite:

@@ -98,6 +98,42 @@ def test_an_answer_expires_when_one_of_its_tasks_falls_due_and_at_its_age() -> N
     assert [None, b"y", b"y"] == [k.body if (k := cache.get(key, 0.0)) else None for key in keys]
 
 
+def test_askers_of_one_question_share_one_read_of_its_generation(run: Runner) -> None:
+    """answer(): three askers while one read runs make one read; after a change, a new read; a failed read is not shared."""
+    cache = InboxCache()
+    cache.changed(live=True)
+    reads: list[int] = []
+    release = asyncio.Event()
+    fail = [False]
+
+    async def read() -> tuple[bytes, float]:
+        reads.append(cache.generation)
+        await release.wait()
+        if fail[0]:
+            fail[0] = False
+            raise OSError("the store is away")
+        return b"page %d" % len(reads), math.inf
+
+    async def scenario() -> list[object]:
+        first = [asyncio.create_task(cache.answer(KEY, 0.0, read)) for _ in range(3)]
+        await asyncio.sleep(0)  # (each task runs up to its wait: the first in read(), the others on its flight)
+        release.set()
+        bodies: list[object] = [(await t).body for t in first]
+        cache.changed(live=True)
+        release.clear()
+        fail[0] = True
+        failing = asyncio.create_task(cache.answer(KEY, 0.0, read))
+        waiting = asyncio.create_task(cache.answer(KEY, 0.0, read))
+        await asyncio.sleep(0)
+        release.set()
+        failed = await asyncio.gather(failing, return_exceptions=True)
+        bodies += [type(failed[0]).__name__, (await waiting).body]
+        return bodies
+
+    assert [b"page 1", b"page 1", b"page 1", "OSError", b"page 3"] == run(scenario())
+    assert [1, 2, 2] == reads  # the waiter of the failed read read again itself
+
+
 def test_a_writing_request_forgets_the_answers_before_it_answers(run: Runner) -> None:
     """ForgetOnWrite: a POST forgets what was kept by the time its answer starts; a GET does not."""
     cache = InboxCache()
