@@ -23,7 +23,8 @@ What it does:
    1,000 overdue) one request after another: 3 s of warm-up, then the figures over
    ``--seconds``. Latency is from writing a request to the last byte of its
    answer. ``--user`` picks another identity (``--all-teams``: one user in every
-   team, who may complete all 100,000 tasks).
+   team, who may complete all 100,000 tasks). ``--churn R`` writes a task row R
+   times a second meanwhile (the trigger fires: the server's inbox cache is emptied).
 
 The target (issue 13): p95 <= 50 ms. The output says PASS or FAIL and the exit
 code is 1 on FAIL. bench/README.md quotes a run.
