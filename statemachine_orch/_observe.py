@@ -35,6 +35,8 @@ _perf = time.perf_counter
 _STATUS_CHANGED = EventKind.STATUS_CHANGED
 # A tuple, not a set: `in` compares by identity first, where a set would call the enum's __hash__.
 _ENDED = tuple(s for s in InstanceStatus if s.is_terminal)
+# Most commits are of live instances: two identity checks spare them the tuple's comparisons.
+_RUNNING, _WAITING = InstanceStatus.RUNNING, InstanceStatus.WAITING
 _END_STATUSES = frozenset(s.value for s in _ENDED)
 _NO_ENDS: list[tuple[str, str | None]] = []  # shared, never written to
 
@@ -277,7 +279,8 @@ class _Observed(Observer):
             if not rec.stored:
                 ends = [] if ends is None else ends
                 ends.append((rec.spec.name, None))
-            if rec.status in _ENDED:
+            status = rec.status
+            if status is not _RUNNING and status is not _WAITING and status in _ENDED:
                 for event in rec.history:
                     if event.kind is _STATUS_CHANGED and event.detail in _END_STATUSES:
                         ends = [] if ends is None else ends

@@ -24,6 +24,8 @@ _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
+# The bucket of each batch size up to the last bound, looked up instead of searched.
+_BATCH_BUCKET_OF = tuple(bisect_left(_BATCH_BUCKETS, n) for n in range(int(_BATCH_BUCKETS[-1]) + 1))
 
 
 def _prometheus() -> Any:
@@ -83,12 +85,17 @@ class _Histogram:
         self.by_labels: dict[tuple[str, ...], list[float]] = {}
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
-        figures = self.by_labels.get(labels)
-        if figures is None:
-            figures = self.by_labels[labels] = [0.0] * (len(self.bounds) + 3)
+        figures = self.figures(labels)
         figures[bisect_left(self.bounds, value)] += 1
         figures[-2] += 1
         figures[-1] += value
+
+    def figures(self, labels: tuple[str, ...]) -> list[float]:
+        """The live figures of *labels* (made at the first ask): the hot paths keep them and add to them in place."""
+        figures = self.by_labels.get(labels)
+        if figures is None:
+            figures = self.by_labels[labels] = [0.0] * (len(self.bounds) + 3)
+        return figures
 
     def family(self, prom: Any, *, figures: bool = True) -> Metric:
         family: HistogramMetricFamily = prom.core.HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
@@ -192,6 +199,10 @@ class Metrics:
         )
         self._lost = _Counter(f"{ns}_leases_lost", "Leases of this worker that another worker took over.")
         self._attempts_name = f"{ns}_step_attempts"
+        # The hot paths' figures, kept once made (workflow -> step -> outcome; the commits'
+        # two unlabelled ones): no label tuple is built and no call made per attempt or commit.
+        self._step_figures: dict[str, dict[str, dict[str, list[float]]]] = {}
+        self._commit_figures: tuple[list[float], list[float]] | None = None
         self.registry.register(self)  # a collector: collect() and describe()
 
     # ----------------------------------------------------------------- the collector
@@ -222,7 +233,14 @@ class Metrics:
 
     def count_step(self, workflow: str, step: str, outcome: str, seconds: float) -> None:
         """One attempt of *step* ended with *outcome* (completed, failed) after *seconds*."""
-        self._steps.observe((workflow, step, outcome), seconds)
+        try:
+            figures = self._step_figures[workflow][step][outcome]
+        except KeyError:
+            figures = self._steps.figures((workflow, step, outcome))
+            self._step_figures.setdefault(workflow, {}).setdefault(step, {})[outcome] = figures
+        figures[bisect_left(_STEP_BUCKETS, seconds)] += 1
+        figures[-2] += 1
+        figures[-1] += seconds
 
     def count_retry(self, workflow: str, step: str) -> None:
         """A retry of *step* was scheduled."""
@@ -234,8 +252,16 @@ class Metrics:
 
     def count_commit(self, seconds: float, size: int, ends: list[tuple[str, str | None]]) -> None:
         """A commit of *size* changes took *seconds*; *ends*: (workflow, end status, None for a start) it wrote."""
-        self._commit_duration.observe((), seconds)
-        self._commit_batch.observe((), size)
+        kept = self._commit_figures
+        if kept is None:
+            kept = self._commit_figures = (self._commit_duration.figures(()), self._commit_batch.figures(()))
+        duration, batch = kept
+        duration[bisect_left(_COMMIT_BUCKETS, seconds)] += 1
+        duration[-2] += 1
+        duration[-1] += seconds
+        batch[_BATCH_BUCKET_OF[size] if size < len(_BATCH_BUCKET_OF) else bisect_left(_BATCH_BUCKETS, size)] += 1
+        batch[-2] += 1
+        batch[-1] += size
         for workflow, status in ends:
             if status is None:
                 self._started.inc((workflow,))

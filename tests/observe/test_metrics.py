@@ -76,6 +76,27 @@ def test_every_metric_is_exposed_under_its_documented_name_before_anything_ran()
     assert 0.0 == value(samples, "orch_leases_lost_total")
 
 
+def test_commit_and_step_figures_land_in_their_buckets() -> None:
+    """The hot paths' kept figures (batch sizes looked up, not searched) give what the bounds say, le inclusive."""
+    metrics = Metrics()
+    for size in (1, 3, 4, 512, 513, 2000):
+        metrics.count_commit(0.0003, size, [])
+    metrics.count_step("Wf", "s", "completed", 0.0005)
+    metrics.count_step("Wf", "s", "completed", 0.002)
+    metrics.count_step("Wf", "s", "failed", 7.0)
+    s = parse(metrics.exposition())
+    batch = "orch_commit_batch_size_bucket"
+    assert [1, 1, 3, 3, 4, 6] == [value(s, batch, le=le) for le in ("1.0", "2.0", "4.0", "256.0", "512.0", "+Inf")]
+    assert 1 + 3 + 4 + 512 + 513 + 2000 == value(s, "orch_commit_batch_size_sum")
+    duration = "orch_commit_duration_seconds_bucket"
+    assert [0, 6] == [value(s, duration, le=le) for le in ("0.00025", "0.0005")]
+    step = "orch_step_duration_seconds_bucket"
+    completed = {"workflow": "Wf", "step": "s", "outcome": "completed"}
+    assert [1, 1, 2] == [value(s, step, le=le, **completed) for le in ("0.0005", "0.001", "0.0025")]
+    assert [0, 1] == [value(s, step, le=le, workflow="Wf", step="s", outcome="failed") for le in ("5.0", "10.0")]
+    assert 2 == value(s, "orch_step_attempts_total", **completed)
+
+
 def test_retries_count_attempts_by_outcome_and_time_them(run: Runner) -> None:
     """Issue 12: two failed attempts, two retries, one completed attempt; starts and ends counted at commit."""
     metrics = Metrics()
