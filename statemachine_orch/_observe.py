@@ -12,6 +12,7 @@ configures structlog: the events go where the application's configuration sends 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from ._history import EventKind
 from ._status import InstanceStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from contextvars import Token
 
     from ._ctx import Ctx
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 _log: Any = structlog.get_logger("statemachine_orch.engine")
 
 _perf = time.perf_counter
+
+# opentelemetry-api's variable naming a tracer provider to load (its own constant is in the optional extra).
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
 
 _STATUS_CHANGED = EventKind.STATUS_CHANGED
 # A tuple, not a set: `in` compares by identity first, where a set would call the enum's __hash__.
@@ -127,11 +131,7 @@ class _Observed(Observer):
 
             # tracing=True: until the application sets an SDK provider, the global one is
             # the API's proxy, whose spans are no-ops; a turn then skips making one.
-            self._no_sdk: Any = (
-                (lambda: type(trace.get_tracer_provider()) is trace.ProxyTracerProvider)
-                if global_provider
-                else (lambda: False)
-            )
+            self._no_sdk: Any = _no_global_provider(trace) if global_provider else (lambda: False)
             self._attach: Any = context.attach
             self._detach: Any = context.detach
             self._in_context: Any = trace.set_span_in_context
@@ -310,6 +310,17 @@ class _Observed(Observer):
     def lease_lost(self, instance_id: str) -> None:  # noqa: ARG002 - the engine logs it
         if self.metrics is not None:
             self.metrics.count_lease_lost()
+
+
+def _no_global_provider(trace: Any) -> Callable[[], bool]:
+    """What tells whether the API's global tracer provider is still its no-op proxy (no SDK set yet)."""
+    api: dict[str, object] = trace.__dict__  # the live module namespace, not a copy
+    if "_TRACER_PROVIDER" in api and _PROVIDER_VARIABLE not in os.environ:
+        # The API's own global, None until set_tracer_provider(): get_tracer_provider()
+        # would look the environment up at each turn (thousands of instructions), for a
+        # variable that is read when the global is first asked for, and is not set here.
+        return lambda: api["_TRACER_PROVIDER"] is None
+    return lambda: type(trace.get_tracer_provider()) is trace.ProxyTracerProvider
 
 
 def make_observer(metrics: Metrics | None, tracing: object, logs: bool) -> Observer | None:
