@@ -58,12 +58,14 @@ class ChildFailed(RuntimeError):
     """A measured child process exited with an error."""
 
 
-def instructions(mode: str, orders: int, out: Path) -> tuple[int, int]:
+def instructions(mode: str, orders: int, out: Path, *, reuse: bool = False) -> tuple[int, int]:
     """
     The instructions callgrind counts for one workload of *orders* orders in *mode*.
 
     Returns:
         The whole process's, and those in the cyclic garbage collector (inclusive).
+        With *reuse*, callgrind's file from an earlier run in *out* is read again
+        instead of running the workload.
     """
     target = out / f"callgrind.{mode}.{orders}"
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(ROOT))
@@ -80,8 +82,12 @@ def instructions(mode: str, orders: int, out: Path) -> tuple[int, int]:
         "--repeat",
         "0",
     ]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - valgrind and this tree's bench
-    if done.returncode:
+    done = (
+        None
+        if reuse and target.exists()
+        else subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - valgrind and this tree's bench
+    )
+    if done is not None and done.returncode:
         msg = f"{mode} with {orders} orders exited {done.returncode}:\n{done.stderr[-2000:]}"
         raise ChildFailed(msg)
     found = _TOTALS.search(target.read_text())
@@ -106,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large", type=int, default=2000, help="orders of the larger workload")
     p.add_argument("--jobs", type=int, default=2, help="valgrind processes at a time")
     p.add_argument("--keep", type=Path, help="keep callgrind's files in this folder (for callgrind_annotate)")
+    p.add_argument(
+        "--reuse",
+        nargs="*",
+        choices=MODES,
+        default=[],
+        help="with --keep: read these modes' files kept by an earlier run (their code unchanged) instead of running them",
+    )
     args = p.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: sudo apt-get install -y valgrind", file=sys.stderr)
@@ -116,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         out = args.keep if args.keep is not None else Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         try:
-            counted = pool.map(instructions, [m for m, _ in runs], [n for _, n in runs], [out] * len(runs))
+
+            def one(run: tuple[str, int]) -> tuple[int, int]:
+                return instructions(run[0], run[1], out, reuse=run[0] in args.reuse)
+
+            counted = pool.map(one, runs)
             counts: dict[tuple[str, int], tuple[int, int]] = dict(zip(runs, counted, strict=True))
         except ChildFailed as exc:
             print(exc, file=sys.stderr)

@@ -197,11 +197,15 @@ class _Observed(Observer):
         return attempt
 
     def attempt_ended(self, ctx: Ctx, token: object, outcome: str, error: BaseException | None = None) -> None:
+        metrics = self.metrics
+        if type(token) is float and metrics is not None and ctx.undoing is None and outcome != "cancelled":
+            # The common case, timed only (no span, no log context): a step's attempt counted.
+            metrics.count_step(ctx.workflow, ctx.step, outcome, _perf() - token)
+            return
         attempt = token if type(token) is Attempt else None
         started: float = attempt.started if attempt is not None else token  # type: ignore[assignment] # a float
         seconds = _perf() - started
         undoing = ctx.undoing
-        metrics = self.metrics
         if metrics is not None and outcome != "cancelled":
             if undoing is None:
                 metrics.count_step(ctx.workflow, ctx.step, outcome, seconds)
@@ -274,6 +278,11 @@ class _Observed(Observer):
         # Only a new row can hold the start, and only an ended instance an end: the
         # other records (most of them) are not scanned. The token is the start time,
         # or (start time, ends) when there are starts or ends.
+        if len(records) == 1:
+            rec = records[0]
+            status = rec.status
+            if rec.stored and (status is _RUNNING or status is _WAITING):
+                return _perf()  # the common case: one live instance's change
         ends: list[tuple[str, str | None]] | None = None
         for rec in records:
             if not rec.stored:
