@@ -11,7 +11,9 @@ completed step without a compensation that changed what the invariant reads.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
+from typing import cast
 
 import attrs
 
@@ -50,6 +52,8 @@ class Changes:
         self._workflow = workflow
         self._before: dict[tuple[str, str], tuple[object, ...]] = {}
         self._done: dict[str, list[Done]] = {}
+        # Per spec (by identity; the spec is kept so its id stays its own): its field names and a reader of them.
+        self._readers: dict[int, tuple[WorkflowSpec, tuple[str, ...], Callable[[object], tuple[object, ...]]]] = {}
 
     def __call__(self, instance_id: str, event: HistoryEvent) -> None:
         """Record *event* of *instance_id*: snapshot before a step, compare after it."""
@@ -60,8 +64,8 @@ class Changes:
         spec = spec_of(wf)
         if not spec.invariants:
             return
-        names = [f.name for f in spec.fields]
-        now = tuple(_kept(getattr(wf, n)) for n in names)
+        names, read = self._reader(spec)
+        now = tuple(v if type(v) in _IMMUTABLE else copy.deepcopy(v) for v in read(wf))
         if kind is _K.STEP_STARTED:
             self._before[instance_id, step] = now
             return
@@ -69,17 +73,32 @@ class Changes:
         changed = tuple(n for n, a, b in zip(names, before or now, now, strict=True) if _differs(a, b))
         self._done.setdefault(instance_id, []).append(Done(step, changed))
 
+    def _reader(self, spec: WorkflowSpec) -> tuple[tuple[str, ...], Callable[[object], tuple[object, ...]]]:
+        """The names of *spec*'s fields, and a function reading all of them from a workflow at once."""
+        known = self._readers.get(id(spec))
+        if known is None:
+            names = tuple(f.name for f in spec.fields)
+            known = self._readers[id(spec)] = (spec, names, _read_all(names))
+        return known[1], known[2]
+
     def done(self, instance_id: str) -> list[Done]:
         """The completed steps of the instance, in order, with what each changed."""
         return list(self._done.get(instance_id, ()))
 
 
-_IMMUTABLE = (int, float, str, bool, bytes, type(None))
+_IMMUTABLE = frozenset({int, float, str, bool, bytes, type(None)})
+"""Types whose values cannot change: kept as they are, anything else is deep-copied."""
 
 
-def _kept(value: object) -> object:
-    """*value* as it is now: the object itself when it cannot change, else a deep copy."""
-    return value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+def _read_all(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
+    """A function reading the attributes *names* of an object, as a tuple (one C call for them all)."""
+    if not names:
+        return lambda _: ()
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda wf: (one(wf),)
+    many = operator.attrgetter(*names)
+    return lambda wf: cast("tuple[object, ...]", many(wf))
 
 
 def _differs(a: object, b: object) -> bool:
