@@ -12,7 +12,7 @@ For each kind of ``tests/testing/gallery_kinds.py``, the buggy workflow's
 once per seed 0..N-1 and the twin's once per seed too; the table gives how many
 runs found the bug (and named it as the kind requires), how many twin runs
 passed without a coverage warning, and the median and worst time of a buggy
-run. It exits 1 when a kind was missed or a twin failed in any run.
+run and of a twin run. It exits 1 when a kind was missed or a twin failed in any run.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ def main() -> int:
     parser.add_argument("--show", action="store_true", help="print the first failure message of each kind")
     args = parser.parse_args()
     kinds = [k for k in KINDS if not args.kind or k.number in args.kind]
-    print(f"{'kind':<48} {'found':>7} {'twin ok':>8} {'median s':>9} {'worst s':>8}")
+    print(
+        f"{'kind':<48} {'found':>7} {'twin ok':>8} {'median s':>9} {'worst s':>8} {'twin med s':>11} {'twin worst s':>13}"
+    )
     missed = False
     shown: list[tuple[Kind, str]] = []
     with structlog.testing.capture_logs():
@@ -51,10 +53,12 @@ def main() -> int:
             found = sum(1 for o in buggy if kind.found(o))
             passed = sum(1 for o in twin if kind.passed(o))
             times = [o.seconds for o in buggy]
+            twin_times = [o.seconds for o in twin]
             title = f"{kind.number}. {kind.title}"
             print(
                 f"{title[:48]:<48} {found:>3}/{args.seeds:<3} {passed:>4}/{args.seeds:<3} "
-                f"{statistics.median(times):>9.2f} {max(times):>8.2f}",
+                f"{statistics.median(times):>9.2f} {max(times):>8.2f} "
+                f"{statistics.median(twin_times):>11.2f} {max(twin_times):>13.2f}",
                 flush=True,
             )
             missed = missed or found < args.seeds or passed < args.seeds
