@@ -12,7 +12,7 @@ from ._context import ApiError, Web
 
 async def diagram_svg(web: Web, instance_id: str) -> bytes:
     """
-    The SVG of *instance_id*'s workflow with its overlay (done, current, failed, compensated steps).
+    The SVG of *instance_id*'s workflow with its overlay (done, current, failed, compensated steps, a failed undo).
 
     Raises:
         UnknownWorkflowVersion: Its version has no class here.
