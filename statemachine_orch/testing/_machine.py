@@ -107,6 +107,7 @@ _REAL_TIMEOUT = 30.0  # real seconds a rule may take before the engine counts as
 _SPIN_LIMIT = 200  # retries of one instance within one action before it counts as hung
 _EXTRA_ROUNDS = 9  # more runs of the budget, steered to missed edges, while require_coverage is not met
 _HISTORY_SHOWN = 120  # history entries a message shows of one instance (its first and its last ones)
+_STORY_EVENTS_KEPT = 40  # events the story shows of one action (its first and its last ones)
 _CHECKED_AFTER = (
     _K.TRANSITION,
     _K.STATUS_CHANGED,
@@ -593,9 +594,18 @@ class WorkflowStateMachine(RuleBasedStateMachine):
         if self._notes is None and not current_build_context().is_final:
             return  # hypothesis keeps notes of the final (failing) run only: no need to write them
         history = self.engine.history(instance_id)
-        for event in history[track.noted :]:
-            if event.kind is not _K.STEP_STARTED:
-                self._note(f"    {track.name}  {self._describe(instance_id, event)}")
+        lines = [
+            f"    {track.name}  {self._describe(instance_id, event)}"
+            for event in history[track.noted :]
+            if event.kind is not _K.STEP_STARTED
+        ]
+        if len(lines) > _STORY_EVENTS_KEPT:
+            # A long loop's one action can make thousands of events: its first and last tell the story.
+            half = _STORY_EVENTS_KEPT // 2
+            left_out = len(lines) - 2 * half
+            lines[half:-half] = [f"    {track.name}  ... ({left_out} events of this action left out)"]
+        for line in lines:
+            self._note(line)
         track.noted = len(history)
 
     def _describe(self, instance_id: str, event: HistoryEvent) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from statemachine_orch.testing import Cancel, InvariantViolation, Start, WorkflowMachine
 
-from .gallery_kinds import KINDS, EventBooking, EventBookingFixed, Kind, run
+from .gallery_kinds import KINDS, EventBooking, EventBookingFixed, Kind, Repayment, run
 
 BUGGY_SEEDS = range(20)
 """Issue 11's measure: the bug found in every one of 20 seeded runs."""
@@ -93,3 +93,17 @@ def test_the_twin_releases_its_seats_on_a_compensating_cancel_and_on_a_failure()
     """Issue 11, kind 4: the twin's release_seats undoes hold_seats, so neither undo leaves anything held."""
     WorkflowMachine(EventBookingFixed).replay(Start(EventBookingFixed(event="gala"), {}), Cancel(0, compensate=True))
     WorkflowMachine(EventBookingFixed).replay(Start(EventBookingFixed(event="gala"), {"book_venue": ("permanent",)}))
+
+
+def test_a_runaway_loops_story_shows_the_first_and_last_events_of_its_action() -> None:
+    """Issue 11, kind 6: one action that loops 2000 transitions tells its story in a few dozen lines, not 4,000."""
+    story = Start(workflow=Repayment(debt=-1, monthly=-1, rate_percent=1, months=0), faults={})
+
+    with pytest.raises(InvariantViolation) as caught:
+        WorkflowMachine(Repayment).replay(story)
+
+    text = "\n".join(caught.value.__notes__)
+    assert "did not end within 2000 transitions" in str(caught.value)
+    assert "    i1  transition    statement -> pay_month" in text
+    assert "events of this action left out)" in text
+    assert len(text.splitlines()) < 250, len(text.splitlines())
